@@ -1,0 +1,178 @@
+"""Image folders: finding the images of each class, mapping folders to the model's labels, and
+reading images so that odd or broken files are reported instead of crashing a run."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+MAX_PIXELS = 80_000_000  # larger images are refused rather than decoded (decompression bombs)
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error, not a grey half-image
+
+
+class DataError(ValueError):
+    """The data cannot be used; the message says why and where."""
+
+
+class BadImage(DataError):
+    """One file could not be read as an image."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file or folder that was skipped, and why (shown to the user, never thrown)."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ClassFolder:
+    folder: str  # folder name on disk
+    label: int  # index in the model's label space
+    name: str  # readable name
+
+
+@dataclass
+class ImageSet:
+    """The images of one split, per class, with everything that was skipped."""
+
+    root: Path
+    split: str
+    classes: list[ClassFolder]
+    images: dict[str, list[Path]]  # class folder -> sorted image paths
+    problems: list[Problem] = field(default_factory=list)
+
+    def paths_and_labels(self) -> tuple[list[Path], list[int]]:
+        paths, labels = [], []
+        for cls in self.classes:
+            paths += self.images[cls.folder]
+            labels += [cls.label] * len(self.images[cls.folder])
+        return paths, labels
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.images.values())
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open any image as RGB: alpha is composited on white, grayscale/CMYK/palette converted."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise BadImage(f"{path}: {img.width}x{img.height} pixels is too large")
+                img.load()
+                if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+                    rgba = img.convert("RGBA")
+                    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                    return Image.alpha_composite(background, rgba).convert("RGB")
+                return img.convert("RGB")
+    except BadImage:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, Warning) as exc:
+        raise BadImage(f"{path}: not a readable image ({exc})") from exc
+
+
+def read_class_map(root: Path) -> dict[str, tuple[int, str]] | None:
+    """``root/classes.csv`` (wnid, imagenet_index, name) as folder -> (label, name), if present."""
+    path = root / "classes.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        needed = {"wnid", "imagenet_index", "name"}
+        if not needed <= set(reader.fieldnames or ()):
+            raise DataError(f"{path} must have the columns {', '.join(sorted(needed))}")
+        try:
+            return {row["wnid"]: (int(row["imagenet_index"]), row["name"]) for row in reader}
+        except ValueError as exc:
+            raise DataError(f"{path}: imagenet_index must be an integer ({exc})") from exc
+
+
+def class_folders(
+    root: str | Path, split: str, labels: list[str], wnids: list[str] | None
+) -> tuple[list[ClassFolder], list[Problem]]:
+    """The class folders of ``root/split`` mapped to the model's label space.
+
+    Folders map through ``root/classes.csv`` when it exists, else by ImageNet wnid folder names
+    (for models that have wnids). Folders that map to nothing are reported and skipped.
+    """
+    root = Path(root)
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir} does not exist (expected DIR/{split}/<class folder>/<images>)")
+    folders = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DataError(f"{split_dir} has no class folders")
+    class_map = read_class_map(root)
+    by_wnid = {w: i for i, w in enumerate(wnids)} if wnids else {}
+    classes, problems = [], []
+    for folder in folders:
+        if class_map is not None and folder in class_map:
+            label, name = class_map[folder]
+        elif folder in by_wnid:
+            label, name = by_wnid[folder], labels[by_wnid[folder]]
+        elif folder.isdigit() and int(folder) < len(labels):
+            label, name = int(folder), labels[int(folder)]
+        else:
+            problems.append(Problem(str(split_dir / folder), "class folder matches no class of the model; skipped"))
+            continue
+        if not 0 <= label < len(labels):
+            problems.append(Problem(str(split_dir / folder), f"label {label} is outside the model's {len(labels)}"))
+            continue
+        classes.append(ClassFolder(folder, label, name))
+    if not classes:
+        raise DataError(
+            f"no class folder of {split_dir} matches the model's classes: add {root / 'classes.csv'} "
+            "(columns wnid,imagenet_index,name) or name the folders by ImageNet wnid"
+        )
+    return classes, problems
+
+
+def scan_split(
+    root: str | Path,
+    split: str,
+    labels: list[str],
+    wnids: list[str] | None = None,
+    classes: list[str] | None = None,
+    limit: int | None = None,
+    min_images: int = 1,
+) -> ImageSet:
+    """Find the images of ``root/split``; ``classes`` selects folders by folder or readable name.
+
+    Files that are not images by suffix, and classes with fewer than ``min_images`` images, are
+    reported in ``problems`` and skipped. ``limit`` keeps the first images of each class (sorted
+    by name, so a run is reproducible).
+    """
+    root = Path(root)
+    found, problems = class_folders(root, split, labels, wnids)
+    if classes:
+        wanted = set(classes)
+        unknown = wanted - {c.folder for c in found} - {c.name for c in found}
+        if unknown:
+            raise DataError(f"unknown classes in {root / split}: {', '.join(sorted(unknown))}")
+        found = [c for c in found if c.folder in wanted or c.name in wanted]
+    kept, images = [], {}
+    for cls in found:
+        folder = root / split / cls.folder
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        paths = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        problems += [Problem(str(p), "not an image file; skipped") for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+        paths = paths[:limit] if limit else paths
+        if len(paths) < min_images:
+            problems.append(Problem(str(folder), f"{len(paths)} images, fewer than the {min_images} needed; class skipped"))
+            continue
+        kept.append(cls)
+        images[cls.folder] = paths
+    if not kept:
+        raise DataError(f"no class of {root / split} has enough images (at least {min_images} each)")
+    return ImageSet(root, split, kept, images, problems)

@@ -1,0 +1,172 @@
+"""What a prototype network shows a person: heatmaps, part maps and the explanation of one image.
+
+Heatmaps are ``f(x) . p~_i`` on the feature grid, upsampled bilinearly to the image the model saw
+(after its resize and crop); their spatial means are the contributions to the logit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .backbones import Backbone
+from .data import load_image
+from .head import PrototypeHead
+
+# Distinct, colour-blind-friendly colours (Okabe-Ito, then Tableau) for up to 20 prototypes.
+PALETTE = [
+    (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
+    (213, 94, 0), (204, 121, 167), (150, 150, 150), (31, 119, 180), (255, 127, 14),
+    (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194),
+    (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
+]  # fmt: skip
+
+
+def prototype_colour(i: int) -> tuple[int, int, int]:
+    return PALETTE[i % len(PALETTE)]
+
+
+def prototype_hex(i: int) -> str:
+    return "#%02x%02x%02x" % prototype_colour(i)
+
+
+def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """(..., h, w) maps -> (..., H, W), bilinear."""
+    lead = maps.shape[:-2]
+    flat = maps.reshape(-1, 1, *maps.shape[-2:]).float()
+    size = (size, size) if isinstance(size, int) else size
+    return F.interpolate(flat, size=size, mode="bilinear", align_corners=False).reshape(*lead, *size)
+
+
+def part_map(presence: torch.Tensor, image: np.ndarray, threshold: float = 0.3, opacity: float = 0.55) -> np.ndarray:
+    """Colour each pixel by the part most present there.
+
+    ``presence`` (k, H, W) at the image's size, from ``PrototypeHead.presence`` (1 = as strong
+    as the part gets on the class's training images); pixels where even the strongest part is
+    below ``threshold`` stay uncoloured (no part there).
+    """
+    winner = presence.argmax(dim=0).numpy()
+    mask = (presence.max(dim=0).values > threshold).numpy()
+    colours = np.array([prototype_colour(i) for i in range(presence.shape[0])], dtype=np.float32)
+    out = image.astype(np.float32).copy()
+    out[mask] = (1 - opacity) * out[mask] + opacity * colours[winner[mask]]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def heatmap_overlay(heatmap: torch.Tensor, image: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """One heatmap (H, W) over the image, with OpenCV's JET colours scaled to its own range.
+    Negative evidence (below zero) is drawn dark, positive bright."""
+    import cv2
+
+    h = heatmap.numpy()
+    span = max(abs(h.min()), abs(h.max()), 1e-12)
+    scaled = ((h / span + 1) / 2 * 255).clip(0, 255).astype(np.uint8)
+    coloured = cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return ((1 - opacity) * image + opacity * coloured).clip(0, 255).astype(np.uint8)
+
+
+@dataclass
+class Explanation:
+    """Everything shown for one image and one decomposed class."""
+
+    image: np.ndarray  # (S, S, 3) uint8: the image as the model saw it
+    label: int  # the explained class
+    logits: torch.Tensor  # (C_all,)
+    contributions: torch.Tensor  # (k,) to the explained class's logit
+    bias: float
+    heatmaps: torch.Tensor  # (k, S, S) contribution heatmaps f(x) . p~_i
+    presence: torch.Tensor  # (k, S, S) part presence, 1 = strong (for part maps)
+
+    @property
+    def logit(self) -> float:
+        return float(self.contributions.sum() + self.bias)
+
+    def top(self, n: int = 5) -> list[tuple[int, float]]:
+        """(label, probability) of the n most likely classes."""
+        probs = self.logits.softmax(dim=0)
+        values, labels = probs.topk(min(n, len(probs)))
+        return list(zip(labels.tolist(), values.tolist()))
+
+
+def model_input(backbone: Backbone, image) -> tuple[torch.Tensor, np.ndarray]:
+    """A path or PIL image -> (normalised batch of one, the uint8 image the model sees)."""
+    pil = load_image(image) if isinstance(image, (str, Path)) else image.convert("RGB")
+    x = backbone.preprocessing.transform()(pil).unsqueeze(0)
+    shown = backbone.preprocessing.display_transform()(pil).permute(1, 2, 0).numpy()
+    return x, shown
+
+
+def explain_features(
+    head: PrototypeHead, feats: torch.Tensor, image: np.ndarray, label: int | None = None
+) -> Explanation:
+    """Explain one image from its features (H, W, D); ``label`` defaults to the predicted
+    class if it was decomposed, else the highest-scoring decomposed class."""
+    logits, contributions = head(feats.unsqueeze(0))
+    logits, contributions = logits[0], contributions[0]
+    if label is None:
+        decomposed = logits[head.classes]
+        label = int(head.classes[decomposed.argmax()])
+    position = head.position(label)
+    maps = head.heatmaps(feats.unsqueeze(0), position)[0]
+    return Explanation(
+        image=image,
+        label=label,
+        logits=logits,
+        contributions=contributions[position],
+        bias=float(head.bias[label]),
+        heatmaps=upsample(maps, image.shape[:2]),
+        presence=upsample(head.presence(feats.unsqueeze(0), position)[0], image.shape[:2]),
+    )
+
+
+def explain_image(backbone: Backbone, head: PrototypeHead, image, label: int | None = None) -> Explanation:
+    """Run the backbone on one image (a path or PIL image) and explain it."""
+    x, shown = model_input(backbone, image)
+    feats, _ = backbone(x.to(backbone.device))
+    return explain_features(head, feats[0].cpu(), shown, label)
+
+
+def explanation_figure(explanation: Explanation, labels: list[str], path: str | Path) -> Path:
+    """A PNG: the image, its top-5 classes, the part map, and each prototype's heatmap with its
+    contribution to the explained logit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    e = explanation
+    k = len(e.contributions)
+    cols = max(3, k)
+    fig, axes = plt.subplots(2, cols, figsize=(3.2 * cols, 6.8), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes[0, 0].imshow(e.image)
+    axes[0, 0].set_title("image", fontsize=10)
+    top = e.top(5)
+    axes[0, 1].barh(range(len(top))[::-1], [p for _, p in top], color="#4c72b0")
+    axes[0, 1].set_yticks(range(len(top))[::-1], [labels[i][:22] for i, _ in top], fontsize=8)
+    axes[0, 1].set_xlim(0, 1)
+    axes[0, 1].axis("on")
+    axes[0, 1].set_title("top-5 probability", fontsize=10)
+    axes[0, 2].imshow(part_map(e.presence, e.image))
+    axes[0, 2].set_title(f"part map: {labels[e.label][:24]}", fontsize=10)
+    for i in range(k):
+        ax = axes[1, i]
+        ax.imshow(heatmap_overlay(e.heatmaps[i], e.image))
+        ax.set_title(f"prototype {i + 1}: {float(e.contributions[i]):+.2f}", fontsize=10, color=prototype_hex(i))
+    fig.suptitle(
+        f"{labels[e.label]}: logit {e.logit:.2f} = "
+        + " ".join(f"{float(c):+.2f}" for c in e.contributions)
+        + f" (bias {e.bias:+.2f})",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
