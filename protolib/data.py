@@ -103,8 +103,10 @@ def class_folders(
 ) -> tuple[list[ClassFolder], list[Problem]]:
     """The class folders of ``root/split`` mapped to the model's label space.
 
-    Folders map through ``root/classes.csv`` when it exists, else by ImageNet wnid folder names
-    (for models that have wnids). Folders that map to nothing are reported and skipped.
+    A folder named as one of the model's wnids (ImageNet wnids, or a linear probe's class folders)
+    maps to that class, named from ``root/classes.csv`` when it lists the folder; other folders map
+    through ``root/classes.csv``, or by a numeric name. Folders that map to nothing are reported and
+    skipped.
     """
     root = Path(root)
     split_dir = root / split
@@ -117,10 +119,11 @@ def class_folders(
     by_wnid = {w: i for i, w in enumerate(wnids)} if wnids else {}
     classes, problems = [], []
     for folder in folders:
-        if class_map is not None and folder in class_map:
+        if folder in by_wnid:  # the model names this class itself (ImageNet wnids, a probe's class folders)
+            label = by_wnid[folder]
+            name = class_map[folder][1] if class_map is not None and folder in class_map else labels[label]
+        elif class_map is not None and folder in class_map:
             label, name = class_map[folder]
-        elif folder in by_wnid:
-            label, name = by_wnid[folder], labels[by_wnid[folder]]
         elif folder.isdigit() and int(folder) < len(labels):
             label, name = int(folder), labels[int(folder)]
         else:

@@ -7,8 +7,8 @@ features of class c are ``A_c`` (n_c, D), non-negative (the matrix NMF factorise
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -40,7 +40,7 @@ def heatmap_covariance(matrices: list[torch.Tensor], P: torch.Tensor, R: torch.T
     matrix is all one needs to know how a split of R changes each heatmap.
     """
     covariances = []
-    for A, p, r in zip(matrices, P, R):
+    for A, p, r in zip(matrices, P, R, strict=False):
         H = A.to(p) @ torch.cat([p, r[None]]).T
         H = H - H.mean(dim=0)
         covariances.append(H.T @ H / H.shape[0])
@@ -114,7 +114,7 @@ def _correlations(Q: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
 def _optimal_mixing(alpha: torch.Tensor, G: torch.Tensor, steps: int = 200) -> torch.Tensor:
     """argmax_Q sum_i |corr_i| with column sums (alpha, 1), batched over classes (float64 L-BFGS)."""
     alpha, G = alpha.double(), G.double()
-    C, k = alpha.shape
+    _C, k = alpha.shape
     share = alpha.square() * G.diagonal(dim1=1, dim2=2)[:, :k]
     split = share / share.sum(dim=1, keepdim=True).clamp_min(1e-30)  # the closed-form variance split
     start = torch.cat([torch.diag_embed(alpha), split.unsqueeze(-1)], dim=-1)  # (C, k, k+1)
@@ -214,5 +214,5 @@ def decompose(
     covariance = heatmap_covariance(matrices, P, residual(P, alpha, v)) if "optimized" in strategies else None
     refined = {s: refine(s, P, alpha, v, matrices, covariance) for s in strategies}
     done("refinement")
-    presence = torch.stack([torch.quantile((A.to(p) @ p.T)[:100_000], 0.99, dim=0) for A, p in zip(matrices, P)])
+    presence = torch.stack([torch.quantile((A.to(p) @ p.T)[:100_000], 0.99, dim=0) for A, p in zip(matrices, P, strict=False)])
     return Decomposition(P, alpha, refined, nmf.relative_error, nmf.iterations, presence.clamp_min(1e-12))

@@ -31,7 +31,7 @@ def prototype_colour(i: int) -> tuple[int, int, int]:
 
 
 def prototype_hex(i: int) -> str:
-    return "#%02x%02x%02x" % prototype_colour(i)
+    return "#{:02x}{:02x}{:02x}".format(*prototype_colour(i))
 
 
 def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -89,7 +89,7 @@ class Explanation:
         """(label, probability) of the n most likely classes."""
         probs = self.logits.softmax(dim=0)
         values, labels = probs.topk(min(n, len(probs)))
-        return list(zip(labels.tolist(), values.tolist()))
+        return list(zip(labels.tolist(), values.tolist(), strict=False))
 
 
 def model_input(backbone: Backbone, image) -> tuple[torch.Tensor, np.ndarray]:

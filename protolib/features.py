@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -77,7 +77,7 @@ def extract_features(
     paths: list[Path],
     batch_size: int = 32,
     num_workers: int | None = None,
-    cache_dir: Path | None | bool = None,
+    cache_dir: Path | bool | None = None,
     progress: Progress | None = None,
     stage: str = "features",
 ) -> Features:

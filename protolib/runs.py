@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import platform
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -119,7 +119,7 @@ def save_run(run: Run, path: str | Path, overwrite: bool = False) -> Path:
     }
     if run.scale is not None:
         tensors["scale"] = run.scale
-    manifest = dict(run.manifest, format=FORMAT, saved=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    manifest = dict(run.manifest, format=FORMAT, saved=datetime.now(UTC).isoformat(timespec="seconds"))
     with atomic_dir(path, overwrite=overwrite) as tmp:
         save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))

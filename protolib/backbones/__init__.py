@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from .base import Backbone, BackboneError, Preprocessing, UnsupportedModel, WeightsMissing, load_weights_file
+from .probe_models import PREFIX as PROBE_PREFIX
+from .probe_models import PROBE_ONLY, build_probe
 from .timm_models import build_lite0, build_timm
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -45,7 +47,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | None = None, device="cpu") -> Backbone:
-    """Build a backbone by name.
+    """Build a backbone by name (``probe:<folder>`` rebuilds a saved linear probe).
 
     ``weights``: None for the pretrained weights (embedded, or from the local torch/timm cache),
     a file path (safetensors or a torch checkpoint, loaded with ``weights_only=True``), or
@@ -53,8 +55,15 @@ def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | None = None, devi
     """
     if name.startswith("timm:"):
         backbone = build_timm(name.removeprefix("timm:"), weights)
+    elif name.startswith(PROBE_PREFIX):
+        backbone = build_probe(name.removeprefix(PROBE_PREFIX), weights)
     else:
         registry = _registry()
+        if name in PROBE_ONLY:
+            raise BackboneError(
+                f"unknown backbone {name!r} as a classifier: its head is an MLP, which the method cannot decompose; "
+                f"fit a linear probe on its conv features (`python -m protolib probe --backbone {name}`)"
+            )
         if name not in registry:
             raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(registry)} or timm:<model name>")
         backbone = registry[name].build(weights)
@@ -64,10 +73,10 @@ def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | None = None, devi
 
 
 __all__ = [
+    "DEFAULT_BACKBONE",
     "Backbone",
     "BackboneError",
     "BackboneSpec",
-    "DEFAULT_BACKBONE",
     "Preprocessing",
     "UnsupportedModel",
     "WeightsMissing",

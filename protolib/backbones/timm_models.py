@@ -59,7 +59,7 @@ def _timm_preprocessing(model: nn.Module) -> Preprocessing:
     crop_pct = float(cfg.get("crop_pct", 0.875))
     return Preprocessing(
         crop_size=size,
-        resize_size=int(round(size / crop_pct)),
+        resize_size=round(size / crop_pct),
         mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
         std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
         interpolation=cfg.get("interpolation", "bicubic") if cfg.get("interpolation") in ("bilinear", "bicubic") else "bilinear",
@@ -89,7 +89,7 @@ def build_lite0(weights: str | None = None) -> Backbone:
             own = model.state_dict()
             if len(own) != len(state):
                 raise BackboneError(f"{source}: {len(state)} tensors, EfficientNet-Lite0 has {len(own)}")
-            state = dict(zip(own.keys(), state.values()))
+            state = dict(zip(own.keys(), state.values(), strict=False))
         load_state(model, state, str(source))
     names, wnids = imagenet_labels()
     return TimmBackbone("efficientnet_lite0", model, LITE0_PREPROCESSING, names, wnids)

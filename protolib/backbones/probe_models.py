@@ -1,0 +1,179 @@
+"""Linear probes: a frozen backbone's spatial features with a linear head fit on a labelled folder.
+
+A probe turns any feature extractor into a model of the form the method decomposes exactly,
+``logit(x) = mean_hw(f(x)_hw) . W^T + b``: a registry backbone on data it was not trained for, or
+VGG, whose own head is an MLP (VGG is offered *only* through a probe). The probe folder holds the
+head and a manifest naming the backbone's weights; ``load_backbone("probe:<folder>")`` rebuilds
+the probed model, so a run made from it reloads like any other.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torchvision import models
+
+from ..atomic import atomic_dir
+from .base import Backbone, BackboneError, WeightsMissing, load_state, load_weights_file
+
+PROBE_FORMAT = "protoscope.probe/1"
+PROBE_MANIFEST, PROBE_HEAD = "probe.json", "head.safetensors"
+PREFIX = "probe:"
+#: feature extractors with no linear head of their own: usable only under a probe
+PROBE_ONLY = {"vgg16": "VGG-16 conv features (torchvision)", "vgg19": "VGG-19 conv features (torchvision)"}
+
+
+class ConvTrunk(nn.Module):
+    """Spatial features of a model whose own head cannot be decomposed (VGG: an MLP).
+
+    It quacks like a :class:`Backbone` for feature extraction (name, preprocessing, fingerprint,
+    ``forward`` -> (features, logits)) but has no logits: they come back with 0 columns.
+    """
+
+    note = ""
+    weights_source: str | None = None
+    fingerprint = Backbone.fingerprint  # the same weights hash as every backbone
+
+    def __init__(self, name: str, features: nn.Module, preprocessing):
+        super().__init__()
+        self.name, self.model, self.preprocessing = name, features.eval(), preprocessing
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        spatial = self.spatial_features(x)
+        return spatial.permute(0, 2, 3, 1), spatial.new_zeros(len(x), 0)
+
+
+def build_vgg(name: str, weights: str | None = None) -> ConvTrunk:
+    """VGG's ``features`` (conv stack up to its last max-pool: 512 x 7 x 7 at 224 px, after ReLU).
+
+    Only the conv weights are built and loaded: the 120M-parameter MLP head is never allocated.
+    Pretrained weights come from the torch hub cache (never downloaded), a user's file, or are
+    random (``"random"``, for tests).
+    """
+    from torchvision.models.vgg import cfgs, make_layers
+
+    from .torchvision_models import _preprocessing, pretrained_file
+
+    default = models.get_model_weights(name).DEFAULT
+    features = make_layers(cfgs["D" if name == "vgg16" else "E"], batch_norm=False)
+    if weights != "random":
+        source = Path(weights) if weights else pretrained_file(default)
+        if weights is None and not source.is_file():
+            raise WeightsMissing(
+                f"pretrained weights for {name} are not on this machine: download {default.url} where there is "
+                f"a network and put it at {source}, or pass your own checkpoint with --weights FILE"
+            )
+        state = load_weights_file(source)
+        state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+        load_state(features, state, str(source))
+    return ConvTrunk(name, features, _preprocessing(default))
+
+
+def load_trunk(name: str, weights: str | None = None, device="cpu") -> Backbone | ConvTrunk:
+    """The frozen feature extractor a probe is fit on: a registry backbone, or a probe-only model."""
+    from . import load_backbone, resolve_device
+
+    if name.startswith(PREFIX):
+        raise BackboneError("a probe cannot be fit on another probe: name the backbone it was fit on")
+    if name not in PROBE_ONLY:
+        return load_backbone(name, weights, device)
+    trunk = build_vgg(name, weights)
+    trunk.weights_source = weights if weights in (None, "random") else str(Path(weights).resolve())
+    return trunk.to(resolve_device(device))
+
+
+class ProbeBackbone(Backbone):
+    """A frozen trunk's spatial features with a probe's linear head on their average pool.
+
+    Labels are the probe's class names; ``wnids`` are its class folders, so an image folder with
+    the same class folders maps onto the probe's classes by folder name.
+    """
+
+    def __init__(self, name: str, trunk: Backbone | ConvTrunk, head: nn.Linear, labels, folders):
+        super().__init__(name, nn.ModuleDict({"trunk": trunk, "head": head}), trunk.preprocessing, labels, folders)
+        self.note = trunk.note
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.model["head"]
+
+    @property
+    def trunk(self) -> Backbone | ConvTrunk:
+        return self.model["trunk"]
+
+    def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk.spatial_features(x)
+
+    def head_logits(self, spatial: torch.Tensor) -> torch.Tensor:
+        return self.head(spatial.mean(dim=(2, 3)))
+
+    @cached_property
+    def manifest(self) -> dict:
+        return read_probe_manifest(Path(self.name.removeprefix(PREFIX)))
+
+
+def probe_name(folder: str | Path) -> str:
+    """The backbone name of a probe folder, as runs record it (absolute, so it reloads from anywhere)."""
+    return PREFIX + str(Path(folder).resolve())
+
+
+def write_probe(folder: str | Path, head: nn.Linear, manifest: dict, overwrite: bool = False) -> Path:
+    """Write a probe folder atomically: the head (safetensors) and its manifest (JSON)."""
+    folder = Path(folder)
+    with atomic_dir(folder, overwrite=overwrite) as tmp:
+        tensors = {"weight": head.weight.detach().cpu().contiguous(), "bias": head.bias.detach().cpu().contiguous()}
+        save_file(tensors, str(tmp / PROBE_HEAD))
+        (tmp / PROBE_MANIFEST).write_text(json.dumps(dict(manifest, format=PROBE_FORMAT), indent=2))
+    return folder
+
+
+def read_probe_manifest(folder: Path) -> dict:
+    path = folder / PROBE_MANIFEST
+    if not path.is_file():
+        raise BackboneError(f"{folder} is not a probe folder (no {PROBE_MANIFEST}); fit one with `python -m protolib probe`")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as exc:
+        raise BackboneError(f"{path}: damaged probe manifest ({exc})") from exc
+    if manifest.get("format") != PROBE_FORMAT:
+        raise BackboneError(f"{path}: unknown probe format {manifest.get('format')!r}")
+    return manifest
+
+
+def build_probe(folder: str | Path, weights: str | None = None, device="cpu") -> ProbeBackbone:
+    """Rebuild a saved probe; refused when its backbone's weights are no longer the ones it was fit on."""
+    if weights is not None:
+        raise BackboneError("a probe names its own backbone weights (see its probe.json); do not pass --weights")
+    folder = Path(folder)
+    manifest = read_probe_manifest(folder)
+    try:
+        state = load_file(str(folder / PROBE_HEAD))
+        weight, bias = state["weight"], state["bias"]
+    except Exception as exc:
+        raise BackboneError(f"{folder / PROBE_HEAD}: missing or damaged probe head ({exc})") from exc
+    classes = manifest["classes"]
+    if weight.ndim != 2 or weight.shape[0] != len(classes) or bias.shape != (len(classes),):
+        raise BackboneError(f"{folder}: a head of shape {tuple(weight.shape)} for {len(classes)} classes")
+    trunk = load_trunk(manifest["backbone"], manifest.get("weights"), device)
+    if trunk.fingerprint != manifest["fingerprint"]:
+        raise BackboneError(
+            f"{folder} was fit on {manifest['backbone']} with weights {manifest['fingerprint']}, but these weights "
+            f"are {trunk.fingerprint}: fit the probe again"
+        )
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    head.load_state_dict({"weight": weight, "bias": bias})
+    probe = ProbeBackbone(probe_name(folder), trunk, head, [c["name"] for c in classes], [c["folder"] for c in classes])
+    return probe.to(trunk.device)

@@ -1,0 +1,30 @@
+"""Shared fixtures: the real sample photos, the embedded pretrained model, and one feature cache
+for the whole session (so the backbone runs once per image however many tests use it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from protolib.backbones import load_backbone
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "imagenette"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    assert (DATA / "train").is_dir(), f"the sample photos are expected at {DATA}"
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("feature-cache")
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """EfficientNet-Lite0 with its embedded ImageNet weights (the default backbone)."""
+    return load_backbone()

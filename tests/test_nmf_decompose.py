@@ -1,0 +1,109 @@
+"""Batched NMF and the refinement strategies, on real features of the sample photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import NMF
+
+from protolib.decompose import STRATEGIES, decompose, refine, residual, scale_prototypes
+from protolib.features import extract_features
+from protolib.nmf import _init, batched_nmf
+from protolib.pipeline import feature_matrix
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(scope="module")
+def matrices(lite0, data_dir, feature_cache):
+    """Real feature matrices of three classes, of unequal heights (12, 9 and 15 images)."""
+    out = []
+    for wnid, n in (("n01440764", 12), ("n02102040", 9), ("n03394916", 15)):
+        paths = sorted((data_dir / "train" / wnid).iterdir())[:n]
+        out.append(feature_matrix(extract_features(lite0, paths, cache_dir=feature_cache).feats))
+    return out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("solver", ["hals", "mu"])
+def test_batching_changes_nothing(matrices, solver, device):
+    together = batched_nmf(matrices, 3, solver=solver, device=device)
+    for c, A in enumerate(matrices):
+        alone = batched_nmf([A], 3, solver=solver, device=device)
+        assert torch.allclose(together.prototypes[c], alone.prototypes[0], rtol=1e-3, atol=1e-5)
+        assert together.iterations[c] == alone.iterations[0]
+
+
+def test_deterministic_for_a_seed(matrices):
+    a, b = batched_nmf(matrices, 3, seed=7), batched_nmf(matrices, 3, seed=7)
+    assert torch.equal(a.prototypes, b.prototypes)
+    assert not torch.equal(a.prototypes, batched_nmf(matrices, 3, seed=8).prototypes)
+
+
+def test_reported_error_is_the_real_error(matrices):
+    result = batched_nmf(matrices, 3, return_coefficients=True)
+    for c, A in enumerate(matrices):
+        error = (A - result.coefficients[c] @ result.prototypes[c]).norm() / A.norm()
+        assert float(error) == pytest.approx(float(result.relative_error[c]), rel=1e-4)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_error_matches_or_beats_scikit_learn_from_the_same_start(matrices, k):
+    ours = batched_nmf(matrices, k, tol=1e-4, max_iter=200)
+    E0, P0 = _init(matrices, k, 0, max(A.shape[0] for A in matrices), torch.float32)
+    for c, A in enumerate(matrices):
+        X = A.numpy()
+        errors = {}
+        for solver in ("mu", "cd"):
+            model = NMF(k, init="custom", solver=solver, tol=1e-4, max_iter=200)
+            W = model.fit_transform(X, W=E0[c, : len(X)].numpy().copy(), H=P0[c].numpy().copy())
+            errors[solver] = np.linalg.norm(X - W @ model.components_) / np.linalg.norm(X)
+        ours_c = float(ours.relative_error[c])
+        assert ours_c <= errors["mu"] + 1e-6, (ours_c, errors)  # the solver the method names
+        assert ours_c <= errors["cd"] * 1.002, (ours_c, errors)  # within 0.2 % of sklearn's stricter-stopping cd
+
+
+def test_bad_arguments_are_refused(matrices):
+    with pytest.raises(ValueError, match="non-negative"):
+        batched_nmf([-matrices[0]], 3)
+    with pytest.raises(ValueError, match="solver"):
+        batched_nmf(matrices, 3, solver="als")
+    with pytest.raises(ValueError, match="not sensible"):
+        decompose(matrices, torch.randn(3, matrices[0].shape[1]), 50)
+
+
+def test_scaling_is_the_least_squares_solution(matrices, lite0):
+    P = batched_nmf(matrices, 3).prototypes
+    v = lite0.head_weight[[0, 217, 566]]
+    alpha = scale_prototypes(P, v)
+    reference = torch.linalg.lstsq(P.double().transpose(1, 2), v.double().unsqueeze(-1)).solution.squeeze(-1)
+    assert torch.allclose(alpha.double(), reference, rtol=1e-4, atol=1e-6)
+    # the residual is orthogonal to every prototype
+    R = residual(P, alpha, v)
+    assert (torch.einsum("ckd,cd->ck", P, R).abs() / (P.norm(dim=-1) * R.norm(dim=-1, keepdim=True))).max() < 1e-4
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 10])
+def test_every_strategy_sums_to_the_head_exactly(matrices, lite0, k):
+    v = lite0.head_weight[[0, 217, 566]]
+    result = decompose(matrices, v, k)
+    for strategy in STRATEGIES:
+        refined = result.refined[strategy]
+        assert refined.shape == (3, k, v.shape[1])
+        # float precision of the numbers summed ("proportional" can blow up when sum(alpha) ~ 0)
+        assert (refined.sum(dim=1) - v).abs().max() <= 1e-6 * max(1.0, float(refined.abs().max())), strategy
+
+
+def test_strategies_split_the_residual_as_documented(matrices, lite0):
+    v = lite0.head_weight[[0, 217, 566]]
+    P = batched_nmf(matrices, 3).prototypes
+    alpha = scale_prototypes(P, v)
+    R = residual(P, alpha, v)
+    uniform = refine("uniform", P, alpha, v)
+    assert torch.allclose(uniform - alpha.unsqueeze(-1) * P, (R / 3).unsqueeze(1).expand_as(P), atol=1e-6)
+    proportional = refine("proportional", P, alpha, v)
+    share = alpha / alpha.sum(dim=1, keepdim=True)
+    assert torch.allclose(proportional - alpha.unsqueeze(-1) * P, share.unsqueeze(-1) * R.unsqueeze(1), atol=1e-5)
+    with pytest.raises(ValueError, match="training features"):
+        refine("optimized", P, alpha, v)
