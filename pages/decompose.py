@@ -27,6 +27,7 @@ STRATEGY_TEXT = {
     "proportional": "proportional to alpha",
 }
 
+ui.entry()
 state = st.session_state
 st.title("Decompose")
 st.caption(
@@ -105,11 +106,15 @@ with st.container(border=True):
 by_folder = {r["folder"]: r for r in found}
 with st.container(border=True):
     st.markdown("##### 2 · Classes and settings")
-    classes = ui.kept(
-        st.multiselect, "Classes", "dec_classes", [r["folder"] for r in found] if len(found) <= 12 else [],
-        options=list(by_folder), format_func=lambda f: f"{by_folder[f]['name']} · {by_folder[f]['n_images']} images",
-        placeholder="Type to search classes by name", disabled=not found,
-    )
+    if found:
+        classes = ui.kept(  # one choice per data folder: switching folders does not empty it
+            st.multiselect, "Classes", f"dec_classes|{data}", [r["folder"] for r in found] if len(found) <= 12 else [],
+            options=list(by_folder),
+            format_func=lambda f: f"{by_folder[f]['name']} · {by_folder[f]['n_images']} images",
+            placeholder="Type to search classes by name",
+        )
+    else:
+        classes = st.multiselect("Classes", [], disabled=True, placeholder="No class folders found")
     cols = st.columns(4)
     with cols[0]:
         k = ui.kept(st.slider, "Prototypes per class (k)", "dec_k", 3, min_value=1, max_value=10)

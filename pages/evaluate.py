@@ -12,6 +12,7 @@ from protolib.runs import RunError, list_runs
 
 STRATEGY_COLOURS = {"optimized": "#0f6e8c", "paper": "#e76f51", "uniform": "#e9c46a", "proportional": "#8ab17d"}
 
+ui.entry()
 ctx = ui.require_run()
 run = ctx.run
 st.title("Evaluate")
@@ -29,7 +30,7 @@ def evaluate(key: str, settings: tuple, _ctx, _features) -> dict:
 def bar_figure(names, values, colours, title, percent=True, extra=None):
     fig = go.Figure(
         go.Bar(
-            x=names, y=values, marker_color=colours,
+            x=names, y=values, marker_color=colours, name="mean",
             text=[f"{100 * v:.1f} %" if percent else f"{v:.3f}" for v in values], textposition="outside",
         )
     )
@@ -38,7 +39,7 @@ def bar_figure(names, values, colours, title, percent=True, extra=None):
     top = max([*values, 1e-6])
     fig.update_layout(
         title={"text": title, "font": {"size": 15}}, height=330, margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        yaxis={"range": [0, 1.05 if percent or top <= 1 else 1.15 * top], "tickformat": ".0%" if percent else None},
+        yaxis={"range": [0, 1.12 if top <= 1 else 1.15 * top], "tickformat": ".0%" if percent else None},
         showlegend=extra is not None, legend={"orientation": "h", "y": -0.2},
     )
     return fig
@@ -63,7 +64,10 @@ if sf is not None:
     cols[2].metric("Max |logit difference|", f"{m['max_abs_logit_diff']:.1e}", help="Exactness; ≤ 1e-4 in fp32.")
     cols[3].metric("Held-out photos", m["n_images"], help=f"{len(set(sf.labels.tolist()))} classes")
     if run.scale is not None:
-        st.info(f"This run carries an intervention ({run.manifest.get('intervention')}): its head is edited on purpose.")
+        st.info(
+            f"This run carries an intervention ({run.manifest.get('intervention')}): its head is edited on purpose.",
+            icon=":material/tune:",
+        )
 
     left, right = st.columns(2, gap="large")
     with left:
@@ -79,7 +83,7 @@ if sf is not None:
         fid = appstate.fidelity_rows(m)
         worst = go.Scatter(
             x=[r["strategy"] for r in fid], y=[r["worst prototype"] for r in fid], mode="markers",
-            marker={"symbol": "line-ew-open", "size": 28, "line": {"width": 3, "color": "#264653"}},
+            marker={"symbol": "line-ew-open", "size": 34, "color": "#1d3557", "line": {"width": 3, "color": "#1d3557"}},
             name="worst prototype",
         )
         st.plotly_chart(
@@ -92,7 +96,8 @@ if sf is not None:
         )
 
     st.markdown("##### All figures")
-    st.dataframe(pd.DataFrame(appstate.evaluation_rows(m)), hide_index=True, width="stretch")
+    figures = pd.DataFrame(appstate.evaluation_rows(m))
+    st.dataframe(figures, hide_index=True, width="stretch", height=35 * (len(figures) + 1) + 3)
     per_class = appstate.fidelity_per_class_rows(m, ctx.labels)
     if per_class:
         with st.expander("Heatmap fidelity per class"):
@@ -127,7 +132,9 @@ if sweep:
         fig = go.Figure(
             [
                 go.Scatter(x=by_k["k"], y=by_k[col], mode="lines+markers", name=col, line={"color": colour})
-                for col, colour in (("feature reconstruction error", "#0f6e8c"), ("head reconstruction error", "#e76f51"))
+                for col, colour in (
+                    ("feature reconstruction error", "#0f6e8c"), ("head reconstruction error", "#e76f51")
+                )
             ]
         )
         fig.update_layout(

@@ -6,6 +6,7 @@ import streamlit as st
 from pages import ui
 from protolib.explain import explain_features, heatmap_overlay, part_map
 
+ui.entry()
 ctx = ui.require_run()
 head = ctx.head
 st.title("Explain")
@@ -75,7 +76,7 @@ with map_col:
 
 st.markdown("##### Each prototype's heatmap")
 st.caption("Bright: the place adds to the logit; dark: it takes away. Its mean is the contribution.")
-per_row = min(k, 5)
+per_row = min(max(k, 4), 5)
 for start in range(0, k, per_row):
     cols = st.columns(per_row)
     for i, col in zip(range(start, start + per_row), cols):

@@ -13,6 +13,7 @@ from protolib import appstate
 from protolib.metrics import intervention_effect, oracle_intervention, prototype_importance
 from protolib.runs import RunError, save_run
 
+ui.entry()
 ctx = ui.require_run()
 run, head = ctx.run, ctx.head
 state = st.session_state
@@ -84,17 +85,22 @@ def controls(labels: list[int]) -> None:
 def results(edited, labels: list[int]) -> None:
     label = labels[0]
     new_predicted = int(edited.argmax())
-    image, a, b = st.columns([1, 1.3, 1.3], vertical_alignment="center")
+    image, a, b = st.columns([1, 1.2, 1.6], vertical_alignment="center")
     image.image(picked.shown, width="stretch")
     a.metric(
         f"Logit of “{ctx.labels[label]}”", f"{float(edited[label]):.2f}",
         delta=f"{float(edited[label] - original[label]):+.2f}" if float(edited[label] - original[label]) else None,
     )
-    b.metric(
-        "Predicted class", ctx.labels[new_predicted],
-        delta=f"was {ctx.labels[predicted]}" if new_predicted != predicted else None, delta_color="off",
-    )
-    rows = appstate.top_logit_rows(ctx.labels, original, edited, 5, decomposed)
+    with b:
+        st.markdown(
+            f"<small>Predicted class</small><br><span style='font-size:1.5rem'>{ctx.labels[new_predicted]}</span>",
+            unsafe_allow_html=True,
+        )
+        if new_predicted != predicted:
+            st.badge(f"changed from {ctx.labels[predicted]}", icon=":material/swap_horiz:", color="orange")
+        else:
+            st.badge("unchanged", icon=":material/check:", color="gray")
+    rows = appstate.top_logit_rows(ctx.labels, original, edited, 5, decomposed, include=labels)
     table = pd.DataFrame(rows)[["rank", "class", "logit", "original logit", "change", "probability"]]
 
     def highlight(row):
@@ -146,17 +152,19 @@ def held_out(scale, labels: list[int]) -> None:
     c.metric("Predictions changed", f"{effect['predictions_changed']} / {len(sf.labels)}")
     gained, lost = appstate.gains_and_losses(effect["per_class_change"], ctx.labels)
     g, lo = st.columns(2)
-    percent = {"accuracy change": st.column_config.NumberColumn(format="%+.1%")}
+    points = {"accuracy change": st.column_config.NumberColumn("accuracy change", format="%+.1f pts")}
     with g:
         st.markdown("**Classes that gained**")
         if gained:
-            st.dataframe(pd.DataFrame(gained), hide_index=True, width="stretch", column_config=percent)
+            st.dataframe(pd.DataFrame(gained).assign(**{"accuracy change": lambda d: 100 * d["accuracy change"]}),
+                         hide_index=True, width="stretch", column_config=points)
         else:
             st.caption("none")
     with lo:
         st.markdown("**Classes that lost**")
         if lost:
-            st.dataframe(pd.DataFrame(lost), hide_index=True, width="stretch", column_config=percent)
+            st.dataframe(pd.DataFrame(lost).assign(**{"accuracy change": lambda d: 100 * d["accuracy change"]}),
+                         hide_index=True, width="stretch", column_config=points)
         else:
             st.caption("none")
 
@@ -165,13 +173,16 @@ def held_out(scale, labels: list[int]) -> None:
     st.dataframe(
         pd.DataFrame(
             [
-                {"class": ctx.labels[label], **{f"P{i + 1}": float(importance[position_of[label], i]) for i in range(run.k)}}
+                {
+                    "class": ctx.labels[label],
+                    **{f"P{i + 1}": 100 * float(importance[position_of[label], i]) for i in range(run.k)},
+                }
                 for label in labels
             ]
         ),
         hide_index=True,
         width="stretch",
-        column_config={f"P{i + 1}": st.column_config.NumberColumn(format="%+.1%") for i in range(run.k)},
+        column_config={f"P{i + 1}": st.column_config.NumberColumn(format="%+.1f pts") for i in range(run.k)},
     )
 
     st.markdown("##### Oracle experiment (the paper's Table 4)")

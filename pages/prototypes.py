@@ -10,6 +10,7 @@ from protolib.explain import heatmap_overlay, part_map, prototype_hex, upsample
 COLUMNS = 6  # thumbnails per gallery row
 TOP_IMAGES = 6  # per prototype
 
+ui.entry()
 ctx = ui.require_run()
 run, head = ctx.run, ctx.head
 st.title("Prototypes")

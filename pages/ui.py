@@ -37,6 +37,22 @@ DECOMPOSE_PAGE = "pages/decompose.py"
 SOURCE_DATA, SOURCE_UPLOAD = "Data folder", "Upload"
 
 
+# -- entry ---------------------------------------------------------------------------------------
+def entry() -> None:
+    """Call first on every page: make sure the page runs inside app.py's navigation.
+
+    Streamlit sees the ``pages/`` folder and runs the very first script run of a fresh server
+    process (and every run under streamlit.testing's AppTest) in its legacy folder mode, which
+    executes a page file without app.py: no sidebar, no page config. st.navigation turns that mode
+    off, so one rerun is enough to get the whole app.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 # -- per-session choices ---------------------------------------------------------------------------
 def kept(
     widget: Callable,
@@ -114,13 +130,13 @@ def class_features(run_key: str, folder: str, _backbone: Backbone, _paths: tuple
     return extract_features(_backbone, list(_paths))
 
 
-@st.cache_resource(max_entries=2, show_spinner=False)
+@st.cache_resource(max_entries=2, show_spinner="Reading held-out features…")
 def split_features_cached(
-    backbone_key: str, data: str, split: str, per_class: int, classes: tuple[str, ...] | None, _backbone, _progress
+    backbone_key: str, data: str, split: str, per_class: int, classes: tuple[str, ...] | None, _backbone
 ) -> SplitFeatures:
+    """Held-out features, shared between sessions (after ``val_features`` filled the disk cache)."""
     return split_features(
-        _backbone, data, split, images_per_class=per_class or None, classes=list(classes) if classes else None,
-        progress=_progress,
+        _backbone, data, split, images_per_class=per_class or None, classes=list(classes) if classes else None
     )
 
 
@@ -450,19 +466,24 @@ def val_features(ctx: Context, settings, compute: bool) -> SplitFeatures | None:
     done = st.session_state.setdefault("val_ready", [])
     if not compute and key not in done:
         return None
-    bar = st.progress(0.0, text="Reading held-out images…")
-    started = time.perf_counter()
-
-    def progress(_stage, n, total):
-        bar.progress(n / max(total, 1), text=f"Features of held-out images: {n}/{total} · {time.perf_counter() - started:.0f} s")
-
     try:
-        features = split_features_cached(*key, ctx.backbone, progress)
+        if compute:  # the backbone pass, with progress; it fills protolib's disk cache
+            bar = st.progress(0.0, text="Reading held-out images…")
+            started = time.perf_counter()
+
+            def progress(_stage, n, total):
+                seconds = time.perf_counter() - started
+                bar.progress(n / max(total, 1), text=f"Features of held-out images: {n}/{total} · {seconds:.0f} s")
+
+            split_features(
+                ctx.backbone, data, split, images_per_class=per_class or None,
+                classes=list(classes) if classes else None, progress=progress,
+            )
+            bar.empty()
+        features = split_features_cached(*key, ctx.backbone)
     except (DataError, BackboneError) as exc:
-        bar.empty()
         st.error(f"The held-out images cannot be used: {exc}")
         return None
-    bar.empty()
     if key not in done:
         done.append(key)
     return features

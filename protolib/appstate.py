@@ -223,14 +223,19 @@ def describe_scale(scale: torch.Tensor, class_names: Sequence[str]) -> str:
 
 
 def top_logit_rows(
-    labels: Sequence[str], original: torch.Tensor, edited: torch.Tensor, n: int = 5, decomposed=()
+    labels: Sequence[str], original: torch.Tensor, edited: torch.Tensor, n: int = 5, decomposed=(), include=()
 ) -> list[dict]:
-    """The top-n classes after an intervention, with their original logits and rank."""
+    """The top-n classes after an intervention, with their original logits and rank; the classes in
+    ``include`` (e.g. the edited ones) are added at their rank when they fell out of the top n."""
     probs = edited.softmax(dim=0)
-    original_rank = {int(c): r + 1 for r, c in enumerate(original.argsort(descending=True)[: max(n, 50)])}
+    original_rank = {int(c): r + 1 for r, c in enumerate(original.argsort(descending=True).tolist())}
+    edited_rank = {int(c): r + 1 for r, c in enumerate(edited.argsort(descending=True).tolist())}
     decomposed = set(int(c) for c in decomposed)
+    shown = edited.argsort(descending=True)[:n].tolist()
+    shown += sorted((int(c) for c in include if int(c) not in shown), key=lambda c: edited_rank[c])
     rows = []
-    for rank, c in enumerate(edited.argsort(descending=True)[:n].tolist(), start=1):
+    for c in shown:
+        rank = edited_rank[c]
         rows.append(
             {
                 "rank": rank,

@@ -1,4 +1,4 @@
-"""Command line: ``python -m protolib decompose | evaluate | explain``."""
+"""Command line: ``python -m protolib decompose | evaluate | explain | probe | parts-benchmark | cub-export | cub-eval``."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="registry name or timm:<model>")
     p.add_argument("--weights", default=None, help="checkpoint file (safetensors or torch); default: pretrained")
+    p.add_argument("--probe", default=None, help="a probe folder (from `probe`): decompose the probed model")
     p.add_argument("--classes", nargs="+", default=None, help="class folders or names (default: all)")
     p.add_argument("--images-per-class", type=int, default=None)
     p.add_argument("--k", type=int, default=3, help="prototypes per class (default 3)")
@@ -72,6 +73,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", default=None, help="class to explain (name or index; default: predicted)")
     p.add_argument("--out", default="explanation.png")
     _add_common(p)
+
+    p = sub.add_parser("probe", help="fit a linear head on a frozen backbone's pooled features of a labelled folder")
+    p.add_argument("--data", required=True, help="folder with train/<class>/ (and val/<class>/ for the accuracy)")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="registry name, timm:<model>, or vgg16 / vgg19")
+    p.add_argument("--weights", default=None, help="checkpoint file for the backbone; default: pretrained")
+    p.add_argument("--split", default="train")
+    p.add_argument("--val-split", default="val", help="without it, every 5th training image is held out")
+    p.add_argument("--images-per-class", type=int, default=None)
+    p.add_argument("--l2", type=float, default=None, help="L2 penalty on standardised features (default 1e-3)")
+    p.add_argument("--out", required=True, help="probe folder to write")
+    p.add_argument("--overwrite", action="store_true")
+    _add_common(p)
+
+    p = sub.add_parser("parts-benchmark", help="score prototypes against ground-truth parts (generated data)")
+    p.add_argument("--out", default="runs/parts-bench", help="folder for data, model, runs and results.json")
+    p.add_argument("--k", type=int, default=None, help="prototypes per class (default: its number of parts)")
+    p.add_argument("--epochs", type=int, default=None, help="PartsNet training epochs")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("cub-export", help="write CUB-200-2011 (native layout) as an image folder for the pipeline")
+    p.add_argument("--cub", required=True, help="the CUB_200_2011 folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-crop", action="store_true", help="keep whole images (default: crop to the bounding box)")
+    p.add_argument("--classes", nargs="+", default=None, help="class folders (default: all 200)")
+    p.add_argument("--images-per-class", type=int, default=None)
+    p.add_argument("--class-map", action="store_true", help="write classes.csv for a checkpoint fine-tuned on CUB")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("cub-eval", help="ProtoEval consistency and stability of a run on CUB test images")
+    p.add_argument("--run", required=True)
+    p.add_argument("--cub", required=True, help="the CUB_200_2011 folder")
+    p.add_argument("--images-per-class", type=int, default=None)
+    p.add_argument("--no-crop", action="store_true")
+    p.add_argument("--json", default=None, help="write the figures here (default: RUN/cub_protoeval.json)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     return parser
 
 
@@ -82,7 +118,8 @@ def cmd_decompose(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
-    backbone = load_backbone(args.backbone, args.weights, args.device)
+    name = f"probe:{args.probe}" if args.probe else args.backbone
+    backbone = load_backbone(name, args.weights, args.device)
     if backbone.note:
         print(f"note: {backbone.note}", file=sys.stderr)
     started = time.perf_counter()
@@ -144,7 +181,80 @@ def cmd_explain(args) -> int:
     return 0
 
 
-COMMANDS = {"decompose": cmd_decompose, "evaluate": cmd_evaluate, "explain": cmd_explain}
+def cmd_probe(args) -> int:
+    from .probe import DEFAULT_L2, fit_probe
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
+    probe = fit_probe(
+        args.data, args.backbone, args.weights, args.split, args.val_split, args.images_per_class,
+        l2=DEFAULT_L2 if args.l2 is None else args.l2, device=args.device, cache_dir=args.cache,
+        progress=StageProgress(),
+    )
+    probe.save(out, overwrite=args.overwrite, cache_dir=args.cache)
+    m = probe.manifest
+    for path, reason in m["problems"]:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(
+        f"probe on {m['backbone']}: {len(m['classes'])} classes, {m['n_train']} training images, "
+        f"val accuracy {m['val_accuracy']:.4f} ({m['validation']}, {m['n_val']} images) -> {out}\n"
+        f"next: python -m protolib decompose --probe {out} --data {args.data} --out <run folder>"
+    )
+    return 0
+
+
+def cmd_parts_benchmark(args) -> int:
+    from dataclasses import replace
+
+    from .parts_benchmark import BenchConfig, run_parts_benchmark
+
+    cfg = replace(BenchConfig(), k=args.k, seed=args.seed)
+    if args.epochs is not None:
+        cfg = replace(cfg, epochs=args.epochs)
+    results = run_parts_benchmark(args.out, cfg, report=lambda message: print(message, file=sys.stderr))
+    print(json.dumps({m: results["scores"][m] for m in results["scores"]}, indent=2))
+    print(f"-> {Path(args.out) / 'results.json'}", file=sys.stderr)
+    return 0
+
+
+def cmd_cub_export(args) -> int:
+    from .cub import export_image_folder
+
+    out = export_image_folder(
+        args.cub, args.out, crop=not args.no_crop, classes=args.classes, images_per_class=args.images_per_class,
+        class_map=args.class_map, overwrite=args.overwrite, progress=StageProgress(),
+    )
+    print(f"-> {out} (train/: the official train split, val/: the official test split)")
+    return 0
+
+
+def cmd_cub_eval(args) -> int:
+    from .cub import cub_protoeval
+    from .runs import load_run
+
+    run = load_run(args.run)
+    backbone = run.load_backbone(args.device)
+    report = cub_protoeval(run, backbone, args.cub, args.images_per_class, crop=not args.no_crop,
+                           progress=StageProgress())
+    target = Path(args.json) if args.json else Path(args.run) / "cub_protoeval.json"
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    for method, scores in report["scores"].items():
+        print(f"{method:<8} consistency {scores['consistency']:6.2f}%  stability {scores['stability']:6.2f}%")
+    print(f"-> {target}")
+    return 0
+
+
+COMMANDS = {
+    "decompose": cmd_decompose,
+    "evaluate": cmd_evaluate,
+    "explain": cmd_explain,
+    "probe": cmd_probe,
+    "parts-benchmark": cmd_parts_benchmark,
+    "cub-export": cmd_cub_export,
+    "cub-eval": cmd_cub_eval,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

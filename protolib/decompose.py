@@ -17,6 +17,7 @@ from .nmf import batched_nmf
 STRATEGIES = ("optimized", "paper", "uniform", "proportional")
 DEFAULT_STRATEGY = "optimized"
 MAX_K = 20
+ENERGY_PENALTY = 0.001  # weight of the heatmap-energy penalty of the optimized strategy
 
 
 def scale_prototypes(P: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -40,7 +41,7 @@ def heatmap_covariance(matrices: list[torch.Tensor], P: torch.Tensor, R: torch.T
     matrix is all one needs to know how a split of R changes each heatmap.
     """
     covariances = []
-    for A, p, r in zip(matrices, P, R, strict=False):
+    for A, p, r in zip(matrices, P, R):
         H = A.to(p) @ torch.cat([p, r[None]]).T
         H = H - H.mean(dim=0)
         covariances.append(H.T @ H / H.shape[0])
@@ -114,7 +115,7 @@ def _correlations(Q: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
 def _optimal_mixing(alpha: torch.Tensor, G: torch.Tensor, steps: int = 200) -> torch.Tensor:
     """argmax_Q sum_i |corr_i| with column sums (alpha, 1), batched over classes (float64 L-BFGS)."""
     alpha, G = alpha.double(), G.double()
-    _C, k = alpha.shape
+    k = alpha.shape[1]
     share = alpha.square() * G.diagonal(dim1=1, dim2=2)[:, :k]
     split = share / share.sum(dim=1, keepdim=True).clamp_min(1e-30)  # the closed-form variance split
     start = torch.cat([torch.diag_embed(alpha), split.unsqueeze(-1)], dim=-1)  # (C, k, k+1)
@@ -123,8 +124,15 @@ def _optimal_mixing(alpha: torch.Tensor, G: torch.Tensor, steps: int = 200) -> t
     def mixing():
         return start + free - free.mean(dim=1, keepdim=True)  # column sums stay (alpha, 1)
 
+    def energy(Q):  # summed heatmap variance of the refined prototypes
+        return ((Q @ G) * Q).sum(dim=(1, 2))
+
+    start_energy = energy(start).clamp_min(1e-30)
+
     def objective(Q):  # per class, to be minimised
-        return -_correlations(Q, G).abs().sum(dim=1)
+        # The penalty stops a degenerate optimum: huge, mutually cancelling multiples of the
+        # prototypes swamp R and raise every correlation, while contributions explode.
+        return -_correlations(Q, G).abs().sum(dim=1) + ENERGY_PENALTY * energy(Q) / start_energy
 
     optimizer = torch.optim.LBFGS([free], max_iter=steps, line_search_fn="strong_wolfe", tolerance_change=1e-14)
 
@@ -214,5 +222,6 @@ def decompose(
     covariance = heatmap_covariance(matrices, P, residual(P, alpha, v)) if "optimized" in strategies else None
     refined = {s: refine(s, P, alpha, v, matrices, covariance) for s in strategies}
     done("refinement")
-    presence = torch.stack([torch.quantile((A.to(p) @ p.T)[:100_000], 0.99, dim=0) for A, p in zip(matrices, P, strict=False)])
+    # what "strongly present" means for each part: a high quantile of its heatmap on the training images
+    presence = torch.stack([torch.quantile((A.to(p) @ p.T)[:100_000], 0.99, dim=0) for A, p in zip(matrices, P)])
     return Decomposition(P, alpha, refined, nmf.relative_error, nmf.iterations, presence.clamp_min(1e-12))

@@ -89,7 +89,7 @@ class Explanation:
         """(label, probability) of the n most likely classes."""
         probs = self.logits.softmax(dim=0)
         values, labels = probs.topk(min(n, len(probs)))
-        return list(zip(labels.tolist(), values.tolist(), strict=False))
+        return list(zip(labels.tolist(), values.tolist()))
 
 
 def model_input(backbone: Backbone, image) -> tuple[torch.Tensor, np.ndarray]:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Backbone, resolve_device
-from .backbones.probe_models import ConvTrunk, build_probe, load_trunk, write_probe
+from .backbones import Backbone, BackboneError, resolve_device
+from .backbones.probe_models import ConvTrunk, ProbeBackbone, build_probe, load_trunk, write_probe
 from .data import DataError, ImageSet, Problem, read_class_map, scan_split
 from .features import Features, Progress, _write_cache, cache_key, default_cache_dir, extract_features
 from .runs import library_versions
@@ -42,6 +42,11 @@ class Probe:
     def save(self, folder: str | Path, overwrite: bool = False, cache_dir=None) -> Path:
         """Write the probe folder; then seed the feature cache of the probed model with the features
         already extracted, so that decomposing or evaluating the same images costs no second backbone pass."""
+        if self.manifest["weights"] == "random":
+            raise BackboneError(
+                "a probe on random weights could never be rebuilt: save the backbone's weights to a file and fit "
+                "the probe with --weights FILE"
+            )
         folder = write_probe(folder, self.head, self.manifest, overwrite=overwrite)
         if cache_dir is not False and self.features:
             probed = build_probe(folder).to(self.trunk.device)
@@ -155,7 +160,7 @@ def _accuracy(head: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def fit_probe(
     data: str | Path,
-    backbone: str = "efficientnet_lite0",
+    backbone: str | Backbone | ConvTrunk = "efficientnet_lite0",
     weights: str | None = None,
     split: str = "train",
     val_split: str | None = "val",
@@ -168,13 +173,19 @@ def fit_probe(
 ) -> Probe:
     """Fit a probe on ``data/split`` (one class per folder) and measure it on ``data/val_split``.
 
+    ``backbone``: a registry name (``vgg16``/``vgg19`` too, which only probes offer), with ``weights``
+    as for ``load_backbone``, or an already loaded backbone. A probe must be rebuilt from its manifest,
+    so its backbone's weights must be reproducible: pretrained, or a file (not ``"random"``).
+
     Without that split, every 5th training image of each class is held out for the accuracy figure.
     Features go through the shared disk cache, keyed by the backbone, so a folder already
     decomposed with that backbone costs no backbone time.
     """
     started = time.perf_counter()
     data = Path(data)
-    trunk = load_trunk(backbone, weights, device)
+    trunk = load_trunk(backbone, weights, device) if isinstance(backbone, str) else backbone
+    if isinstance(trunk, ProbeBackbone):
+        raise ValueError("a probe cannot be fit on another probe: pass the backbone it was fit on")
     train, val, folders, names = _split_images(data, split, val_split, images_per_class, val_images_per_class)
     label_of = {folder: i for i, folder in enumerate(folders)}
     features, problems = {}, []

@@ -77,7 +77,8 @@ def build_vgg(name: str, weights: str | None = None) -> ConvTrunk:
                 f"a network and put it at {source}, or pass your own checkpoint with --weights FILE"
             )
         state = load_weights_file(source)
-        state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+        if any(k.startswith("features.") for k in state):  # a whole VGG checkpoint: keep its conv part
+            state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         load_state(features, state, str(source))
     return ConvTrunk(name, features, _preprocessing(default))
 

@@ -89,7 +89,7 @@ def build_lite0(weights: str | None = None) -> Backbone:
             own = model.state_dict()
             if len(own) != len(state):
                 raise BackboneError(f"{source}: {len(state)} tensors, EfficientNet-Lite0 has {len(own)}")
-            state = dict(zip(own.keys(), state.values(), strict=False))
+            state = dict(zip(own.keys(), state.values()))
         load_state(model, state, str(source))
     names, wnids = imagenet_labels()
     return TimmBackbone("efficientnet_lite0", model, LITE0_PREPROCESSING, names, wnids)

@@ -1,0 +1,302 @@
+"""End to end in a real Chromium: `streamlit run app.py` as a subprocess, driven with Playwright.
+
+One session decomposes the shared photos through the UI (2 classes x 6 photos, k = 3), sees part
+maps in the Prototypes gallery, switches a prototype off on Intervene and sees the logit change,
+evaluates, and uploads a file that is not an image. Screenshots of every page go to
+docs/screenshots/. Two browser contexts at once must not see each other's choices.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "docs" / "screenshots"
+DATA = ROOT.parent / "shared" / "data" / "imagenette"
+ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]
+WAIT = 60_000  # ms: the bound on any single wait
+RUN_WAIT = 150_000  # ms: a decomposition, first backbone load included
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
+    pytest.mark.skipif(not (DATA / "train").is_dir(), reason=f"the sample photos are not at {DATA}"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app on a free port, with its runs and feature cache in temporary folders."""
+    tmp = tmp_path_factory.mktemp("browser")
+    port = free_port()
+    env = dict(
+        os.environ,
+        PROTOLIB_RUNS=str(tmp / "runs"),
+        PROTOLIB_CACHE=str(tmp / "cache"),
+        OMP_NUM_THREADS="1",  # small batches on a shared 2-core machine: threads only wait for each other
+    )
+    env.pop("PROTOLIB_DATA", None)
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the app did not start:\n" + (tmp / "server.log").read_text()[-3000:])
+        time.sleep(0.5)
+    yield {"url": url, "log": tmp / "server.log", "tmp": tmp}
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+def expect(locator):
+    from playwright.sync_api import expect
+
+    return expect(locator)
+
+
+def new_page(browser, server):
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(WAIT)
+    page.goto(server["url"], timeout=WAIT)
+    page.get_by_role("heading", name="Decompose").wait_for()
+    return context, page
+
+
+def settle(page, quiet_ms: int = 600) -> None:
+    """Wait (bounded) until the script run has finished: no running indicator for ``quiet_ms``."""
+    deadline = time.monotonic() + WAIT / 1000
+    quiet_since = None
+    while time.monotonic() < deadline:
+        running = page.locator("[data-testid=stStatusWidget]").count() > 0
+        now = time.monotonic()
+        if running:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif (now - quiet_since) * 1000 >= quiet_ms:
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError("the app kept running for more than a minute")
+
+
+def go(page, title: str) -> None:
+    """Switch pages with the navigation bar (the session, and its choices, stay)."""
+    page.get_by_test_id("stTopNavLink").filter(has_text=title).click()
+    page.get_by_role("heading", name=title, exact=True).wait_for()
+    settle(page)
+
+
+def shoot(page, name: str) -> None:
+    """A screenshot of the whole page (the viewport grows to the content's height)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    height = page.evaluate(
+        "() => Math.max(...['stMain', 'stMainBlockContainer', 'stAppViewContainer']"
+        ".map(id => document.querySelector(`[data-testid=${id}]`)?.scrollHeight || 0))"
+    )
+    page.set_viewport_size({"width": 1440, "height": int(min(max(height + 40, 900), 4200))})
+    page.wait_for_timeout(1200)  # charts re-lay out
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    page.set_viewport_size({"width": 1440, "height": 1000})
+    page.wait_for_timeout(300)
+
+
+def choose_classes(page, names: list[str]) -> None:
+    classes = page.get_by_test_id("stMultiSelect").filter(has_text="Classes")
+    classes.get_by_role("button", name="Clear all").click()
+    settle(page)
+    box = classes.get_by_role("combobox")
+    for name in names:
+        box.click()
+        box.fill(name)
+        page.get_by_role("option", name=f"{name} · 100 images").click()
+        settle(page)
+    page.keyboard.press("Escape")
+
+
+def set_slider(page, label: str, value: int) -> None:
+    """Move a slider with the keyboard, one step at a time, until the app has the value."""
+    slider = page.get_by_test_id("stSlider").filter(has_text=label).get_by_role("slider")
+    for _ in range(20):
+        now = int(float(slider.get_attribute("aria-valuenow")))
+        if now == value:
+            break
+        slider.focus()
+        slider.press("ArrowRight" if value > now else "ArrowLeft")
+        expect(slider).not_to_have_attribute("aria-valuenow", str(now), timeout=WAIT)
+        page.wait_for_timeout(300)
+        settle(page)
+    slider.blur()
+    settle(page)
+    assert int(float(slider.get_attribute("aria-valuenow"))) == value
+
+
+def selected_classes(page) -> list[str]:
+    tags = page.get_by_test_id("stMultiSelect").filter(has_text="Classes").locator("[data-tag] span[title]")
+    return [t.get_attribute("title").split(" · ")[0] for t in tags.all()]
+
+
+def metric_value(page, label: str) -> str:
+    metric = page.get_by_test_id("stMetric").filter(has_text=label).first
+    return metric.get_by_test_id("stMetricValue").inner_text().strip()
+
+
+def test_decompose_explore_intervene_evaluate(browser, server, tmp_path):
+    context, page = new_page(browser, server)
+    try:
+        # -- Decompose: 2 classes x 12 photos, k = 5 and then k = 3 --------------------------------
+        settle(page)
+        choose_classes(page, ["tench", "English springer"])
+        assert selected_classes(page) == ["tench", "English springer"]
+        per_class = page.get_by_test_id("stNumberInput").filter(has_text="Images per class").locator("input")
+        per_class.fill("12")
+        per_class.press("Enter")
+        settle(page)
+        for k in (5, 3):
+            set_slider(page, "Prototypes per class", k)
+            name = f"efficientnet_lite0-2cls-k{k}-optimized"
+            expect(page.get_by_role("textbox", name="Run name")).to_have_value(name, timeout=WAIT)
+            page.get_by_role("button", name="Run decomposition").click()
+            saved = page.get_by_test_id("stAlert").filter(has_text=f"Run {name} saved")
+            saved.wait_for(timeout=RUN_WAIT)
+            settle(page)
+            assert f"2 classes, 24 images, k = {k}" in saved.inner_text()
+        assert "2 classes: tench, English springer" in page.get_by_test_id("stSidebar").inner_text()
+        shoot(page, "decompose")
+
+        # -- Prototypes: part maps in the gallery -------------------------------------------------
+        go(page, "Prototypes")
+        page.get_by_text("Part maps across the 12 training images of “tench”").wait_for()
+        images = page.get_by_test_id("stImage").locator("img")
+        assert images.count() >= 12 + 6  # the gallery and the top photos of the first prototype
+        widths = images.evaluate_all("imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+        assert sum(w > 0 for w in widths) >= 18, widths
+        assert page.get_by_test_id("stMetric").filter(has_text="alpha").count() == 3
+        shoot(page, "prototypes")
+
+        # -- Explain: top-5, waterfall, part map, heatmaps ---------------------------------------
+        go(page, "Explain")
+        page.get_by_text("Top-5 classes").wait_for()
+        page.get_by_test_id("stPlotlyChart").locator(".main-svg").first.wait_for()
+        assert "Each prototype's heatmap" in page.get_by_test_id("stMain").inner_text()
+        shoot(page, "explain")
+
+        # -- Intervene: switching P1 off changes the logit, live ---------------------------------
+        go(page, "Intervene")
+        label = "Logit of “tench”"
+        before = metric_value(page, label)
+        page.locator("label:has(input[aria-label='P1 on'])").first.click()
+        deadline = time.monotonic() + WAIT / 1000
+        while metric_value(page, label) == before and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        after = metric_value(page, label)
+        assert float(after) != float(before)
+        delta = page.get_by_test_id("stMetric").filter(has_text=label).first.get_by_test_id("stMetricDelta")
+        assert float(delta.inner_text().strip()) == pytest.approx(float(after) - float(before), abs=0.011)
+        # the same edit on the held-out photos of the run's classes (10 per class)
+        held_out = page.get_by_test_id("stNumberInput").filter(has_text="Images per class").locator("input")
+        held_out.fill("10")
+        held_out.press("Enter")
+        settle(page)
+        page.locator("label:has(input[aria-label=\"Only the run's classes\"])").click()
+        settle(page)
+        page.get_by_role("button", name="Compute held-out features").click()
+        page.get_by_test_id("stMetric").filter(has_text="Top-1 after").wait_for()
+        page.get_by_role("button", name="Run the oracle").click()
+        page.get_by_test_id("stMetric").filter(has_text="Top-1 with the oracle").wait_for()
+        settle(page)
+        shoot(page, "intervene")
+
+        # -- Evaluate: the held-out features are already there -----------------------------------
+        go(page, "Evaluate")
+        page.get_by_test_id("stMetric").filter(has_text="Top-1, prototype network").wait_for()
+        page.get_by_test_id("stPlotlyChart").nth(1).locator(".main-svg").first.wait_for()
+        top1 = metric_value(page, "Top-1, original model")
+        assert metric_value(page, "Top-1, prototype network") == top1
+        page.get_by_text("Reconstruction errors against k").wait_for()
+        assert page.get_by_test_id("stPlotlyChart").count() == 3  # Table 3, fidelity, errors against k
+        shoot(page, "evaluate")
+
+        # -- an upload that is not an image gets a clear message ----------------------------------
+        go(page, "Explain")
+        page.get_by_test_id("stButtonGroup").get_by_role("radio", name="Upload").click()
+        settle(page)
+        notes = tmp_path / "notes.txt"
+        notes.write_text("this is not a photo")
+        page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(notes))
+        alert = page.get_by_test_id("stAlert").filter(has_text="is not an image that can be read")
+        alert.wait_for()
+        assert "“notes.txt”" in alert.inner_text()
+        assert page.get_by_test_id("stException").count() == 0
+    except Exception:
+        page.screenshot(path=str(server["tmp"] / "failure.png"))
+        print(server["log"].read_text()[-4000:])
+        raise
+    finally:
+        context.close()
+
+
+def test_two_sessions_do_not_see_each_others_choices(browser, server):
+    first, page_a = new_page(browser, server)
+    second, page_b = new_page(browser, server)
+    try:
+        settle(page_a)
+        settle(page_b)
+        choose_classes(page_a, ["church"])
+        assert selected_classes(page_a) == ["church"]
+        page_b.reload()
+        page_b.get_by_role("heading", name="Decompose").wait_for()
+        settle(page_b)
+        assert "church" in selected_classes(page_b) and len(selected_classes(page_b)) == 10
+        choose_classes(page_b, ["golf ball"])
+        page_a.get_by_test_id("stSlider").first.wait_for()
+        assert selected_classes(page_a) == ["church"]  # untouched by the other session
+        go(page_a, "Prototypes")
+        go(page_a, "Decompose")
+        assert selected_classes(page_a) == ["church"]  # and kept across page switches
+    finally:
+        first.close()
+        second.close()
