@@ -6,7 +6,8 @@ agree when the parent that spawns the children is small, which is why this paren
 torch). Measurements:
 
 - imports: torch + protolib imported and the backbone loaded;
-- baseline: the same, plus the cached features of the classes loaded (what the decomposition reads);
+- baseline: the same, plus the cached features of the classes loaded (what the decomposition reads)
+  and read once, so that they are resident (safetensors maps the file: unread pages cost no RSS);
 - nmf only: baseline, plus ``batched_nmf`` on the feature matrices (step 1 alone);
 - decomposition: ``run_decomposition(backbone, data, images_per_class=60, k=3, cache_dir=...)``
   (NMF, scaling, and every refinement strategy) from the same cache.
@@ -29,18 +30,22 @@ from _common import parser, table
 MODES = ("imports", "baseline", "nmf", "decomposition")
 LABELS = {
     "imports": "imports + backbone",
-    "baseline": "baseline: + load cached features",
+    "baseline": "baseline: + load (and read) cached features",
     "nmf": "baseline + batched_nmf (step 1 only)",
     "decomposition": "run_decomposition (all steps)",
 }
 
 
-def peak_mib() -> tuple[float, float]:
+def status_mib(field: str) -> float:
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":")) / 1024
+
+
+def peak_mib() -> tuple[float, float, float]:
+    """(ru_maxrss, VmHWM, VmRSS now) in MiB."""
     import resource
 
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
-    return maxrss, hwm
+    return maxrss, status_mib("VmHWM"), status_mib("VmRSS")
 
 
 def child(mode: str, data: Path, cache: Path, classes: int, images_per_class: int, k: int) -> None:
@@ -52,13 +57,17 @@ def child(mode: str, data: Path, cache: Path, classes: int, images_per_class: in
     from protolib.nmf import batched_nmf
     from protolib.pipeline import feature_matrix, run_decomposition
 
+    after_imports = status_mib("VmHWM")
     backbone = load_backbone()
     images = scan_split(data, "train", backbone.labels, backbone.wnids, limit=images_per_class)
     folders = [c.folder for c in images.classes][:classes]
-    info = {"mode": mode, "torch_threads": torch.get_num_threads()}
+    info = {"mode": mode, "torch_threads": torch.get_num_threads(), "hwm_after_imports_mib": after_imports,
+            "hwm_after_backbone_mib": status_mib("VmHWM"), "rss_after_backbone_mib": status_mib("VmRSS")}
     if mode in ("baseline", "nmf", "warm"):
         feats = [extract_features(backbone, images.images[f], cache_dir=cache) for f in folders]
         info["features_mib"] = sum(f.feats.numel() * 4 for f in feats) / 2**20
+        info["rss_before_touch_mib"] = status_mib("VmRSS")
+        info["checksum"] = sum(float(f.feats.sum()) for f in feats)  # reads every page: now resident
         if mode == "nmf":
             batched_nmf([feature_matrix(f.feats) for f in feats], k)
     elif mode == "decomposition":
@@ -66,7 +75,7 @@ def child(mode: str, data: Path, cache: Path, classes: int, images_per_class: in
             backbone, data, classes=folders, images_per_class=images_per_class, k=k, cache_dir=cache
         )
         info["classes_decomposed"] = len(run.classes)
-    info["ru_maxrss_mib"], info["vmhwm_mib"] = peak_mib()
+    info["ru_maxrss_mib"], info["vmhwm_mib"], info["vmrss_mib"] = peak_mib()
     print("RESULT " + json.dumps(info))
 
 
@@ -105,13 +114,22 @@ def main() -> None:
     for mode in MODES:
         maxrss = statistics.median(r["ru_maxrss_mib"] for r in results[mode])
         spread = max(r["vmhwm_mib"] for r in results[mode]) - min(r["vmhwm_mib"] for r in results[mode])
-        rows.append([LABELS[mode], f"{peaks[mode]:.0f}", f"{maxrss:.0f}", f"{spread:.0f}",
+        rss = statistics.median(r["vmrss_mib"] for r in results[mode])
+        rows.append([LABELS[mode], f"{peaks[mode]:.0f}", f"{maxrss:.0f}", f"{spread:.0f}", f"{rss:.0f}",
                      f"{peaks[mode] - peaks['baseline']:+.0f}" if mode != "imports" else "",
                      f"{peaks[mode] - peaks['imports']:+.0f}"])
     print()
     print(table(["process", "peak RSS MiB (VmHWM, median)", "ru_maxrss MiB (median)", "spread MiB",
-                 "increment over baseline MiB", "over imports MiB"], rows))
-    print(f"\nload average at end: {open('/proc/loadavg').read().split()[:3]}")
+                 "RSS at end MiB", "increment over baseline MiB", "over imports MiB"], rows))
+    base = results["baseline"][0]
+    print(f"\nbaseline: RSS {base['rss_after_backbone_mib']:.0f} MiB after the backbone, "
+          f"{base['rss_before_touch_mib']:.0f} MiB after loading the cached features, "
+          f"{base['vmrss_mib']:.0f} MiB after reading them once")
+    first = results["imports"][0]
+    print(f"in the imports process: peak {first['hwm_after_imports_mib']:.0f} MiB after `import torch, protolib` "
+          f"(before the backbone), {first['hwm_after_backbone_mib']:.0f} MiB after `load_backbone()`, "
+          f"RSS then {first['rss_after_backbone_mib']:.0f} MiB")
+    print(f"load average at end: {open('/proc/loadavg').read().split()[:3]}")
 
 
 if __name__ == "__main__":

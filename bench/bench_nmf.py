@@ -8,7 +8,11 @@ our initial E, P (``protolib.nmf._init``), so that the error comparison is apple
     .venv/bin/python bench/bench_nmf.py [--quick] [--repeats N]
 
 Timings are wall-clock, best (and median) of N interleaved repeats; the order of the methods
-rotates between repeats so that background load hits all of them alike.
+rotates between repeats so that background load hits all of them alike. The main table runs every
+method on 1 thread (torch and the BLAS under numpy): like for like (scikit-learn's cd is single-threaded
+Cython), and robust when other processes share the 2 cores (2-thread OpenMP code stalls at every
+barrier whose other thread was descheduled). The summary adds ours HALS and scikit-learn cd at the
+default thread count.
 """
 
 from __future__ import annotations
@@ -58,11 +62,13 @@ def run_sklearn(arrays: list[np.ndarray], k: int, solver: str, inits=None):
     return factors, iters
 
 
-def summarise(arrays: list[np.ndarray], result) -> tuple[float, float, int]:
-    """Mean relative error (float64, computed the same way for everyone), mean iterations, capped count."""
+def summarise(arrays: list[np.ndarray], result) -> tuple[float, str]:
+    """Mean relative error (float64, computed the same way for everyone), and the iterations: mean, max
+    (a batch runs until its slowest class stops) and how many classes hit max_iter."""
     factors, iters = result
     error = float(np.mean([relative_error(A, W, H) for A, (W, H) in zip(arrays, factors)]))
-    return error, float(np.mean(iters)), sum(i >= MAX_ITER for i in iters)
+    capped = sum(i >= MAX_ITER for i in iters)
+    return error, f"{np.mean(iters):.1f} / {max(iters)}" + (f" ({capped} capped)" if capped else "")
 
 
 def main() -> None:
@@ -73,9 +79,10 @@ def main() -> None:
     ks = (3,) if args.quick else (3, 5, 10)
     images_per_class = 60
     warnings.simplefilter("ignore", ConvergenceWarning)
+    default_threads = torch.get_num_threads()
 
     print(f"machine: {machine_info()}")
-    print(f"load average at start: {open('/proc/loadavg').read().split()[:3]}")
+    print(f"load average at start: {loadavg()}")
     backbone = load_backbone()
     features = load_features(backbone, args.data, "train", images_per_class, args.cache)  # cached before timing
     mats = [feature_matrix(f.feats).contiguous() for _, f in features]
@@ -85,83 +92,88 @@ def main() -> None:
     print(f"{len(mats)} classes, A_c {tuple(mats[0].shape)} float32 each; tol={TOL}, max_iter={MAX_ITER}; "
           f"repeats={repeats}")
 
-    methods = {}  # name -> callable(k)
     inits = {}
     for k in ks:
         E, P = _init(mats, k, SEED, max(A.shape[0] for A in mats), torch.float32)
         inits[k] = ([E[c, : A.shape[0]].numpy() for c, A in enumerate(mats)], [P[c].numpy() for c in range(len(mats))])
-    methods["ours HALS (batched torch)"] = lambda k: run_ours(mats, k, "hals")
-    methods["ours MU (batched torch)"] = lambda k: run_ours(mats, k, "mu")
-    methods["sklearn cd, init=random"] = lambda k: run_sklearn(arrays, k, "cd")
-    methods["sklearn mu, init=random"] = lambda k: run_sklearn(arrays, k, "mu")
-    methods["sklearn cd, init=ours"] = lambda k: run_sklearn(arrays, k, "cd", inits[k])
-    methods["sklearn mu, init=ours"] = lambda k: run_sklearn(arrays, k, "mu", inits[k])
+    methods = {
+        "ours HALS (batched torch)": lambda k: run_ours(mats, k, "hals"),
+        "ours MU (batched torch)": lambda k: run_ours(mats, k, "mu"),
+        "sklearn cd, init=random": lambda k: run_sklearn(arrays, k, "cd"),
+        "sklearn mu, init=random": lambda k: run_sklearn(arrays, k, "mu"),
+        "sklearn cd, init=ours": lambda k: run_sklearn(arrays, k, "cd", inits[k]),
+        "sklearn mu, init=ours": lambda k: run_sklearn(arrays, k, "mu", inits[k]),
+    }
     names = list(methods)
+    ours_hals, ours_mu = names[0], names[1]
+    # 1 thread everywhere (torch and the BLAS under numpy/scikit-learn): like for like, and robust on a
+    # shared 2-core machine; then the default thread count for the two main contenders.
+    configs = [(1, name) for name in names]
+    if default_threads > 1 and not args.quick:
+        configs += [(default_threads, ours_hals), (default_threads, "sklearn cd, init=ours")]
 
-    times = {(k, m): [] for k in ks for m in names}
-    cpu = {(k, m): [] for k in ks for m in names}
+    times = {(t, k, m): [] for t, m in configs for k in ks}
+    cpu = {(t, k, m): [] for t, m in configs for k in ks}
     outcome = {}
-    run_ours(mats, ks[0], "hals")  # warm-up: first-call allocations and thread pool start
+    with threadpool_limits(limits=1):
+        torch.set_num_threads(1)
+        run_ours(mats, ks[0], "hals")  # warm-up: first-call allocations
     for rep in range(repeats):
         for k in ks:
-            order = names[rep % len(names) :] + names[: rep % len(names)]
-            for name in order:
-                cpu_start = time.process_time()
-                seconds, result = timed(lambda name=name, k=k: methods[name](k))
-                cpu[(k, name)].append(time.process_time() - cpu_start)
-                times[(k, name)].append(seconds)
-                if rep == 0:  # deterministic: identical in every repeat; the error is computed untimed
+            shift = rep % len(configs)
+            for threads, name in configs[shift:] + configs[:shift]:  # the order rotates between repeats
+                torch.set_num_threads(threads)
+                with threadpool_limits(limits=threads):
+                    cpu_start = time.process_time()
+                    seconds, result = timed(lambda name=name, k=k: methods[name](k))
+                    cpu[(threads, k, name)].append(time.process_time() - cpu_start)
+                times[(threads, k, name)].append(seconds)
+                if (k, name) not in outcome:  # deterministic; the error is computed untimed
                     outcome[(k, name)] = summarise(arrays, result)
-        print(f"repeat {rep + 1}/{repeats} done", flush=True)
+        print(f"repeat {rep + 1}/{repeats} done (load average {loadavg()})", flush=True)
+    torch.set_num_threads(default_threads)
+
+    def best(threads, k, name, source=times):
+        return min(source[(threads, k, name)])
 
     rows = []
     for k in ks:
-        ours_t = min(times[(k, names[0])])
-        ours_err = outcome[(k, names[0])][0]
+        ours_err = outcome[(k, ours_hals)][0]
         for name in names:
-            err, iters, capped = outcome[(k, name)]
-            best = min(times[(k, name)])
-            iters_text = f"{iters:.1f}" + (f" ({capped} capped)" if capped else "")
+            err, iters_text = outcome[(k, name)]
             rows.append([
-                k, name, f"{best:.2f}", f"{median(times[(k, name)]):.2f}", f"{min(cpu[(k, name)]):.2f}", iters_text,
-                f"{err:.5f}", f"{err - ours_err:+.5f}", f"{best / ours_t:.2f}x",
+                k, name, f"{best(1, k, name):.2f}", f"{median(times[(1, k, name)]):.2f}",
+                f"{best(1, k, name, cpu):.2f}", iters_text, f"{err:.5f}", f"{err - ours_err:+.5f}",
+                f"{best(1, k, name) / best(1, k, ours_hals):.2f}x",
             ])
-    header = ["k", "method", "wall s (best)", "wall s (median)", "CPU s (best)", "mean iters", "mean rel. error",
-              "error - ours HALS", "time / ours HALS"]
-    print()
-    print(table(header, rows))
+    print("\n1 thread (torch and BLAS):")
+    print(table(["k", "method", "wall s (best)", "wall s (median)", "CPU s (best)", "iters mean / max",
+                 "mean rel. error", "error - ours HALS", "time / ours HALS"], rows))
 
     summary = []
     for k in ks:
-        ours_t = min(times[(k, names[0])])
-        sk = {n: min(times[(k, n)]) for n in names[2:]}
+        sk = {n: best(1, k, n) for n in names[2:]}
         fastest = min(sk, key=sk.get)
-        summary.append([k, f"{ours_t:.2f}", fastest, f"{sk[fastest]:.2f}", f"{sk[fastest] / ours_t:.2f}x",
-                        f"{min(times[(k, 'sklearn mu, init=ours')]) / min(times[(k, names[1])]):.2f}x"])
-    print()
-    print(table(["k", "ours HALS s", "fastest sklearn", "its s", "speed-up (sklearn / ours HALS)",
-                 "MU vs MU, same init (sklearn / ours)"], summary))
+        row = [k, f"{best(1, k, ours_hals):.2f}", f"{fastest} {sk[fastest]:.2f}",
+               f"{sk[fastest] / best(1, k, ours_hals):.2f}x",
+               f"{best(1, k, 'sklearn cd, init=ours') / best(1, k, ours_hals):.2f}x",
+               f"{best(1, k, 'sklearn mu, init=ours') / best(1, k, ours_mu):.2f}x"]
+        if (default_threads, k, ours_hals) in times:
+            ours_t, sk_t = best(default_threads, k, ours_hals), best(default_threads, k, "sklearn cd, init=ours")
+            row += [f"{ours_t:.2f}", f"{sk_t:.2f}", f"{sk_t / ours_t:.2f}x"]
+        summary.append(row)
+    header = ["k", "ours HALS s", "fastest sklearn s", "speed-up vs fastest", "speed-up vs sklearn cd (same init)",
+              "MU vs MU, same init (sklearn / ours)"]
+    if default_threads > 1 and not args.quick:
+        header += [f"ours HALS s, {default_threads} threads", f"sklearn cd s, {default_threads} threads",
+                   f"speed-up, {default_threads} threads"]
+    print("\nsummary (speed-up = sklearn wall time / ours, best of the repeats):")
+    print(table(header, summary))
+    print(f"\nload average at end: {loadavg()}")
 
-    # threads: the same work with one thread on each side, and ours with the default count
-    if not args.quick:
-        k = 5
-        default_threads = torch.get_num_threads()
-        rows, t = [], {}
-        for _rep in range(repeats):
-            for threads in (default_threads, 1):
-                torch.set_num_threads(threads)
-                t.setdefault(("ours HALS", threads), []).append(timed(lambda: run_ours(mats, k, "hals"))[0])
-                with threadpool_limits(limits=threads):
-                    t.setdefault(("sklearn cd, init=ours", threads), []).append(
-                        timed(lambda: run_sklearn(arrays, k, "cd", inits[k]))[0]
-                    )
-        torch.set_num_threads(default_threads)
-        for (name, threads), values in t.items():
-            rows.append([k, name, threads, f"{min(values):.2f}", f"{median(values):.2f}"])
-        print()
-        print(table(["k", "method", "threads (torch / BLAS)", "wall s (best)", "wall s (median)"], rows))
-    print(f"\nload average at end: {open('/proc/loadavg').read().split()[:3]}")
 
+def loadavg() -> str:
+    return " ".join(open("/proc/loadavg").read().split()[:3])
 
 if __name__ == "__main__":
     main()

@@ -7,13 +7,13 @@ from pages import ui
 from protolib.explain import explain_features, heatmap_overlay, part_map
 
 ui.entry()
-ctx = ui.require_run()
-head = ctx.head
 st.title("Explain")
 st.caption(
     "The prototype network's logit for a class is the bias plus one contribution per prototype; each contribution "
     "is the mean of that prototype's heatmap over the photo."
 )
+ctx = ui.require_run()
+head = ctx.head
 
 picked = ui.image_picker(ctx)
 if picked is None:

@@ -10,18 +10,18 @@ import streamlit as st
 
 from pages import ui
 from protolib import appstate
-from protolib.metrics import intervention_effect, oracle_intervention, prototype_importance
+from protolib.metrics import among_decomposed, intervention_effect, oracle_intervention, prototype_importance
 from protolib.runs import RunError, save_run
 
 ui.entry()
-ctx = ui.require_run()
-run, head = ctx.run, ctx.head
-state = st.session_state
 st.title("Intervene")
 st.caption(
     "Switch a prototype off (or scale it) and the class's logit loses that part's contribution: a test-time "
     "edit of the model that needs no retraining and no second pass through the backbone."
 )
+ctx = ui.require_run()
+run, head = ctx.run, ctx.head
+state = st.session_state
 
 picked = ui.image_picker(ctx)
 if picked is None:
@@ -46,9 +46,11 @@ def reset_all() -> None:
             state[on], state[scale] = True, 1.0
 
 
-def current_scale():
+def current_scale(labels: list[int]):
+    """The (C, k) intervention set by the controls of the classes being edited (what is shown is
+    what applies)."""
     settings = {}
-    for label in decomposed:
+    for label in labels:
         for i in range(run.k):
             on, scale = setting_names(label, i)
             value = float(state.get(scale, 1.0)) if state.get(on, True) else 0.0
@@ -131,9 +133,17 @@ def results(edited, labels: list[int]) -> None:
     st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})
 
 
+@st.cache_resource(max_entries=4, show_spinner=False)
+def split_baseline(key: str, _head, _pooled):
+    """The held-out split's contributions and unedited predictions, computed once per run and split
+    so that each edit costs one weighted sum (read only: shared between sessions)."""
+    contributions = _head.contributions(_pooled)
+    return contributions, _head.logits(_pooled, contributions).argmax(dim=1)
+
+
 def held_out(scale, labels: list[int]) -> None:
     st.markdown("##### The same intervention on the held-out split")
-    settings = ui.val_controls(ctx, "iv")
+    settings = ui.val_controls(ctx)
     sf = ui.val_features(ctx, settings, compute=False)
     if sf is None:
         st.caption("The held-out photos pass through the backbone once; afterwards every change here is instant.")
@@ -141,7 +151,21 @@ def held_out(scale, labels: list[int]) -> None:
             sf = ui.val_features(ctx, settings, compute=True)
         if sf is None:
             return
-    effect = intervention_effect(head, sf.pooled, sf.labels, scale)
+    among = ui.kept(
+        st.toggle, "Classify among the run's classes only", "val_among_run", False,
+        help="As in the paper, which decomposes every class: the model chooses between the run's classes only. "
+        "Otherwise it keeps all its classes, and a mistake towards a class outside the run cannot be undone "
+        "by editing the run's prototypes.",
+    )
+    edited, pooled, truth, names = head, sf.pooled, sf.labels, ctx.labels
+    if among:
+        edited, pooled, truth = among_decomposed(head, sf.pooled, sf.labels)
+        names = ctx.class_names
+        if not len(truth):
+            st.info("None of these held-out photos belongs to one of the run's classes.")
+            return
+    contributions, before = split_baseline(f"{ctx.key}.{settings}.{among}", edited, pooled)
+    effect = intervention_effect(edited, pooled, truth, scale, contributions, before)
     a, b, c = st.columns(3)
     a.metric("Top-1 before", f"{100 * effect['top1_before']:.1f} %")
     b.metric(
@@ -149,8 +173,8 @@ def held_out(scale, labels: list[int]) -> None:
         delta=f"{100 * (effect['top1_after'] - effect['top1_before']):+.1f} pts"
         if effect["top1_after"] != effect["top1_before"] else None,
     )
-    c.metric("Predictions changed", f"{effect['predictions_changed']} / {len(sf.labels)}")
-    gained, lost = appstate.gains_and_losses(effect["per_class_change"], ctx.labels)
+    c.metric("Predictions changed", f"{effect['predictions_changed']} / {len(truth)}")
+    gained, lost = appstate.gains_and_losses(effect["per_class_change"], names)
     g, lo = st.columns(2)
     points = {"accuracy change": st.column_config.NumberColumn("accuracy change", format="%+.1f pts")}
     with g:
@@ -168,7 +192,7 @@ def held_out(scale, labels: list[int]) -> None:
         else:
             st.caption("none")
 
-    importance = prototype_importance(head, sf.pooled, sf.labels)
+    importance = prototype_importance(edited, pooled, truth)
     st.markdown("**Importance of each prototype** (top-1 drop on this split when it alone is switched off)")
     st.dataframe(
         pd.DataFrame(
@@ -190,9 +214,9 @@ def held_out(scale, labels: list[int]) -> None:
         "In every wrong prediction whose predicted class was decomposed, zero that class's most important "
         "prototype for that photo only: how much could a perfect human-in-the-loop fix?"
     )
-    oracle_key = f"oracle.{ctx.key}.{settings}"
+    oracle_key = f"oracle.{ctx.key}.{settings}.{among}"
     if st.button("Run the oracle", icon=":material/science:"):
-        state[oracle_key] = oracle_intervention(head, sf.pooled, sf.labels)
+        state[oracle_key] = oracle_intervention(edited, pooled, truth)
     oracle = state.get(oracle_key)
     if oracle:
         a, b, c = st.columns(3)
@@ -245,7 +269,7 @@ def live() -> None:
         st.markdown("##### Prototypes: on/off and scale")
         controls(labels)
         st.button("Reset all", icon=":material/restart_alt:", on_click=reset_all)
-    scale = current_scale()
+    scale = current_scale(labels)
     edited = head.logits(pooled, contributions, scale)[0]
     with right:
         st.markdown("##### This photo")

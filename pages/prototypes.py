@@ -11,14 +11,14 @@ COLUMNS = 6  # thumbnails per gallery row
 TOP_IMAGES = 6  # per prototype
 
 ui.entry()
-ctx = ui.require_run()
-run, head = ctx.run, ctx.head
 st.title("Prototypes")
 st.caption(
     "Each class's head row is the sum of its *k* prototypes. A prototype's **alpha** is the weight its NMF part "
     "gets in the head: positive alpha means *more like this part, more likely the class*; negative alpha means "
     "*less like this part, more likely the class* (often background or a confusable context)."
 )
+ctx = ui.require_run()
+run, head = ctx.run, ctx.head
 
 positions = list(range(len(run.classes)))
 position = ui.kept(
@@ -73,11 +73,12 @@ st.subheader(f"Part maps across the {len(features.paths)} training images of “
 ui.legend(run.k, "Each pixel is coloured by the part most present there: ")
 n = len(features.paths)
 page_key = f"proto_page.{ctx.key}.{position}"
-n_pages = appstate.page_bounds(n, 1)[2]
+per_page = appstate.GALLERY_PAGE_SIZE
+n_pages = appstate.page_bounds(n, 1, per_page)[2]
 page = 1
 if n_pages > 1:
     page = ui.kept(st.pagination, None, page_key, 1, num_pages=n_pages)
-start, stop, _ = appstate.page_bounds(n, page)
+start, stop, _ = appstate.page_bounds(n, page, per_page)
 maps = part_maps(ctx.key, position, start, stop, features, head, shown(features.paths[start:stop]))
 logits = head(features.feats[start:stop])[0][:, label]
 for row_start in range(0, len(maps), COLUMNS):
@@ -92,7 +93,7 @@ st.caption(f"Images {start + 1}–{stop} of {n}.")
 # -- each prototype: heatmaps of its top images ------------------------------------------------
 st.subheader("Each prototype on its top images")
 st.caption(
-    "Images ranked by the prototype's **contribution** to the class's logit (not by raw activation). "
+    "Images ranked by the size of the prototype's **contribution** to the class's logit (not by raw activation). "
     "The heatmap is the prototype's contribution at each place: bright adds to the logit, dark takes away; "
     "its mean over the image is the contribution."
 )

@@ -102,6 +102,11 @@ def upload_root() -> Path:
     return Path(tempfile.gettempdir()) / "protoscope-uploads" / session_id()
 
 
+def dataset_root() -> Path:
+    """This session's own folder for uploaded zips of image folders (one data folder per zip)."""
+    return Path(tempfile.gettempdir()) / "protoscope-datasets" / session_id()
+
+
 def default_data_dir() -> str:
     found = appstate.default_data_dir(sys.argv[1:])
     return str(found) if found else ""
@@ -147,8 +152,9 @@ def shown_image(path: str, preprocessing: str, _backbone: Backbone) -> np.ndarra
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def image_features(backbone_key: str, source: str | bytes, name: str, _backbone: Backbone):
-    """(features (H, W, D), the image as the model sees it) of a file path or uploaded bytes."""
+def image_features(backbone_key: str, source: str | bytes, name: str, _backbone: Backbone, stamp: float = 0.0):
+    """(features (H, W, D), the image as the model sees it) of a file path (``stamp``: its mtime)
+    or uploaded bytes."""
     pil = appstate.read_upload(name, source) if isinstance(source, bytes) else load_image(source)
     x, shown = model_input(_backbone, pil)
     feats, _ = _backbone(x.to(_backbone.device))
@@ -179,12 +185,26 @@ def _run_paths() -> dict[str, Path]:
     return {p.name: p for p in list_runs(appstate.runs_dir())}
 
 
+def backbone_choices() -> dict[str, str]:
+    """Backbone name -> description: the registry's, the probes in the runs folder, and the session's
+    probe when it lives elsewhere (a run made from a probe outside the runs folder)."""
+    choices = {s.name: s.description for s in available_backbones()} | appstate.probe_choices(appstate.runs_dir())
+    current = st.session_state.get("backbone") or ""
+    if current.startswith(appstate.PROBE_PREFIX) and current not in choices:
+        folder = Path(current.removeprefix(appstate.PROBE_PREFIX))
+        if appstate.read_probe(folder) is not None:
+            choices[current] = f"Probe “{folder.name}” ({folder.parent})"
+    return choices
+
+
 def _sync_backbone_to_run():
-    """Selecting a run selects the backbone it was made from."""
+    """Selecting a run selects the backbone it was made from (a probe's too, if its folder is still there)."""
     path = _run_paths().get(st.session_state.get("run"))
     manifest = appstate.read_manifest(path) if path else None
-    if manifest and manifest.get("backbone") in {s.name for s in available_backbones()}:
-        st.session_state["backbone"] = manifest["backbone"]
+    name = (manifest or {}).get("backbone") or ""
+    probe_here = name.startswith(appstate.PROBE_PREFIX) and appstate.read_probe(name.removeprefix(appstate.PROBE_PREFIX))
+    if name in {s.name for s in available_backbones()} or probe_here:
+        st.session_state["backbone"] = name
 
 
 def select_run(name: str) -> None:
@@ -195,14 +215,16 @@ def select_run(name: str) -> None:
 
 def sidebar() -> None:
     state = st.session_state
-    specs = {s.name: s.description for s in available_backbones()}
+    specs = backbone_choices()
     with st.sidebar:
         st.markdown("## :material/category: protoscope")
         st.caption("A trained classifier, rewritten exactly as a sum of part prototypes.")
         st.markdown("#### Model")
         kept(
             st.selectbox, "Backbone", "backbone", DEFAULT_BACKBONE, options=list(specs),
-            format_func=lambda n: specs.get(n, n), help="The trained classifier to decompose (any timm model too).",
+            format_func=lambda n: specs.get(n, n),
+            help="The trained classifier to decompose; linear probes saved in the runs folder are listed too "
+            "(fit one on **Decompose**).",
         )
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         kept(st.selectbox, "Device", "device", devices[-1], options=devices, help="Where the backbone runs.")
@@ -210,7 +232,7 @@ def sidebar() -> None:
         kept(
             st.text_input, "Data folder", "data_dir", default_data_dir(),
             help="A folder with train/<class>/<images> (and val/ for evaluation); class folders are ImageNet "
-            "wnids or listed in classes.csv.",
+            "wnids or listed in classes.csv, or any names once a linear probe is fit on them (**Decompose**).",
         )
         st.markdown("#### Run")
         runs = _run_paths()
@@ -227,7 +249,8 @@ def sidebar() -> None:
         if names:
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
             st.caption(
-                f"{manifest.get('backbone')} · k = {manifest.get('k')} · {manifest.get('strategy')} · "
+                f"{appstate.short_backbone(manifest.get('backbone') or '?')} · k = {manifest.get('k')} · "
+                f"{manifest.get('strategy')} · "
                 f"{len(names)} classes: {shown}"
             )
         if manifest.get("intervention"):
@@ -408,8 +431,10 @@ def image_picker(ctx: Context) -> Picked | None:
         file = kept(st.selectbox, "Photo", "img_file", files[0], options=files)
     path = Path(data) / split / folder / file
     try:
-        feats, shown = image_features(backbone_key(ctx.backbone), str(path), path.name, ctx.backbone)
-    except BadImage as exc:
+        feats, shown = image_features(
+            backbone_key(ctx.backbone), str(path), path.name, ctx.backbone, path.stat().st_mtime
+        )
+    except (BadImage, OSError) as exc:
         st.error(str(exc))
         return None
     return Picked(f"{by_folder[folder]['name']} / {file}", torch.from_numpy(feats), shown, str(path))
@@ -439,7 +464,7 @@ def _uploaded_image(ctx: Context) -> Picked | None:
 
 
 # -- validation features (Intervene, Evaluate) ---------------------------------------------------
-def val_controls(ctx: Context, page: str) -> tuple[str, str, int, tuple[str, ...] | None]:
+def val_controls(ctx: Context) -> tuple[str, str, int, tuple[str, ...] | None]:
     """Where the held-out images come from: (data folder, split, images per class, classes)."""
     data = st.session_state.get("data_dir") or ""
     cols = st.columns([2, 2, 3])

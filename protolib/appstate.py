@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .backbones.probe_models import PREFIX as PROBE_PREFIX
+from .backbones.probe_models import PROBE_MANIFEST, probe_name
 from .data import IMAGE_SUFFIXES, BadImage, Problem, load_image
-from .runs import MANIFEST
+from .runs import MANIFEST, list_runs
 
 REPO = Path(__file__).resolve().parents[1]
 #: The project's sample photos: ``<repo>/../shared/data/imagenette``.
@@ -62,7 +64,7 @@ _NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
 
 def auto_run_name(backbone: str, k: int, strategy: str, n_classes: int) -> str:
     """A readable default name, e.g. ``efficientnet_lite0-10cls-k3-optimized``."""
-    return clean_run_name(f"{backbone}-{n_classes}cls-k{k}-{strategy}")
+    return clean_run_name(f"{short_backbone(backbone)}-{n_classes}cls-k{k}-{strategy}")
 
 
 def clean_run_name(name: str) -> str:
@@ -185,10 +187,15 @@ def prototype_rows(
 
 
 def rank_by_contribution(contributions: torch.Tensor, i: int, n: int) -> list[int]:
-    """Indices of the images whose contribution from prototype ``i`` is largest (B, k), best first.
-    Ranking by contribution, not raw activation, as PIP-Net does: it is what moved the logit."""
+    """Indices of the images (B, k) where prototype ``i`` moves the logit most, strongest first.
+
+    Ranked by contribution, not raw activation, as PIP-Net does: it is what moved the logit. A
+    prototype whose contributions are negative on average (negative evidence) is ranked by how
+    negative they are, so that both kinds show where the prototype matters most.
+    """
     column = contributions[:, i]
-    return column.argsort(descending=True)[:n].tolist()
+    sign = -1.0 if float(column.mean()) < 0 else 1.0
+    return (sign * column).argsort(descending=True)[:n].tolist()
 
 
 def page_bounds(n_items: int, page: int, per_page: int = GALLERY_PAGE_SIZE) -> tuple[int, int, int]:
@@ -298,6 +305,68 @@ def save_uploads(root: str | Path, split: str, folder: str, files: Sequence[tupl
         image.save(path)
         saved.append(path)
     return saved, problems
+
+
+def extract_zip_upload(root: str | Path, name: str, data: bytes):
+    """An uploaded .zip of an image folder, extracted safely into a new folder under ``root`` named
+    after the file; returns ``uploads.Extracted`` or raises ``UploadError`` (nothing is kept)."""
+    from .uploads import extract_dataset
+
+    stem = Path(name).stem if Path(name).stem.strip("-._ ") else "dataset"
+    return extract_dataset(io.BytesIO(data), unique_run_path(root, stem))
+
+
+# -- linear probes -------------------------------------------------------------------------------
+def list_probes(root: str | Path) -> list[Path]:
+    """Probe folders directly under ``root`` (the runs folder), newest first."""
+    return list_runs(root, PROBE_MANIFEST)
+
+
+def read_probe(path: str | Path) -> dict | None:
+    """A probe folder's manifest, or None when it is unreadable."""
+    try:
+        return json.loads((Path(path) / PROBE_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def probe_choices(root: str | Path) -> dict[str, str]:
+    """Backbone name (``probe:<folder>``) -> description, for the probes under ``root``."""
+    choices = {}
+    for path in list_probes(root):
+        m = read_probe(path)
+        if m is not None:
+            choices[probe_name(path)] = (
+                f"Probe “{path.name}”: {m.get('backbone')} + linear head, {len(m.get('classes', []))} classes, "
+                f"val accuracy {100 * m.get('val_accuracy', float('nan')):.0f} %"
+            )
+    return choices
+
+
+def probe_rows(root: str | Path) -> list[dict]:
+    """One row per probe folder under ``root``, for a table."""
+    rows = []
+    for path in list_probes(root):
+        m = read_probe(path) or {}
+        rows.append(
+            {
+                "probe": path.name,
+                "backbone": m.get("backbone", "(damaged)"),
+                "classes": len(m.get("classes", [])),
+                "training images": m.get("n_train"),
+                "val accuracy": m.get("val_accuracy"),
+                "data": m.get("data", ""),
+            }
+        )
+    return rows
+
+
+def short_backbone(name: str) -> str:
+    """A backbone's name for run names and captions: a probe by its folder's name, not its full path."""
+    if not name.startswith(PROBE_PREFIX):
+        return name
+    folder = Path(name.removeprefix(PROBE_PREFIX)).name
+    return folder if folder.startswith("probe") else f"probe-{folder}"
 
 
 # -- evaluation ----------------------------------------------------------------------------------

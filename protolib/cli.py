@@ -1,4 +1,5 @@
-"""Command line: ``python -m protolib decompose | evaluate | explain | probe | parts-benchmark | cub-export | cub-eval``."""
+"""Command line: ``python -m protolib decompose | evaluate | explain``, and ``probe`` (fit a linear probe),
+``parts-benchmark`` (prototypes against ground-truth parts), ``cub-export`` and ``cub-eval`` (CUB-200-2011)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class StageProgress:
     def __call__(self, stage: str, done: int, total: int) -> None:
         bar = self._bars.get(stage)
         if bar is None:
-            unit = "img" if stage == "features" else "class"
+            unit = {"features": "img", "report": "section"}.get(stage, "class")
             bar = self._bars[stage] = self._tqdm(total=total, desc=f"{stage:<10}", unit=unit, file=sys.stderr)
         bar.update(done - bar.n)
         if done >= total:
@@ -45,11 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("decompose", help="find k part prototypes per class and rewrite the head exactly")
-    p.add_argument("--data", required=True, help="folder with train/ and val/ class sub-folders")
+    p.add_argument("--data", default=None, help="folder with train/ and val/ class sub-folders (with --run: the probe's)")
     p.add_argument("--split", default="train")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="registry name or timm:<model>")
     p.add_argument("--weights", default=None, help="checkpoint file (safetensors or torch); default: pretrained")
-    p.add_argument("--probe", default=None, help="a probe folder (from `probe`): decompose the probed model")
+    p.add_argument(
+        "--run", "--probe", dest="probe", default=None, metavar="PROBE_DIR",
+        help="a probe folder (from `probe --out`): decompose the probed model",
+    )
     p.add_argument("--classes", nargs="+", default=None, help="class folders or names (default: all)")
     p.add_argument("--images-per-class", type=int, default=None)
     p.add_argument("--k", type=int, default=3, help="prototypes per class (default 3)")
@@ -90,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/parts-bench", help="folder for data, model, runs and results.json")
     p.add_argument("--k", type=int, default=None, help="prototypes per class (default: its number of parts)")
     p.add_argument("--epochs", type=int, default=None, help="PartsNet training epochs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="one data set and model per seed; the figures are their mean (default: 0 1 2)")
 
     p = sub.add_parser("cub-export", help="write CUB-200-2011 (native layout) as an image folder for the pipeline")
     p.add_argument("--cub", required=True, help="the CUB_200_2011 folder")
@@ -108,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-crop", action="store_true")
     p.add_argument("--json", default=None, help="write the figures here (default: RUN/cub_protoeval.json)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+
+    p = sub.add_parser("report", help="one HTML report (and JSON beside it): exactness, Table 3, faithfulness, intervention")
+    p.add_argument("--run", required=True)
+    p.add_argument("--data", required=True, help="folder with val/<class folder>/ (the held-out images)")
+    p.add_argument("--out", default=None, help="HTML file to write (default: RUN/report.html; JSON beside it)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--images-per-class", type=int, default=None, help="held-out images per class (default: all)")
+    p.add_argument("--keypoints", default=None, help="CUB root or folder with keypoints.csv (default: --data)")
+    p.add_argument("--faithfulness-images", type=int, default=8, help="images of the deletion/insertion curves")
+    p.add_argument("--steps", type=int, default=8, help="steps of each deletion/insertion curve")
+    p.add_argument("--seeds", type=int, default=3, help="NMF seeds compared for stability")
+    _add_common(p)
     return parser
 
 
@@ -118,14 +135,19 @@ def cmd_decompose(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
+    if not (args.data or args.probe):
+        raise ValueError("--data is required (the folder with train/<class>/<images>)")
+    if args.probe and (Path(args.probe) / "manifest.json").is_file():
+        raise ValueError(f"{args.probe} is a decomposition run, not a probe: --run takes a folder written by `probe --out`")
     name = f"probe:{args.probe}" if args.probe else args.backbone
     backbone = load_backbone(name, args.weights, args.device)
+    data = args.data or _probe_data(backbone)
     if backbone.note:
         print(f"note: {backbone.note}", file=sys.stderr)
     started = time.perf_counter()
     run = run_decomposition(
         backbone,
-        args.data,
+        data,
         split=args.split,
         classes=args.classes,
         images_per_class=args.images_per_class,
@@ -143,6 +165,14 @@ def cmd_decompose(args) -> int:
         f"in {time.perf_counter() - started:.1f}s -> {out}"
     )
     return 0
+
+
+def _probe_data(backbone) -> str:
+    """Without --data, a probe's images are those it was fit on (its manifest records the folder)."""
+    data = backbone.manifest.get("data")
+    if not data or not Path(data).is_dir():
+        raise ValueError(f"the probe's images are no longer at {data}: pass --data")
+    return data
 
 
 def cmd_evaluate(args) -> int:
@@ -207,13 +237,13 @@ def cmd_probe(args) -> int:
 def cmd_parts_benchmark(args) -> int:
     from dataclasses import replace
 
-    from .parts_benchmark import BenchConfig, run_parts_benchmark
+    from .parts_benchmark import BenchConfig, run_parts_benchmark_seeds
 
-    cfg = replace(BenchConfig(), k=args.k, seed=args.seed)
+    cfg = replace(BenchConfig(), k=args.k)
     if args.epochs is not None:
         cfg = replace(cfg, epochs=args.epochs)
-    results = run_parts_benchmark(args.out, cfg, report=lambda message: print(message, file=sys.stderr))
-    print(json.dumps({m: results["scores"][m] for m in results["scores"]}, indent=2))
+    results = run_parts_benchmark_seeds(args.out, cfg, args.seeds, report=lambda message: print(message, file=sys.stderr))
+    print(json.dumps(results["scores"], indent=2))
     print(f"-> {Path(args.out) / 'results.json'}", file=sys.stderr)
     return 0
 
@@ -240,9 +270,35 @@ def cmd_cub_eval(args) -> int:
     target = Path(args.json) if args.json else Path(args.run) / "cub_protoeval.json"
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
-    for method, scores in report["scores"].items():
-        print(f"{method:<8} consistency {scores['consistency']:6.2f}%  stability {scores['stability']:6.2f}%")
+    for method, per_map in report["scores"].items():
+        for kind, scores in per_map.items():
+            figures = f"consistency {scores['consistency']:6.2f}%  stability {scores['stability']:6.2f}%"
+            print(f"{method:<8} {kind:<13} {figures}")
     print(f"-> {target}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import ReportSettings, build_report, report_paths, write_report
+    from .runs import load_run
+
+    out, _ = report_paths(args.out or Path(args.run) / "report.html")
+    run = load_run(args.run)
+    backbone = run.load_backbone(args.device)
+    settings = ReportSettings(
+        split=args.split, images_per_class=args.images_per_class, keypoints=args.keypoints,
+        faithfulness_images=args.faithfulness_images, steps=args.steps, seeds=args.seeds,
+    )
+    started = time.perf_counter()
+    report = build_report(run, backbone, args.data, settings, cache_dir=args.cache, progress=StageProgress())
+    html_path, json_path = write_report(report, out)
+    f = report.figures
+    if f["axioms"].get("available"):
+        print(f"completeness max error {f['axioms']['completeness']['max_error']:.2e}")
+    for key, section in f.items():
+        if isinstance(section, dict) and section.get("available") is False:
+            print(f"{key}: not computed ({section['reason']})", file=sys.stderr)
+    print(f"report in {time.perf_counter() - started:.1f}s -> {html_path} and {json_path}")
     return 0
 
 
@@ -254,6 +310,7 @@ COMMANDS = {
     "parts-benchmark": cmd_parts_benchmark,
     "cub-export": cmd_cub_export,
     "cub-eval": cmd_cub_eval,
+    "report": cmd_report,
 }
 
 

@@ -273,7 +273,8 @@ def cub_protoeval(
     Each test image is cropped to its bounding box and resized to the model's input size (224 px:
     the protocol's setting), normalised with the model's own statistics. The run's classes are
     matched to CUB's by class folder name (the names :func:`export_image_folder` writes). Scores are
-    given for the NMF prototypes (``nmf``) and for the run's refined prototypes (``refined``).
+    given for the NMF prototypes (``nmf``) and for the run's refined prototypes (``refined``), each
+    read from its heatmaps and from its coefficients (see ``parts_benchmark.prototype_maps``).
     """
     from .parts_benchmark import protoeval_scores
 

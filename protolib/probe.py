@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import Backbone, BackboneError, resolve_device
-from .backbones.probe_models import ConvTrunk, ProbeBackbone, build_probe, load_trunk, write_probe
+from .backbones.probe_models import ConvTrunk, ProbeBackbone, load_trunk, probe_name, write_probe
 from .data import DataError, ImageSet, Problem, read_class_map, scan_split
 from .features import Features, Progress, _write_cache, cache_key, default_cache_dir, extract_features
 from .runs import library_versions
@@ -49,7 +49,12 @@ class Probe:
             )
         folder = write_probe(folder, self.head, self.manifest, overwrite=overwrite)
         if cache_dir is not False and self.features:
-            probed = build_probe(folder).to(self.trunk.device)
+            classes = self.manifest["classes"]
+            head = nn.Linear(self.head.in_features, self.head.out_features).to(self.trunk.device)
+            head.load_state_dict(self.head.state_dict())
+            # the model build_probe(folder) rebuilds, without loading the backbone's weights a second time
+            probed = ProbeBackbone(probe_name(folder), self.trunk, head, [c["name"] for c in classes],
+                                   [c["folder"] for c in classes])
             root = Path(cache_dir or default_cache_dir())
             for per_class in self.features.values():
                 for feats in per_class.values():
@@ -73,10 +78,6 @@ def class_names(root: Path, folders: list[str]) -> list[str]:
     return [class_map[f][1] if f in class_map else f for f in folders]
 
 
-def _scan(root: Path, split: str, folders: list[str], names: list[str], limit: int | None) -> ImageSet:
-    return scan_split(root, split, names, folders, limit=limit)
-
-
 def _split_images(data: Path, split: str, val_split: str | None, limit: int | None, val_limit: int | None):
     """(train ImageSet, val ImageSet or None when held out of train, class folders, class names)."""
     split_dir = data / split
@@ -86,11 +87,12 @@ def _split_images(data: Path, split: str, val_split: str | None, limit: int | No
     if len(folders) < 2:
         raise DataError(f"{split_dir} needs at least 2 class folders to fit a probe, found {len(folders)}")
     names = class_names(data, folders)
-    train = _scan(data, split, folders, names, limit)
+    train = scan_split(data, split, names, folders, limit=limit)  # folders as wnids: they map by name
     missing = sorted(set(folders) - {c.folder for c in train.classes})
     if missing:
         raise DataError(f"class folders of {split_dir} without images: {', '.join(missing)}")
-    val = _scan(data, val_split, folders, names, val_limit) if val_split and (data / val_split).is_dir() else None
+    has_val = val_split and (data / val_split).is_dir()
+    val = scan_split(data, val_split, names, folders, limit=val_limit) if has_val else None
     return train, val, folders, names
 
 
@@ -154,8 +156,10 @@ def fit_linear_head(
 
 
 def _accuracy(head: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
+    if not len(y):
+        return float("nan")
     with torch.no_grad():
-        return float((head(x.to(head.weight.device)).argmax(dim=1).cpu() == y).float().mean()) if len(y) else float("nan")
+        return float((head(x.to(head.weight.device)).argmax(dim=1).cpu() == y).float().mean())
 
 
 def fit_probe(

@@ -157,10 +157,10 @@ def load_run(path: str | Path, backbone: Backbone | None = None) -> Run:
     return run
 
 
-def list_runs(root: str | Path) -> list[Path]:
-    """Run folders directly under ``root``, newest first."""
+def list_runs(root: str | Path, manifest: str = MANIFEST) -> list[Path]:
+    """Run folders directly under ``root`` (folders holding ``manifest``), newest first."""
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if (p / MANIFEST).is_file() and not p.name.startswith(".")]
-    return sorted(found, key=lambda p: (p / MANIFEST).stat().st_mtime, reverse=True)
+    found = [p for p in root.iterdir() if (p / manifest).is_file() and not p.name.startswith(".")]
+    return sorted(found, key=lambda p: (p / manifest).stat().st_mtime, reverse=True)

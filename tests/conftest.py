@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from protolib.backbones import load_backbone
 
@@ -28,3 +29,13 @@ def feature_cache(tmp_path_factory) -> Path:
 def lite0():
     """EfficientNet-Lite0 with its embedded ImageNet weights (the default backbone)."""
     return load_backbone()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models and inputs gain nothing from threads; on a shared 2-core machine, OpenMP threads
+    waiting for a busy core made such tests 4 to 6x slower. Modules opt in with ``usefixtures``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

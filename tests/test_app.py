@@ -7,7 +7,6 @@ sample, k = 3) in a temporary runs folder; features are cached in a temporary fo
 from __future__ import annotations
 
 import io
-import os
 import shutil
 from pathlib import Path
 
@@ -182,6 +181,19 @@ def test_decompose_explains_a_missing_folder(env):
     assert button(at, "Run decomposition").disabled  # nothing to run
 
 
+def test_decompose_reports_a_missing_model_and_impossible_settings(env):
+    at = start("pages/decompose.py")
+    classes_widget(at).set_value([CLASSES[0]]).run()
+    at.number_input(key="w.dec_per_class").set_value(2).run()  # fewer photos than k = 3 prototypes
+    button(at, "Run decomposition").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "at least 3" in texts(at, "error")
+    if not (Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth").is_file():
+        at.sidebar.selectbox(key="w.backbone").set_value("resnet18").run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert "The backbone cannot be loaded" in texts(at, "error")
+
+
 def test_decompose_from_uploaded_photos(env):
     at = start("pages/decompose.py")
     at.segmented_control(key="w.dec_source").set_value("Uploaded photos").run()
@@ -212,6 +224,17 @@ def test_prototypes_cards_gallery_and_top_images(env):
     assert "English springer" in at.subheader[0].value
     shares = [float(m.value.rstrip(" %")) for m in at.metric if m.label == "share of logit"]
     assert abs(sum(shares) - 100) <= 2
+
+
+def test_prototypes_gallery_pages(env, monkeypatch):
+    monkeypatch.setattr(appstate, "GALLERY_PAGE_SIZE", 3)
+    at = start("pages/prototypes.py")
+    pages = at.get("pagination")
+    assert len(pages) == 1 and pages[0].num_pages == 3  # 8 photos, 3 per page
+    assert "Images 1–3 of 8." in texts(at, "caption")
+    pages[0].set_value(3).run()
+    assert not at.exception
+    assert "Images 7–8 of 8." in texts(at, "caption")
 
 
 # -- Explain -------------------------------------------------------------------------------------
@@ -255,6 +278,13 @@ def test_intervene_live_val_oracle_and_save(env):
     assert {"Top-1 before", "Top-1 after", "Predictions changed"} <= set(labels)
     button(at, "Run the oracle").click().run()
     assert "Top-1 with the oracle" in [m.label for m in at.metric]
+    at.toggle(key="w.val_among_run").set_value(True).run()  # a 2-way classifier: tench or springer
+    assert not at.exception
+    changed = next(m for m in at.metric if m.label == "Predictions changed")
+    assert changed.value.endswith("/ 6")
+    button(at, "Run the oracle").click().run()
+    oracle = {m.label: m.value for m in at.metric}
+    assert float(oracle["Top-1 with the oracle"].rstrip(" %")) >= float(oracle["Top-1 before"].rstrip(" %"))
 
     at.text_input(key=next(t.key for t in at.text_input if t.key.startswith("w.iv_name"))).set_value("edited").run()
     button(at, "Save as a new run").click().run()
@@ -371,6 +401,8 @@ def test_prototype_rows():
     assert rows[0]["share"] == pytest.approx(2 / 3) and rows[1]["mean contribution"] == -1
     assert "less like this part" in rows[1]["meaning"] and "more like this part" in rows[0]["meaning"]
     assert appstate.rank_by_contribution(contributions, 0, 1) == [0]
+    negative = torch.tensor([[-0.5], [-2.0], [0.1]])
+    assert appstate.rank_by_contribution(negative, 0, 3) == [1, 0, 2]  # negative evidence: most negative first
 
 
 def test_uploads(tmp_path):
@@ -410,12 +442,11 @@ def test_evaluation_tables():
 
 
 def test_no_per_user_state_in_module_globals():
-    """Per-user choices live in st.session_state: the page modules define no mutable module state."""
+    """Per-user choices live in st.session_state: the shared page module keeps no mutable state."""
     import pages.ui as ui
 
     mutable = {
         name for name, value in vars(ui).items()
-        if not name.startswith("__") and isinstance(value, (dict, list, set)) and name.isupper() is False
+        if not name.startswith("__") and isinstance(value, (dict, list, set)) and not name.isupper()
     }
     assert not mutable, mutable
-    assert os.path.basename(APP) == "app.py"

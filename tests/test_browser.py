@@ -161,17 +161,17 @@ def set_slider(page, label: str, value: int) -> None:
     """Move a slider with the keyboard, one step at a time, until the app has the value."""
     slider = page.get_by_test_id("stSlider").filter(has_text=label).get_by_role("slider")
     for _ in range(20):
-        now = int(float(slider.get_attribute("aria-valuenow")))
+        now = int(float(slider.input_value()))
         if now == value:
             break
         slider.focus()
         slider.press("ArrowRight" if value > now else "ArrowLeft")
-        expect(slider).not_to_have_attribute("aria-valuenow", str(now), timeout=WAIT)
+        expect(slider).not_to_have_value(str(now), timeout=WAIT)
         page.wait_for_timeout(300)
         settle(page)
     slider.blur()
     settle(page)
-    assert int(float(slider.get_attribute("aria-valuenow"))) == value
+    assert int(float(slider.input_value())) == value
 
 
 def selected_classes(page) -> list[str]:
@@ -191,7 +191,7 @@ def test_decompose_explore_intervene_evaluate(browser, server, tmp_path):
         settle(page)
         choose_classes(page, ["tench", "English springer"])
         assert selected_classes(page) == ["tench", "English springer"]
-        per_class = page.get_by_test_id("stNumberInput").filter(has_text="Images per class").locator("input")
+        per_class = page.get_by_role("spinbutton", name="Images per class", exact=True)
         per_class.fill("12")
         per_class.press("Enter")
         settle(page)
@@ -237,7 +237,7 @@ def test_decompose_explore_intervene_evaluate(browser, server, tmp_path):
         delta = page.get_by_test_id("stMetric").filter(has_text=label).first.get_by_test_id("stMetricDelta")
         assert float(delta.inner_text().strip()) == pytest.approx(float(after) - float(before), abs=0.011)
         # the same edit on the held-out photos of the run's classes (10 per class)
-        held_out = page.get_by_test_id("stNumberInput").filter(has_text="Images per class").locator("input")
+        held_out = page.get_by_role("spinbutton", name="Images per class", exact=True)
         held_out.fill("10")
         held_out.press("Enter")
         settle(page)
@@ -292,7 +292,7 @@ def test_two_sessions_do_not_see_each_others_choices(browser, server):
         settle(page_b)
         assert "church" in selected_classes(page_b) and len(selected_classes(page_b)) == 10
         choose_classes(page_b, ["golf ball"])
-        page_a.get_by_test_id("stSlider").first.wait_for()
+        page_a.get_by_test_id("stSlider").filter(has_text="Prototypes per class").wait_for()
         assert selected_classes(page_a) == ["church"]  # untouched by the other session
         go(page_a, "Prototypes")
         go(page_a, "Decompose")

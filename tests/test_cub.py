@@ -4,6 +4,7 @@ transform, export for the pipeline, ProtoEval of a run, and clear errors for bro
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -12,10 +13,14 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from protolib.backbones import load_backbone
+from protolib.cli import main
 from protolib.cub import crop_box, cub_protoeval, export_image_folder, load_example, map_keypoints, read_cub
 from protolib.data import DataError
 from protolib.pipeline import run_decomposition
 from protolib.probe import fit_probe
+from protolib.runs import save_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PARTS = ["back", "beak", "left eye"]  # a name with a space, as CUB has
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
@@ -58,6 +63,8 @@ def write_cub(root):
         (root / name).write_text("\n".join(lines[key]) + "\n")
     (root / "parts/parts.txt").write_text("".join(f"{i + 1} {name}\n" for i, name in enumerate(PARTS)))
     return root
+
+
 
 
 @pytest.fixture
@@ -127,7 +134,7 @@ def test_bad_rows_are_reported(cub_root):
         read_cub(cub_root / "absent")
 
 
-def test_export_then_probe_decompose_and_protoeval(cub_root, tmp_path):
+def test_export_then_probe_decompose_and_protoeval(cub_root, tmp_path, capsys):
     out = export_image_folder(cub_root, tmp_path / "cub-folder", crop=True)
     assert sorted(p.name for p in (out / "train").iterdir()) == FOLDERS
     assert len(list((out / "val").rglob("*.jpg"))) == 3 and not (out / "classes.csv").exists()
@@ -149,8 +156,18 @@ def test_export_then_probe_decompose_and_protoeval(cub_root, tmp_path):
     assert probe.manifest["n_train"] == 3 and probe.manifest["n_val"] == 3
     backbone = load_backbone(f"probe:{probe.save(tmp_path / 'probe', cache_dir=False)}")
     run = run_decomposition(backbone, out, "train", k=1, cache_dir=False)
-    report = cub_protoeval(run, backbone, cub_root)
-    assert report["n_images"] == 3 and report["n_classes"] == 2 and report["image_size"] == backbone.preprocessing.crop_size
+    report = cub_protoeval(run, backbone, cub_root, seed=0)
+    assert (report["n_images"], report["n_classes"]) == (3, 2)
+    assert report["image_size"] == backbone.preprocessing.crop_size
     for method in ("nmf", "refined"):
-        assert 0 <= report["scores"][method]["consistency"] <= 100
-        assert 0 <= report["scores"][method]["stability"] <= 100
+        for kind in ("heatmap", "coefficients"):
+            assert 0 <= report["scores"][method][kind]["consistency"] <= 100
+            assert 0 <= report["scores"][method][kind]["stability"] <= 100
+
+    save_run(run, tmp_path / "run")  # the same from the command line, the run reloading its probed model
+    assert main(["cub-eval", "--run", str(tmp_path / "run"), "--cub", str(cub_root), "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "run" / "cub_protoeval.json").read_text())["scores"] == report["scores"]
+    assert "consistency" in capsys.readouterr().out
+    assert main(["cub-export", "--cub", str(cub_root), "--out", str(tmp_path / "cli"), "--classes", FOLDERS[1]]) == 0
+    assert sorted(p.name for p in (tmp_path / "cli" / "val").iterdir()) == [FOLDERS[1]]
+    assert main(["cub-export", "--cub", str(tmp_path / "absent"), "--out", str(tmp_path / "x")]) == 2

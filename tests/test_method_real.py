@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from protolib.decompose import STRATEGIES
-from protolib.metrics import evaluate_run, split_features
+from protolib.metrics import among_decomposed, evaluate_run, oracle_intervention, split_features
 from protolib.pipeline import run_decomposition
 
 
@@ -59,6 +59,20 @@ def test_contributions_plus_bias_are_the_logits(run, lite0, data_dir, feature_ca
     rebuilt = contributions.sum(dim=-1) + head.bias[head.classes]
     assert torch.allclose(rebuilt, logits[:, head.classes], atol=1e-5)
     assert torch.allclose(logits, sf.logits, atol=1e-4)
+
+
+def test_the_run_as_a_classifier_of_its_own_classes(run, lite0, data_dir, feature_cache):
+    """Restricted to the decomposed classes, logits are the model's own columns, labels are positions,
+    and the paper's oracle can act on every mistake (each goes to a decomposed class)."""
+    sf = split_features(lite0, data_dir, "val", images_per_class=10, cache_dir=feature_cache)
+    head = run.head(lite0)
+    restricted, pooled, labels = among_decomposed(head, sf.pooled, sf.labels)
+    assert len(labels) == 100 and torch.equal(run.classes[labels], sf.labels)
+    logits, _ = restricted(pooled)
+    assert torch.allclose(logits, sf.logits[:, run.classes], atol=1e-4)
+    oracle = oracle_intervention(restricted, pooled, labels)
+    assert oracle["intervened_images"] == round(100 * (1 - oracle["top1_before"]))
+    assert oracle["top1_after"] >= oracle["top1_before"]
 
 
 def test_more_prototypes_reconstruct_features_better(lite0, data_dir, feature_cache):

@@ -32,14 +32,9 @@ from protolib.toy_model import (
     train_parts_net,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On a shared 2-core machine, OpenMP threads waiting for a busy core made training several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
 
 
 def _same(a, b) -> None:

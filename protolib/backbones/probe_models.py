@@ -144,7 +144,9 @@ def write_probe(folder: str | Path, head: nn.Linear, manifest: dict, overwrite: 
 def read_probe_manifest(folder: Path) -> dict:
     path = folder / PROBE_MANIFEST
     if not path.is_file():
-        raise BackboneError(f"{folder} is not a probe folder (no {PROBE_MANIFEST}); fit one with `python -m protolib probe`")
+        raise BackboneError(
+            f"{folder} is not a probe folder (no {PROBE_MANIFEST}); fit one with `python -m protolib probe`"
+        )
     try:
         manifest = json.loads(path.read_text())
     except ValueError as exc:
