@@ -267,15 +267,19 @@ def cub_protoeval(
     crop: bool = True,
     seed: int = 0,
     progress: Progress | None = None,
+    matrices: list[torch.Tensor] | None = None,
 ) -> dict:
     """ProtoEval consistency and stability (%) of a run's prototypes on CUB's official test images.
 
     Each test image is cropped to its bounding box and resized to the model's input size (224 px:
     the protocol's setting), normalised with the model's own statistics. The run's classes are
     matched to CUB's by class folder name (the names :func:`export_image_folder` writes). Scores are
-    given for the NMF prototypes (``nmf``) and for the run's refined prototypes (``refined``), each
-    read from its heatmaps and from its coefficients (see ``parts_benchmark.prototype_maps``).
+    given for the NMF prototypes (``nmf``) and for the run's refined prototypes turned towards their
+    parts (``refined``, see ``metrics.oriented_prototypes``; ``matrices``: the run's training features,
+    read from the feature cache when not given), each read from its heatmaps and from its coefficients
+    (see ``parts_benchmark.prototype_maps``).
     """
+    from .metrics import oriented_prototypes, training_matrices
     from .parts_benchmark import protoeval_scores
 
     run.check_backbone(backbone)
@@ -288,9 +292,10 @@ def cub_protoeval(
     images = {c: members[:images_per_class] for c, members in images.items()}
     if not images:
         raise DataError(f"none of the run's classes is a CUB class folder of {root} (were they exported by cub.py?)")
+    oriented = oriented_prototypes(run, matrices if matrices is not None else training_matrices(run, backbone))
     prototypes = {
         "nmf": {c: run.nmf_prototypes[c] for c in images},
-        "refined": {c: run.prototypes[c] for c in images},
+        "refined": {c: oriented[c] for c in images},
     }
     scores = protoeval_scores(backbone, _class_batches(backbone, images, crop, progress), prototypes, seed=seed)
     return {

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .backbones import Backbone
-from .data import Problem, scan_split
+from .data import DataError, Problem, scan_split
 from .features import Progress, extract_features
 from .head import PrototypeHead
 from .pipeline import feature_matrix
@@ -60,6 +60,19 @@ def split_features(
     return SplitFeatures(paths, torch.tensor(labels), torch.cat(pooled), torch.cat(logits), matrices, problems)
 
 
+def training_matrices(run: Run, backbone: Backbone, cache_dir=None) -> list[torch.Tensor]:
+    """The features the run factorised, per decomposed class: its manifest's training images, from the
+    feature cache."""
+    matrices = []
+    for entry in run.manifest["classes"]:
+        paths = run.manifest["images"][entry["folder"]]
+        missing = [p for p in paths if not Path(p).is_file()]
+        if missing:
+            raise DataError(f"the run's training image {missing[0]} is gone ({len(missing)} of {len(paths)} missing)")
+        matrices.append(feature_matrix(extract_features(backbone, paths, cache_dir=cache_dir).feats))
+    return matrices
+
+
 def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == labels).float().mean())
 
@@ -68,6 +81,21 @@ def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Column-wise Pearson correlation of (n, k) matrices."""
     x, y = x - x.mean(dim=0), y - y.mean(dim=0)
     return (x * y).sum(dim=0) / (x.norm(dim=0) * y.norm(dim=0)).clamp_min(1e-30)
+
+
+def oriented_prototypes(run: Run, matrices: list[torch.Tensor]) -> torch.Tensor:
+    """The refined prototypes (C, k, D), each turned so that its heatmap rises where its NMF part is.
+
+    Refinement may flip a prototype's sign (its heatmap is then lowest on its part, with |Pearson|
+    near 1); measures that read where a map peaks, as ProtoEval does, need the part's orientation.
+    The sign is that of the correlation of the two heatmaps on each class's features ``matrices``
+    (e.g. :func:`training_matrices`). Not the sign of alpha: a small positive alpha can come out flipped.
+    """
+    refined = run.prototypes
+    signs = [
+        torch.where(pearson(A @ run.nmf_prototypes[c].T, A @ refined[c].T) < 0, -1.0, 1.0) for c, A in enumerate(matrices)
+    ]
+    return refined * torch.stack(signs).unsqueeze(-1)
 
 
 def heatmap_fidelity(run: Run, matrices: dict[int, torch.Tensor]) -> dict[str, dict]:

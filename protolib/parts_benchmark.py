@@ -21,9 +21,9 @@ import torch
 
 from .atomic import atomic_path
 from .backbones import Backbone, Preprocessing
-from .features import extract_features
+from .metrics import oriented_prototypes, training_matrices
 from .parts_eval import add_protoeval_noise, consistency_percent, part_marks, stability_percent
-from .pipeline import feature_matrix, run_decomposition
+from .pipeline import run_decomposition
 from .runs import Run, save_run
 from .synthetic import class_names, make_parts_dataset, parts_of_class, read_image_folder, write_image_folder
 from .toy_model import MEAN, STD, PartsNet, load_parts_net, save_parts_net, to_input, train_parts_net
@@ -222,13 +222,13 @@ def _method_prototypes(backbone: Backbone, runs: list[Run], cache: Path, seed: i
     """Per method, per class label, the (k, D) prototypes whose activation maps are scored."""
     methods: dict[str, dict] = {"nmf": {}, "refined": {}, **{b: {} for b in BASELINES}}
     for run in runs:
+        matrices = training_matrices(run, backbone, cache)
+        oriented = oriented_prototypes(run, matrices)
         for c, label in enumerate(run.classes.tolist()):
-            folder = run.manifest["classes"][c]["folder"]
             methods["nmf"][label] = run.nmf_prototypes[c]
-            methods["refined"][label] = run.prototypes[c]
-            A = feature_matrix(extract_features(backbone, run.manifest["images"][folder], cache_dir=cache).feats)
-            methods["kmeans"][label] = kmeans_prototypes(A, run.k, seed)
-            methods["pca"][label] = pca_prototypes(A, run.k)
+            methods["refined"][label] = oriented[c]
+            methods["kmeans"][label] = kmeans_prototypes(matrices[c], run.k, seed)
+            methods["pca"][label] = pca_prototypes(matrices[c], run.k)
     return methods
 
 
@@ -244,7 +244,7 @@ def run_parts_benchmark(out: str | Path, cfg: BenchConfig | None = None, report:
     """Generate, train, decompose, score; writes ``out/results.json`` and the runs, returns the results.
 
     ``results["scores"][method]`` holds ``consistency`` and ``stability`` in %, for the NMF
-    prototypes, the refined prototypes (the run's head) and the baselines.
+    prototypes, the refined prototypes (the run's head, turned towards their parts) and the baselines.
     """
     cfg, out, report = cfg or BenchConfig(), Path(out), report or (lambda message: None)
     started = time.perf_counter()

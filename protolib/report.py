@@ -29,7 +29,7 @@ from .data import BadImage, DataError
 from .decompose import MAX_K, residual, scale_prototypes
 from .explain import heatmap_overlay, model_input, upsample
 from .faithfulness import auc, check_axioms, deletion_insertion, grad_cam
-from .features import Progress, extract_features
+from .features import Progress
 from .head import PrototypeHead
 from .keypoints import csv_class_batches, keypoint_layout
 from .metrics import (
@@ -37,12 +37,13 @@ from .metrics import (
     among_decomposed,
     evaluate_run,
     oracle_intervention,
+    oriented_prototypes,
     prototype_importance,
     replaced_rows_top1,
     split_features,
+    training_matrices,
 )
 from .nmf import batched_nmf
-from .pipeline import feature_matrix
 from .runs import Run
 
 SECTIONS = {
@@ -99,18 +100,6 @@ def _unavailable(reason: str) -> dict:
 
 
 # -- sections --------------------------------------------------------------------------------------
-def training_matrices(run: Run, backbone: Backbone, cache_dir=None) -> list[torch.Tensor]:
-    """The features the run factorised: its manifest's training images, from the feature cache."""
-    matrices = []
-    for entry in run.manifest["classes"]:
-        paths = run.manifest["images"][entry["folder"]]
-        missing = [p for p in paths if not Path(p).is_file()]
-        if missing:
-            raise DataError(f"the run's training image {missing[0]} is gone ({len(missing)} of {len(paths)} missing)")
-        matrices.append(feature_matrix(extract_features(backbone, paths, cache_dir=cache_dir).feats))
-    return matrices
-
-
 def table3_section(run: Run, backbone: Backbone, sf: SplitFeatures, matrices: list[torch.Tensor], ks) -> dict:
     """Top-1 with prototypes only / residual only / both, and the reconstruction errors, for each k."""
     head = run.head(backbone)
@@ -154,8 +143,11 @@ def seed_stability_section(run: Run, matrices: list[torch.Tensor], seeds: int) -
     }
 
 
-def protoeval_section(run: Run, backbone: Backbone, source: str | Path, settings: ReportSettings, progress) -> dict:
-    """ProtoEval scores where ``source`` has keypoints; otherwise a clear reason."""
+def protoeval_section(
+    run: Run, backbone: Backbone, source: str | Path, settings: ReportSettings, matrices: list[torch.Tensor], progress
+) -> dict:
+    """ProtoEval scores where ``source`` has keypoints; otherwise a clear reason. ``matrices``: the run's
+    training features, which orient the refined prototypes (see ``metrics.oriented_prototypes``)."""
     from .cub import cub_protoeval
     from .parts_benchmark import protoeval_scores
 
@@ -164,13 +156,13 @@ def protoeval_section(run: Run, backbone: Backbone, source: str | Path, settings
         return _unavailable(f"no keypoints in this data ({source}): ProtoEval needs a CUB-200-2011 folder or a keypoints.csv")
     kind, path = layout
     if kind == "cub":
-        result = cub_protoeval(run, backbone, path, settings.protoeval_images_per_class, progress=progress)
+        result = cub_protoeval(run, backbone, path, settings.protoeval_images_per_class, progress=progress, matrices=matrices)
         return {"available": True, "source": str(path), **result}
     batches = list(csv_class_batches(backbone, run, source, path, settings.split, settings.protoeval_images_per_class, progress))
     if not batches:
         return _unavailable(f"{path} has no keypoints for the run's classes in {settings.split}/")
-    prototypes = {"nmf": {c: run.nmf_prototypes[c] for c, *_ in batches},
-                  "refined": {c: run.prototypes[c] for c, *_ in batches}}
+    oriented = oriented_prototypes(run, matrices)
+    prototypes = {"nmf": {c: run.nmf_prototypes[c] for c, *_ in batches}, "refined": {c: oriented[c] for c, *_ in batches}}
     return {"available": True, "source": str(path), "scores": protoeval_scores(backbone, iter(batches), prototypes),
             "n_classes": len(batches), "n_images": sum(len(x) for _, x, *_ in batches),
             "image_size": backbone.preprocessing.crop_size}
@@ -338,8 +330,8 @@ def build_report(
     section("table3", lambda: table3_section(run, backbone, sf, train(), settings.ks))
     section("refinement", lambda: refinement_section(run, backbone, sf, evaluation, settings.examples, images))
     section("seed_stability", lambda: seed_stability_section(run, train(), settings.seeds))
+    section("protoeval", lambda: protoeval_section(run, backbone, settings.keypoints or data, settings, train(), progress))
     matrices = None  # the training features are no longer needed
-    section("protoeval", lambda: protoeval_section(run, backbone, settings.keypoints or data, settings, progress))
     section("axioms", lambda: {"available": True, **check_axioms(run.head(backbone), sf.pooled, sf.logits)})
     section("deletion_insertion", lambda: faithfulness_section(
         run, backbone, sf, settings.faithfulness_images, settings.steps, images))

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from protolib.decompose import STRATEGIES
-from protolib.metrics import among_decomposed, evaluate_run, oracle_intervention, split_features
+from protolib.metrics import (
+    among_decomposed,
+    evaluate_run,
+    oracle_intervention,
+    oriented_prototypes,
+    pearson,
+    split_features,
+    training_matrices,
+)
 from protolib.pipeline import run_decomposition
 
 
@@ -73,6 +81,24 @@ def test_the_run_as_a_classifier_of_its_own_classes(run, lite0, data_dir, featur
     oracle = oracle_intervention(restricted, pooled, labels)
     assert oracle["intervened_images"] == round(100 * (1 - oracle["top1_before"]))
     assert oracle["top1_after"] >= oracle["top1_before"]
+
+
+def test_oriented_prototypes_light_up_where_their_parts_are(run, lite0, data_dir, feature_cache):
+    """Refinement flips some prototypes (heatmap correlation near -1 with their NMF part, even with a
+    positive alpha); oriented on the training features, every refined prototype's held-out heatmap
+    rises where its NMF part is, and only the flipped ones changed sign."""
+    oriented = oriented_prototypes(run, training_matrices(run, lite0, feature_cache))
+    sf = split_features(lite0, data_dir, "val", images_per_class=5, cache_dir=feature_cache)
+    flips = 0
+    for c, label in enumerate(run.classes.tolist()):
+        A = sf.matrices[label]
+        parts = A @ run.nmf_prototypes[c].T
+        assert (pearson(parts, A @ oriented[c].T) > 0.5).all(), c
+        flipped = pearson(parts, A @ run.prototypes[c].T) < 0
+        torch.testing.assert_close(oriented[c][flipped], -run.prototypes[c][flipped])
+        torch.testing.assert_close(oriented[c][~flipped], run.prototypes[c][~flipped])
+        flips += int(flipped.sum())
+    assert flips > 0
 
 
 def test_more_prototypes_reconstruct_features_better(lite0, data_dir, feature_cache):

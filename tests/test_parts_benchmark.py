@@ -46,6 +46,10 @@ def test_nmf_prototypes_find_the_parts_and_beat_the_baselines(bench):
     for baseline in ("kmeans", "pca"):
         assert nmf["consistency"] > scores[baseline]["coefficients"]["consistency"], scores
     assert nmf["stability"] >= 90, scores
+    # the refined prototypes (the rewritten head), turned towards their parts, find the same parts
+    # (measured: equal on heatmaps, 4.6 points lower on coefficients; unturned they scored ~50%)
+    assert scores["refined"]["heatmap"]["consistency"] >= scores["nmf"]["heatmap"]["consistency"] - 5, scores
+    assert scores["refined"]["coefficients"]["consistency"] >= nmf["consistency"] - 10, scores
     for method, per_map in scores.items():  # every method is reported from both maps, in %, with its range
         assert set(per_map) == {"heatmap", "coefficients"}
         for kind, figures in per_map.items():
