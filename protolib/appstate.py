@@ -84,10 +84,10 @@ def unique_run_path(root: str | Path, name: str) -> Path:
     return path
 
 
-def read_manifest(path: str | Path) -> dict | None:
-    """A run folder's manifest, or None when it is unreadable (a damaged run is listed as such)."""
+def read_manifest(path: str | Path, manifest: str = MANIFEST) -> dict | None:
+    """A run (or probe) folder's manifest, or None when it is unreadable (a damaged run is listed as such)."""
     try:
-        return json.loads((Path(path) / MANIFEST).read_text())
+        return json.loads((Path(path) / manifest).read_text())
     except (OSError, ValueError):
         return None
 
@@ -324,10 +324,7 @@ def list_probes(root: str | Path) -> list[Path]:
 
 def read_probe(path: str | Path) -> dict | None:
     """A probe folder's manifest, or None when it is unreadable."""
-    try:
-        return json.loads((Path(path) / PROBE_MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
+    return read_manifest(path, PROBE_MANIFEST)
 
 
 def probe_choices(root: str | Path) -> dict[str, str]:

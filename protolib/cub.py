@@ -243,15 +243,12 @@ def export_image_folder(
 # -- ProtoEval on CUB ------------------------------------------------------------------------------
 def _class_batches(backbone: Backbone, images: dict[int, list[CubImage]], crop: bool, progress: Progress | None):
     size = backbone.preprocessing.crop_size
-    mean = torch.tensor(backbone.preprocessing.mean).view(3, 1, 1)
-    std = torch.tensor(backbone.preprocessing.std).view(3, 1, 1)
     total, done = sum(len(v) for v in images.values()), 0
     for position, members in images.items():
         xs, kps = [], []
         for image in members:
             picture, keypoints = load_example(image, size, crop)
-            pixels = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255).permute(2, 0, 1)
-            xs.append((pixels - mean) / std)
+            xs.append(backbone.preprocessing.normalize(picture))
             kps.append(keypoints)
         done += len(members)
         if progress:

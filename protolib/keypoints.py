@@ -73,8 +73,6 @@ def csv_class_batches(
         return
     parts = max(part for entries in rows.values() for part, *_ in entries) + 1
     size = backbone.preprocessing.crop_size
-    mean = torch.tensor(backbone.preprocessing.mean).view(3, 1, 1)
-    std = torch.tensor(backbone.preprocessing.std).view(3, 1, 1)
     by_folder: dict[str, list[str]] = {}
     for file in sorted(rows):
         by_folder.setdefault(file.split("/", 1)[0], []).append(file)
@@ -91,8 +89,7 @@ def csv_class_batches(
                     keypoints[part] = x, y
                     visible[part] = True
             keypoints = map_keypoints(keypoints, (0, 0, *picture.size), (size, size))
-            pixels = np.asarray(picture.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255
-            xs.append((torch.from_numpy(pixels).permute(2, 0, 1) - mean) / std)
+            xs.append(backbone.preprocessing.normalize(picture.resize((size, size), Image.BILINEAR)))
             kps.append(keypoints)
             vis.append(visible)
         done += len(xs)

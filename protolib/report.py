@@ -38,6 +38,7 @@ from .metrics import (
     evaluate_run,
     oracle_intervention,
     oriented_prototypes,
+    pearson,
     prototype_importance,
     replaced_rows_top1,
     split_features,
@@ -108,13 +109,14 @@ def table3_section(run: Run, backbone: Backbone, sf: SplitFeatures, matrices: li
     used = [k for k in ks if k <= cap]
     rows = {key: [] for key in ("prototypes_only_top1", "residual_only_top1", "both_top1",
                                 "feature_reconstruction_error", "head_reconstruction_error")}
+    both = replaced_rows_top1(head, v, sf.pooled, sf.labels)  # the whole head row: the same for every k
     for k in used:
         nmf = batched_nmf(matrices, k, seed=run.manifest.get("seed", 0), solver=run.manifest.get("solver", "hals"))
         alpha = scale_prototypes(nmf.prototypes, v)
         approx = (alpha.unsqueeze(-1) * nmf.prototypes).sum(dim=1)
         rows["prototypes_only_top1"].append(replaced_rows_top1(head, approx, sf.pooled, sf.labels))
         rows["residual_only_top1"].append(replaced_rows_top1(head, residual(nmf.prototypes, alpha, v), sf.pooled, sf.labels))
-        rows["both_top1"].append(replaced_rows_top1(head, v, sf.pooled, sf.labels))
+        rows["both_top1"].append(both)
         rows["feature_reconstruction_error"].append(float(nmf.relative_error.mean()))
         rows["head_reconstruction_error"].append(float(((v - approx).norm(dim=1) / v.norm(dim=1)).mean()))
     skipped = [k for k in ks if k > cap]
@@ -200,9 +202,9 @@ def refinement_section(run: Run, backbone: Backbone, sf: SplitFeatures, evaluati
         for i in range(run.k):
             images[f"{prefix}.before{i}"] = png(heatmap_overlay(upsample(before[i], size), picture))
             images[f"{prefix}.after{i}"] = png(heatmap_overlay(upsample(after[i], size), picture))
-        pearson = [float(np.corrcoef(before[i].flatten(), after[i].flatten())[0, 1]) for i in range(run.k)]
+        correlation = pearson(before.flatten(1).T, after.flatten(1).T).tolist()
         shown.append({"image": sf.paths[n], "class": run.class_names[position], "key": prefix,
-                      "alpha": run.alpha[position].tolist(), "heatmap_correlation": pearson})
+                      "alpha": run.alpha[position].tolist(), "heatmap_correlation": correlation})
     return {
         "available": True,
         "strategy": run.strategy,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.transforms import v2 as T
@@ -57,6 +58,12 @@ class Preprocessing:
                 T.Normalize(self.mean, self.std),
             ]
         )
+
+    def normalize(self, picture) -> torch.Tensor:
+        """A PIL RGB image already at the model's size -> normalised float tensor (3, H, W), with no
+        resize or crop (for images whose geometry the caller set, e.g. to carry keypoints with it)."""
+        pixels = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255).permute(2, 0, 1)
+        return (pixels - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)
 
     def display_transform(self) -> T.Compose:
         """The same geometry without normalisation: what the model sees, for overlays."""
