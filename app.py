@@ -1,12 +1,13 @@
 """protoscope in the browser: ``streamlit run app.py [-- --data DIR]``.
 
 This file only declares the page configuration, the navigation and the shared sidebar; each page
-in ``pages/`` draws, and ``protolib`` computes.
+in ``pages/`` draws (with ``pages/common/``), and ``protolib`` computes.
 """
 
 import streamlit as st
 
-from pages import ui
+from pages.common import navigation
+from pages.common.sidebar import sidebar
 
 st.set_page_config(
     page_title="protoscope",
@@ -17,13 +18,14 @@ st.set_page_config(
 )
 
 PAGES = [
-    st.Page("pages/decompose.py", title="Decompose", icon=":material/account_tree:", default=True),
-    st.Page("pages/prototypes.py", title="Prototypes", icon=":material/grid_view:"),
-    st.Page("pages/explain.py", title="Explain", icon=":material/image_search:"),
-    st.Page("pages/intervene.py", title="Intervene", icon=":material/tune:"),
-    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/monitoring:"),
+    st.Page(navigation.DECOMPOSE, title="Decompose", icon=":material/account_tree:", default=True),
+    st.Page(navigation.PROTOTYPES, title="Prototypes", icon=":material/grid_view:"),
+    st.Page(navigation.EXPLAIN, title="Explain", icon=":material/image_search:"),
+    st.Page(navigation.INTERVENE, title="Intervene", icon=":material/tune:"),
+    st.Page(navigation.EVALUATE, title="Evaluate", icon=":material/monitoring:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
 ]
 
-navigation = st.navigation(PAGES, position="top")
-ui.sidebar()
-navigation.run()
+page = st.navigation(PAGES, position="top")
+sidebar()
+page.run()

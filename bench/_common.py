@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the scripts run as `.venv/bin/python bench/bench_X.py`
     sys.path.insert(0, str(REPO))
 
-DEFAULT_DATA = REPO.parent / "shared/data/imagenette"
+from protolib.config import SAMPLE_DATA as DEFAULT_DATA  # noqa: E402  (after the path set-up above)
+
 #: features are extracted once and reused by every benchmark run (the cache key covers weights and files)
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "protoscope-bench-features"
 
@@ -53,7 +54,7 @@ def machine_info() -> str:
 def load_features(backbone, data: Path, split: str, images_per_class: int | None, cache: Path):
     """Per class folder: the cached (or freshly extracted and cached) Features, and their label."""
     from protolib.data import scan_split
-    from protolib.features import extract_features
+    from protolib.data.features import extract_features
 
     images = scan_split(data, split, backbone.labels, backbone.wnids, limit=images_per_class)
     out = []

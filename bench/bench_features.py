@@ -22,7 +22,7 @@ from _common import machine_info, median, parser, table
 
 from protolib.backbones import load_backbone
 from protolib.data import load_image, scan_split
-from protolib.features import extract_features
+from protolib.data.features import extract_features
 
 
 def pick_images(backbone, data, n: int) -> list:

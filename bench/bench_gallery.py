@@ -26,8 +26,8 @@ from _common import REPO, machine_info, median, parser, table, timed
 
 from protolib.backbones import Backbone, load_backbone
 from protolib.data import load_image
+from protolib.data.features import extract_features
 from protolib.explain import part_map, upsample
-from protolib.features import extract_features
 from protolib.pipeline import run_decomposition
 from protolib.runs import save_run
 
@@ -52,14 +52,10 @@ def app_session(run: str):
     """A new browser session on a freshly started server: Streamlit's caches empty, disk cache kept."""
     import streamlit as st
     import streamlit.testing.v1.app_test as app_test
-    from streamlit.runtime.pages_manager import PagesManager
 
-    class Navigation(PagesManager):  # st.navigation apps under AppTest (see tests/test_app.py)
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
+    from pages.common import navigation
 
-    app_test.PagesManager = Navigation
+    app_test.PagesManager = navigation.app_test_pages_manager()
     st.cache_data.clear()
     st.cache_resource.clear()
     at = app_test.AppTest.from_file(str(REPO / "app.py"), default_timeout=300)

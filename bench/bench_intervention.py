@@ -23,8 +23,8 @@ import torch
 from _common import load_features, machine_info, median, parser, table
 
 from protolib.backbones import load_backbone
-from protolib.head import PrototypeHead
-from protolib.metrics import intervention_effect
+from protolib.evaluation.intervention import intervention_effect
+from protolib.method.head import PrototypeHead
 
 K = 10
 

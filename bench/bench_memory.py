@@ -53,9 +53,10 @@ def child(mode: str, data: Path, cache: Path, classes: int, images_per_class: in
 
     from protolib.backbones import load_backbone
     from protolib.data import scan_split
-    from protolib.features import extract_features
-    from protolib.nmf import batched_nmf
-    from protolib.pipeline import feature_matrix, run_decomposition
+    from protolib.data.features import extract_features
+    from protolib.method import feature_matrix
+    from protolib.method.nmf import batched_nmf
+    from protolib.pipeline import run_decomposition
 
     after_imports = status_mib("VmHWM")
     backbone = load_backbone()

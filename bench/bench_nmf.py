@@ -29,8 +29,8 @@ from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from protolib.backbones import load_backbone
-from protolib.nmf import _init, batched_nmf
-from protolib.pipeline import feature_matrix
+from protolib.method import feature_matrix
+from protolib.method.nmf import _init, batched_nmf
 
 TOL, MAX_ITER, SEED = 1e-4, 200, 0
 

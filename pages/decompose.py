@@ -1,44 +1,172 @@
-"""Decompose: find k part prototypes per class of a trained classifier and save them as a run."""
+"""Decompose: find k part prototypes per class of a trained classifier and save them as a run.
+
+Read from the bottom: the page is the short script there; each function above draws one section.
+"""
+
+from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from pages import ui
-from protolib import appstate
-from protolib.backbones import BackboneError, available_backbones
+from pages.common import cache, figures, jobs, navigation, state
+from pages.common.cache import FolderClass
+from pages.common.jobs import STAGE_TEXT, queued
+from pages.common.sidebar import is_published, probe_roots, runs_by_name, select_run, select_run_path
+from pages.common.uploads import extract_zip_upload, save_uploads
+from pages.common.viewmodels import probe_rows, visible_run_rows
+from protolib.backbones import DEFAULT_BACKBONE, Backbone, BackboneError, available_backbones
 from protolib.backbones.probe_models import PROBE_ONLY, probe_name
-from protolib.data import DataError
-from protolib.decompose import DEFAULT_STRATEGY, STRATEGIES
-from protolib.pipeline import STAGES, run_decomposition
+from protolib.data import DataError, available_splits
+from protolib.data.folders import NoMatchingClasses
+from protolib.data.uploads import UploadError
+from protolib.method import DEFAULT_STRATEGY, MAX_K, STRATEGIES
+from protolib.pipeline import run_decomposition
 from protolib.probe import DEFAULT_L2, fit_probe
-from protolib.runs import RunError, list_runs, save_run
-from protolib.uploads import UploadError
+from protolib.runs import RunError, auto_run_name, safe_name, save_run
+from protolib.workspace import QuotaExceeded, megabytes
 
-STAGE_TEXT = {
-    "features": ("Backbone features", "images"),
-    "nmf": ("NMF part discovery", "classes"),
-    "scaling": ("Scaling to the head", "classes"),
-    "refinement": ("Refinement", "classes"),
-}
 STRATEGY_TEXT = {
     "optimized": "optimized (default)",
     "paper": "paper objective",
     "uniform": "uniform",
     "proportional": "proportional to alpha",
 }
-
-SOURCE_PHOTOS, SOURCE_ZIP = "Uploaded photos", "Zip of a dataset"
+SOURCE_DATA, SOURCE_PHOTOS, SOURCE_ZIP = "Data folder", "Uploaded photos", "Zip of a dataset"
 L2_CHOICES = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 
 
-# -- a zipped image folder -----------------------------------------------------------------------
+@dataclass
+class Images:
+    """Where the training images come from, and the class folders found there."""
+
+    source: str
+    data: str
+    classes: list[FolderClass]
+    unknown_classes: bool  # no class folder names a class of the model: a probe can help
+
+
+@dataclass
+class Settings:
+    classes: list[str]  # class folders
+    k: int
+    per_class: int
+    strategy: str
+    seed: int
+    name: str
+
+
+# -- the model -----------------------------------------------------------------------------------
+def chosen_backbone() -> Backbone:
+    """The sidebar's backbone, or an error and a stop."""
+    try:
+        backbone = cache.get_backbone(
+            st.session_state.get("backbone") or DEFAULT_BACKBONE, None, st.session_state.get("device") or "cpu"
+        )
+    except BackboneError as exc:
+        st.error(f"The backbone cannot be loaded: {exc}", icon=":material/error:")
+        st.stop()
+    if backbone.note:
+        st.warning(backbone.note, icon=":material/info:")
+    return backbone
+
+
+# -- 1. images -----------------------------------------------------------------------------------
+def images_section(backbone: Backbone) -> Images:
+    with st.container(border=True):
+        st.markdown("##### 1 · Images")
+        source = state.kept(
+            st.segmented_control, "Images from", "dec_source", SOURCE_DATA,
+            options=[SOURCE_DATA, SOURCE_PHOTOS, SOURCE_ZIP], required=True,
+        )
+        if source == SOURCE_ZIP:
+            zip_upload()
+            return Images(source, "", [], False)
+        if source == SOURCE_DATA:
+            data, version = state.data_dir(), 0
+            refusal = state.data_refusal()
+            if refusal:
+                st.error(refusal, icon=":material/block:")
+                return Images(source, "", [], False)
+            st.markdown(f"Training images from **`{data or '(no folder set)'}/train`** (set the folder in the sidebar).")
+            zip_notes(data)
+        else:
+            data, version = str(state.upload_root()), st.session_state.get("uploads_added", 0)
+            photo_upload(backbone, data, version)
+        return class_folders_found(backbone, source, data, version)
+
+
+def class_folders_found(backbone: Backbone, source: str, data: str, version: int) -> Images:
+    """The class folders of ``data/train`` the model knows, with what was skipped and why."""
+    classes, problems, unknown = [], [], False
+    try:
+        classes, problems = cache.folder_classes(
+            data, "train", cache.backbone_key(backbone), backbone.labels, backbone.wnids, version
+        )
+    except NoMatchingClasses as exc:
+        st.error(f"No usable images: {exc}", icon=":material/folder_off:")
+        unknown = True
+    except DataError as exc:
+        if source == SOURCE_DATA:
+            st.error(f"No usable images: {exc}", icon=":material/folder_off:")
+        else:
+            st.info("No photos uploaded yet: choose their class, pick the files and press **Add these photos**.")
+    unknown = unknown or any(p.unknown_class for p in problems)
+    if unknown:
+        st.info(
+            "Class folders that are not classes of this model can still be decomposed: fit a linear probe on "
+            "this folder (**Fit a linear probe** below), then decompose the probed model.",
+            icon=":material/lightbulb:",
+        )
+    figures.problems_table(problems, "Folders skipped")
+    return Images(source, data, classes, unknown)
+
+
+def photo_upload(backbone: Backbone, data: str, version: int) -> None:
+    """Photos of one class of the model at a time, saved into this session's data folder."""
+    session = st.session_state
+    label_col, file_col = st.columns([1, 2])
+    with label_col:
+        label = state.kept(
+            st.selectbox, "Class of these photos", "upload_label", 0,
+            options=list(range(len(backbone.labels))), format_func=lambda i: backbone.labels[i],
+            help="Type to search the model's classes.",
+        )
+    with file_col:
+        files = st.file_uploader(
+            "Photos", accept_multiple_files=True, key=f"dec_uploader.{version}",
+            help="JPEG, PNG, BMP, GIF, TIFF or WebP; other files are refused with a message.",
+        )
+    if st.button("Add these photos", disabled=not files, icon=":material/add_photo_alternate:"):
+        saved, problems = save_uploads(
+            data, "train", str(label), [(f.name, f.getvalue()) for f in files or []], room=state.workspace().upload_room()
+        )
+        session["uploads_added"] = version + 1
+        session["upload_messages"] = {
+            "saved": len(saved), "class": backbone.labels[label], "problems": [p.reason for p in problems]
+        }
+        st.rerun()
+    messages = session.get("upload_messages")
+    if messages:
+        if messages["saved"]:
+            st.success(f"Added {messages['saved']} photo(s) to “{messages['class']}”.")
+        for text in messages["problems"]:
+            st.error(text, icon=":material/block:")
+    if state.upload_root().is_dir() and st.button("Remove all uploaded photos", icon=":material/delete:"):
+        shutil.rmtree(state.upload_root(), ignore_errors=True)
+        session["uploads_added"] = version + 1
+        session.pop("upload_messages", None)
+        st.rerun()
+
+
 def zip_upload() -> None:
     """Upload a .zip of an image folder; once extracted, it becomes the session's data folder."""
-    version = state.get("zip_n", 0)
+    session = st.session_state
+    version = session.get("zip_n", 0)
     file = st.file_uploader(
         "A .zip of an image folder", type=["zip"], key=f"dec_zip.{version}",
         help="Either train/<class>/<images> (and val/<class>/<images> for the accuracy), or just "
@@ -50,39 +178,42 @@ def zip_upload() -> None:
     )
     if st.button("Extract and use this folder", disabled=file is None, icon=":material/folder_zip:"):
         try:
-            out = appstate.extract_zip_upload(ui.dataset_root(), file.name, file.getvalue())
-        except (UploadError, OSError) as exc:
+            room = state.workspace().check_upload(file.size)
+            out = extract_zip_upload(state.dataset_root(), file.name, file.getvalue(), room=room)
+        except (UploadError, QuotaExceeded, OSError) as exc:
             st.error(f"“{file.name}” cannot be used: {exc}", icon=":material/block:")
             return
-        state["zip_n"] = version + 1
-        state["last_zip"] = {
+        session["zip_n"] = version + 1
+        session["last_zip"] = {
             "name": file.name, "root": str(out.root), "summary": out.summary(),
             "problems": [[p.path, p.reason] for p in out.problems],
         }
-        state["data_dir"], state["dec_source"] = str(out.root), ui.SOURCE_DATA  # the sidebar shows it next run
+        session["data_dir"], session["dec_source"] = str(out.root), SOURCE_DATA  # the sidebar shows it next run
         st.rerun()
-    if ui.dataset_root().is_dir() and st.button("Remove all uploaded datasets", icon=":material/delete:"):
-        shutil.rmtree(ui.dataset_root(), ignore_errors=True)
-        if (state.get("data_dir") or "").startswith(str(ui.dataset_root())):
-            state["data_dir"] = ui.default_data_dir()
-        state.pop("last_zip", None)
+    if state.dataset_root().is_dir() and st.button("Remove all uploaded datasets", icon=":material/delete:"):
+        in_use = Path(state.data_dir() or "/").is_relative_to(state.dataset_root().resolve())
+        shutil.rmtree(state.dataset_root(), ignore_errors=True)
+        if in_use:
+            session["data_dir"] = state.default_data_dir()
+        session.pop("last_zip", None)
         st.rerun()
+    st.caption(f"Upload space left for this session: {megabytes(state.workspace().upload_room())}.")
 
 
 def zip_notes(data: str) -> None:
     """What the last extraction gave, while its folder is the data folder."""
-    last = state.get("last_zip")
+    last = st.session_state.get("last_zip")
     if last and last["root"] == data:
         st.success(f"Extracted “{last['name']}”: {last['summary']}.", icon=":material/folder_zip:")
-        ui.problems_table(last["problems"], "Skipped in the zip")
+        figures.problems_table(last["problems"], "Skipped in the zip")
 
 
 # -- a linear probe ------------------------------------------------------------------------------
 def probe_section(data: str, expanded: bool) -> None:
     """Fit a linear head on a frozen backbone's pooled features of ``data``; it becomes the backbone."""
-    trunks = {s.name: s.description for s in available_backbones()} | PROBE_ONLY
-    current = state.get("backbone") or ""
-    has_train = bool(data) and (Path(data) / "train").is_dir()
+    trunks = {s.name: s.label for s in available_backbones()} | PROBE_ONLY
+    current = st.session_state.get("backbone") or ""
+    has_train = bool(data) and "train" in available_splits(data)
     with st.expander("Fit a linear probe", icon=":material/model_training:", expanded=expanded):
         st.caption(
             f"A linear head on a frozen backbone's average-pooled features of **`{data or '(no folder)'}/train`**, "
@@ -90,36 +221,37 @@ def probe_section(data: str, expanded: bool) -> None:
             "(without it, every 5th training image is held out). The probed model is decomposed exactly, "
             "whatever its classes; VGG is offered only this way."
         )
-        cols = st.columns(3)
-        with cols[0]:
-            trunk = ui.kept(
-                st.selectbox, "Backbone to probe", "probe_trunk", current if current in trunks else ui.DEFAULT_BACKBONE,
+        trunk_col, per_class_col, l2_col = st.columns(3)
+        with trunk_col:
+            trunk = state.kept(
+                st.selectbox, "Backbone to probe", "probe_trunk", current if current in trunks else DEFAULT_BACKBONE,
                 options=list(trunks), format_func=lambda n: trunks.get(n, n),
             )
-        with cols[1]:
-            per_class = ui.kept(
+        with per_class_col:
+            per_class = state.kept(
                 st.number_input, "Probe images per class", "probe_per_class", 100, min_value=2, max_value=100_000, step=10,
                 help="The first N images of each class in train/ (and in val/).",
             )
-        with cols[2]:
-            l2 = ui.kept(
+        with l2_col:
+            l2 = state.kept(
                 st.select_slider, "L2 penalty", "probe_l2", DEFAULT_L2, options=L2_CHOICES, format_func=lambda v: f"{v:g}",
                 help="On standardised features; larger for few images per class. The head is fit to convergence "
                 "(full-batch L-BFGS), so there are no epochs to choose.",
             )
-        auto = appstate.clean_run_name(f"probe-{trunk}-{Path(data).name or 'data'}")
-        if state.get("probe_name") in (None, "", state.get("probe_name_auto")):  # untouched: follow the settings
-            state["probe_name"] = auto
-        state["probe_name_auto"] = auto
+        automatic = safe_name(f"probe-{trunk}-{Path(data).name or 'data'}")
+        state.follow_automatic("probe_name", automatic)
         name_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
         with name_col:
-            name = ui.kept(st.text_input, "Probe name", "probe_name", auto, help="Saved under the runs folder.")
+            name = state.kept(
+                st.text_input, "Probe name", "probe_name", automatic,
+                help="Saved with your runs: only this session sees it until a run made from it is published.",
+            )
         with button_col:
             start = st.button("Fit probe", icon=":material/play_arrow:", disabled=not has_train, width="stretch")
         if start:
-            fit(data, trunk, int(per_class), float(l2), name or auto)
+            fit_and_use_probe(data, trunk, int(per_class), float(l2), name or automatic)
         probe_result()
-        rows = appstate.probe_rows(appstate.runs_dir())
+        rows = [row for root in probe_roots() for row in probe_rows(root)]
         if rows:
             st.dataframe(
                 pd.DataFrame(rows), hide_index=True, width="stretch",
@@ -127,12 +259,14 @@ def probe_section(data: str, expanded: bool) -> None:
             )
 
 
-def fit(data: str, trunk: str, per_class: int, l2: float, name: str) -> None:
+def fit_and_use_probe(data: str, trunk: str, per_class: int, l2: float, name: str) -> None:
     """Fit, save under the runs folder, and make the probe the session's backbone."""
-    device = state.get("device") or "cpu"
+    session = st.session_state
+    device = session.get("device") or "cpu"
     with st.status(f"Fitting a linear probe on {trunk}…", expanded=True) as status:
         bar = st.progress(0.0, text="Backbone features: waiting")
         started = time.perf_counter()
+        ws = state.workspace()
 
         def progress(stage: str, done: int, total: int) -> None:
             which = "held-out" if "val" in stage else "training"
@@ -140,31 +274,32 @@ def fit(data: str, trunk: str, per_class: int, l2: float, name: str) -> None:
             bar.progress(min(done / max(total, 1), 1.0), text=f"Features of {which} images: {done}/{total} · {seconds:.0f} s")
 
         try:
-            name = appstate.clean_run_name(name)
-            model = trunk if trunk in PROBE_ONLY else ui.get_backbone(trunk, None, device)  # VGG: no cached classifier
-            probe = fit_probe(
-                data, model, device=device, images_per_class=per_class, val_images_per_class=per_class, l2=l2,
-                progress=progress,
-            )
-            path = probe.save(appstate.unique_run_path(appstate.runs_dir(), name))
+            with queued("probe"):
+                started = time.perf_counter()
+                model = trunk if trunk in PROBE_ONLY else cache.get_backbone(trunk, None, device)  # VGG: no cached classifier
+                probe = fit_probe(
+                    data, model, device=device, images_per_class=per_class, val_images_per_class=per_class, l2=l2,
+                    progress=progress,
+                )
+                path = probe.save(ws.new_run_path(name))
         except (DataError, BackboneError, ValueError, OSError) as exc:
             status.update(label="The probe could not be fit", state="error")
-            st.error(str(exc), icon=":material/error:")
+            st.error(ws.redact(str(exc)), icon=":material/error:")
             return
         status.update(label=f"Saved probe “{path.name}” in {time.perf_counter() - started:.1f} s", state="complete")
     m = probe.manifest
-    state["last_probe"] = {
+    session["last_probe"] = {
         "name": path.name, "backbone": m["backbone"], "classes": len(m["classes"]), "n_train": m["n_train"],
         "n_val": m["n_val"], "validation": m["validation"], "val_accuracy": m["val_accuracy"],
         "train_accuracy": m["train_accuracy"], "seconds": m["seconds"], "problems": m["problems"],
     }
-    state["backbone"] = probe_name(path)  # the sidebar shows it on the next run
-    state["probe_name"] = ""  # the next probe gets a fresh automatic name
+    session["backbone"] = probe_name(path)  # the sidebar shows it on the next run
+    state.restart_automatic("probe_name")
     st.rerun()
 
 
 def probe_result() -> None:
-    last = state.get("last_probe")
+    last = st.session_state.get("last_probe")
     if not last:
         return
     st.success(
@@ -172,186 +307,89 @@ def probe_result() -> None:
         "It is now the backbone: choose its classes below and run the decomposition.",
         icon=":material/check_circle:",
     )
-    cols = st.columns(3)
-    cols[0].metric("Validation accuracy", f"{100 * last['val_accuracy']:.1f} %", help=last["validation"])
-    cols[1].metric("Training accuracy", f"{100 * last['train_accuracy']:.1f} %")
-    cols[2].metric("Images (train + held out)", f"{last['n_train']} + {last['n_val']}")
-    ui.problems_table(last["problems"], "Skipped while fitting")
+    val_col, train_col, images_col = st.columns(3)
+    val_col.metric("Validation accuracy", f"{100 * last['val_accuracy']:.1f} %", help=last["validation"])
+    train_col.metric("Training accuracy", f"{100 * last['train_accuracy']:.1f} %")
+    images_col.metric("Images (train + held out)", f"{last['n_train']} + {last['n_val']}")
+    figures.problems_table(last["problems"], "Skipped while fitting")
 
 
-ui.entry()
-state = st.session_state
-st.title("Decompose")
-st.caption(
-    "Find *k* part prototypes per class in the model's features (NMF), scale them to the class's head row "
-    "and refine them so that they sum to it exactly: the same model, now explained by parts."
-)
-
-try:
-    backbone = ui.get_backbone(state.get("backbone") or "efficientnet_lite0", None, state.get("device") or "cpu")
-except BackboneError as exc:
-    st.error(f"The backbone cannot be loaded: {exc}", icon=":material/error:")
-    st.stop()
-if backbone.note:
-    st.warning(backbone.note, icon=":material/info:")
-
-# -- 1. images ---------------------------------------------------------------------------------
-with st.container(border=True):
-    st.markdown("##### 1 · Images")
-    source = ui.kept(
-        st.segmented_control, "Images from", "dec_source", ui.SOURCE_DATA,
-        options=[ui.SOURCE_DATA, SOURCE_PHOTOS, SOURCE_ZIP], required=True,
-    )
-    if source == ui.SOURCE_DATA:
-        data = state.get("data_dir") or ""
-        st.markdown(f"Training images from **`{data or '(no folder set)'}/train`** (set the folder in the sidebar).")
-        zip_notes(data)
-        version = 0
-    elif source == SOURCE_ZIP:
-        zip_upload()
-        data, version = "", 0
-    else:
-        data = str(ui.upload_root())
-        version = state.get("uploads_added", 0)
-        label_col, file_col = st.columns([1, 2])
-        with label_col:
-            label = ui.kept(
-                st.selectbox, "Class of these photos", "upload_label", 0,
-                options=list(range(len(backbone.labels))), format_func=lambda i: backbone.labels[i],
-                help="Type to search the model's classes.",
+# -- 2. classes and settings ---------------------------------------------------------------------
+def settings_section(backbone: Backbone, images: Images) -> tuple[Settings, bool]:
+    """The classes and the decomposition's settings, and whether the run was asked for."""
+    by_folder = {c.folder: c for c in images.classes}
+    with st.container(border=True):
+        st.markdown("##### 2 · Classes and settings")
+        if by_folder:
+            classes = state.kept(  # one choice per data folder: switching folders does not empty it
+                st.multiselect, "Classes", f"dec_classes|{images.data}", list(by_folder) if len(by_folder) <= 12 else [],
+                options=list(by_folder),
+                format_func=lambda f: f"{by_folder[f].name} · {by_folder[f].n_images} images",
+                placeholder="Type to search classes by name",
             )
-        with file_col:
-            files = st.file_uploader(
-                "Photos", accept_multiple_files=True, key=f"dec_uploader.{version}",
-                help="JPEG, PNG, BMP, GIF, TIFF or WebP; other files are refused with a message.",
-            )
-        if st.button("Add these photos", disabled=not files, icon=":material/add_photo_alternate:"):
-            saved, problems = appstate.save_uploads(
-                data, "train", str(label), [(f.name, f.getvalue()) for f in files or []]
-            )
-            state["uploads_added"] = version + 1
-            state["upload_messages"] = {
-                "saved": len(saved), "class": backbone.labels[label], "problems": [p.reason for p in problems]
-            }
-            st.rerun()
-        messages = state.get("upload_messages")
-        if messages:
-            if messages["saved"]:
-                st.success(f"Added {messages['saved']} photo(s) to “{messages['class']}”.")
-            for text in messages["problems"]:
-                st.error(text, icon=":material/block:")
-        if ui.upload_root().is_dir() and st.button("Remove all uploaded photos", icon=":material/delete:"):
-            shutil.rmtree(ui.upload_root(), ignore_errors=True)
-            state["uploads_added"] = version + 1
-            state.pop("upload_messages", None)
-            st.rerun()
-
-    found, folder_problems, unknown_classes = [], [], False
-    try:
-        if source != SOURCE_ZIP:
-            found, folder_problems = ui.folder_classes(
-                data, "train", ui.backbone_key(backbone), backbone.labels, backbone.wnids, version
-            )
-    except DataError as exc:
-        if source == ui.SOURCE_DATA:
-            st.error(f"No usable images: {exc}", icon=":material/folder_off:")
-            unknown_classes = (Path(data) / "train").is_dir()
         else:
-            st.info("No photos uploaded yet: choose their class, pick the files and press **Add these photos**.")
-    if unknown_classes or any(p.reason.startswith("class folder matches no class") for p in folder_problems):
-        st.info(
-            "Class folders that are not classes of this model can still be decomposed: fit a linear probe on "
-            "this folder (**Fit a linear probe** below), then decompose the probed model.",
-            icon=":material/lightbulb:",
-        )
-    ui.problems_table(folder_problems, "Folders skipped")
+            classes = st.multiselect("Classes", [], disabled=True, placeholder="No class folders found")
+        k_col, per_class_col, strategy_col, seed_col = st.columns(4)
+        with k_col:
+            k = state.kept(st.slider, "Prototypes per class (k)", "dec_k", 3, min_value=1, max_value=MAX_K)
+        with per_class_col:
+            per_class = state.kept(
+                st.number_input, "Images per class", "dec_per_class", 60, min_value=1, max_value=5000, step=10,
+                help="The first N training images of each class (sorted by file name, so runs are reproducible).",
+            )
+        with strategy_col:
+            strategy = state.kept(
+                st.selectbox, "Refinement", "dec_strategy", DEFAULT_STRATEGY, options=list(STRATEGIES),
+                format_func=lambda s: STRATEGY_TEXT.get(s, s),
+                help="How the residual of the head row is shared among the prototypes: **optimized** keeps each "
+                "prototype's heatmap best on held-out images; **paper** is the paper's objective (L-BFGS); **uniform** "
+                "splits it evenly; **proportional** in proportion to alpha. Every strategy is computed (Evaluate "
+                "compares them); this one drives the run's head.",
+            )
+        with seed_col:
+            seed = state.kept(st.number_input, "Seed", "dec_seed", 0, min_value=0, max_value=2**31 - 1, step=1)
 
-if source == ui.SOURCE_DATA:
-    probe_section(data, expanded=unknown_classes or bool(state.get("last_probe")))
+        automatic = auto_run_name(backbone.name, int(k), strategy, len(classes))
+        state.follow_automatic("dec_name", automatic)
+        name_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
+        with name_col:
+            name = state.kept(
+                st.text_input, "Run name", "dec_name", automatic,
+                help="Saved with your runs: only this session sees it until you publish it (sidebar).",
+            )
+        with button_col:
+            start = st.button(
+                "Run decomposition", type="primary", icon=":material/play_arrow:", disabled=not classes, width="stretch",
+            )
+    return Settings(list(classes), int(k), int(per_class), strategy, int(seed), name or automatic), start
 
-# -- 2. classes and settings ------------------------------------------------------------------
-by_folder = {r["folder"]: r for r in found}
-with st.container(border=True):
-    st.markdown("##### 2 · Classes and settings")
-    if found:
-        classes = ui.kept(  # one choice per data folder: switching folders does not empty it
-            st.multiselect, "Classes", f"dec_classes|{data}", [r["folder"] for r in found] if len(found) <= 12 else [],
-            options=list(by_folder),
-            format_func=lambda f: f"{by_folder[f]['name']} · {by_folder[f]['n_images']} images",
-            placeholder="Type to search classes by name",
-        )
-    else:
-        classes = st.multiselect("Classes", [], disabled=True, placeholder="No class folders found")
-    cols = st.columns(4)
-    with cols[0]:
-        k = ui.kept(st.slider, "Prototypes per class (k)", "dec_k", 3, min_value=1, max_value=10)
-    with cols[1]:
-        per_class = ui.kept(
-            st.number_input, "Images per class", "dec_per_class", 60, min_value=1, max_value=5000, step=10,
-            help="The first N training images of each class (sorted by file name, so runs are reproducible).",
-        )
-    with cols[2]:
-        strategy = ui.kept(
-            st.selectbox, "Refinement", "dec_strategy", DEFAULT_STRATEGY, options=list(STRATEGIES),
-            format_func=lambda s: STRATEGY_TEXT.get(s, s),
-            help="How the residual of the head row is shared among the prototypes: **optimized** keeps each "
-            "prototype's heatmap best on held-out images; **paper** is the paper's objective (L-BFGS); **uniform** "
-            "splits it evenly; **proportional** in proportion to alpha. Every strategy is computed (Evaluate "
-            "compares them); this one drives the run's head.",
-        )
-    with cols[3]:
-        seed = ui.kept(st.number_input, "Seed", "dec_seed", 0, min_value=0, max_value=2**31 - 1, step=1)
 
-    auto = appstate.auto_run_name(backbone.name, int(k), strategy, len(classes))
-    if state.get("dec_name") in (None, "", state.get("dec_name_auto")):  # untouched: follow the settings
-        state["dec_name"] = auto
-    state["dec_name_auto"] = auto
-    name_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
-    with name_col:
-        run_name = ui.kept(st.text_input, "Run name", "dec_name", auto, help="Saved under the runs folder.")
-    with button_col:
-        start = st.button(
-            "Run decomposition", type="primary", icon=":material/play_arrow:", disabled=not classes,
-            width="stretch",
-        )
-
-# -- 3. run ------------------------------------------------------------------------------------
-if start:
+# -- 3. the run ----------------------------------------------------------------------------------
+def decompose(backbone: Backbone, data: str, settings: Settings) -> None:
+    """Run the decomposition with a progress bar per stage, save it, and make it the current run."""
     try:
-        run_name = appstate.clean_run_name(run_name or auto)
+        name = safe_name(settings.name)
     except ValueError as exc:
         st.error(str(exc))
-        st.stop()
-    timings = {}
-    with st.status(f"Decomposing {len(classes)} classes with k = {k}…", expanded=True) as status:
-        bars = {s: st.progress(0.0, text=f"{STAGE_TEXT[s][0]}: waiting") for s in STAGES}
-        started = time.perf_counter()
-        clock = {"mark": started}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            now = time.perf_counter()
-            entry = timings.setdefault(stage, {"begin": clock["mark"]})
-            entry.update(done=done, total=total, seconds=now - entry["begin"])
-            title, unit = STAGE_TEXT.get(stage, (stage, "items"))
-            bars[stage].progress(
-                min(done / max(total, 1), 1.0), text=f"{title}: {done}/{total} {unit} · {entry['seconds']:.1f} s"
-            )
-            if done >= total:
-                clock["mark"] = now
-
+        return
+    ws = state.workspace()
+    with st.status(f"Decomposing {len(settings.classes)} classes with k = {settings.k}…", expanded=True) as status:
         try:
-            run = run_decomposition(
-                backbone, data, "train", classes=list(classes), images_per_class=int(per_class), k=int(k),
-                strategy=strategy, seed=int(seed), progress=progress,
-            )
-            path = save_run(run, appstate.unique_run_path(appstate.runs_dir(), run_name))
+            with queued("decomposition"):
+                progress, timings = jobs.stage_bars()
+                started = time.perf_counter()
+                run = run_decomposition(
+                    backbone, data, "train", classes=settings.classes, images_per_class=settings.per_class, k=settings.k,
+                    strategy=settings.strategy, seed=settings.seed, progress=progress,
+                )
+                path = save_run(run, ws.new_run_path(name))
         except (DataError, BackboneError, RunError, ValueError, OSError) as exc:
             status.update(label="The decomposition failed", state="error")
-            st.error(str(exc), icon=":material/error:")
-            st.stop()
+            st.error(ws.redact(str(exc)), icon=":material/error:")
+            return
         seconds = time.perf_counter() - started
         status.update(label=f"Saved run “{path.name}” in {seconds:.1f} s", state="complete")
-    state["last_decomposition"] = {
+    st.session_state["last_decomposition"] = {
         "run": path.name,
         "seconds": seconds,
         "classes": len(run.classes),
@@ -364,48 +402,79 @@ if start:
         ],
         "problems": run.manifest["problems"],
     }
-    state["dec_name"] = ""  # the next run gets a fresh automatic name
-    ui.select_run(path.name)
+    state.restart_automatic("dec_name")
+    select_run_path(path)
     st.rerun()
 
-last = state.get("last_decomposition")
-if last:
+
+def last_decomposition() -> None:
+    """What the session's last decomposition gave: stages, time and skipped files."""
+    last = st.session_state.get("last_decomposition")
+    if not last:
+        return
     with st.container(border=True):
         st.success(
             f"Run **{last['run']}** saved: {last['classes']} classes, {last['images']} images, k = {last['k']}, "
             f"in {last['seconds']:.1f} s. It is now the current run.",
             icon=":material/check_circle:",
         )
-        cols = st.columns([3, 2])
-        with cols[0]:
+        stages_col, links_col = st.columns([3, 2])
+        with stages_col:
             st.dataframe(
                 pd.DataFrame(last["stages"]), hide_index=True, width="stretch",
                 column_config={"seconds": st.column_config.NumberColumn(format="%.2f s")},
             )
-        with cols[1]:
-            st.page_link("pages/prototypes.py", label="See its prototypes", icon=":material/grid_view:")
-            st.page_link("pages/explain.py", label="Explain a photo", icon=":material/image_search:")
+        with links_col:
+            st.page_link(navigation.PROTOTYPES, label="See its prototypes", icon=":material/grid_view:")
+            st.page_link(navigation.EXPLAIN, label="Explain a photo", icon=":material/image_search:")
         if last["problems"]:
             st.warning(f"{len(last['problems'])} file(s) or folder(s) were skipped; see the list below.")
-        ui.problems_table(last["problems"], "Skipped while decomposing")
+        figures.problems_table(last["problems"], "Skipped while decomposing")
 
-# -- 4. saved runs -----------------------------------------------------------------------------
-st.subheader("Saved runs")
-paths = list_runs(appstate.runs_dir())
-if not paths:
-    st.caption(f"No run saved yet in {appstate.runs_dir()}.")
-else:
-    table = pd.DataFrame(appstate.run_rows(paths))
+
+# -- 4. saved runs -------------------------------------------------------------------------------
+def saved_runs_section() -> None:
+    """The runs this session sees (its own, then the published ones) as a table, and any of them reloaded
+    as the current one."""
+    st.subheader("Saved runs")
+    runs = runs_by_name()
+    if not runs:
+        st.caption("No run yet: neither yours nor a published one.")
+        return
+    published = {name for name, run in runs.items() if is_published(run)}
     st.dataframe(
-        table, hide_index=True, width="stretch",
+        pd.DataFrame(visible_run_rows(runs, published)), hide_index=True, width="stretch",
         column_config={"seconds": st.column_config.NumberColumn(format="%.1f s")},
     )
-    names = [p.name for p in paths]
     pick_col, load_col = st.columns([3, 1], vertical_alignment="bottom")
     with pick_col:
-        chosen = ui.kept(st.selectbox, "Run to load", "dec_load", state.get("run") or names[0], options=names)
+        chosen = state.kept(
+            st.selectbox, "Run to load", "dec_load", st.session_state.get("run") or next(iter(runs)), options=list(runs)
+        )
     with load_col:
         if st.button("Load run", icon=":material/upload_file:", width="stretch"):
-            ui.select_run(chosen)
+            select_run(chosen)
             st.rerun()
-    st.caption(f"Runs folder: {appstate.runs_dir()}")
+    st.caption(
+        "Your runs are private to this browser session (a reload starts a new one); **Publish this run** in the "
+        "sidebar shares one with everyone using this server and keeps it."
+    )
+
+
+# -- the page --------------------------------------------------------------------------------------
+navigation.entry()
+st.title("Decompose")
+st.caption(
+    "Find *k* part prototypes per class in the model's features (NMF), scale them to the class's head row "
+    "and refine them so that they sum to it exactly: the same model, now explained by parts."
+)
+jobs.demo_offer()
+backbone = chosen_backbone()
+images = images_section(backbone)
+if images.source == SOURCE_DATA:
+    probe_section(images.data, expanded=images.unknown_classes or bool(st.session_state.get("last_probe")))
+settings, start = settings_section(backbone, images)
+if start:
+    decompose(backbone, images.data, settings)
+last_decomposition()
+saved_runs_section()

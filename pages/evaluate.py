@@ -1,108 +1,69 @@
 """Evaluate: exactness, accuracy, the paper's Table-3 analogue, heatmap fidelity per refinement
-strategy, and reconstruction errors against k."""
+strategy, reconstruction errors against k, and the full evaluation report."""
+
+from __future__ import annotations
 
 import time
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from pages import ui
-from protolib import appstate
-from protolib.data import DataError
-from protolib.metrics import evaluate_run
-from protolib.report import SECTIONS, ReportSettings, build_report, report_documents
-from protolib.runs import RunError, list_runs
-
-STRATEGY_COLOURS = {"optimized": "#0f6e8c", "paper": "#e76f51", "uniform": "#e9c46a", "proportional": "#8ab17d"}
-
-ui.entry()
-st.title("Evaluate")
-st.caption(
-    "How exact the rewritten head is, how much the NMF prototypes alone explain, and how well each refinement "
-    "strategy keeps the prototypes' heatmaps on held-out photos."
+from pages.common import cache, figures, navigation
+from pages.common.heldout import HeldOut, held_out_controls, held_out_features
+from pages.common.run_context import Context, require_run
+from pages.common.sidebar import runs_by_name
+from pages.common.viewmodels import (
+    comparable_runs,
+    evaluation_rows,
+    fidelity_per_class_rows,
+    fidelity_rows,
+    k_point_rows,
+    k_sweep_rows,
+    same_class_runs,
+    same_model_runs,
+    shares_a_class,
+    table3_rows,
 )
-ctx = ui.require_run()
-run = ctx.run
+from protolib.backbones import Backbone
+from protolib.data import BadImage, DataError
+from protolib.evaluation.compare import MAX_RUNS, k_sweep_point, suggest_k
+from protolib.evaluation.metrics import SplitFeatures, training_matrices
+from protolib.report import SECTIONS, ReportSettings, build_report, report_documents
+from protolib.report.build import seed_stability_section
+from protolib.runs import Run, RunError
+
+#: the thresholds of the rule that picks k (protolib.evaluation.compare.suggest_k)
+K_IMPROVEMENT, K_MIN_FIDELITY = 0.05, 0.95
 
 
-@st.cache_data(max_entries=16, show_spinner="Evaluating…")
-def evaluate(key: str, settings: tuple, _ctx, _features) -> dict:
-    return evaluate_run(_ctx.run, _ctx.backbone, settings[0], settings[1], features=_features)
-
-
-def bar_figure(names, values, colours, title, percent=True, extra=None):
-    fig = go.Figure(
-        go.Bar(
-            x=names, y=values, marker_color=colours, name="mean",
-            text=[f"{100 * v:.1f} %" if percent else f"{v:.3f}" for v in values], textposition="outside",
-        )
-    )
-    if extra is not None:
-        fig.add_trace(extra)
-    top = max([*values, 1e-6])
-    fig.update_layout(
-        title={"text": title, "font": {"size": 15}}, height=330, margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        yaxis={"range": [0, 1.12 if top <= 1 else 1.15 * top], "tickformat": ".0%" if percent else None},
-        showlegend=extra is not None, legend={"orientation": "h", "y": -0.2},
-    )
-    return fig
-
-
-settings = ui.val_controls(ctx)
-sf = ui.val_features(ctx, settings, compute=False)
-if sf is None:
-    if st.button("Evaluate on the held-out split", type="primary", icon=":material/play_arrow:"):
-        sf = ui.val_features(ctx, settings, compute=True)
-    else:
-        st.caption("The held-out photos pass through the backbone once (cached on disk afterwards).")
-
-if sf is not None:
-    m = evaluate(ctx.key, settings, ctx, sf)
-    cols = st.columns(4)
-    cols[0].metric("Top-1, original model", f"{100 * m['top1_original']:.1f} %")
-    cols[1].metric(
+def held_out_figures(ctx: Context, held_out: HeldOut, sf: SplitFeatures) -> None:
+    """Accuracy, exactness, Table 3, heatmap fidelity and every figure as a table."""
+    m = cache.evaluation(held_out.key(ctx), held_out.data, held_out.split, ctx.run, ctx.backbone, sf)
+    original_col, prototype_col, exact_col, photos_col = st.columns(4)
+    original_col.metric("Top-1, original model", f"{100 * m['top1_original']:.1f} %")
+    prototype_col.metric(
         "Top-1, prototype network", f"{100 * m['top1_prototype']:.1f} %",
         delta=f"{100 * (m['top1_prototype'] - m['top1_original']):+.1f} pts", delta_color="off",
     )
-    cols[2].metric("Max |logit difference|", f"{m['max_abs_logit_diff']:.1e}", help="Exactness; ≤ 1e-4 in fp32.")
-    cols[3].metric("Held-out photos", m["n_images"], help=f"{len(set(sf.labels.tolist()))} classes")
-    if run.scale is not None:
+    exact_col.metric("Max |logit difference|", f"{m['max_abs_logit_diff']:.1e}", help="Exactness; ≤ 1e-4 in fp32.")
+    photos_col.metric("Held-out photos", m["n_images"], help=f"{len(set(sf.labels.tolist()))} classes")
+    if ctx.run.scale is not None:
         st.info(
-            f"This run carries an intervention ({run.manifest.get('intervention')}): its head is edited on purpose.",
+            f"This run carries an intervention ({ctx.run.manifest.get('intervention')}): its head is edited on purpose.",
             icon=":material/tune:",
         )
-
     left, right = st.columns(2, gap="large")
-    with left:
-        rows = appstate.table3_rows(m)
-        st.plotly_chart(
-            bar_figure(
-                [r["head rows"] for r in rows], [r["top-1"] for r in rows], ["#b0bec5", "#e9c46a", "#0f6e8c"],
-                f"Top-1 by head rows used, k = {m['k']} (Table 3)",
-            ),
-            width="stretch", config={"displayModeBar": False},
-        )
-    with right:
-        fid = appstate.fidelity_rows(m)
-        worst = go.Scatter(
-            x=[r["strategy"] for r in fid], y=[r["worst prototype"] for r in fid], mode="markers",
-            marker={"symbol": "line-ew-open", "size": 34, "color": "#1d3557", "line": {"width": 3, "color": "#1d3557"}},
-            name="worst prototype",
-        )
-        st.plotly_chart(
-            bar_figure(
-                [r["strategy"] for r in fid], [r["mean"] for r in fid],
-                [STRATEGY_COLOURS.get(r["strategy"], "#888") for r in fid],
-                "Heatmap fidelity per refinement strategy", percent=False, extra=worst,
-            ),
-            width="stretch", config={"displayModeBar": False},
-        )
+    left.plotly_chart(figures.table3_bars(table3_rows(m), m["k"]), width="stretch", config=figures.PLAIN)
+    right.plotly_chart(figures.fidelity_bars(fidelity_rows(m)), width="stretch", config=figures.PLAIN)
 
     st.markdown("##### All figures")
-    figures = pd.DataFrame(appstate.evaluation_rows(m))
-    st.dataframe(figures, hide_index=True, width="stretch", height=35 * (len(figures) + 1) + 3)
-    per_class = appstate.fidelity_per_class_rows(m, ctx.labels)
+    table = pd.DataFrame(evaluation_rows(m))
+    st.dataframe(
+        table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3,
+        column_config={name: st.column_config.TextColumn(width=size) for name, size in (
+            ("figure", "medium"), ("value", "medium"), ("meaning", "large"))},
+    )
+    per_class = fidelity_per_class_rows(m, ctx.labels)
     if per_class:
         with st.expander("Heatmap fidelity per class"):
             strategies = [c for c in per_class[0] if c != "class"]
@@ -110,42 +71,33 @@ if sf is not None:
                 pd.DataFrame(per_class), hide_index=True, width="stretch",
                 column_config={s: st.column_config.NumberColumn(format="%.3f") for s in strategies},
             )
-    ui.problems_table(m.get("problems", []), "Held-out files skipped")
+    for note in m.get("notes", []):
+        st.caption(f"Note: {note}")
+    figures.problems_table(m.get("problems", []), "Held-out files skipped")
 
-# -- errors against k (Figure 5's analogue): from the saved runs, no photos needed ---------------
-st.divider()
-st.markdown("##### Reconstruction errors against k")
-same_model = []
-for path in list_runs(appstate.runs_dir()):
-    manifest = appstate.read_manifest(path) or {}
-    if manifest.get("fingerprint") == run.manifest.get("fingerprint") and not manifest.get("intervention"):
+
+def errors_against_k(ctx: Context) -> None:
+    """Figure 5's analogue from the saved runs of the same model: no photos needed."""
+    st.markdown("##### Reconstruction errors against k")
+    runs = []
+    for saved in same_model_runs(list(runs_by_name().values()), ctx.run.manifest.get("fingerprint")):
         try:
-            same_model.append(ui.get_run(str(path), (path / "manifest.json").stat().st_mtime))
+            runs.append(cache.get_run(str(saved.path), saved.modified))
         except (RunError, OSError):
             continue
-sweep = appstate.k_sweep_rows(same_model, ctx.backbone.head_weight)
-if len({r["k"] for r in sweep}) < 2:
-    st.caption(
-        "Make runs of the same model with other values of k on **Decompose** to see how the feature and head "
-        "reconstruction errors fall as k grows."
-    )
-if sweep:
+    sweep = k_sweep_rows(runs, ctx.backbone.head_weight)
+    several_k = len({r["k"] for r in sweep}) >= 2
+    if not several_k:
+        st.caption(
+            "Make runs of the same model with other values of k on **Decompose** to see how the feature and head "
+            "reconstruction errors fall as k grows."
+        )
+    if not sweep:
+        return
     table = pd.DataFrame(sweep)
-    if len({r["k"] for r in sweep}) >= 2:
+    if several_k:
         by_k = table.groupby("k")[["feature reconstruction error", "head reconstruction error"]].mean().reset_index()
-        fig = go.Figure(
-            [
-                go.Scatter(x=by_k["k"], y=by_k[col], mode="lines+markers", name=col, line={"color": colour})
-                for col, colour in (
-                    ("feature reconstruction error", "#0f6e8c"), ("head reconstruction error", "#e76f51")
-                )
-            ]
-        )
-        fig.update_layout(
-            height=320, margin={"l": 10, "r": 10, "t": 20, "b": 10}, xaxis={"title": "k", "dtick": 1},
-            yaxis={"title": "relative error"}, legend={"orientation": "h", "y": -0.25},
-        )
-        st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})
+        st.plotly_chart(figures.errors_against_k(by_k), width="stretch", config=figures.PLAIN)
     st.dataframe(
         table, hide_index=True, width="stretch",
         column_config={
@@ -154,25 +106,117 @@ if sweep:
         },
     )
 
-# -- the whole evaluation report (protolib.report): built on demand, offered as HTML and JSON -----
-st.divider()
-st.markdown("##### Evaluation report")
-st.caption(
-    "One self-contained HTML page (and its numbers as JSON) for this run: exactness, Table 3 and Figure 5 against k, "
-    "refinement fidelity with example heatmaps, stability across NMF seeds, ProtoEval where the data has keypoints, "
-    "the explainability axioms, deletion and insertion against Grad-CAM, and the intervention oracle. It uses the "
-    "held-out images of the run's classes, with the images-per-class setting above."
-)
-report_key = f"report.{ctx.key}.{settings[:3]}"
-faith_images = st.number_input(
-    "Images for the deletion / insertion curves", min_value=1, max_value=64, value=8, key="report_faith_images",
-    help="Each image costs about 2 x 16 backbone passes; 8 take under a minute on a CPU.",
-)
-if st.button("Build the report", icon=":material/description:"):
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def seed_stability_of(key: str, _run: Run, _backbone: Backbone) -> dict | None:
+    """The run's NMF prototypes against a second seed's (the report's seed stability, 2 seeds); None when its
+    training images are gone (``key`` names the run version and the model)."""
+    try:
+        return seed_stability_section(_run, training_matrices(_run, _backbone), seeds=2)
+    except (DataError, BadImage, OSError):
+        return None
+
+
+def k_points(ctx: Context, held_out: HeldOut, sf: SplitFeatures, saved_runs: list) -> list[dict]:
+    """Each run's point against k: errors, signed held-out fidelity of its strategy and seed stability
+    (each cached per run), with a progress bar."""
+    bar = st.progress(0.0, text="Measuring each k…")
+    points = []
+    for n, saved in enumerate(saved_runs):
+        bar.progress(n / len(saved_runs), text=f"Run {saved.name} ({n + 1}/{len(saved_runs)}): fidelity and seed stability")
+        try:
+            run = cache.get_run(str(saved.path), saved.modified)
+            if run.manifest["backbone"] != ctx.backbone.name:
+                continue
+            version = f"{saved.path}|{saved.modified}|{cache.backbone_key(ctx.backbone)}"
+            evaluation = cache.evaluation(f"{version}|{held_out.data}|{held_out.split}|{held_out.per_class}|{held_out.classes}",
+                                          held_out.data, held_out.split, run, ctx.backbone, sf)
+            stability = seed_stability_of(version, run, ctx.backbone)
+        except (RunError, DataError, OSError) as exc:
+            st.caption(f"Run {saved.name} left out: {exc}")
+            continue
+        points.append(k_sweep_point(run, ctx.backbone.head_weight, evaluation, stability))
+    bar.empty()
+    return points
+
+
+def choosing_k(ctx: Context, held_out: HeldOut, sf: SplitFeatures | None) -> None:
+    """Against k, for the saved runs of this model and these classes: head and feature errors, signed
+    fidelity and seed stability, and the k the data supports by a stated rule (protolib's ``suggest_k``)."""
+    st.markdown("##### Which k the data supports")
+    same = same_class_runs(same_model_runs(list(runs_by_name().values()), ctx.run.manifest.get("fingerprint")),
+                           ctx.run.manifest)
+    if len({r.manifest.get("k") for r in same}) < 2:
+        st.caption("Make runs of this model and these classes with other values of k on **Decompose** (e.g. 1, 3, 5, "
+                   "10) to see which k the data supports.")
+        return
+    if sf is None:
+        st.caption(f"{len(same)} runs of this model and these classes: evaluate on the held-out split above to measure "
+                   "their fidelity and stability against k.")
+        return
+    ready = st.session_state.setdefault("k_choice_ready", [])
+    key = held_out.key(ctx)
+    if key not in ready:
+        if not st.button("Measure fidelity and stability for each k", icon=":material/straighten:"):
+            st.caption(f"{len(same)} runs: the signed fidelity of each on the held-out photos, and its NMF prototypes "
+                       "against a second seed's (cached per run).")
+            return
+        ready.append(key)
+    points = k_points(ctx, held_out, sf, same)
+    choice = suggest_k(points, K_IMPROVEMENT, K_MIN_FIDELITY)
+    st.plotly_chart(figures.k_choice_chart(choice.per_k, choice.k, K_MIN_FIDELITY), width="stretch", config=figures.PLAIN)
+    (st.success if choice.k is not None else st.info)(choice.sentence, icon=":material/straighten:")
+    st.caption(f"Rule: {choice.rule}. With several runs of one k, the one with the best fidelity stands for it.")
+    st.dataframe(
+        pd.DataFrame(k_point_rows(points)), hide_index=True, width="stretch",
+        column_config={c: st.column_config.NumberColumn(format="%.3f") for c in (
+            "head error", "feature error", "fidelity", "worst fidelity", "seed stability")},
+    )
+
+
+def compare_choice(ctx: Context) -> list[str]:
+    """Other runs to show side by side with this one in the report (its "comparison" section)."""
+    runs = runs_by_name()
+    options = [n for n in comparable_runs(runs)
+               if n != ctx.name and shares_a_class(ctx.run.manifest, runs[n].manifest)]
+    if not options:
+        return []
+    names = st.multiselect(
+        "Compare with (side by side in the report)", options, key="report_compare_with", max_selections=MAX_RUNS - 1,
+        help="Runs that decomposed a class of this one: the report gains a section with them side by side on the same "
+        "held-out photos of every shared class (as the Compare page shows one).",
+    )
+    return [str(runs[n].path) for n in names if n in runs]
+
+
+def report_section(ctx: Context, held_out: HeldOut) -> None:
+    """The whole evaluation report (protolib.report): built on demand, offered as HTML and JSON."""
+    st.markdown("##### Evaluation report")
+    st.caption(
+        "One self-contained HTML page (and its numbers as JSON) for this run: exactness, Table 3 and Figure 5 against "
+        "k, refinement fidelity with example heatmaps, stability across NMF seeds, ProtoEval where the data has "
+        "keypoints, the explainability axioms, deletion and insertion against Grad-CAM, and the intervention oracle. "
+        "It uses the held-out images of the run's classes, with the images-per-class setting above."
+    )
+    faith_images = st.number_input(
+        "Images for the deletion / insertion curves", min_value=1, max_value=64, value=8, key="report_faith_images",
+        help="Each image costs about 2 x 16 backbone passes; 8 take under a minute on a CPU.",
+    )
+    compare_with = compare_choice(ctx)
+    report_key = f"report.{ctx.key}.{(held_out.data, held_out.split, held_out.per_class, tuple(compare_with))}"
+    if st.button("Build the report", icon=":material/description:"):
+        built = build_with_progress(ctx, held_out, int(faith_images), compare_with)
+        if built is not None:
+            st.session_state[report_key] = (*report_documents(built), built.figures)
+    if report_key in st.session_state:
+        report_downloads(ctx, *st.session_state[report_key])
+
+
+def build_with_progress(ctx: Context, held_out: HeldOut, faith_images: int, compare_with: tuple[str, ...] = ()):
     bar = st.progress(0.0, text="Starting the report…")
     started = time.perf_counter()
 
-    def report_progress(stage, done, total):
+    def progress(stage, done, total):
         seconds = time.perf_counter() - started
         if stage == "report":
             title = list(SECTIONS.values())[min(done, len(SECTIONS) - 1)]
@@ -180,34 +224,66 @@ if st.button("Build the report", icon=":material/description:"):
         else:
             bar.progress(done / max(total, 1), text=f"{stage}: {done}/{total} · {seconds:.0f} s")
 
+    settings = ReportSettings(
+        split=held_out.split, images_per_class=held_out.per_class or None, faithfulness_images=faith_images,
+        compare_with=tuple(compare_with),
+    )
     try:
-        built = build_report(
-            run, ctx.backbone, settings[0],
-            ReportSettings(split=settings[1], images_per_class=settings[2] or None, faithfulness_images=int(faith_images)),
-            progress=report_progress,
-        )
+        return build_report(ctx.run, ctx.backbone, held_out.data, settings, progress=progress)
     except (DataError, RunError, ValueError, OSError) as exc:
-        bar.empty()
         st.error(f"The report could not be built: {exc}")
-    else:
+        return None
+    finally:
         bar.empty()
-        st.session_state[report_key] = (*report_documents(built), built.figures)
-if report_key in st.session_state:
-    page_html, page_json, figures = st.session_state[report_key]
-    axioms = figures["axioms"]
+
+
+def auc_mean(value) -> float:
+    """An AUC of the report: a number, or its mean with a 95 % interval."""
+    return value["mean"] if isinstance(value, dict) else value
+
+
+def report_downloads(ctx: Context, page_html: str, page_json: str, report: dict) -> None:
+    """The report's headline numbers and its two downloads."""
+    axioms, faith = report["axioms"], report["deletion_insertion"]
     cols = st.columns(3)
     if axioms.get("available"):
         cols[0].metric("Completeness, max error", f"{axioms['completeness']['max_error']:.1e}")
-    faith = figures["deletion_insertion"]
     if faith.get("available"):
-        for col, (method, values) in zip(cols[1:], faith["methods"].items()):
-            col.metric(f"{method}: deletion / insertion AUC", f"{values['deletion_auc']:.3f} / {values['insertion_auc']:.3f}")
-    left, right = st.columns(2)
-    left.download_button(
+        shown = [m for m in ("refined heatmap", "Grad-CAM") if m in faith["methods"]] or list(faith["methods"])[:2]
+        for col, method in zip(cols[1:], shown):
+            values = faith["methods"][method]
+            col.metric(f"{method}: deletion / insertion AUC", f"{auc_mean(values['deletion_auc']):.3f} / "
+                       f"{auc_mean(values['insertion_auc']):.3f}")
+    html_col, json_col = st.columns(2)
+    html_col.download_button(
         "Download the report (HTML)", page_html, file_name=f"{ctx.name}-report.html", mime="text/html",
         icon=":material/download:", width="stretch",
     )
-    right.download_button(
+    json_col.download_button(
         "Download the figures (JSON)", page_json, file_name=f"{ctx.name}-report.json", mime="application/json",
         icon=":material/data_object:", width="stretch",
     )
+
+
+# -- the page --------------------------------------------------------------------------------------
+navigation.entry()
+st.title("Evaluate")
+st.caption(
+    "How exact the rewritten head is, how much the NMF prototypes alone explain, and how well each refinement "
+    "strategy keeps the prototypes' heatmaps on held-out photos."
+)
+ctx = require_run()
+held_out = held_out_controls(ctx)
+sf = held_out_features(ctx, held_out, compute=False)
+if sf is None:
+    if st.button("Evaluate on the held-out split", type="primary", icon=":material/play_arrow:"):
+        sf = held_out_features(ctx, held_out, compute=True)
+    else:
+        st.caption("The held-out photos pass through the backbone once (cached on disk afterwards).")
+if sf is not None:
+    held_out_figures(ctx, held_out, sf)
+st.divider()
+errors_against_k(ctx)
+choosing_k(ctx, held_out, sf)
+st.divider()
+report_section(ctx, held_out)

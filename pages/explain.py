@@ -1,35 +1,24 @@
 """Explain: one photo, its top classes, and a class's logit as the sum of its prototypes' contributions."""
 
+from __future__ import annotations
+
 import pandas as pd
 import streamlit as st
+import torch
 
-from pages import ui
-from protolib.explain import explain_features, heatmap_overlay, part_map
+from pages.common import figures, navigation
+from pages.common.figures import PART_MAP_NOTE
+from pages.common.pickers import Picked, image_picker
+from pages.common.run_context import Context, require_run
+from pages.common.state import kept
+from pages.common.viewmodels import default_class
+from protolib.explain import Explanation, explain_features, heatmap_overlay, part_map
 
-ui.entry()
-st.title("Explain")
-st.caption(
-    "The prototype network's logit for a class is the bias plus one contribution per prototype; each contribution "
-    "is the mean of that prototype's heatmap over the photo."
-)
-ctx = ui.require_run()
-head = ctx.head
 
-picked = ui.image_picker(ctx)
-if picked is None:
-    st.stop()
-
-logits, contributions = head(picked.feats.unsqueeze(0))
-logits = logits[0]
-decomposed = [int(c) for c in head.classes]
-probs = logits.softmax(dim=0)
-top = probs.topk(5)
-predicted = int(logits.argmax())
-
-image_col, top_col = st.columns([1, 2], gap="large")
-with image_col:
-    st.image(picked.shown, caption=f"{picked.name} (as the model sees it)", width="stretch")
-with top_col:
+def top_classes(ctx: Context, logits: torch.Tensor) -> None:
+    """The five most probable classes, those of the run marked ✓."""
+    decomposed = set(ctx.decomposed)
+    top = logits.softmax(dim=0).topk(5)
     st.markdown("##### Top-5 classes")
     st.dataframe(
         pd.DataFrame(
@@ -48,39 +37,69 @@ with top_col:
             "decomposed": st.column_config.TextColumn(help="✓: the run has prototypes for this class"),
         },
     )
-    default = predicted if predicted in decomposed else decomposed[int(logits[head.classes].argmax())]
-    if predicted not in decomposed:
+
+
+def class_to_explain(ctx: Context, picked: Picked, logits: torch.Tensor) -> int:
+    """The predicted class when the run decomposed it, else the best decomposed one; the user may pick another."""
+    predicted, first = default_class(logits, ctx.decomposed)
+    if predicted != first:
         st.info(
             f"The predicted class “{ctx.labels[predicted]}” was not decomposed in this run; "
             "showing the highest-scoring decomposed class instead."
         )
-    label = ui.kept(
-        st.selectbox, "Class to explain", f"explain_class.{picked.key}", default, options=decomposed,
+    return kept(
+        st.selectbox, "Class to explain", f"explain_class.{picked.key}", first, options=ctx.decomposed,
         format_func=lambda c: ctx.labels[c] + ("  (predicted)" if c == predicted else ""),
     )
 
-e = explain_features(head, picked.feats, picked.shown, label)
-k = len(e.contributions)
-st.divider()
-chart_col, map_col = st.columns([3, 2], gap="large")
-with chart_col:
-    st.plotly_chart(
-        ui.waterfall(e.contributions, e.bias, f"“{ctx.labels[label]}”: logit {e.logit:.2f} = bias + prototypes"),
-        width="stretch",
-        config={"displayModeBar": False},
-    )
-with map_col:
-    st.markdown(f"##### Part map of “{ctx.labels[label]}”")
-    st.image(part_map(e.presence, e.image), width="stretch")
-    ui.legend(k)
 
-st.markdown("##### Each prototype's heatmap")
-st.caption("Bright: the place adds to the logit; dark: it takes away. Its mean is the contribution.")
-per_row = min(max(k, 4), 5)
-for start in range(0, k, per_row):
-    cols = st.columns(per_row)
-    for i, col in zip(range(start, start + per_row), cols):
-        if i < k:
-            with col:
-                st.image(heatmap_overlay(e.heatmaps[i], e.image), width="stretch")
-                st.markdown(ui.chip(i, f"P{i + 1}: <b>{float(e.contributions[i]):+.2f}</b>"), unsafe_allow_html=True)
+def contributions_and_part_map(ctx: Context, e: Explanation) -> None:
+    k = len(e.contributions)
+    chart_col, map_col = st.columns([3, 2], gap="large")
+    with chart_col:
+        st.plotly_chart(
+            figures.waterfall(e.contributions, e.bias, f"“{ctx.labels[e.label]}”: logit {e.logit:.2f} = bias + prototypes"),
+            width="stretch", config=figures.PLAIN,
+        )
+    with map_col:
+        st.markdown(f"##### Part map of “{ctx.labels[e.label]}”")
+        st.image(part_map(e.presence, e.image), caption=PART_MAP_NOTE, width="stretch")
+        figures.legend(k)
+
+
+def heatmaps(e: Explanation) -> None:
+    """Each prototype's heatmap on the photo, with its contribution."""
+    k = len(e.contributions)
+    st.markdown("##### Each prototype's heatmap")
+    st.caption("Bright: the place adds to the logit; dark: it takes away. Its mean is the contribution.")
+    per_row = min(max(k, 4), 5)
+    for start in range(0, k, per_row):
+        for i, col in zip(range(start, start + per_row), st.columns(per_row)):
+            if i < k:
+                with col:
+                    st.image(heatmap_overlay(e.heatmaps[i], e.image), width="stretch")
+                    st.markdown(figures.chip(i, f"P{i + 1}: <b>{float(e.contributions[i]):+.2f}</b>"), unsafe_allow_html=True)
+
+
+# -- the page --------------------------------------------------------------------------------------
+navigation.entry()
+st.title("Explain")
+st.caption(
+    "The prototype network's logit for a class is the bias plus one contribution per prototype; each contribution "
+    "is the mean of that prototype's heatmap over the photo."
+)
+ctx = require_run()
+picked = image_picker(ctx)
+if picked is None:
+    st.stop()
+logits = ctx.head(picked.feats.unsqueeze(0))[0][0]
+image_col, top_col = st.columns([1, 2], gap="large")
+with image_col:
+    st.image(picked.shown, caption=f"{picked.name} (as the model sees it)", width="stretch")
+with top_col:
+    top_classes(ctx, logits)
+    label = class_to_explain(ctx, picked, logits)
+explanation = explain_features(ctx.head, picked.feats, picked.shown, label)
+st.divider()
+contributions_and_part_map(ctx, explanation)
+heatmaps(explanation)

@@ -4,105 +4,116 @@ Contributions are linear in the pooled features, so every change here is compute
 contributions (an st.fragment that never reruns the backbone).
 """
 
-import pandas as pd
-import plotly.graph_objects as go
-import streamlit as st
+from __future__ import annotations
 
-from pages import ui
-from protolib import appstate
-from protolib.metrics import among_decomposed, intervention_effect, oracle_intervention, prototype_importance
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from pages.common import cache, figures, navigation
+from pages.common.heldout import held_out_controls, held_out_features
+from pages.common.pickers import Picked, image_picker
+from pages.common.run_context import Context, require_run
+from pages.common.sidebar import select_run
+from pages.common.state import kept, workspace
+from pages.common.viewmodels import default_class, describe_scale, gains_and_losses, scale_matrix, top_logit_rows
+from protolib.evaluation.intervention import intervention_effect, oracle_intervention, prototype_importance
+from protolib.evaluation.metrics import among_decomposed
 from protolib.runs import RunError, save_run
 
-ui.entry()
-st.title("Intervene")
-st.caption(
-    "Switch a prototype off (or scale it) and the class's logit loses that part's contribution: a test-time "
-    "edit of the model that needs no retraining and no second pass through the backbone."
-)
-ctx = ui.require_run()
-run, head = ctx.run, ctx.head
-state = st.session_state
 
-picked = ui.image_picker(ctx)
-if picked is None:
-    st.stop()
-pooled = picked.feats.mean(dim=(0, 1)).unsqueeze(0)  # (1, D): all an intervention needs
-contributions = head.contributions(pooled)
-original = head.logits(pooled, contributions)[0]
-decomposed = [int(c) for c in head.classes]
-position_of = {c: i for i, c in enumerate(decomposed)}
-predicted = int(original.argmax())
-first = predicted if predicted in position_of else decomposed[int(original[head.classes].argmax())]
+@dataclass
+class Photo:
+    """One photo's numbers: all an intervention needs (no backbone run after this)."""
+
+    picked: Picked
+    pooled: torch.Tensor  # (1, D)
+    contributions: torch.Tensor  # (1, C, k)
+    original: torch.Tensor  # (C_all,) logits before any edit
+    predicted: int
+    first: int  # the class edited first: the prediction when decomposed, else the best decomposed class
 
 
-def setting_names(label: int, i: int) -> tuple[str, str]:
+def photo_numbers(ctx: Context, picked: Picked) -> Photo:
+    pooled = picked.feats.mean(dim=(0, 1)).unsqueeze(0)
+    contributions = ctx.head.contributions(pooled)
+    original = ctx.head.logits(pooled, contributions)[0]
+    predicted, first = default_class(original, ctx.decomposed)
+    return Photo(picked, pooled, contributions, original, predicted, first)
+
+
+# -- the controls --------------------------------------------------------------------------------
+def setting_keys(ctx: Context, label: int, i: int) -> tuple[str, str]:
+    """The session keys of prototype ``i`` of class ``label``: switched on, and its scale."""
     return f"iv.{ctx.key}.{label}.{i}.on", f"iv.{ctx.key}.{label}.{i}.scale"
 
 
-def reset_all() -> None:
-    for label in decomposed:
-        for i in range(run.k):
-            on, scale = setting_names(label, i)
-            state[on], state[scale] = True, 1.0
+def reset_all(ctx: Context) -> None:
+    for label in ctx.decomposed:
+        for i in range(ctx.run.k):
+            on, scale = setting_keys(ctx, label, i)
+            st.session_state[on], st.session_state[scale] = True, 1.0
 
 
-def current_scale(labels: list[int]):
-    """The (C, k) intervention set by the controls of the classes being edited (what is shown is
-    what applies)."""
+def current_scale(ctx: Context, labels: list[int]) -> torch.Tensor:
+    """The (C, k) intervention set by the controls of the classes being edited (what is shown is what applies)."""
+    state, position_of = st.session_state, {c: i for i, c in enumerate(ctx.decomposed)}
     settings = {}
     for label in labels:
-        for i in range(run.k):
-            on, scale = setting_names(label, i)
+        for i in range(ctx.run.k):
+            on, scale = setting_keys(ctx, label, i)
             value = float(state.get(scale, 1.0)) if state.get(on, True) else 0.0
             if value != 1.0:
                 settings[(position_of[label], i)] = value
-    return appstate.scale_matrix(len(decomposed), run.k, settings)
+    return scale_matrix(len(ctx.decomposed), ctx.run.k, settings)
 
 
-def controls(labels: list[int]) -> None:
+def controls(ctx: Context, photo: Photo, labels: list[int]) -> None:
+    """A switch and a scale slider per prototype of each class being edited."""
     for label in labels:
-        c = position_of[label]
+        c = ctx.decomposed.index(label)
         with st.container(border=True):
-            st.markdown(
-                f"**{ctx.labels[label]}** · logit {float(original[label]):.2f} on this photo", unsafe_allow_html=True
-            )
-            for i in range(run.k):
-                on_name, scale_name = setting_names(label, i)
+            st.markdown(f"**{ctx.labels[label]}** · logit {float(photo.original[label]):.2f} on this photo")
+            for i in range(ctx.run.k):
+                on_key, scale_key = setting_keys(ctx, label, i)
                 chip_col, on_col, scale_col = st.columns([3, 1, 3], vertical_alignment="center")
                 with chip_col:
                     st.markdown(
-                        ui.chip(i, f"<b>P{i + 1}</b>&nbsp;<small>α&nbsp;{float(run.alpha[c, i]):+.3f}</small>")
-                        + f"<br><small>contribution {float(contributions[0, c, i]):+.2f}</small>",
+                        figures.chip(i, f"<b>P{i + 1}</b>")
+                        + f"<br><small>contribution&nbsp;<b>{float(photo.contributions[0, c, i]):+.2f}</b></small>"
+                        + f"<br><small>α&nbsp;{float(ctx.run.alpha[c, i]):+.3g}</small>",
                         unsafe_allow_html=True,
                     )
                 with on_col:
-                    on = ui.kept(st.toggle, f"P{i + 1} on", on_name, True, label_visibility="collapsed")
+                    on = kept(st.toggle, f"P{i + 1} on", on_key, True, label_visibility="collapsed")
                 with scale_col:
-                    ui.kept(
-                        st.slider, f"Scale of P{i + 1}", scale_name, 1.0, min_value=0.0, max_value=2.0, step=0.05,
+                    kept(
+                        st.slider, f"Scale of P{i + 1}", scale_key, 1.0, min_value=0.0, max_value=2.0, step=0.05,
                         disabled=not on, label_visibility="collapsed",
                     )
 
 
-def results(edited, labels: list[int]) -> None:
-    label = labels[0]
+# -- this photo ----------------------------------------------------------------------------------
+def photo_results(ctx: Context, photo: Photo, edited: torch.Tensor, labels: list[int]) -> None:
+    """The edited logit and prediction, and the top classes before and after."""
+    label, original = labels[0], photo.original
     new_predicted = int(edited.argmax())
-    image, a, b = st.columns([1, 1.2, 1.6], vertical_alignment="center")
-    image.image(picked.shown, width="stretch")
-    a.metric(
-        f"Logit of “{ctx.labels[label]}”", f"{float(edited[label]):.2f}",
-        delta=f"{float(edited[label] - original[label]):+.2f}" if float(edited[label] - original[label]) else None,
-    )
-    with b:
+    image_col, logit_col, predicted_col = st.columns([1, 1.2, 1.6], vertical_alignment="center")
+    image_col.image(photo.picked.shown, width="stretch")
+    change = float(edited[label] - original[label])
+    logit_col.metric(f"Logit of “{ctx.labels[label]}”", f"{float(edited[label]):.2f}", delta=f"{change:+.2f}" if change else None)
+    with predicted_col:
         st.markdown(
             f"<small>Predicted class</small><br><span style='font-size:1.5rem'>{ctx.labels[new_predicted]}</span>",
             unsafe_allow_html=True,
         )
-        if new_predicted != predicted:
-            st.badge(f"changed from {ctx.labels[predicted]}", icon=":material/swap_horiz:", color="orange")
+        if new_predicted != photo.predicted:
+            st.badge(f"changed from {ctx.labels[photo.predicted]}", icon=":material/swap_horiz:", color="orange")
         else:
             st.badge("unchanged", icon=":material/check:", color="gray")
-    rows = appstate.top_logit_rows(ctx.labels, original, edited, 5, decomposed, include=labels)
+    rows = top_logit_rows(ctx.labels, original, edited, 5, ctx.decomposed, include=labels)
     table = pd.DataFrame(rows)[["rank", "class", "logit", "original logit", "change", "probability"]]
 
     def highlight(row):
@@ -118,132 +129,121 @@ def results(edited, labels: list[int]) -> None:
     )
     shown = list(dict.fromkeys([r["class"] for r in rows] + [ctx.labels[int(c)] for c in original.topk(5).indices]))
     index = {name: i for i, name in enumerate(ctx.labels)}
-    fig = go.Figure(
-        [
-            go.Bar(name="original", y=shown, x=[float(original[index[n]]) for n in shown], orientation="h",
-                   marker_color="#b0bec5"),
-            go.Bar(name="edited", y=shown, x=[float(edited[index[n]]) for n in shown], orientation="h",
-                   marker_color="#0f6e8c"),
-        ]
+    st.plotly_chart(
+        figures.logit_bars(shown, [float(original[index[n]]) for n in shown], [float(edited[index[n]]) for n in shown]),
+        width="stretch", config=figures.PLAIN,
     )
-    fig.update_layout(
-        barmode="group", height=80 + 34 * len(shown), margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        yaxis={"autorange": "reversed"}, xaxis={"title": "logit"}, legend={"orientation": "h", "y": -0.25},
-    )
-    st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})
 
 
-@st.cache_resource(max_entries=4, show_spinner=False)
-def split_baseline(key: str, _head, _pooled):
-    """The held-out split's contributions and unedited predictions, computed once per run and split
-    so that each edit costs one weighted sum (read only: shared between sessions)."""
-    contributions = _head.contributions(_pooled)
-    return contributions, _head.logits(_pooled, contributions).argmax(dim=1)
-
-
-def held_out(scale, labels: list[int]) -> None:
+# -- the held-out split --------------------------------------------------------------------------
+def held_out_section(ctx: Context, scale: torch.Tensor, labels: list[int]) -> None:
+    """The same intervention on the held-out photos: accuracy, classes that gained or lost, each
+    prototype's importance, and the oracle experiment."""
     st.markdown("##### The same intervention on the held-out split")
-    settings = ui.val_controls(ctx)
-    sf = ui.val_features(ctx, settings, compute=False)
+    held_out = held_out_controls(ctx)
+    sf = held_out_features(ctx, held_out, compute=False)
     if sf is None:
         st.caption("The held-out photos pass through the backbone once; afterwards every change here is instant.")
         if st.button("Compute held-out features", icon=":material/dataset:"):
-            sf = ui.val_features(ctx, settings, compute=True)
+            sf = held_out_features(ctx, held_out, compute=True)
         if sf is None:
             return
-    among = ui.kept(
+    among = kept(
         st.toggle, "Classify among the run's classes only", "val_among_run", False,
         help="As in the paper, which decomposes every class: the model chooses between the run's classes only. "
         "Otherwise it keeps all its classes, and a mistake towards a class outside the run cannot be undone "
         "by editing the run's prototypes.",
     )
-    edited, pooled, truth, names = head, sf.pooled, sf.labels, ctx.labels
+    head, pooled, truth, names = ctx.head, sf.pooled, sf.labels, ctx.labels
     if among:
-        edited, pooled, truth = among_decomposed(head, sf.pooled, sf.labels)
+        head, pooled, truth = among_decomposed(ctx.head, sf.pooled, sf.labels)
         names = ctx.class_names
         if not len(truth):
             st.info("None of these held-out photos belongs to one of the run's classes.")
             return
-    contributions, before = split_baseline(f"{ctx.key}.{settings}.{among}", edited, pooled)
-    effect = intervention_effect(edited, pooled, truth, scale, contributions, before)
-    a, b, c = st.columns(3)
-    a.metric("Top-1 before", f"{100 * effect['top1_before']:.1f} %")
-    b.metric(
-        "Top-1 after", f"{100 * effect['top1_after']:.1f} %",
-        delta=f"{100 * (effect['top1_after'] - effect['top1_before']):+.1f} pts"
-        if effect["top1_after"] != effect["top1_before"] else None,
-    )
-    c.metric("Predictions changed", f"{effect['predictions_changed']} / {len(truth)}")
-    gained, lost = appstate.gains_and_losses(effect["per_class_change"], names)
-    g, lo = st.columns(2)
-    points = {"accuracy change": st.column_config.NumberColumn("accuracy change", format="%+.1f pts")}
-    with g:
-        st.markdown("**Classes that gained**")
-        if gained:
-            st.dataframe(pd.DataFrame(gained).assign(**{"accuracy change": lambda d: 100 * d["accuracy change"]}),
-                         hide_index=True, width="stretch", column_config=points)
-        else:
-            st.caption("none")
-    with lo:
-        st.markdown("**Classes that lost**")
-        if lost:
-            st.dataframe(pd.DataFrame(lost).assign(**{"accuracy change": lambda d: 100 * d["accuracy change"]}),
-                         hide_index=True, width="stretch", column_config=points)
-        else:
-            st.caption("none")
+    key = f"{held_out.key(ctx)}|{among}"
+    contributions, before = cache.split_baseline(key, head, pooled)
+    effect = intervention_effect(head, pooled, truth, scale, contributions, before)
+    accuracy_metrics(effect, len(truth))
+    gained_and_lost(*gains_and_losses(effect["per_class_change"], names))
+    importance_table(ctx, prototype_importance(head, pooled, truth), labels)
+    oracle_section(key, head, pooled, truth)
 
-    importance = prototype_importance(edited, pooled, truth)
+
+def accuracy_metrics(effect: dict, n_photos: int) -> None:
+    before_col, after_col, changed_col = st.columns(3)
+    before_col.metric("Top-1 before", f"{100 * effect['top1_before']:.1f} %")
+    change = effect["top1_after"] - effect["top1_before"]
+    after_col.metric("Top-1 after", f"{100 * effect['top1_after']:.1f} %", delta=f"{100 * change:+.1f} pts" if change else None)
+    changed_col.metric("Predictions changed", f"{effect['predictions_changed']} / {n_photos}")
+
+
+def gained_and_lost(gained: list[dict], lost: list[dict]) -> None:
+    points = {"accuracy change": st.column_config.NumberColumn("accuracy change", format="%+.1f pts")}
+    for column, title, rows in zip(st.columns(2), ("Classes that gained", "Classes that lost"), (gained, lost)):
+        with column:
+            st.markdown(f"**{title}**")
+            if rows:
+                table = pd.DataFrame(rows).assign(**{"accuracy change": lambda d: 100 * d["accuracy change"]})
+                st.dataframe(table, hide_index=True, width="stretch", column_config=points)
+            else:
+                st.caption("none")
+
+
+def importance_table(ctx: Context, importance: torch.Tensor, labels: list[int]) -> None:
+    """Top-1 drop on the split when each prototype alone is switched off."""
+    k = ctx.run.k
+    rows = []
+    for label in labels:
+        c = ctx.decomposed.index(label)
+        rows.append({"class": ctx.labels[label], **{f"P{i + 1}": 100 * float(importance[c, i]) for i in range(k)}})
     st.markdown("**Importance of each prototype** (top-1 drop on this split when it alone is switched off)")
     st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "class": ctx.labels[label],
-                    **{f"P{i + 1}": 100 * float(importance[position_of[label], i]) for i in range(run.k)},
-                }
-                for label in labels
-            ]
-        ),
+        pd.DataFrame(rows),
         hide_index=True,
         width="stretch",
-        column_config={f"P{i + 1}": st.column_config.NumberColumn(format="%+.1f pts") for i in range(run.k)},
+        column_config={f"P{i + 1}": st.column_config.NumberColumn(format="%+.1f pts") for i in range(k)},
     )
 
+
+def oracle_section(key: str, head, pooled: torch.Tensor, truth: torch.Tensor) -> None:
     st.markdown("##### Oracle experiment (the paper's Table 4)")
     st.caption(
         "In every wrong prediction whose predicted class was decomposed, zero that class's most important "
         "prototype for that photo only: how much could a perfect human-in-the-loop fix?"
     )
-    oracle_key = f"oracle.{ctx.key}.{settings}.{among}"
+    oracle_key = f"oracle.{key}"
     if st.button("Run the oracle", icon=":material/science:"):
-        state[oracle_key] = oracle_intervention(edited, pooled, truth)
-    oracle = state.get(oracle_key)
+        st.session_state[oracle_key] = oracle_intervention(head, pooled, truth)
+    oracle = st.session_state.get(oracle_key)
     if oracle:
-        a, b, c = st.columns(3)
-        a.metric("Top-1 before", f"{100 * oracle['top1_before']:.1f} %")
-        b.metric(
+        before_col, after_col, photos_col = st.columns(3)
+        before_col.metric("Top-1 before", f"{100 * oracle['top1_before']:.1f} %")
+        after_col.metric(
             "Top-1 with the oracle", f"{100 * oracle['top1_after']:.1f} %",
             delta=f"{100 * (oracle['top1_after'] - oracle['top1_before']):+.1f} pts",
         )
-        c.metric("Photos intervened on", oracle["intervened_images"])
+        photos_col.metric("Photos intervened on", oracle["intervened_images"])
 
 
-def save(scale) -> None:
+# -- saving --------------------------------------------------------------------------------------
+def save_section(ctx: Context, scale: torch.Tensor) -> None:
+    """The edited head saved as a new run, which can then be opened."""
+    state = st.session_state
     st.markdown("##### Save the edited head")
-    note = appstate.describe_scale(scale, ctx.class_names)
+    note = describe_scale(scale, ctx.class_names)
     name_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
     with name_col:
-        name = ui.kept(st.text_input, "New run name", f"iv_name.{ctx.key}", f"{ctx.name}-edited")
+        name = kept(st.text_input, "New run name", f"iv_name.{ctx.key}", f"{ctx.name}-edited")
     with button_col:
-        clicked = st.button(
-            "Save as a new run", icon=":material/save:", disabled=note == "no change", width="stretch"
-        )
+        clicked = st.button("Save as a new run", icon=":material/save:", disabled=note == "no change", width="stretch")
     st.caption(f"Intervention: {note}")
     if clicked:
+        ws = workspace()
         try:
-            path = save_run(run.with_scale(scale, note), appstate.unique_run_path(appstate.runs_dir(), name))
+            path = save_run(ctx.run.with_scale(scale, note), ws.new_run_path(name))
         except (RunError, ValueError, OSError) as exc:
-            st.error(f"Could not save: {exc}")
+            st.error(ws.redact(f"Could not save: {exc}"))
             return
         state["iv_saved"] = path.name
     if state.get("iv_saved"):
@@ -251,15 +251,16 @@ def save(scale) -> None:
         st.success(f"Saved as run “{saved}”.", icon=":material/check_circle:")
         if st.button(f"Open “{saved}”"):
             state.pop("iv_saved")
-            ui.select_run(saved)
+            select_run(saved)
             st.rerun(scope="app")
 
 
 @st.fragment
-def live() -> None:
-    labels = ui.kept(
-        st.multiselect, "Classes to edit", f"iv_classes.{picked.key}", [first], options=decomposed,
-        format_func=lambda c: ctx.labels[c] + ("  (predicted)" if c == predicted else ""),
+def live(ctx: Context, photo: Photo) -> None:
+    """Everything that follows the controls; redraws alone when they change."""
+    labels = kept(
+        st.multiselect, "Classes to edit", f"iv_classes.{photo.picked.key}", [photo.first], options=ctx.decomposed,
+        format_func=lambda c: ctx.labels[c] + ("  (predicted)" if c == photo.predicted else ""),
     )
     if not labels:
         st.info("Choose at least one decomposed class to edit.")
@@ -267,17 +268,28 @@ def live() -> None:
     left, right = st.columns([5, 6], gap="large")
     with left:
         st.markdown("##### Prototypes: on/off and scale")
-        controls(labels)
-        st.button("Reset all", icon=":material/restart_alt:", on_click=reset_all)
-    scale = current_scale(labels)
-    edited = head.logits(pooled, contributions, scale)[0]
+        controls(ctx, photo, labels)
+        st.button("Reset all", icon=":material/restart_alt:", on_click=reset_all, args=(ctx,))
+    scale = current_scale(ctx, labels)
+    edited = ctx.head.logits(photo.pooled, photo.contributions, scale)[0]
     with right:
         st.markdown("##### This photo")
-        results(edited, labels)
+        photo_results(ctx, photo, edited, labels)
     st.divider()
-    held_out(scale, labels)
+    held_out_section(ctx, scale, labels)
     st.divider()
-    save(scale)
+    save_section(ctx, scale)
 
 
-live()
+# -- the page --------------------------------------------------------------------------------------
+navigation.entry()
+st.title("Intervene")
+st.caption(
+    "Switch a prototype off (or scale it) and the class's logit loses that part's contribution: a test-time "
+    "edit of the model that needs no retraining and no second pass through the backbone."
+)
+ctx = require_run()
+picked = image_picker(ctx)
+if picked is None:
+    st.stop()
+live(ctx, photo_numbers(ctx, picked))

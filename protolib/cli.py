@@ -1,5 +1,6 @@
-"""Command line: ``python -m protolib decompose | evaluate | explain``, and ``probe`` (fit a linear probe),
-``parts-benchmark`` (prototypes against ground-truth parts), ``cub-export`` and ``cub-eval`` (CUB-200-2011)."""
+"""Command line: ``protoscope`` (or ``python -m protolib``) ``decompose | evaluate | explain | report``, ``app``
+(the browser app), ``probe`` (fit a linear probe), ``parts-benchmark`` (prototypes against ground-truth parts),
+``cub-export`` and ``cub-eval`` (CUB-200-2011)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-from .atomic import atomic_path
+from . import config
 from .backbones import DEFAULT_BACKBONE, BackboneError, load_backbone
 from .data import DataError
-from .decompose import DEFAULT_STRATEGY, STRATEGIES
-from .runs import RunError
+from .files import atomic_path
+from .method import DEFAULT_STRATEGY, STRATEGIES
+from .runs import MANIFEST, RunError
 
+DATA_HELP = "DIR/train|val/<class>/<images> or DIR/<class>/<images> (default: the sample photos)"
 USER_ERRORS = (BackboneError, DataError, RunError, FileExistsError, FileNotFoundError, ValueError)
 
 
@@ -36,27 +39,35 @@ class StageProgress:
             bar.close()
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (0 or -1 would silently mean "all" or "all but one")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give 1 or more")
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.add_argument("--cache", default=None, help="feature cache folder (default: $PROTOLIB_CACHE or ~/.cache/protoscope)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m protolib", description=__doc__)
+    parser = argparse.ArgumentParser(prog="protoscope", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("decompose", help="find k part prototypes per class and rewrite the head exactly")
-    p.add_argument("--data", default=None, help="folder with train/ and val/ class sub-folders (with --run: the probe's)")
+    p.add_argument("--data", default=None, help=DATA_HELP + "; with --probe: the probe's own")
     p.add_argument("--split", default="train")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="registry name or timm:<model>")
     p.add_argument("--weights", default=None, help="checkpoint file (safetensors or torch); default: pretrained")
-    p.add_argument(
-        "--run", "--probe", dest="probe", default=None, metavar="PROBE_DIR",
-        help="a probe folder (from `probe --out`): decompose the probed model",
-    )
+    p.add_argument("--probe", default=None, metavar="DIR", help="a probe folder (from `probe --out`): decompose the probed model")
     p.add_argument("--classes", nargs="+", default=None, help="class folders or names (default: all)")
-    p.add_argument("--images-per-class", type=int, default=None)
-    p.add_argument("--k", type=int, default=3, help="prototypes per class (default 3)")
+    p.add_argument("--images-per-class", type=positive, default=None)
+    p.add_argument("--k", type=positive, default=3, help="prototypes per class (default 3)")
     p.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder to write")
@@ -65,9 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="exactness, accuracy and heatmap fidelity of a run")
     p.add_argument("--run", required=True)
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", default=str(config.SAMPLE_DATA), help=DATA_HELP)
     p.add_argument("--split", default="val")
-    p.add_argument("--images-per-class", type=int, default=None)
+    p.add_argument("--images-per-class", type=positive, default=None)
     p.add_argument("--json", default=None, help="write the figures here (default: RUN/eval.json)")
     _add_common(p)
 
@@ -79,12 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("probe", help="fit a linear head on a frozen backbone's pooled features of a labelled folder")
-    p.add_argument("--data", required=True, help="folder with train/<class>/ (and val/<class>/ for the accuracy)")
+    p.add_argument("--data", default=str(config.SAMPLE_DATA), help=DATA_HELP)
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="registry name, timm:<model>, or vgg16 / vgg19")
     p.add_argument("--weights", default=None, help="checkpoint file for the backbone; default: pretrained")
     p.add_argument("--split", default="train")
     p.add_argument("--val-split", default="val", help="without it, every 5th training image is held out")
-    p.add_argument("--images-per-class", type=int, default=None)
+    p.add_argument("--images-per-class", type=positive, default=None)
     p.add_argument("--l2", type=float, default=None, help="L2 penalty on standardised features (default 1e-3)")
     p.add_argument("--out", required=True, help="probe folder to write")
     p.add_argument("--overwrite", action="store_true")
@@ -92,38 +103,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("parts-benchmark", help="score prototypes against ground-truth parts (generated data)")
     p.add_argument("--out", default="runs/parts-bench", help="folder for data, model, runs and results.json")
-    p.add_argument("--k", type=int, default=None, help="prototypes per class (default: its number of parts)")
-    p.add_argument("--epochs", type=int, default=None, help="PartsNet training epochs")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                   help="one data set and model per seed; the figures are their mean (default: 0 1 2)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                   help="one data set and model per seed; mean and 95%% interval over them (default: 0 1 2 3 4)")
+    p.add_argument("--k-offsets", type=int, nargs="+", default=None,
+                   help="prototypes per class = its number of parts + each offset (default: 0 2)")
+    p.add_argument("--target-accuracy", type=float, default=None,
+                   help="stop training at the first epoch with this val accuracy (default: 0.98)")
+    p.add_argument("--max-epochs", type=int, default=None, help="PartsNet training epochs at most (default: 10)")
 
     p = sub.add_parser("cub-export", help="write CUB-200-2011 (native layout) as an image folder for the pipeline")
     p.add_argument("--cub", required=True, help="the CUB_200_2011 folder")
     p.add_argument("--out", required=True)
     p.add_argument("--no-crop", action="store_true", help="keep whole images (default: crop to the bounding box)")
     p.add_argument("--classes", nargs="+", default=None, help="class folders (default: all 200)")
-    p.add_argument("--images-per-class", type=int, default=None)
+    p.add_argument("--images-per-class", type=positive, default=None)
     p.add_argument("--class-map", action="store_true", help="write classes.csv for a checkpoint fine-tuned on CUB")
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("cub-eval", help="ProtoEval consistency and stability of a run on CUB test images")
     p.add_argument("--run", required=True)
     p.add_argument("--cub", required=True, help="the CUB_200_2011 folder")
-    p.add_argument("--images-per-class", type=int, default=None)
+    p.add_argument("--images-per-class", type=positive, default=None)
     p.add_argument("--no-crop", action="store_true")
     p.add_argument("--json", default=None, help="write the figures here (default: RUN/cub_protoeval.json)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    _add_common(p)
 
     p = sub.add_parser("report", help="one HTML report (and JSON beside it): exactness, Table 3, faithfulness, intervention")
     p.add_argument("--run", required=True)
-    p.add_argument("--data", required=True, help="folder with val/<class folder>/ (the held-out images)")
+    p.add_argument("--data", default=str(config.SAMPLE_DATA), help=DATA_HELP)
     p.add_argument("--out", default=None, help="HTML file to write (default: RUN/report.html; JSON beside it)")
     p.add_argument("--split", default="val")
-    p.add_argument("--images-per-class", type=int, default=None, help="held-out images per class (default: all)")
+    p.add_argument("--images-per-class", type=positive, default=None, help="held-out images per class (default: all)")
     p.add_argument("--keypoints", default=None, help="CUB root or folder with keypoints.csv (default: --data)")
-    p.add_argument("--faithfulness-images", type=int, default=8, help="images of the deletion/insertion curves")
-    p.add_argument("--steps", type=int, default=8, help="steps of each deletion/insertion curve")
+    p.add_argument("--faithfulness-images", type=positive, default=100, help="held-out images of the deletion/insertion curves")
+    p.add_argument("--steps", type=positive, default=8, help="steps of each deletion/insertion curve")
     p.add_argument("--seeds", type=int, default=3, help="NMF seeds compared for stability")
+    _add_common(p)
+    p = sub.add_parser("app", help="open the app in the browser (streamlit run app.py)")
+    p.add_argument("--data", default=None, help="the data folder the app opens on (default: the sample photos)")
+    p.add_argument("streamlit_args", nargs="*", help="options for streamlit, after --, e.g. -- --server.port 8600")
+    p = sub.add_parser("compare", help="2 or 3 runs side by side on the same photos of one class (a PNG and an HTML page)")
+    p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="2 or 3 run folders")
+    p.add_argument("--class", dest="class_name", required=True, metavar="NAME",
+                   help="a class every run decomposed (name or folder)")
+    p.add_argument("--data", default=str(config.SAMPLE_DATA), help=DATA_HELP + "; the held-out photos of the class")
+    p.add_argument("--split", default="val")
+    p.add_argument("--photos", type=positive, default=8, help="held-out photos of the class (default 8)")
+    p.add_argument("--maps", choices=("heatmaps", "coefficients"), default="heatmaps",
+                   help="what prototypes are matched on: their heatmaps f.p (default) or coefficient maps f.pinv(P)")
+    p.add_argument("--out", required=True, help="PNG file to write (the HTML page goes beside it)")
     _add_common(p)
     return parser
 
@@ -135,13 +163,11 @@ def cmd_decompose(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
-    if not (args.data or args.probe):
-        raise ValueError("--data is required (the folder with train/<class>/<images>)")
-    if args.probe and (Path(args.probe) / "manifest.json").is_file():
-        raise ValueError(f"{args.probe} is a decomposition run, not a probe: --run takes a folder written by `probe --out`")
+    if args.probe and (Path(args.probe) / MANIFEST).is_file():
+        raise ValueError(f"{args.probe} is a decomposition run, not a probe: --probe takes a folder written by `probe --out`")
     name = f"probe:{args.probe}" if args.probe else args.backbone
     backbone = load_backbone(name, args.weights, args.device)
-    data = args.data or _probe_data(backbone)
+    data = args.data or (_probe_data(backbone) if args.probe else str(config.SAMPLE_DATA))
     if backbone.note:
         print(f"note: {backbone.note}", file=sys.stderr)
     started = time.perf_counter()
@@ -175,40 +201,60 @@ def _probe_data(backbone) -> str:
     return data
 
 
-def cmd_evaluate(args) -> int:
-    from .metrics import evaluate_run
+def _run_and_model(args):
+    """The run of ``--run`` and the model it was made from, on ``--device``."""
     from .runs import load_run
 
     run = load_run(args.run)
-    backbone = run.load_backbone(args.device)
+    return run, run.load_backbone(args.device)
+
+
+def _write_json(figures: dict, target: str | Path) -> Path:
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(figures, indent=2))
+    return target
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation.metrics import evaluate_run
+
+    run, backbone = _run_and_model(args)
     figures = evaluate_run(
         run, backbone, args.data, args.split, args.images_per_class, cache_dir=args.cache, progress=StageProgress()
     )
-    target = Path(args.json) if args.json else Path(args.run) / "eval.json"
-    with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(figures, indent=2))
-    for key in ("top1_original", "top1_prototype", "max_abs_logit_diff", "prototypes_only_top1", "residual_only_top1"):
+    target = _write_json(figures, args.json or Path(args.run) / "eval.json")
+    for key in ("top1_original", "top1_prototype", "max_abs_logit_diff"):
         print(f"{key:<30} {figures[key]:.6g}")
-    for name, value in figures["heatmap_fidelity"].items():
-        print(f"{'heatmap_fidelity.' + name:<30} {value:.4f}")
+    for space, scores in figures["table3"].items():
+        if isinstance(scores, dict):
+            print(f"{'table3.' + space:<30} " + "  ".join(f"{key} {value:.4f}" for key, value in scores.items()))
+    for name, f in figures["signed_fidelity"].items():
+        print(f"{'signed_fidelity.' + name:<30} mean {f['mean']:.4f}  worst {f['min']:+.4f}  flips {f['flips']}")
     print(f"-> {target}")
     return 0
 
 
 def cmd_explain(args) -> int:
     from .explain import explain_image, explanation_figure
-    from .runs import load_run
 
-    run = load_run(args.run)
-    backbone = run.load_backbone(args.device)
-    label = None
-    if args.label is not None:
-        label = int(args.label) if args.label.isdigit() else backbone.labels.index(args.label)
-    explanation = explain_image(backbone, run.head(backbone), args.image, label)
+    run, backbone = _run_and_model(args)
+    head = run.head(backbone)
+    label = None if args.label is None else _decomposed_label(args.label, backbone.labels, head)
+    explanation = explain_image(backbone, head, args.image, label)
     path = explanation_figure(explanation, backbone.labels, args.out)
     top_label, top_p = explanation.top(1)[0]
     print(f"predicted {backbone.labels[top_label]} ({top_p:.0%}); explained {backbone.labels[explanation.label]} -> {path}")
     return 0
+
+
+def _decomposed_label(text: str, labels: list[str], head) -> int:
+    """A class given by index or name, which the run must have decomposed."""
+    label = int(text) if text.isdigit() else (labels.index(text) if text in labels else None)
+    decomposed = [labels[c] for c in head.classes.tolist()]
+    if label is None or label >= len(labels) or label not in head.classes.tolist():
+        raise ValueError(f"--label {text!r} is not a class this run decomposed; choose one of: {', '.join(decomposed)}")
+    return label
 
 
 def cmd_probe(args) -> int:
@@ -237,19 +283,24 @@ def cmd_probe(args) -> int:
 def cmd_parts_benchmark(args) -> int:
     from dataclasses import replace
 
-    from .parts_benchmark import BenchConfig, run_parts_benchmark_seeds
+    from .benchmarks.parts import BenchConfig, headline_table, run_parts_benchmark_seeds
 
-    cfg = replace(BenchConfig(), k=args.k)
-    if args.epochs is not None:
-        cfg = replace(cfg, epochs=args.epochs)
-    results = run_parts_benchmark_seeds(args.out, cfg, args.seeds, report=lambda message: print(message, file=sys.stderr))
-    print(json.dumps(results["scores"], indent=2))
+    cfg = BenchConfig()
+    if args.k_offsets is not None:
+        cfg = replace(cfg, k_offsets=tuple(args.k_offsets))
+    if args.target_accuracy is not None:
+        cfg = replace(cfg, target_val_accuracy=args.target_accuracy)
+    if args.max_epochs is not None:
+        cfg = replace(cfg, max_epochs=args.max_epochs)
+    results = run_parts_benchmark_seeds(args.out, cfg, args.seeds, log=lambda message: print(message, file=sys.stderr))
+    print(f"Protocol: {results['protocol']}\n")
+    print(headline_table(results))
     print(f"-> {Path(args.out) / 'results.json'}", file=sys.stderr)
     return 0
 
 
 def cmd_cub_export(args) -> int:
-    from .cub import export_image_folder
+    from .data.cub import export_image_folder
 
     out = export_image_folder(
         args.cub, args.out, crop=not args.no_crop, classes=args.classes, images_per_class=args.images_per_class,
@@ -260,16 +311,12 @@ def cmd_cub_export(args) -> int:
 
 
 def cmd_cub_eval(args) -> int:
-    from .cub import cub_protoeval
-    from .runs import load_run
+    from .evaluation.part_scores import cub_protoeval
 
-    run = load_run(args.run)
-    backbone = run.load_backbone(args.device)
+    run, backbone = _run_and_model(args)
     report = cub_protoeval(run, backbone, args.cub, args.images_per_class, crop=not args.no_crop,
                            progress=StageProgress())
-    target = Path(args.json) if args.json else Path(args.run) / "cub_protoeval.json"
-    with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+    target = _write_json(report, args.json or Path(args.run) / "cub_protoeval.json")
     for method, per_map in report["scores"].items():
         for kind, scores in per_map.items():
             figures = f"consistency {scores['consistency']:6.2f}%  stability {scores['stability']:6.2f}%"
@@ -280,11 +327,9 @@ def cmd_cub_eval(args) -> int:
 
 def cmd_report(args) -> int:
     from .report import ReportSettings, build_report, report_paths, write_report
-    from .runs import load_run
 
     out, _ = report_paths(args.out or Path(args.run) / "report.html")
-    run = load_run(args.run)
-    backbone = run.load_backbone(args.device)
+    run, backbone = _run_and_model(args)
     settings = ReportSettings(
         split=args.split, images_per_class=args.images_per_class, keypoints=args.keypoints,
         faithfulness_images=args.faithfulness_images, steps=args.steps, seeds=args.seeds,
@@ -302,7 +347,65 @@ def cmd_report(args) -> int:
     return 0
 
 
+def app_script() -> Path:
+    """The app's entry file (``app.py`` beside ``pages/``): in a clone, or where ``pip install`` put it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("app")  # found, not imported: importing it would draw the app
+    path = Path(spec.origin) if spec and spec.origin else None
+    if path is None or not (path.parent / "pages" / "common").is_dir():
+        raise FileNotFoundError("the protoscope app (app.py and pages/) is not installed with this package")
+    return path
+
+
+def cmd_app(args) -> int:
+    import subprocess
+
+    options = list(args.streamlit_args)
+    if not any(option.startswith("--server.address") for option in options):
+        options += ["--server.address", "localhost"]  # a shared server is a choice: see the README
+    command = [sys.executable, "-m", "streamlit", "run", str(app_script()), *options]
+    if args.data:
+        command += ["--", "--data", args.data]
+    return subprocess.call(command)
+
+
+def cmd_compare(args) -> int:
+    from .evaluation.compare import MAX_RUNS, comparison_png
+    from .report.build import comparison_report
+    from .report.html import render_comparison
+    from .runs import load_run
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png" or out.is_dir():
+        raise ValueError(f"--out {out} must be a .png file (the HTML page goes beside it)")
+    if not 2 <= len(args.runs) <= MAX_RUNS:
+        raise ValueError(f"--runs takes 2 or {MAX_RUNS} run folders (got {len(args.runs)})")
+    runs = [load_run(path) for path in args.runs]
+    models = {}
+    for run in runs:  # one model per (name, weights): runs of the same model share it
+        key = (run.manifest["backbone"], run.manifest["fingerprint"])
+        if key not in models:
+            models[key] = run.load_backbone(args.device)
+        run.check_backbone(models[key])
+    backbones = [models[(r.manifest["backbone"], r.manifest["fingerprint"])] for r in runs]
+    report, comparison = comparison_report(runs, backbones, args.data, args.class_name, args.split, args.photos,
+                                           args.maps, cache_dir=args.cache)
+    comparison_png(comparison, path=out)
+    page = out.with_suffix(".html")
+    with atomic_path(page) as tmp:
+        tmp.write_text(render_comparison(report), encoding="utf-8")
+    for row in comparison.match_rows():
+        print(row["match"])
+    worst = comparison.disagreeing(1)[0]
+    print(f"agreement {comparison.agreement:.3f} on {len(comparison.photos)} photos of {comparison.class_name} "
+          f"(least: {comparison.per_photo[worst]:.3f}, {comparison.photos[worst]})")
+    print(f"-> {out} and {page}")
+    return 0
+
+
 COMMANDS = {
+    "app": cmd_app,
     "decompose": cmd_decompose,
     "evaluate": cmd_evaluate,
     "explain": cmd_explain,
@@ -311,6 +414,7 @@ COMMANDS = {
     "cub-export": cmd_cub_export,
     "cub-eval": cmd_cub_eval,
     "report": cmd_report,
+    "compare": cmd_compare,
 }
 
 

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from .backbones import Backbone
 from .data import load_image
-from .head import PrototypeHead
+from .method.head import PrototypeHead
 
 # Distinct, colour-blind-friendly colours (Okabe-Ito, then Tableau) for up to 20 prototypes.
 PALETTE = [

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import config
 from .backbones import Backbone, BackboneError, resolve_device
 from .backbones.probe_models import ConvTrunk, ProbeBackbone, load_trunk, probe_name, write_probe
-from .data import DataError, ImageSet, Problem, read_class_map, scan_split
-from .features import Features, Progress, _write_cache, cache_key, default_cache_dir, extract_features
+from .data import DataError, ImageSet, Problem, available_splits, read_class_map, scan_split, split_dir
+from .data.features import Features, Progress, cache_key, extract_features, write_cache
 from .runs import library_versions
 
 DEFAULT_L2 = 1e-3  # on standardised features with a mean loss: sklearn's C=1 for about 1000 images
@@ -55,7 +56,7 @@ class Probe:
             # the model build_probe(folder) rebuilds, without loading the backbone's weights a second time
             probed = ProbeBackbone(probe_name(folder), self.trunk, head, [c["name"] for c in classes],
                                    [c["folder"] for c in classes])
-            root = Path(cache_dir or default_cache_dir())
+            root = Path(cache_dir or config.cache_dir())
             for per_class in self.features.values():
                 for feats in per_class.values():
                     _seed_cache(probed, feats, root)
@@ -69,7 +70,7 @@ def _seed_cache(probed: Backbone, feats: Features, root: Path) -> None:
     with torch.inference_mode():
         spatial = feats.feats.to(probed.device).permute(0, 3, 1, 2)
         logits = probed.head_logits(spatial).float().cpu()
-    _write_cache(root / f"{cache_key(probed, paths)}.safetensors", Features(feats.paths, feats.feats, logits, []))
+    write_cache(root / f"{cache_key(probed, paths)}.safetensors", Features(feats.paths, feats.feats, logits, []))
 
 
 def class_names(root: Path, folders: list[str]) -> list[str]:
@@ -80,18 +81,18 @@ def class_names(root: Path, folders: list[str]) -> list[str]:
 
 def _split_images(data: Path, split: str, val_split: str | None, limit: int | None, val_limit: int | None):
     """(train ImageSet, val ImageSet or None when held out of train, class folders, class names)."""
-    split_dir = data / split
-    if not split_dir.is_dir():
-        raise DataError(f"{split_dir} does not exist (expected DIR/{split}/<class folder>/<images>)")
-    folders = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folder_root = split_dir(data, split)
+    if not folder_root.is_dir():
+        raise DataError(f"{folder_root} does not exist (expected DIR/{split}/<class folder>/<images> or DIR/<class folder>/)")
+    folders = sorted(p.name for p in folder_root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(folders) < 2:
-        raise DataError(f"{split_dir} needs at least 2 class folders to fit a probe, found {len(folders)}")
+        raise DataError(f"{folder_root} needs at least 2 class folders to fit a probe, found {len(folders)}")
     names = class_names(data, folders)
     train = scan_split(data, split, names, folders, limit=limit)  # folders as wnids: they map by name
     missing = sorted(set(folders) - {c.folder for c in train.classes})
     if missing:
-        raise DataError(f"class folders of {split_dir} without images: {', '.join(missing)}")
-    has_val = val_split and (data / val_split).is_dir()
+        raise DataError(f"class folders of {folder_root} without images: {', '.join(missing)}")
+    has_val = val_split and val_split in available_splits(data)
     val = scan_split(data, val_split, names, folders, limit=val_limit) if has_val else None
     return train, val, folders, names
 

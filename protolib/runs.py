@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -16,9 +17,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_dir
 from .backbones import Backbone, load_backbone
-from .head import PrototypeHead
+from .backbones.probe_models import PREFIX as PROBE_PREFIX
+from .files import ManifestError, atomic_dir, read_manifest
+from .method import PartPrototypes, PrototypeHead
+from .method.refine import STRATEGIES, head_error
 
 FORMAT = "protoscope.run/1"
 MANIFEST, TENSORS = "manifest.json", "prototypes.safetensors"
@@ -70,25 +73,45 @@ class Run:
     def class_names(self) -> list[str]:
         return [c["name"] for c in self.manifest["classes"]]
 
+    @classmethod
+    def from_model(cls, manifest: dict, model: PartPrototypes) -> Run:
+        """A run of a fitted estimator (``manifest`` says where its features came from)."""
+        return cls(
+            manifest, model.classes_, model.prototypes_, model.alpha_, model.refined_by_strategy_,
+            model.feature_error_, model.presence_scale_,
+        )
+
     def head_error(self, weight: torch.Tensor) -> torch.Tensor:
         """||v - sum_i alpha_i p_i|| / ||v|| per class: what the NMF prototypes alone miss."""
-        v = weight[self.classes].float()
-        approx = (self.alpha.unsqueeze(-1) * self.nmf_prototypes).sum(dim=1)
-        return (v - approx).norm(dim=1) / v.norm(dim=1).clamp_min(1e-12)
+        return head_error(self.nmf_prototypes, self.alpha, weight[self.classes].float())
 
     def check_backbone(self, backbone: Backbone) -> None:
+        """Refuse a model with other weights, or whose label space the run's classes do not fit."""
+        if int(self.classes.max()) >= len(backbone.labels):
+            raise RunError(
+                f"run {self.path or ''} names class {int(self.classes.max())}, but {backbone.name} has "
+                f"{len(backbone.labels)} classes"
+            )
         expected = self.manifest["fingerprint"]
         if backbone.fingerprint != expected or backbone.name != self.manifest["backbone"]:
             raise RunError(
                 f"run {self.path or ''} was made with {self.manifest['backbone']} (weights {expected}); "
                 f"it cannot be applied to {backbone.name} (weights {backbone.fingerprint})"
             )
+        rows = backbone.head_weight.detach().float().cpu()[self.classes]
+        gap = float((self.refined[self.strategy].sum(dim=1) - rows).abs().max())
+        if gap > SUM_TOLERANCE * max(1.0, float(rows.abs().max())):
+            raise RunError(
+                f"run {self.path or ''}: its prototypes no longer sum to the model's head rows (gap {gap:.2g}); "
+                "the run was altered or damaged: decompose again"
+            )
 
     def head(self, backbone: Backbone) -> PrototypeHead:
         """The model's head rewritten with this run's prototypes (refused for another model)."""
         self.check_backbone(backbone)
-        parts = self.nmf_prototypes / self.presence_scale.unsqueeze(-1)
-        return PrototypeHead(backbone.head_weight.cpu(), backbone.head_bias.cpu(), self.classes, self.prototypes, parts)
+        return PrototypeHead.from_parts(
+            backbone.head_weight, backbone.head_bias, self.classes, self.prototypes, self.nmf_prototypes, self.presence_scale
+        )
 
     def load_backbone(self, device="cpu") -> Backbone:
         """The model this run was made from, as its manifest names it."""
@@ -120,7 +143,7 @@ def save_run(run: Run, path: str | Path, overwrite: bool = False) -> Path:
     if run.scale is not None:
         tensors["scale"] = run.scale
     manifest = dict(run.manifest, format=FORMAT, saved=datetime.now(UTC).isoformat(timespec="seconds"))
-    with atomic_dir(path, overwrite=overwrite) as tmp:
+    with atomic_dir(path, overwrite=overwrite, marker=MANIFEST) as tmp:
         save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     run.path = path
@@ -128,33 +151,116 @@ def save_run(run: Run, path: str | Path, overwrite: bool = False) -> Path:
     return path
 
 
+def read_run_manifest(path: str | Path) -> dict:
+    """The manifest of a run folder (RunError when it is missing or damaged)."""
+    try:
+        return read_manifest(Path(path) / MANIFEST, FORMAT)
+    except ManifestError as exc:
+        raise RunError(f"{path} is not a run folder, or not a usable run folder: {exc}") from exc
+
+
 def load_run(path: str | Path, backbone: Backbone | None = None) -> Run:
     """Read a run folder; with ``backbone`` given, refuse it unless the weights match."""
     path = Path(path)
+    manifest = read_run_manifest(path)
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
         tensors = load_file(str(path / TENSORS))
     except FileNotFoundError as exc:
-        raise RunError(f"{path} is not a run folder (no {exc.filename and Path(exc.filename).name})") from exc
+        raise RunError(f"{path} is not a run folder (no {TENSORS})") from exc
     except Exception as exc:
         raise RunError(f"{path}: damaged run ({exc})") from exc
-    if manifest.get("format") != FORMAT:
-        raise RunError(f"{path}: unknown run format {manifest.get('format')!r}")
     refined = {k.removeprefix("refined."): v for k, v in tensors.items() if k.startswith("refined.")}
-    run = Run(
-        manifest,
-        tensors["classes"],
-        tensors["nmf_prototypes"],
-        tensors["alpha"],
-        refined,
-        tensors["feature_error"],
-        tensors["presence_scale"],
-        tensors.get("scale"),
-        path,
-    )
+    try:
+        run = Run(
+            manifest,
+            tensors["classes"],
+            tensors["nmf_prototypes"],
+            tensors["alpha"],
+            refined,
+            tensors["feature_error"],
+            tensors["presence_scale"],
+            tensors.get("scale"),
+            path,
+        )
+    except KeyError as exc:
+        raise RunError(f"{path}: damaged run (no tensor {exc})") from exc
+    problem = run_problem(run)
+    if problem:
+        raise RunError(f"{path}: damaged run ({problem})")
     if backbone is not None:
         run.check_backbone(backbone)
     return run
+
+
+#: how far the refined prototypes may sum from the head rows (relative to the largest weight): float error only
+SUM_TOLERANCE = 1e-4
+#: manifest keys every run has, and their types
+REQUIRED_KEYS = {"backbone": str, "fingerprint": str, "k": int, "strategy": str, "classes": list, "images": dict}
+
+
+def run_problem(run: Run) -> str | None:
+    """Why a run cannot be used as it is, or None: manifest keys and types, strategies, label ranges,
+    tensor shapes and finiteness. A run that passes gives logits the model's own within float error."""
+    m = run.manifest
+    problem = manifest_problem(m)
+    if problem:
+        return problem
+    unknown = sorted(set(run.refined) - set(STRATEGIES))
+    if unknown or m["strategy"] not in run.refined:
+        return f"strategy {m['strategy']!r} has no prototypes" if not unknown else f"unknown strategies {unknown}"
+    C, k = len(run.classes), m["k"]
+    if run.classes.ndim != 1 or len(m["classes"]) != C:
+        return f"{len(m['classes'])} classes in the manifest for {C} in the tensors"
+    if C and int(run.classes.min()) < 0:
+        return "a class label is negative"
+    if len(set(run.classes.tolist())) != C:
+        return "a class label appears twice"
+    shapes = {"nmf_prototypes": run.nmf_prototypes, **{f"refined.{s}": p for s, p in run.refined.items()}}
+    D = run.nmf_prototypes.shape[-1] if run.nmf_prototypes.ndim == 3 else None
+    for name, tensor in shapes.items():
+        if tuple(tensor.shape) != (C, k, D):
+            return f"{name} has shape {tuple(tensor.shape)}, not ({C}, {k}, D)"
+    for name, tensor in {"alpha": run.alpha, "presence_scale": run.presence_scale, "feature_error": run.feature_error,
+                         **({"scale": run.scale} if run.scale is not None else {})}.items():
+        if tensor.shape[0] != C:
+            return f"{name} has {tensor.shape[0]} rows for {C} classes"
+    for name, tensor in {**shapes, "alpha": run.alpha, "presence_scale": run.presence_scale}.items():
+        if not bool(torch.isfinite(tensor).all()):
+            return f"{name} holds NaN or infinite values"
+    return None
+
+
+def manifest_problem(manifest) -> str | None:
+    """Why a run's manifest cannot be listed or opened as it is, or None: the checks of ``run_problem``
+    that need no tensors (keys and types, a known strategy, a positive k, one readable entry per class).
+    A listing marks such a run damaged instead of letting a page trip over it."""
+    if not isinstance(manifest, dict):
+        return f"the manifest is a JSON {type(manifest).__name__}, not an object"
+    for key, kind in REQUIRED_KEYS.items():
+        if not isinstance(manifest.get(key), kind) or (kind is int and isinstance(manifest.get(key), bool)):
+            return f"manifest key {key!r} is missing or not a {kind.__name__}"
+    if manifest["strategy"] not in STRATEGIES:
+        return f"unknown strategy {manifest['strategy']!r}"
+    if manifest["k"] < 1:
+        return f"k = {manifest['k']}"
+    for entry in manifest["classes"]:
+        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("folder"), str)):
+            return "a class entry of the manifest has no name or folder"
+    return None
+
+
+def checked_runs(root: str | Path) -> list[SavedRun]:
+    """``saved_runs``, with the runs whose manifest fails ``manifest_problem`` listed as damaged, and a
+    folder that vanishes or cannot be read while it is listed skipped: safe for a listing many people share."""
+    try:
+        listed = saved_runs(root)
+    except OSError:
+        return []
+    checked = []
+    for run in listed:
+        problem = manifest_problem(run.manifest) if run.manifest is not None else None
+        checked.append(SavedRun(run.path, None, f"{run.path.name}: damaged run ({problem})") if problem else run)
+    return checked
 
 
 def list_runs(root: str | Path, manifest: str = MANIFEST) -> list[Path]:
@@ -163,4 +269,76 @@ def list_runs(root: str | Path, manifest: str = MANIFEST) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if (p / manifest).is_file() and not p.name.startswith(".")]
-    return sorted(found, key=lambda p: (p / manifest).stat().st_mtime, reverse=True)
+    return sorted(found, key=lambda p: _mtime(p / manifest), reverse=True)
+
+
+def _mtime(path: Path) -> float:
+    """A file's mtime, or 0 when it went away meanwhile (another process removed the run)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """A run folder as a listing shows it: its manifest, or why it cannot be read (no tensors are read)."""
+
+    path: Path
+    manifest: dict | None  # None: damaged, see ``problem``
+    problem: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def modified(self) -> float:
+        """When its manifest was last written (a rewritten run is a new version for caches)."""
+        return (self.path / MANIFEST).stat().st_mtime
+
+
+def saved_runs(root: str | Path) -> list[SavedRun]:
+    """The run folders directly under ``root``, newest first, each with its manifest or why it is damaged."""
+    listed = []
+    for path in list_runs(root):
+        try:
+            listed.append(SavedRun(path, read_run_manifest(path)))
+        except RunError as exc:
+            listed.append(SavedRun(path, None, str(exc)))
+    return listed
+
+
+# -- names of runs (and of the other folders saved beside them) ----------------------------------
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text: str) -> str:
+    """``text`` as one file or folder name: each run of characters other than letters, digits, '.', '-'
+    and '_' becomes '-' (so no path separators, no '..' alone); ValueError when nothing is left."""
+    cleaned = _NOT_IN_NAMES.sub("-", text.strip()).strip("-.")
+    if not cleaned:
+        raise ValueError(f"{text!r} cannot be a name: use letters, digits, '.', '-' or '_'")
+    return cleaned[:100]
+
+
+def unique_path(root: str | Path, name: str) -> Path:
+    """``root/<safe name>``, or ``-2``, ``-3``... appended when taken: a new folder never overwrites another."""
+    root, name = Path(root), safe_name(name)
+    path, n = root / name, 2
+    while path.exists():
+        path, n = root / f"{name}-{n}", n + 1
+    return path
+
+
+def short_backbone(name: str) -> str:
+    """A backbone's name for run names and captions: a probe by its folder's name, not its full path."""
+    if not name.startswith(PROBE_PREFIX):
+        return name
+    folder = Path(name.removeprefix(PROBE_PREFIX)).name
+    return folder if folder.startswith("probe") else f"probe-{folder}"
+
+
+def auto_run_name(backbone: str, k: int, strategy: str, n_classes: int) -> str:
+    """A readable default name, e.g. ``efficientnet_lite0-10cls-k3-optimized``."""
+    return safe_name(f"{short_backbone(backbone)}-{n_classes}cls-k{k}-{strategy}")

@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from protolib.backbones import load_backbone
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "imagenette"
+from protolib.config import SAMPLE_DATA as DATA
 
 
 @pytest.fixture(scope="session")

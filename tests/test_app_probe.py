@@ -8,26 +8,25 @@ names, so only a probe makes them decomposable.
 from __future__ import annotations
 
 import io
-import json
-import tempfile
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from protolib import appstate
+from pages.common.viewmodels import probe_rows
 from protolib.backbones import load_backbone
+from protolib.backbones.probe_models import read_probe_manifest
 from protolib.cli import main
 from protolib.probe import fit_probe
-from protolib.runs import list_runs, load_run
+from protolib.runs import list_runs, load_run, short_backbone
 from tests.test_app import DATA, button, classes_widget, navigation_mode, start, texts  # noqa: F401 (fixture)
 
 FOLDERS = {"fish": "n01440764", "dog": "n02102040"}  # tench, English springer photos
 
 
 def pets(splits=(("train", 4), ("val", 2))) -> dict[str, bytes]:
-    """``pets/<split>/<fish|dog>/<photo>`` from the shared sample photos."""
+    """``pets/<split>/<fish|dog>/<photo>`` from the sample photos."""
     members = {}
     for split, n in splits:
         for folder, wnid in FOLDERS.items():
@@ -46,16 +45,17 @@ def zipped(members: dict[str, bytes]) -> bytes:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """Empty runs folder and feature cache, uploads in a temporary folder; one thread (tiny batches)."""
+    """Empty runs folder, feature cache and uploads folder; the temporary folders allowed as data folders;
+    one thread (tiny batches)."""
     if not (DATA / "train").is_dir():
         pytest.skip(f"the sample photos are not at {DATA}")
     root = tmp_path_factory.mktemp("app-probe")
     patch = pytest.MonkeyPatch()
     patch.setenv("PROTOLIB_RUNS", str(root / "runs"))
     patch.setenv("PROTOLIB_CACHE", str(root / "cache"))
+    patch.setenv("PROTOLIB_UPLOADS", str(root / "uploads"))  # the sessions' upload folders
+    patch.setenv("PROTOLIB_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))  # tests' own data folders
     patch.delenv("PROTOLIB_DATA", raising=False)
-    patch.setattr(tempfile, "tempdir", str(root / "tmp"))  # the sessions' upload folders
-    (root / "tmp").mkdir()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield root
@@ -77,7 +77,9 @@ def test_zip_upload_probe_and_decompose_in_the_app(env):
     # the extracted folder is now the data folder, shown in the sidebar
     data = at.session_state["data_dir"]
     assert at.sidebar.text_input(key="w.data_dir").value == data and data.endswith("/pets")
-    assert data.startswith(str(env / "tmp" / "protoscope-datasets" / at.session_state["session_id"]))
+    workspace = at.session_state["workspace"]
+    assert Path(data).parent == workspace.datasets and workspace.datasets.is_relative_to(env / "uploads")
+    assert workspace.session not in data  # the session id names no folder a page shows
     assert at.session_state["dec_source"] == "Data folder"
     assert "Extracted “pets.zip”: train/: 8 images in 2 classes, val/: 4 images in 2 classes." in texts(at, "success")
     skipped = at.dataframe[0].value["file or folder"].tolist()
@@ -92,8 +94,8 @@ def test_zip_upload_probe_and_decompose_in_the_app(env):
     button(at, "Fit probe").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, texts(at, "error")
-    folder = env / "runs" / "probe-efficientnet_lite0-pets"
-    manifest = json.loads((folder / "probe.json").read_text())
+    folder = workspace.private_runs / "probe-efficientnet_lite0-pets"  # the session's own probe
+    manifest = read_probe_manifest(folder)
     assert (manifest["n_train"], manifest["n_val"], manifest["validation"]) == (8, 4, "val split")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Validation accuracy"] == f"{100 * manifest['val_accuracy']:.1f} %" == "100.0 %"
@@ -109,7 +111,7 @@ def test_zip_upload_probe_and_decompose_in_the_app(env):
     assert at.text_input(key="w.dec_name").value == "probe-efficientnet_lite0-pets-2cls-k2-optimized"
     button(at, "Run decomposition").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    run = load_run(env / "runs" / "probe-efficientnet_lite0-pets-2cls-k2-optimized")
+    run = load_run(workspace.private_runs / "probe-efficientnet_lite0-pets-2cls-k2-optimized")
     assert run.manifest["backbone"] == f"probe:{folder}" and run.class_names == ["dog", "fish"]
     at.switch_page("pages/prototypes.py").run()
     assert not at.exception and not at.error, texts(at, "error")
@@ -126,14 +128,14 @@ def test_bad_zips_are_refused_with_a_message(env):
     button(at, "Extract and use this folder").click().run()
     assert "points outside the archive" in texts(at, "error")
     assert at.session_state["data_dir"] == before
-    assert not any((env / "tmp" / "protoscope-datasets").rglob("*.png"))  # nothing of either was written
+    assert not any((env / "uploads").rglob("*.png"))  # nothing of either was written
 
 
 def test_sessions_extract_into_their_own_folders_and_can_remove_them(env):
     data = zipped(pets((("train", 3),)))
     a, b = upload_zip(start(run=None), "pets.zip", data), upload_zip(start(run=None), "pets.zip", data)
     folder_a, folder_b = a.session_state["data_dir"], b.session_state["data_dir"]
-    assert folder_a != folder_b and a.session_state["session_id"] != b.session_state["session_id"]
+    assert folder_a != folder_b and a.session_state["workspace"].session != b.session_state["workspace"].session
     a.segmented_control(key="w.dec_source").set_value("Zip of a dataset").run()
     button(a, "Remove all uploaded datasets").click().run()
     assert not Path(folder_a).exists() and Path(folder_b).is_dir()
@@ -160,23 +162,23 @@ def test_the_sidebar_offers_probes_of_the_runs_folder(env, saved_probe):
     at.sidebar.text_input(key="w.data_dir").set_value(str(data)).run()
     assert not at.exception and not at.error, texts(at, "error")
     assert classes_widget(at).options == ["dog · 4 images", "fish · 4 images"]
-    row = next(r for r in appstate.probe_rows(env / "runs") if r["probe"] == "probe-pets")
+    row = next(r for r in probe_rows(env / "runs") if r["probe"] == "probe-pets")
     assert (row["backbone"], row["classes"], row["training images"], row["val accuracy"]) == ("efficientnet_lite0", 2, 8, 1.0)
     assert "probe-pets" not in [p.name for p in list_runs(env / "runs")]  # a probe is a backbone, not a run
-    assert appstate.short_backbone(f"probe:{folder}") == "probe-pets"
-    assert appstate.short_backbone("probe:/x/mine") == "probe-mine" and appstate.short_backbone("resnet18") == "resnet18"
+    assert short_backbone(f"probe:{folder}") == "probe-pets"
+    assert short_backbone("probe:/x/mine") == "probe-mine" and short_backbone("resnet18") == "resnet18"
 
 
 def test_command_line_decompose_run_takes_a_probe_folder(env, saved_probe, tmp_path, capsys):
     folder, data = saved_probe
     common = ["--k", "2", "--device", "cpu", "--cache", str(env / "cache")]
     # the issue's spelling; without --data, the probe's own images
-    assert main(["decompose", "--run", str(folder), "--out", str(tmp_path / "run"), *common]) == 0
+    assert main(["decompose", "--probe", str(folder), "--out", str(tmp_path / "run"), *common]) == 0
     run = load_run(tmp_path / "run")
     assert run.manifest["backbone"] == f"probe:{folder.resolve()}" and run.class_names == ["dog", "fish"]
     assert main(["decompose", "--probe", str(folder), "--data", str(data), "--out", str(tmp_path / "run2"), *common]) == 0
     capsys.readouterr()
-    assert main(["decompose", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "run3"), *common]) == 2
+    assert main(["decompose", "--probe", str(tmp_path / "run"), "--out", str(tmp_path / "run3"), *common]) == 2
     assert "is a decomposition run, not a probe" in capsys.readouterr().err
-    assert main(["decompose", "--out", str(tmp_path / "run4"), *common]) == 2
-    assert "--data is required" in capsys.readouterr().err
+    assert main(["decompose", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "run4"), *common]) == 2
+    assert "absent does not exist" in capsys.readouterr().err

@@ -1,9 +1,10 @@
 """End to end in a real Chromium: `streamlit run app.py` as a subprocess, driven with Playwright.
 
-One session decomposes the shared photos through the UI (2 classes x 6 photos, k = 3), sees part
-maps in the Prototypes gallery, switches a prototype off on Intervene and sees the logit change,
-evaluates, and uploads a file that is not an image. Screenshots of every page go to
-docs/screenshots/. Two browser contexts at once must not see each other's choices.
+One session decomposes the sample photos through the UI (2 classes x 12 photos, k = 10 and k = 3),
+sees part maps in the Prototypes gallery, switches a prototype off on Intervene and sees the logit
+change, evaluates, reads the k = 10 prototype cards (no number cut off), and uploads a file that is not
+an image. Screenshots of every page go to docs/screenshots/. Two browser contexts at once must not see
+each other's choices.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from protolib.config import SAMPLE_DATA
+
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "docs" / "screenshots"
-DATA = ROOT.parent / "shared" / "data" / "imagenette"
+DATA = SAMPLE_DATA
 ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
@@ -174,6 +177,21 @@ def set_slider(page, label: str, value: int) -> None:
     assert int(float(slider.input_value())) == value
 
 
+def choose_run(page, name: str) -> None:
+    """Make ``name`` the current run with the sidebar's run selector."""
+    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").filter(has_text="Run").click()
+    page.get_by_role("option", name=name).click()
+    settle(page)
+
+
+def cut_off(page, testid: str) -> list[str]:
+    """The texts of the elements ``testid`` that do not fit their box (shown truncated, e.g. "−0…")."""
+    return page.get_by_test_id(testid).evaluate_all(
+        "els => els.filter(e => [e, ...e.querySelectorAll('*')].some(n => n.scrollWidth > n.clientWidth + 1))"
+        ".map(e => e.innerText)"
+    )
+
+
 def selected_classes(page) -> list[str]:
     tags = page.get_by_test_id("stMultiSelect").filter(has_text="Classes").locator("[data-tag] span[title]")
     return [t.get_attribute("title").split(" · ")[0] for t in tags.all()]
@@ -184,10 +202,56 @@ def metric_value(page, label: str) -> str:
     return metric.get_by_test_id("stMetricValue").inner_text().strip()
 
 
+def compare_runs_side_by_side(page) -> None:
+    """A run of a second backbone (Lite1 when registered, else Lite0 at k = 5), then Compare: matched prototypes
+    with their agreement, and the PNG download."""
+    from PIL import Image
+
+    from protolib.backbones import available_backbones
+
+    specs = {s.name: s.description for s in available_backbones()}
+    backbone, k = ("efficientnet_lite1", 3) if "efficientnet_lite1" in specs else ("efficientnet_lite0", 5)
+    go(page, "Decompose")
+    if backbone != "efficientnet_lite0":
+        page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").filter(has_text="Backbone").click()
+        page.get_by_role("option", name=specs[backbone]).click()
+        settle(page)
+    set_slider(page, "Prototypes per class", k)
+    name = f"{backbone}-2cls-k{k}-optimized"
+    expect(page.get_by_role("textbox", name="Run name")).to_have_value(name, timeout=WAIT)
+    page.get_by_role("button", name="Run decomposition").click()
+    page.get_by_test_id("stAlert").filter(has_text=f"Run {name} saved").wait_for(timeout=RUN_WAIT)
+    settle(page)
+
+    go(page, "Compare")
+    other = "efficientnet_lite0-2cls-k3-optimized"
+    runs = page.get_by_test_id("stMultiSelect").filter(has_text="Runs side by side")
+    chosen = [t.get_attribute("title") for t in runs.locator("[data-tag] span[title]").all()]
+    if chosen != [name, other]:  # the session's run and the newest run of another model sharing its classes
+        raise AssertionError(chosen)
+    page.get_by_test_id("stMetric").filter(has_text="Agreement").wait_for(timeout=RUN_WAIT)
+    settle(page)
+    agreement = float(metric_value(page, "Agreement"))
+    assert -1 <= agreement <= 1
+    assert metric_value(page, f"{name} ↔ {other}") == f"{agreement:.2f}"  # two runs: one pair
+    text = page.get_by_test_id("stMain").inner_text()
+    assert "↔ P1, r = " in text  # the second run's heatmaps name their match in the first
+    assert "Matched prototypes" in text and "Where the runs disagree" in text
+    with page.expect_download(timeout=WAIT) as download:
+        page.get_by_test_id("stDownloadButton").filter(has_text="Download as PNG").click()
+    saved = download.value.path()
+    with Image.open(saved) as image:
+        image.verify()
+    with Image.open(saved) as image:
+        assert image.format == "PNG" and image.width > 600
+    assert download.value.suggested_filename.endswith("-tench.png")
+    shoot(page, "compare")
+
+
 def test_decompose_explore_intervene_evaluate(browser, server, tmp_path):
     context, page = new_page(browser, server)
     try:
-        # -- Decompose: 2 classes x 12 photos, k = 5 and then k = 3 --------------------------------
+        # -- Decompose: 2 classes x 12 photos, k = 10 and then k = 3 -------------------------------
         settle(page)
         choose_classes(page, ["tench", "English springer"])
         assert selected_classes(page) == ["tench", "English springer"]
@@ -195,7 +259,7 @@ def test_decompose_explore_intervene_evaluate(browser, server, tmp_path):
         per_class.fill("12")
         per_class.press("Enter")
         settle(page)
-        for k in (5, 3):
+        for k in (10, 3):
             set_slider(page, "Prototypes per class", k)
             name = f"efficientnet_lite0-2cls-k{k}-optimized"
             expect(page.get_by_role("textbox", name="Run name")).to_have_value(name, timeout=WAIT)
@@ -214,7 +278,10 @@ def test_decompose_explore_intervene_evaluate(browser, server, tmp_path):
         assert images.count() >= 12 + 6  # the gallery and the top photos of the first prototype
         widths = images.evaluate_all("imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
         assert sum(w > 0 for w in widths) >= 18, widths
-        assert page.get_by_test_id("stMetric").filter(has_text="alpha").count() == 3
+        cards = page.get_by_test_id("stMetric").filter(has_text="mean contribution")
+        assert cards.count() == 3  # one card per prototype, led by its contribution
+        assert not cut_off(page, "stMetricValue")
+        page.get_by_text("NMF parts, before refinement").first.wait_for()
         shoot(page, "prototypes")
 
         # -- Explain: top-5, waterfall, part map, heatmaps ---------------------------------------
@@ -260,6 +327,17 @@ def test_decompose_explore_intervene_evaluate(browser, server, tmp_path):
         assert page.get_by_test_id("stPlotlyChart").count() == 3  # Table 3, fidelity, errors against k
         shoot(page, "evaluate")
 
+        # -- Prototypes at k = 10: ten cards, every number whole ---------------------------------
+        go(page, "Prototypes")
+        choose_run(page, "efficientnet_lite0-2cls-k10-optimized")
+        expect(cards).to_have_count(10, timeout=WAIT)
+        settle(page)
+        values = [v.strip() for v in page.get_by_test_id("stMetricValue").all_inner_texts()]
+        assert len(values) == 10 and all(isinstance(float(v), float) for v in values), values
+        assert not cut_off(page, "stMetricValue"), cut_off(page, "stMetricValue")
+        assert not cut_off(page, "stMetricLabel"), cut_off(page, "stMetricLabel")
+        page.screenshot(path=str(server["tmp"] / "prototypes-k10.png"), full_page=True)
+
         # -- an upload that is not an image gets a clear message ----------------------------------
         go(page, "Explain")
         page.get_by_test_id("stButtonGroup").get_by_role("radio", name="Upload").click()
@@ -271,6 +349,9 @@ def test_decompose_explore_intervene_evaluate(browser, server, tmp_path):
         alert.wait_for()
         assert "“notes.txt”" in alert.inner_text()
         assert page.get_by_test_id("stException").count() == 0
+
+        # -- Compare: another backbone's run beside the k = 3 run, on the same photos of tench -------
+        compare_runs_side_by_side(page)
     except Exception:
         page.screenshot(path=str(server["tmp"] / "failure.png"))
         print(server["log"].read_text()[-4000:])

@@ -14,8 +14,9 @@ from safetensors.torch import save_file
 
 from protolib.backbones import load_backbone
 from protolib.cli import main
-from protolib.cub import crop_box, cub_protoeval, export_image_folder, load_example, map_keypoints, read_cub
 from protolib.data import DataError
+from protolib.data.cub import crop_box, export_image_folder, load_example, map_keypoints, read_cub
+from protolib.evaluation.part_scores import cub_protoeval
 from protolib.pipeline import run_decomposition
 from protolib.probe import fit_probe
 from protolib.runs import save_run

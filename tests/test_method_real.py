@@ -5,22 +5,27 @@ from __future__ import annotations
 import pytest
 import torch
 
-from protolib.decompose import STRATEGIES
-from protolib.metrics import (
+from protolib.evaluation.intervention import oracle_intervention
+from protolib.evaluation.metrics import (
     among_decomposed,
     evaluate_run,
-    oracle_intervention,
     oriented_prototypes,
     pearson,
     split_features,
-    training_matrices,
 )
+from protolib.method import DEFAULT_STRATEGY, STRATEGIES
 from protolib.pipeline import run_decomposition
 
 
+@pytest.fixture(scope="module", params=[3, 5])
+def k(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def run(lite0, data_dir, feature_cache):
-    return run_decomposition(lite0, data_dir, images_per_class=60, k=3, cache_dir=feature_cache)
+def run(lite0, data_dir, feature_cache, k):
+    """The issue's setting: 60 train photos per class of the 10 sample classes."""
+    return run_decomposition(lite0, data_dir, images_per_class=60, k=k, cache_dir=feature_cache)
 
 
 @pytest.fixture(scope="module")
@@ -28,36 +33,45 @@ def figures(run, lite0, data_dir, feature_cache):
     return evaluate_run(run, lite0, data_dir, "val", cache_dir=feature_cache)
 
 
-def test_accuracy_is_kept_exactly(figures):
-    assert figures["n_images"] == 500
-    assert figures["top1_original"] >= 0.72
-    assert figures["top1_prototype"] == figures["top1_original"]
+def test_the_default_refinement_keeps_every_part_and_beats_the_others_signed(figures, run, k):
+    """Signed held-out fidelity (METHOD section 1) on the 50 val photos per class: no flip, mean >= 0.975
+    and above every other strategy (the closed form included), worst prototype >= 0.85."""
+    fidelity = figures["signed_fidelity"]
+    assert set(fidelity) == set(STRATEGIES)  # the comparison strategies are refined on demand
+    assert set(run.refined) == {DEFAULT_STRATEGY}  # ... and not stored with every run
+    ours = fidelity[DEFAULT_STRATEGY]
+    assert ours["flips"] == 0 and ours["min"] >= 0.85 and ours["mean"] >= 0.975, (k, ours)
+    for other, figures_other in fidelity.items():
+        if other != DEFAULT_STRATEGY:
+            assert ours["mean"] > figures_other["mean"], (k, other, fidelity)
+
+
+def test_the_prototype_model_is_the_model(figures):
     assert figures["max_abs_logit_diff"] <= 1e-4
+    assert figures["top1_prototype"] == figures["top1_original"] >= 0.72
 
 
-def test_prototypes_sum_to_the_head_for_every_strategy(run, lite0):
-    v = lite0.head_weight[run.classes]
-    for strategy in STRATEGIES:
-        gap = (run.refined[strategy].sum(dim=1) - v).abs().max()
-        assert gap <= 1e-6 * v.abs().max(), strategy
+def test_table3_reads_both_label_spaces(figures, run, lite0, data_dir, feature_cache):
+    t3 = figures["table3"]
+    assert t3["every_class_decomposed"] is False
+    # "both" is the whole head row: in the 1000-way space it is the model's own top-1
+    assert t3["all_classes"]["both"] == figures["top1_original"]
+    # among the 10 decomposed classes, it is the model restricted to their columns
+    sf = split_features(lite0, data_dir, "val", cache_dir=feature_cache)
+    own = (sf.logits[:, run.classes].argmax(dim=1) == torch.searchsorted(run.classes, sf.labels)).float().mean()
+    assert t3["among_run_classes"]["both"] == pytest.approx(float(own))
+    # the scaled prototypes alone keep most of the decision among the run's classes; the residual alone does not
+    assert t3["among_run_classes"]["prototypes_only"] > 0.5
 
 
-def test_optimized_refinement_keeps_heatmaps_best_on_held_out_images(figures):
-    fidelity = figures["heatmap_fidelity"]
-    assert set(fidelity) == set(STRATEGIES)
-    for other in ("paper", "uniform", "proportional"):
-        assert fidelity["optimized"] > fidelity[other], fidelity
-    # the closed-form variance split of METHOD.md reached 0.976 at k = 3 on these photos
-    assert fidelity["optimized"] > 0.976
-    assert all(0 <= value <= 1 for value in fidelity.values())
-
-
-def test_table3_and_reconstruction_figures_are_consistent(figures, run):
-    for key in ("prototypes_only_top1", "residual_only_top1"):
-        assert 0 <= figures[key] <= 1
+def test_reconstruction_figures_come_from_the_run(figures, run, lite0):
+    """The evaluation reads the errors from the run's own tensors: recompute them independently."""
+    v = lite0.head_weight[run.classes].double()
+    approx = torch.einsum("ck,ckd->cd", run.alpha.double(), run.nmf_prototypes.double())
+    head_error = ((v - approx).norm(dim=1) / v.norm(dim=1)).mean()
+    assert figures["head_reconstruction_error"] == pytest.approx(float(head_error), rel=1e-5)
+    assert 0 < figures["head_reconstruction_error"] < 1
     assert 0 < figures["feature_reconstruction_error"] < 1
-    assert 0 < figures["head_reconstruction_error"] <= 1
-    assert figures["feature_reconstruction_error"] == pytest.approx(float(run.feature_error.mean()))
 
 
 def test_contributions_plus_bias_are_the_logits(run, lite0, data_dir, feature_cache):
@@ -84,21 +98,14 @@ def test_the_run_as_a_classifier_of_its_own_classes(run, lite0, data_dir, featur
 
 
 def test_oriented_prototypes_light_up_where_their_parts_are(run, lite0, data_dir, feature_cache):
-    """Refinement flips some prototypes (heatmap correlation near -1 with their NMF part, even with a
-    positive alpha); oriented on the training features, every refined prototype's held-out heatmap
-    rises where its NMF part is, and only the flipped ones changed sign."""
-    oriented = oriented_prototypes(run, training_matrices(run, lite0, feature_cache))
+    """Turned by the sign of alpha (which the head fixes, not the data), every refined prototype's held-out
+    heatmap rises where its NMF part is: the reading ProtoEval needs."""
+    oriented = oriented_prototypes(run)
+    torch.testing.assert_close(oriented.abs(), run.prototypes.abs())
     sf = split_features(lite0, data_dir, "val", images_per_class=5, cache_dir=feature_cache)
-    flips = 0
     for c, label in enumerate(run.classes.tolist()):
-        A = sf.matrices[label]
-        parts = A @ run.nmf_prototypes[c].T
-        assert (pearson(parts, A @ oriented[c].T) > 0.5).all(), c
-        flipped = pearson(parts, A @ run.prototypes[c].T) < 0
-        torch.testing.assert_close(oriented[c][flipped], -run.prototypes[c][flipped])
-        torch.testing.assert_close(oriented[c][~flipped], run.prototypes[c][~flipped])
-        flips += int(flipped.sum())
-    assert flips > 0
+        F = sf.matrices[label]
+        assert (pearson(F @ run.nmf_prototypes[c].T, F @ oriented[c].T) > 0.5).all(), c
 
 
 def test_more_prototypes_reconstruct_features_better(lite0, data_dir, feature_cache):

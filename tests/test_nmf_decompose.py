@@ -7,10 +7,22 @@ import pytest
 import torch
 from sklearn.decomposition import NMF
 
-from protolib.decompose import STRATEGIES, decompose, refine, residual, scale_prototypes
-from protolib.features import extract_features
-from protolib.nmf import _init, batched_nmf
-from protolib.pipeline import feature_matrix
+from protolib.data.features import extract_features
+from protolib.method import PartPrototypes, feature_matrix
+from protolib.method.nmf import _init, batched_nmf
+from protolib.method.refine import (
+    ENERGY_PENALTY,
+    MAX_CANCELLATION,
+    OPTIMIZER_STEPS,
+    STRATEGIES,
+    _optimal_mixing,
+    _signed_correlations,
+    heatmap_covariance,
+    orientation,
+    refine,
+    residual,
+    scale_prototypes,
+)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -70,7 +82,7 @@ def test_bad_arguments_are_refused(matrices):
     with pytest.raises(ValueError, match="solver"):
         batched_nmf(matrices, 3, solver="als")
     with pytest.raises(ValueError, match="not sensible"):
-        decompose(matrices, torch.randn(3, matrices[0].shape[1]), 50)
+        PartPrototypes(k=50).partial_fit(matrices, torch.arange(3), torch.randn(3, matrices[0].shape[1]))
 
 
 def test_scaling_is_the_least_squares_solution(matrices, lite0):
@@ -87,9 +99,9 @@ def test_scaling_is_the_least_squares_solution(matrices, lite0):
 @pytest.mark.parametrize("k", [1, 2, 3, 10])
 def test_every_strategy_sums_to_the_head_exactly(matrices, lite0, k):
     v = lite0.head_weight[[0, 217, 566]]
-    result = decompose(matrices, v, k)
+    model = PartPrototypes(k=k, compare=STRATEGIES).partial_fit(matrices, torch.tensor([0, 217, 566]), lite0.head_weight)
     for strategy in STRATEGIES:
-        refined = result.refined[strategy]
+        refined = model.refined_by_strategy_[strategy]
         assert refined.shape == (3, k, v.shape[1])
         # float precision of the numbers summed ("proportional" can blow up when sum(alpha) ~ 0)
         assert (refined.sum(dim=1) - v).abs().max() <= 1e-6 * max(1.0, float(refined.abs().max())), strategy
@@ -107,3 +119,63 @@ def test_strategies_split_the_residual_as_documented(matrices, lite0):
     assert torch.allclose(proportional - alpha.unsqueeze(-1) * P, share.unsqueeze(-1) * R.unsqueeze(1), atol=1e-5)
     with pytest.raises(ValueError, match="training features"):
         refine("optimized", P, alpha, v)
+
+
+# -- numerics: degenerate features and prototypes ---------------------------------------------------
+def _degenerate(case: str) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    D = 48
+    if case == "rank-1":  # every position a multiple of one vector
+        return [torch.rand(200, 1, generator=generator) * torch.rand(D, generator=generator) for _ in range(2)]
+    if case == "all-zero":
+        return [torch.zeros(200, D), torch.zeros(150, D)]
+    raise ValueError(case)
+
+
+@pytest.mark.parametrize("case", ["rank-1", "all-zero"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_every_strategy_stays_finite_and_exact_on_degenerate_features(case, k):
+    matrices = _degenerate(case)
+    head = torch.randn(4, matrices[0].shape[1], generator=torch.Generator().manual_seed(1))
+    model = PartPrototypes(k=k, compare=STRATEGIES).partial_fit(matrices, torch.tensor([0, 2]), head)
+    for strategy, refined in model.refined_by_strategy_.items():
+        assert torch.isfinite(refined).all(), (case, strategy)
+        assert (refined.sum(dim=1) - head[[0, 2]]).abs().max() <= 1e-4, (case, strategy)
+    assert torch.isfinite(model.alpha_).all()
+
+
+def test_near_collinear_prototypes_keep_alpha_sane_and_every_strategy_exact(matrices, lite0):
+    """Two nearly identical prototypes once sent alpha to +-4e5 and broke exactness after the float32 cast:
+    the guarded scaling keeps sum_i |alpha_i| |p_i| bounded, and the residual keeps the sum exact."""
+    P = batched_nmf(matrices, 3).prototypes
+    P[:, 1] = P[:, 0] * (1 + 1e-6 * torch.randn(P.shape[0], P.shape[2], generator=torch.Generator().manual_seed(0)))
+    v = lite0.head_weight[[0, 217, 566]]
+    alpha = scale_prototypes(P, v)
+    spread = (alpha.abs() * P.norm(dim=-1)).sum(dim=1)
+    assert (spread <= MAX_CANCELLATION * v.norm(dim=1) + 1e-4).all(), spread
+    for strategy in STRATEGIES:
+        refined = refine(strategy, P, alpha, v, matrices)
+        assert torch.isfinite(refined).all(), strategy
+        assert (refined.sum(dim=1) - v).abs().max() <= 1e-4, strategy
+
+
+def test_optimized_is_never_worse_than_the_closed_form_on_training_data(matrices, lite0):
+    """The optimum of a class is kept only if it beats the variance split on the training positions in mean
+    and in its worst prototype; otherwise the class keeps the variance split. A penalty that rewards blowing
+    the heatmap energy up drives the optimizer astray: then every class must fall back."""
+    v = lite0.head_weight[[0, 217, 566]]
+    P = batched_nmf(matrices, 3).prototypes
+    alpha = scale_prototypes(P, v)
+    G = heatmap_covariance(matrices, P, residual(P, alpha, v))
+    sign = orientation(alpha).double()
+    variance = refine("variance", P, alpha, v, covariance=G)
+    mixing = {name: _optimal_mixing(alpha, G, penalty, OPTIMIZER_STEPS) for name, penalty in
+              (("default", ENERGY_PENALTY), ("astray", -50.0))}
+    start = _optimal_mixing(alpha, G, ENERGY_PENALTY, steps=0)
+    for name, Q in mixing.items():
+        ours, closed = _signed_correlations(Q, G.double(), sign), _signed_correlations(start, G.double(), sign)
+        kept = ~torch.isclose(Q, start).all(dim=(1, 2))
+        assert (ours.sum(1)[kept] > closed.sum(1)[kept]).all() and (ours.min(1).values[kept] >= closed.min(1).values[kept]).all()
+        if name == "astray":
+            assert not kept.any()
+    torch.testing.assert_close(refine("optimized", P, alpha, v, covariance=G).sum(dim=1), variance.sum(dim=1))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from protolib.parts_eval import (
+from protolib.data.synthetic import NUM_PARTS, make_parts_dataset, parts_of_class
+from protolib.evaluation.protoeval import (
     add_protoeval_noise,
     consistency,
     consistency_percent,
@@ -20,7 +21,6 @@ from protolib.parts_eval import (
     stability_percent,
     upsampled_argmax,
 )
-from protolib.synthetic import NUM_PARTS, make_parts_dataset, parts_of_class
 
 
 def _peak_maps(peaks: list[list[tuple[int, int]]], size: int) -> np.ndarray:

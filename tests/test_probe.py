@@ -17,7 +17,7 @@ from protolib.backbones import BackboneError, WeightsMissing, load_backbone
 from protolib.backbones.probe_models import ProbeBackbone, build_vgg
 from protolib.cli import main
 from protolib.data import DataError
-from protolib.metrics import evaluate_run
+from protolib.evaluation.metrics import evaluate_run
 from protolib.pipeline import run_decomposition
 from protolib.probe import fit_linear_head, fit_probe
 from protolib.runs import load_run, save_run

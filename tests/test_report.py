@@ -11,18 +11,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from protolib.benchmarks.parts import PartsNetBackbone
+from protolib.benchmarks.toy_model import PartsNet
 from protolib.cli import main
 from protolib.data import DataError
-from protolib.faithfulness import auc, check_axioms, deletion_insertion, grad_cam
-from protolib.head import PrototypeHead
-from protolib.keypoints import keypoint_layout
-from protolib.metrics import split_features
-from protolib.parts_benchmark import PartsNetBackbone
+from protolib.data.synthetic import make_parts_dataset, write_image_folder
+from protolib.evaluation.faithfulness import auc, check_axioms, deletion_insertion, grad_cam
+from protolib.evaluation.keypoints import keypoint_layout
+from protolib.evaluation.metrics import split_features
+from protolib.method import DEFAULT_STRATEGY, STRATEGIES
+from protolib.method.head import PrototypeHead
 from protolib.pipeline import run_decomposition
 from protolib.report import SECTIONS, ReportSettings, build_report, write_report
+from protolib.report.build import SALIENCY_MAPS
 from protolib.runs import save_run
-from protolib.synthetic import make_parts_dataset, write_image_folder
-from protolib.toy_model import PartsNet
 
 CLASSES = ["n01440764", "n02102040", "n02979186"]  # tench, English springer, cassette player
 CHROMIUM = "/usr/bin/chromium"
@@ -49,7 +51,7 @@ def cli_report(small_run, data_dir, feature_cache):
     path, _ = small_run
     out = path.parent / "report.html"
     argv = ["report", "--run", str(path), "--data", str(data_dir), "--out", str(out), "--images-per-class", "6",
-            "--faithfulness-images", "2", "--steps", "4", "--seeds", "2", "--cache", str(feature_cache), "--device", "cpu"]
+            "--faithfulness-images", "3", "--steps", "4", "--seeds", "2", "--cache", str(feature_cache), "--device", "cpu"]
     assert main(argv) == 0
     return out, json.loads(out.with_suffix(".json").read_text())
 
@@ -88,16 +90,23 @@ def test_every_section_has_numbers_and_the_method_holds(cli_report):
 
     t3 = figures["table3"]
     assert t3["k"] == [1, 3, 5, 10] and t3["skipped_k"] == []
-    for key in ("prototypes_only_top1", "residual_only_top1", "both_top1"):
-        assert len(t3[key]) == 4 and all(0 <= v <= 1 for v in t3[key])
-    assert all(v == exact["top1_original"] for v in t3["both_top1"])  # both parts = the original head
+    assert t3["every_class_decomposed"] is False and t3["n_classes"] == 3 and t3["n_model_classes"] == 1000
+    for space in ("among_run_classes", "all_classes"):
+        for key in ("prototypes_only", "residual_only", "both"):
+            assert len(t3[space][key]) == 4 and all(0 <= v <= 1 for v in t3[space][key])
+    assert all(v == exact["top1_original"] for v in t3["all_classes"]["both"])  # both parts = the original head
+    # among its own 3 classes a photo can only be confused with 2 others: never less accurate than 1000-way
+    assert all(a >= b for a, b in zip(t3["among_run_classes"]["both"], t3["all_classes"]["both"]))
     errors = t3["feature_reconstruction_error"]
     assert all(0 < e < 1 for e in errors) and errors[-1] < errors[0]  # Figure 5: more prototypes, less error
     assert all(b <= a + 1e-3 for a, b in pairwise(errors))
 
     refinement = figures["refinement"]
-    assert set(refinement["mean"]) == {"optimized", "paper", "uniform", "proportional"}
-    assert refinement["mean"]["optimized"] >= max(refinement["mean"].values()) - 1e-6  # the default is the best
+    assert set(refinement["mean"]) == set(STRATEGIES) == set(refinement["flips"])  # every strategy, signed
+    for strategy in STRATEGIES:
+        assert -1 <= refinement["min"][strategy] <= refinement["mean"][strategy] <= 1
+        assert refinement["flips"][strategy] == 0 or refinement["min"][strategy] < 0
+    assert refinement["flips"][DEFAULT_STRATEGY] == 0
     assert len(refinement["examples"]) == 3 and all(len(e["heatmap_correlation"]) == 3 for e in refinement["examples"])
 
     stability = figures["seed_stability"]
@@ -105,9 +114,12 @@ def test_every_section_has_numbers_and_the_method_holds(cli_report):
     assert all(0 < v <= 1 + 1e-6 for v in stability["per_class"].values())
 
     faith = figures["deletion_insertion"]
-    assert set(faith["methods"]) == {"top prototype", "Grad-CAM"} and faith["n_images"] == 2
-    for curves in faith["methods"].values():
-        assert 0 <= curves["deletion_auc"] <= 1 and 0 <= curves["insertion_auc"] <= 1
+    assert list(faith["methods"]) == list(SALIENCY_MAPS) and faith["n_images"] == 3
+    for name, curves in faith["methods"].items():
+        for kind in ("deletion_auc", "insertion_auc"):
+            interval = curves[kind]
+            assert 0 <= interval["mean"] <= 1 and interval["low"] <= interval["mean"] <= interval["high"]
+        assert ("minus_gradcam" in curves) == (name != "Grad-CAM")
         assert len(curves["deletion_curve"]) == len(faith["fractions"]) == 5
         # both curves end on the unmodified image: deleting nothing = inserting everything
         assert curves["deletion_curve"][0] == pytest.approx(curves["insertion_curve"][-1], abs=1e-5)
@@ -231,14 +243,10 @@ def test_clear_errors_for_bad_input(small_run, lite0, data_dir, tmp_path, capsys
 def app_env(small_run, feature_cache, monkeypatch):
     """The app with the fixture's run in its runs folder, in navigation mode (as tests/test_app.py sets it up)."""
     import streamlit.testing.v1.app_test as app_test
-    from streamlit.runtime.pages_manager import PagesManager
 
-    class Navigation(PagesManager):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
+    from pages.common import navigation
 
-    monkeypatch.setattr(app_test, "PagesManager", Navigation)
+    monkeypatch.setattr(app_test, "PagesManager", navigation.app_test_pages_manager())
     path, _ = small_run
     monkeypatch.setenv("PROTOLIB_RUNS", str(path.parent))
     monkeypatch.setenv("PROTOLIB_CACHE", str(feature_cache))

@@ -9,7 +9,17 @@ import pytest
 import torch
 from torchvision.datasets import ImageFolder
 
-from protolib.synthetic import (
+from protolib.benchmarks.toy_model import (
+    FEATURE_DIM,
+    MEAN,
+    STD,
+    PartsNet,
+    load_parts_net,
+    save_parts_net,
+    to_input,
+    train_parts_net,
+)
+from protolib.data.synthetic import (
     MAX_CLASSES,
     NUM_PARTS,
     PART_KINDS,
@@ -20,16 +30,6 @@ from protolib.synthetic import (
     parts_of_class,
     read_image_folder,
     write_image_folder,
-)
-from protolib.toy_model import (
-    FEATURE_DIM,
-    MEAN,
-    STD,
-    PartsNet,
-    load_parts_net,
-    save_parts_net,
-    to_input,
-    train_parts_net,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")

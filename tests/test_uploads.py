@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from protolib import uploads
-from protolib.data import class_folders, scan_split
-from protolib.uploads import Limits, UploadError, extract_dataset
+from protolib.config import SAMPLE_DATA
+from protolib.data import class_folders, scan_split, uploads
+from protolib.data.uploads import Limits, UploadError, extract_dataset
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette"
+DATA = SAMPLE_DATA
 TENCH, SPRINGER = "n01440764", "n02102040"
 
 pytestmark = pytest.mark.skipif(not (DATA / "train").is_dir(), reason=f"the sample photos are not at {DATA}")

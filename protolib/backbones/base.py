@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2 as T
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
+from ..config import IMAGENET_CLASSES
 
 
 class BackboneError(ValueError):
@@ -74,8 +74,8 @@ class Preprocessing:
 
 
 def imagenet_labels() -> tuple[list[str], list[str]]:
-    """(readable names, wnids) of the ImageNet-1k label space, shipped in assets/."""
-    with open(ASSETS / "imagenet_classes.csv", newline="") as f:
+    """(readable names, wnids) of the ImageNet-1k label space, shipped with the package."""
+    with open(IMAGENET_CLASSES, newline="") as f:
         rows = sorted(csv.DictReader(f), key=lambda r: int(r["imagenet_index"]))
     return [r["name"] for r in rows], [r["wnid"] for r in rows]
 
@@ -175,6 +175,30 @@ class Backbone(nn.Module, ABC):
                 f"(max gap {gap:.3g}); the method cannot decompose it exactly. "
                 "Fit a linear probe on its pooled features instead (`python -m protolib probe`)."
             )
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks CUDA when there is one; a device that is not there, or not a device, is a clear error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise BackboneError(f"unknown device {str(device)!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise BackboneError(f"--device {device} was asked for, but this machine has no CUDA GPU; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise BackboneError(f"--device {device} was asked for, but this machine's CUDA GPUs are cuda:0..cuda:{count - 1}")
+    elif device.type != "cpu":
+        raise BackboneError(f"device {str(device)!r} is not supported: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def weights_source(weights: str | Path | None) -> str | None:
+    """What runs record of ``load_backbone``'s weights: None (pretrained), "random", or an absolute path."""
+    return weights if weights in (None, "random") else str(Path(weights).resolve())
 
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -17,9 +17,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision import models
+from torchvision.models.vgg import cfgs, make_layers
 
-from ..atomic import atomic_dir
-from .base import Backbone, BackboneError, WeightsMissing, load_state, load_weights_file
+from ..files import ManifestError, atomic_dir, read_manifest
+from .base import Backbone, BackboneError, WeightsMissing, load_state, load_weights_file, resolve_device, weights_source
+from .registry import load_registered
+from .torchvision_models import pretrained_file, pretrained_hint, weights_preprocessing
 
 PROBE_FORMAT = "protoscope.probe/1"
 PROBE_MANIFEST, PROBE_HEAD = "probe.json", "head.safetensors"
@@ -63,37 +66,29 @@ def build_vgg(name: str, weights: str | None = None) -> ConvTrunk:
     Pretrained weights come from the torch hub cache (never downloaded), a user's file, or are
     random (``"random"``, for tests).
     """
-    from torchvision.models.vgg import cfgs, make_layers
-
-    from .torchvision_models import _preprocessing, pretrained_file
-
     default = models.get_model_weights(name).DEFAULT
     features = make_layers(cfgs["D" if name == "vgg16" else "E"], batch_norm=False)
     if weights != "random":
         source = Path(weights) if weights else pretrained_file(default)
         if weights is None and not source.is_file():
-            raise WeightsMissing(
-                f"pretrained weights for {name} are not on this machine: download {default.url} where there is "
-                f"a network and put it at {source}, or pass your own checkpoint with --weights FILE"
-            )
+            raise WeightsMissing(f"pretrained weights for {name} are not on this machine: {pretrained_hint(name)}")
         state = load_weights_file(source)
         if any(k.startswith("features.") for k in state):  # a whole VGG checkpoint: keep its conv part
             state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         load_state(features, state, str(source))
-    return ConvTrunk(name, features, _preprocessing(default))
+    return ConvTrunk(name, features, weights_preprocessing(default))
 
 
 def load_trunk(name: str, weights: str | None = None, device="cpu") -> Backbone | ConvTrunk:
     """The frozen feature extractor a probe is fit on: a registry backbone, or a probe-only model."""
-    from . import load_backbone, resolve_device
-
     if name.startswith(PREFIX):
         raise BackboneError("a probe cannot be fit on another probe: name the backbone it was fit on")
     if name not in PROBE_ONLY:
-        return load_backbone(name, weights, device)
+        return load_registered(name, weights, device)
+    device = resolve_device(device)
     trunk = build_vgg(name, weights)
-    trunk.weights_source = weights if weights in (None, "random") else str(Path(weights).resolve())
-    return trunk.to(resolve_device(device))
+    trunk.weights_source = weights_source(weights)
+    return trunk.to(device)
 
 
 class ProbeBackbone(Backbone):
@@ -134,7 +129,7 @@ def probe_name(folder: str | Path) -> str:
 def write_probe(folder: str | Path, head: nn.Linear, manifest: dict, overwrite: bool = False) -> Path:
     """Write a probe folder atomically: the head (safetensors) and its manifest (JSON)."""
     folder = Path(folder)
-    with atomic_dir(folder, overwrite=overwrite) as tmp:
+    with atomic_dir(folder, overwrite=overwrite, marker=PROBE_MANIFEST) as tmp:
         tensors = {"weight": head.weight.detach().cpu().contiguous(), "bias": head.bias.detach().cpu().contiguous()}
         save_file(tensors, str(tmp / PROBE_HEAD))
         (tmp / PROBE_MANIFEST).write_text(json.dumps(dict(manifest, format=PROBE_FORMAT), indent=2))
@@ -142,18 +137,14 @@ def write_probe(folder: str | Path, head: nn.Linear, manifest: dict, overwrite: 
 
 
 def read_probe_manifest(folder: Path) -> dict:
-    path = folder / PROBE_MANIFEST
-    if not path.is_file():
+    if not (folder / PROBE_MANIFEST).is_file():
         raise BackboneError(
             f"{folder} is not a probe folder (no {PROBE_MANIFEST}); fit one with `python -m protolib probe`"
         )
     try:
-        manifest = json.loads(path.read_text())
-    except ValueError as exc:
-        raise BackboneError(f"{path}: damaged probe manifest ({exc})") from exc
-    if manifest.get("format") != PROBE_FORMAT:
-        raise BackboneError(f"{path}: unknown probe format {manifest.get('format')!r}")
-    return manifest
+        return read_manifest(folder / PROBE_MANIFEST, PROBE_FORMAT)
+    except ManifestError as exc:
+        raise BackboneError(f"damaged probe: {exc}") from exc
 
 
 def build_probe(folder: str | Path, weights: str | None = None, device="cpu") -> ProbeBackbone:

@@ -101,7 +101,16 @@ def pretrained_file(weights: models.WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
 
-def _preprocessing(weights: models.WeightsEnum) -> Preprocessing:
+def pretrained_hint(name: str) -> str:
+    """How to supply the pretrained weights of torchvision model ``name`` on a machine without a network."""
+    default = models.get_model_weights(name).DEFAULT
+    return (
+        f"download {default.url} where there is a network and put it at {pretrained_file(default)} "
+        "(the torch hub cache), or pass your own checkpoint with --weights FILE"
+    )
+
+
+def weights_preprocessing(weights: models.WeightsEnum) -> Preprocessing:
     preset = weights.transforms()
     return Preprocessing(
         crop_size=preset.crop_size[0],
@@ -122,10 +131,7 @@ def build(adapter: type[TorchvisionBackbone], name: str, weights: str | None = N
     if weights is None:
         source = pretrained_file(default)
         if not source.is_file():
-            raise WeightsMissing(
-                f"pretrained weights for {name} are not on this machine: download {default.url} where there is "
-                f"a network and put it at {source}, or pass your own checkpoint with --weights FILE"
-            )
+            raise WeightsMissing(f"pretrained weights for {name} are not on this machine: {pretrained_hint(name)}")
         state = load_weights_file(source)
     elif weights != "random":
         source = weights
@@ -140,7 +146,7 @@ def build(adapter: type[TorchvisionBackbone], name: str, weights: str | None = N
     if state is not None:
         load_state(model, state, str(source))
     names, wnids = imagenet_labels() if num_classes == 1000 else ([f"class {i}" for i in range(num_classes)], None)
-    return adapter(name, model, _preprocessing(default), names, wnids)
+    return adapter(name, model, weights_preprocessing(default), names, wnids)
 
 
 _FAMILIES = [

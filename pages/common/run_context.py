@@ -1,0 +1,105 @@
+"""The session's current run, with its model and its prototype head: what the Prototypes, Explain,
+Intervene and Evaluate pages stand on."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from pages.common import cache, jobs, navigation
+from pages.common.sidebar import runs_by_name
+from pages.common.state import workspace
+from protolib.backbones import Backbone, BackboneError
+from protolib.data import BadImage, DataError
+from protolib.data.features import Features
+from protolib.method.head import PrototypeHead
+from protolib.runs import Run, RunError
+
+
+@dataclass
+class Context:
+    """What the run pages need: the run, its model and its prototype head."""
+
+    run: Run
+    backbone: Backbone
+    head: PrototypeHead
+    key: str  # identifies the run version and device in caches
+
+    @property
+    def labels(self) -> list[str]:
+        return self.backbone.labels
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.run.class_names
+
+    @property
+    def name(self) -> str:
+        return self.run.path.name if self.run.path else "run"
+
+    @property
+    def decomposed(self) -> list[int]:
+        """The labels of the run's classes, in the run's order."""
+        return [int(c) for c in self.head.classes]
+
+
+def visible_runs() -> dict:
+    """The runs this session may see (its own and the published ones), by name: the one list every page
+    and run list reads (``sidebar.runs_by_name``)."""
+    return runs_by_name()
+
+
+def no_run_notice() -> None:
+    st.info("There is no decomposition yet. Run one on the **Decompose** page first; it takes under a minute.")
+    jobs.demo_offer()
+    st.page_link(navigation.DECOMPOSE, label="Go to Decompose", icon=":material/arrow_forward:")
+
+
+def run_key(path: Path, modified: float, device: str) -> str:
+    """Names a run version on a device in caches and widget keys: a digest, since widget keys reach the
+    browser and a private run's folder names the session."""
+    return hashlib.sha256(f"{path}|{modified}|{device}".encode()).hexdigest()[:20]
+
+
+def require_run() -> Context:
+    """The session's run with its model and head, or a notice and a stop when there is none."""
+    name = st.session_state.get("run")
+    saved = runs_by_name().get(name) if name else None
+    if saved is None:
+        no_run_notice()
+        st.stop()
+    device = st.session_state.get("device", "cpu")
+    try:
+        modified = saved.modified
+        run = cache.get_run(str(saved.path), modified)
+        backbone = cache.get_backbone(run.manifest["backbone"], run.manifest.get("weights"), device)
+        run.check_backbone(backbone)
+    except (RunError, BackboneError, OSError, KeyError, TypeError, ValueError) as exc:
+        st.error(workspace().redact(f"Run “{name}” cannot be used: {exc}"))
+        st.stop()
+    key = run_key(saved.path, modified, device)
+    if backbone.note:
+        st.warning(backbone.note, icon=":material/info:")
+    return Context(run, backbone, cache.get_head(key, run, backbone), key)
+
+
+def run_class_features(ctx: Context, position: int) -> Features | None:
+    """The features of the run's training images of one class, or None with a message."""
+    folder = ctx.run.manifest["classes"][position]["folder"]
+    paths = tuple(ctx.run.manifest["images"].get(folder, []))
+    missing = [p for p in paths if not Path(p).is_file()]
+    if not paths or missing:
+        st.warning(
+            f"The training images of this class are no longer where the run found them "
+            f"({len(missing)} of {len(paths)} missing, e.g. {missing[0] if missing else '-'}); "
+            "its galleries cannot be drawn."
+        )
+        return None
+    try:
+        return cache.class_features(ctx.key, folder, ctx.backbone, paths)
+    except (BadImage, DataError, OSError) as exc:
+        st.warning(f"The images of this class cannot be read: {exc}")
+        return None

@@ -1,0 +1,131 @@
+"""What one browser session has chosen: widgets whose values survive page switches, text fields that
+follow an automatic value until typed in, and the session's own place on the server (its workspace:
+private runs, uploads) and the data folder it may open.
+
+Everything per user lives in ``st.session_state``: nothing per user is kept in module globals or in
+a resource cache.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import streamlit as st
+
+from pages.common.viewmodels import cli_data_arg
+from pages.common.viewmodels import default_data_dir as find_default_data_dir
+from protolib.config import DataFolderRefused
+from protolib.workspace import Workspace
+
+
+def kept(
+    widget: Callable,
+    label: str | None,
+    name: str,
+    default,
+    options: Sequence | None = None,
+    on_change: Callable | None = None,
+    **kwargs,
+):
+    """Draw ``widget`` whose value is the session's choice ``name``, kept across page switches.
+
+    Streamlit forgets a widget's state when a page does not draw it, so the choice lives in
+    ``st.session_state[name]`` and seeds the widget (key ``w.<name>``) on every run; a value that
+    is no longer among ``options`` falls back to ``default``.
+    """
+    state = st.session_state
+    wkey = f"w.{name}"
+    value = state.get(name, default)
+    if options is not None:
+        options = list(options)
+        if isinstance(value, list):
+            value = [v for v in value if v in options]
+        elif value not in options:
+            value = default if default in options else (options[0] if options else None)
+    state[name] = value
+    state[wkey] = value
+
+    def changed():
+        state[name] = state[wkey]
+        if on_change is not None:
+            on_change()
+
+    args = [] if label is None else [label]
+    if options is not None:
+        args.append(options)
+    return widget(*args, key=wkey, on_change=changed, **kwargs)
+
+
+def follow_automatic(name: str, automatic: str) -> None:
+    """Let the text choice ``name`` follow ``automatic`` (e.g. a run name made from the settings)
+    until the user types their own; an emptied field follows it again."""
+    state = st.session_state
+    if state.get(name) in (None, "", state.get(f"{name}.auto")):
+        state[name] = automatic
+    state[f"{name}.auto"] = automatic
+
+
+def restart_automatic(name: str) -> None:
+    """After the name was used (a run saved): the next one is automatic again."""
+    st.session_state[name] = ""
+
+
+def workspace() -> Workspace:
+    """This session's place on the server (its private runs and uploads), made on its first run, when
+    what unused sessions left behind is cleaned up too. Its folders are marked used on every run."""
+    found = st.session_state.get("workspace")
+    if not isinstance(found, Workspace):
+        found = st.session_state["workspace"] = Workspace.start()
+    found.touch()
+    return found
+
+
+def session_id() -> str:
+    """This session's secret id (names its private runs folder; never shown on a page)."""
+    return workspace().session
+
+
+def upload_root() -> Path:
+    """This session's own data folder for uploaded photos."""
+    return workspace().photos
+
+
+def dataset_root() -> Path:
+    """This session's own folder for uploaded zips of image folders (one data folder per zip)."""
+    return workspace().datasets
+
+
+def launch_data_dir() -> Path | None:
+    """The folder given at launch (``streamlit run app.py -- --data DIR``): the operator's, so allowed."""
+    given = cli_data_arg(sys.argv[1:])
+    return Path(given).expanduser() if given else None
+
+
+def default_data_dir() -> str:
+    """The data folder a new session starts with: ``--data``, ``$PROTOLIB_DATA`` or the sample photos."""
+    found = find_default_data_dir(sys.argv[1:])
+    return str(found) if found else ""
+
+
+def checked_data_dir() -> tuple[str, str | None]:
+    """(the session's data folder, resolved, or "" when it may not be opened; why not, or None)."""
+    text = st.session_state.get("data_dir") or ""
+    if not text:
+        return "", None
+    extra = [launch_data_dir()] if launch_data_dir() else []
+    try:
+        return str(workspace().check_data_folder(text, extra)), None
+    except DataFolderRefused as exc:
+        return "", str(exc)
+
+
+def data_dir() -> str:
+    """The session's data folder (set in the sidebar), or "" when none is set or it may not be opened."""
+    return checked_data_dir()[0]
+
+
+def data_refusal() -> str | None:
+    """Why the folder typed in the sidebar may not be opened, or None."""
+    return checked_data_dir()[1]

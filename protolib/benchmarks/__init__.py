@@ -1,0 +1,1 @@
+"""Benchmarks with ground truth: generated objects whose parts are known, and the small CNN trained on them."""

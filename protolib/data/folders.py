@@ -1,0 +1,255 @@
+"""Image folders: finding the images of each class, mapping folders to the model's labels, and
+reading images so that odd or broken files are reported instead of crashing a run."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+MAX_PIXELS = 80_000_000  # larger images are refused rather than decoded (decompression bombs)
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error, not a grey half-image
+
+
+class DataError(ValueError):
+    """The data cannot be used; the message says why and where."""
+
+
+class BadImage(DataError):
+    """One file could not be read as an image."""
+
+
+class NoMatchingClasses(DataError):
+    """No class folder of a split names a class of the model (a linear probe can make them classes)."""
+
+
+#: the reason given for a class folder that names no class of the model
+UNKNOWN_CLASS_FOLDER = "class folder matches no class of the model; skipped"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file or folder that was skipped, and why (shown to the user, never thrown)."""
+
+    path: str
+    reason: str
+    unknown_class: bool = False  # a class folder that names no class of the model (see NoMatchingClasses)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ClassFolder:
+    folder: str  # folder name on disk
+    label: int  # index in the model's label space
+    name: str  # readable name
+
+
+@dataclass
+class ImageSet:
+    """The images of one split, per class, with everything that was skipped."""
+
+    root: Path
+    split: str
+    classes: list[ClassFolder]
+    images: dict[str, list[Path]]  # class folder -> sorted image paths
+    problems: list[Problem] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.images.values())
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open any image as RGB: alpha is composited on white, grayscale/CMYK/palette converted."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise BadImage(f"{path}: {img.width}x{img.height} pixels is too large")
+                img.load()
+                if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+                    rgba = img.convert("RGBA")
+                    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                    return Image.alpha_composite(background, rgba).convert("RGB")
+                if img.mode.startswith(("I", "F")):
+                    return _to_8bit(img)
+                return img.convert("RGB")
+    except BadImage:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, Warning) as exc:
+        raise BadImage(f"{path}: not a readable image ({exc})") from exc
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """A 16- or 32-bit integer or a float image scaled to 8-bit RGB (PIL's own conversion clips every
+    value above 255, so a 16-bit photo would come out pure white)."""
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("F"):
+        low, high = values.min(), values.max()
+        values = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    else:
+        values = values / (65535.0 if values.max() <= 65535 else 4294967295.0)
+    grey = np.clip(np.rint(values * 255), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
+
+
+def is_image_file(path: Path) -> bool:
+    """A visible file whose suffix is an image format's (its content is checked when it is read)."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files of one class folder, sorted by name: the images a run or a picker uses."""
+    return sorted(p for p in Path(folder).iterdir() if is_image_file(p))
+
+
+# -- the two layouts: DIR/train|val/<class>/<images>, and DIR/<class>/<images> (torchvision's ImageFolder) ------
+SPLITS = ("train", "val")
+#: In a folder without train/ and val/, this share of each class's images is held out as val/, chosen by a
+#: hash of the file's name: the same split for the probe, decompose, evaluate, the report and the app, on
+#: any machine, with nothing written beside the data; adding photos never moves the others.
+HELDOUT_PERCENT = 20
+
+
+def has_splits(root: str | Path) -> bool:
+    """True for the DIR/train|val/<class>/ layout; False for DIR/<class>/ (ImageFolder)."""
+    return any((Path(root) / split).is_dir() for split in SPLITS)
+
+
+def heldout(path: str | Path) -> bool:
+    """Whether an image of an ImageFolder-layout folder belongs to the held-out val split."""
+    digest = hashlib.sha256(Path(path).name.encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 100 < HELDOUT_PERCENT
+
+
+def split_dir(root: str | Path, split: str) -> Path:
+    """Where the class folders of ``split`` are: ``root/split``, or ``root`` itself for an ImageFolder."""
+    root = Path(root)
+    return root / split if has_splits(root) or split not in SPLITS else root
+
+
+def split_images(root: str | Path, split: str, folder: str) -> list[Path]:
+    """The images of one class of one split, sorted by name."""
+    files = image_files(split_dir(root, split) / folder)
+    if has_splits(root) or split not in SPLITS:
+        return files
+    return [p for p in files if heldout(p) == (split == "val")]
+
+
+def available_splits(root: str | Path) -> list[str]:
+    """The splits a data folder offers (an ImageFolder offers both, through the held-out rule)."""
+    root = Path(root)
+    if has_splits(root):
+        return [s for s in SPLITS if (root / s).is_dir()]
+    return list(SPLITS) if root.is_dir() and any(p.is_dir() for p in root.iterdir()) else []
+
+
+def read_class_map(root: Path) -> dict[str, tuple[int, str]] | None:
+    """``root/classes.csv`` (wnid, imagenet_index, name) as folder -> (label, name), if present."""
+    path = root / "classes.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        needed = {"wnid", "imagenet_index", "name"}
+        if not needed <= set(reader.fieldnames or ()):
+            raise DataError(f"{path} must have the columns {', '.join(sorted(needed))}")
+        try:
+            return {row["wnid"]: (int(row["imagenet_index"]), row["name"]) for row in reader}
+        except ValueError as exc:
+            raise DataError(f"{path}: imagenet_index must be an integer ({exc})") from exc
+
+
+def class_folders(
+    root: str | Path, split: str, labels: list[str], wnids: list[str] | None
+) -> tuple[list[ClassFolder], list[Problem]]:
+    """The class folders of ``root/split`` mapped to the model's label space.
+
+    A folder named as one of the model's wnids (ImageNet wnids, or a linear probe's class folders)
+    maps to that class, named from ``root/classes.csv`` when it lists the folder; other folders map
+    through ``root/classes.csv``, or by a numeric name. Folders that map to nothing are reported and
+    skipped.
+    """
+    root = Path(root)
+    folder_root = split_dir(root, split)
+    if not folder_root.is_dir():
+        raise DataError(
+            f"{folder_root} does not exist (expected DIR/{split}/<class folder>/<images>, or DIR/<class folder>/<images>)"
+        )
+    folders = sorted(p.name for p in folder_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DataError(f"{folder_root} has no class folders")
+    class_map = read_class_map(root)
+    by_wnid = {w: i for i, w in enumerate(wnids)} if wnids else {}
+    classes, problems = [], []
+    for folder in folders:
+        if folder in by_wnid:  # the model names this class itself (ImageNet wnids, a probe's class folders)
+            label = by_wnid[folder]
+            name = class_map[folder][1] if class_map is not None and folder in class_map else labels[label]
+        elif class_map is not None and folder in class_map:
+            label, name = class_map[folder]
+        elif folder.isdigit() and int(folder) < len(labels):
+            label, name = int(folder), labels[int(folder)]
+        else:
+            problems.append(Problem(str(folder_root / folder), UNKNOWN_CLASS_FOLDER, unknown_class=True))
+            continue
+        if not 0 <= label < len(labels):
+            problems.append(Problem(str(folder_root / folder), f"label {label} is outside the model's {len(labels)}"))
+            continue
+        classes.append(ClassFolder(folder, label, name))
+    if not classes:
+        raise NoMatchingClasses(
+            f"no class folder of {folder_root} matches the model's classes: add {root / 'classes.csv'} "
+            "(columns wnid,imagenet_index,name) or name the folders by ImageNet wnid"
+        )
+    return classes, problems
+
+
+def scan_split(
+    root: str | Path,
+    split: str,
+    labels: list[str],
+    wnids: list[str] | None = None,
+    classes: list[str] | None = None,
+    limit: int | None = None,
+    min_images: int = 1,
+) -> ImageSet:
+    """Find the images of ``root/split``; ``classes`` selects folders by folder or readable name.
+
+    Files that are not images by suffix, and classes with fewer than ``min_images`` images, are
+    reported in ``problems`` and skipped. ``limit`` keeps the first images of each class (sorted
+    by name, so a run is reproducible).
+    """
+    root = Path(root)
+    if limit is not None and limit < 1:
+        raise DataError(f"images per class must be at least 1 (got {limit})")
+    found, problems = class_folders(root, split, labels, wnids)
+    if classes:
+        wanted = set(classes)
+        unknown = wanted - {c.folder for c in found} - {c.name for c in found}
+        if unknown:
+            raise DataError(f"unknown classes in {split_dir(root, split)}: {', '.join(sorted(unknown))}")
+        found = [c for c in found if c.folder in wanted or c.name in wanted]
+    kept, images = [], {}
+    for cls in found:
+        folder = split_dir(root, split) / cls.folder
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        paths = split_images(root, split, cls.folder)
+        problems += [Problem(str(p), "not an image file; skipped") for p in files if not is_image_file(p)]
+        paths = paths[:limit] if limit else paths
+        if len(paths) < min_images:
+            problems.append(Problem(str(folder), f"{len(paths)} images, fewer than the {min_images} needed; class skipped"))
+            continue
+        kept.append(cls)
+        images[cls.folder] = paths
+    if not kept:
+        raise DataError(f"no class of {split_dir(root, split)} has enough images (at least {min_images} each)")
+    return ImageSet(root, split, kept, images, problems)

@@ -1,0 +1,1 @@
+"""Evaluation of runs: exactness and accuracy, fidelity, intervention, faithfulness, ProtoEval."""

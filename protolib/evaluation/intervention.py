@@ -1,0 +1,75 @@
+"""Test-time intervention measured on a split: accuracy after scaling prototypes, the paper's oracle
+(Table 4) and per-prototype importance.
+
+Everything works on pooled features: a contribution is ``pooled . p~``, so no backbone runs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..method.head import PrototypeHead
+from .metrics import top1
+
+
+def intervention_effect(
+    head: PrototypeHead,
+    pooled: torch.Tensor,
+    labels: torch.Tensor,
+    scale: torch.Tensor,
+    contributions: torch.Tensor | None = None,
+    before: torch.Tensor | None = None,
+) -> dict:
+    """Accuracy before and after scaling contributions by ``scale`` (C, k), and per class the
+    change in accuracy (only classes whose accuracy moved are listed). Callers that try many edits
+    pass the split's ``contributions`` and unedited predictions ``before`` once: 8x faster."""
+    contributions = head.contributions(pooled) if contributions is None else contributions
+    before = head.logits(pooled, contributions).argmax(dim=1) if before is None else before
+    after = head.logits(pooled, contributions, scale).argmax(dim=1)
+    changed = {}
+    for label in labels.unique().tolist():
+        rows = labels == label
+        delta = float((after[rows] == label).float().mean() - (before[rows] == label).float().mean())
+        if delta != 0:
+            changed[label] = delta
+    return {
+        "top1_before": float((before == labels).float().mean()),
+        "top1_after": float((after == labels).float().mean()),
+        "predictions_changed": int((before != after).sum()),
+        "per_class_change": changed,
+    }
+
+
+def oracle_intervention(head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor) -> dict:
+    """The paper's Table-4 oracle: in every wrong prediction whose predicted class was decomposed,
+    zero that class's most important prototype (largest contribution) for that image only."""
+    contributions = head.contributions(pooled)
+    logits = head.logits(pooled, contributions)
+    predicted = logits.argmax(dim=1)
+    position = {label: i for i, label in enumerate(head.classes.tolist())}
+    scale = torch.ones_like(contributions)
+    fixed_images = 0
+    for n in (predicted != labels).nonzero().flatten().tolist():
+        c = position.get(int(predicted[n]))
+        if c is not None:
+            scale[n, c, contributions[n, c].argmax()] = 0
+            fixed_images += 1
+    after = head.logits(pooled, contributions, scale).argmax(dim=1)
+    return {
+        "top1_before": float((predicted == labels).float().mean()),
+        "top1_after": float((after == labels).float().mean()),
+        "intervened_images": fixed_images,
+    }
+
+
+def prototype_importance(head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(C, k) accuracy drop when each prototype alone is zeroed on the whole split."""
+    contributions = head.contributions(pooled)
+    base = top1(head.logits(pooled, contributions), labels)
+    drops = torch.zeros(head.prototypes.shape[:2])
+    for c in range(drops.shape[0]):
+        for i in range(drops.shape[1]):
+            scale = torch.ones(drops.shape)
+            scale[c, i] = 0
+            drops[c, i] = base - top1(head.logits(pooled, contributions, scale), labels)
+    return drops

@@ -1,0 +1,25 @@
+"""What a report is made of: its sections, in order, and the report itself (figures + images)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SECTIONS = {
+    "exactness": "Exactness",
+    "table3": "Prototypes and residual against k (Table 3, Figure 5)",
+    "refinement": "Refinement keeps the heatmaps",
+    "seed_stability": "Stability across NMF seeds",
+    "protoeval": "Part consistency and stability (ProtoEval)",
+    "axioms": "Explainability axioms",
+    "deletion_insertion": "Deletion and insertion against Grad-CAM",
+    "intervention": "Intervention",
+}
+#: sections a report has only when its settings ask for them (``ReportSettings.compare_with``), after the others
+OPTIONAL_SECTIONS = {
+    "comparison": "Runs side by side on the same photos (Figure 3)",
+}
+
+@dataclass
+class Report:
+    figures: dict  # what report.json holds: numbers and text only
+    images: dict[str, str] = field(default_factory=dict)  # name -> base64 PNG, shown in the HTML only
