@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import streamlit as st
 import torch
@@ -53,22 +55,29 @@ def class_to_explain(ctx: Context, picked: Picked, logits: torch.Tensor) -> int:
     )
 
 
+def prototype_labels(ctx: Context, label: int) -> list[str]:
+    """The names people gave the prototypes of class ``label`` ("" when unnamed)."""
+    return ctx.run.label_grid()[ctx.decomposed.index(label)]
+
+
 def contributions_and_part_map(ctx: Context, e: Explanation) -> None:
     k = len(e.contributions)
+    names = prototype_labels(ctx, e.label)
     chart_col, map_col = st.columns([3, 2], gap="large")
     with chart_col:
         st.plotly_chart(
-            figures.waterfall(e.contributions, e.bias, f"“{ctx.labels[e.label]}”: logit {e.logit:.2f} = bias + prototypes"),
+            figures.waterfall(e.contributions, e.bias, f"“{ctx.labels[e.label]}”: logit {e.logit:.2f} = bias + prototypes",
+                              names),
             width="stretch", config=figures.PLAIN,
         )
     with map_col:
         st.markdown(f"##### Part map of “{ctx.labels[e.label]}”")
         st.image(part_map(e.presence, e.image), caption=PART_MAP_NOTE, width="stretch")
-        figures.legend(k)
+        figures.legend(k, names=names)
 
 
-def heatmaps(e: Explanation) -> None:
-    """Each prototype's heatmap on the photo, with its contribution."""
+def heatmaps(e: Explanation, names: list[str]) -> None:
+    """Each prototype's heatmap on the photo, with its contribution (and its name, ``names``, when it has one)."""
     k = len(e.contributions)
     st.markdown("##### Each prototype's heatmap")
     st.caption("Bright: the place adds to the logit; dark: it takes away. Its mean is the contribution.")
@@ -78,7 +87,8 @@ def heatmaps(e: Explanation) -> None:
             if i < k:
                 with col:
                     st.image(heatmap_overlay(e.heatmaps[i], e.image), width="stretch")
-                    st.markdown(figures.chip(i, f"P{i + 1}: <b>{float(e.contributions[i]):+.2f}</b>"), unsafe_allow_html=True)
+                    title = html.escape(figures.prototype_title(i, names[i]))
+                    st.markdown(figures.chip(i, f"{title}: <b>{float(e.contributions[i]):+.2f}</b>"), unsafe_allow_html=True)
 
 
 # -- the page --------------------------------------------------------------------------------------
@@ -102,4 +112,4 @@ with top_col:
 explanation = explain_features(ctx.head, picked.feats, picked.shown, label)
 st.divider()
 contributions_and_part_map(ctx, explanation)
-heatmaps(explanation)
+heatmaps(explanation, prototype_labels(ctx, label))

@@ -6,6 +6,8 @@ same numbers as the logit); part maps from the NMF parts, before refinement, and
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import streamlit as st
 import torch
@@ -54,7 +56,7 @@ def card_sections(ctx: Context, position: int, features: Features | None, cards:
         for card in cards:
             i = card.prototype - 1
             with st.container(border=True, width=CARD_WIDTH):
-                st.markdown(figures.chip(i, f"<b>Prototype {card.prototype}</b>"), unsafe_allow_html=True)
+                st.markdown(figures.chip(i, f"<b>{html.escape(card.title)}</b>"), unsafe_allow_html=True)
                 st.metric(
                     "mean contribution", "–" if card.contribution is None else signed(card.contribution),
                     help=f"Its mean contribution to the logit of “{class_name}” over the class's training photos "
@@ -72,7 +74,7 @@ def part_map_gallery(ctx: Context, position: int, features: Features) -> None:
     """Part maps of every training photo of the class, a page at a time."""
     n = len(features.paths)
     st.subheader(f"Part maps across the {n} training images of “{ctx.class_names[position]}” · {PART_MAP_NOTE}")
-    figures.legend(ctx.run.k, "Each pixel is coloured by the NMF part most present there: ")
+    figures.legend(ctx.run.k, "Each pixel is coloured by the NMF part most present there: ", ctx.run.label_grid()[position])
     per_page = viewmodels.GALLERY_PAGE_SIZE
     n_pages = viewmodels.page_bounds(n, 1, per_page)[2]
     page = kept(st.pagination, None, f"proto_page.{ctx.key}.{position}", 1, num_pages=n_pages) if n_pages > 1 else 1
@@ -101,7 +103,7 @@ def top_images(
         "The heatmap is the prototype's contribution at each place: bright adds to the logit, dark takes away; "
         "its mean over the image is the contribution."
     )
-    for card, tab in zip(cards, st.tabs([f"Prototype {c.prototype}" for c in cards])):
+    for card, tab in zip(cards, st.tabs([c.title for c in cards])):
         i = card.prototype - 1
         with tab:
             order = viewmodels.rank_by_contribution(contributions, i, TOP_IMAGES)
@@ -109,7 +111,8 @@ def top_images(
             heat = ctx.head.heatmaps(feats, position)[:, i]
             images = shown_images(ctx, [features.paths[j] for j in order])
             st.markdown(
-                f'<span style="color:{prototype_hex(i)}">■</span> mean contribution <b>{signed(card.contribution)}</b> '
+                f'<span style="color:{prototype_hex(i)}">■</span> {figures.named(card.label)}'
+                f"mean contribution <b>{signed(card.contribution)}</b> "
                 f"({100 * card.share:.0f} % of the logit) · α {signed(card.alpha, 3)} · {card.meaning}",
                 unsafe_allow_html=True,
             )
@@ -142,7 +145,8 @@ st.caption(
     "Each class's head row is the sum of its *k* prototypes, and its logit the sum of their contributions. "
     "A card leads with what the prototype adds to the logit on the class's own photos: a positive contribution "
     "means *where this part shows, the class is more likely*; a negative one, *less likely* (often background "
-    "or a confusable context)."
+    "or a confusable context). Name a prototype (“beak”, “water”) in the table on **Intervene**: its name shows "
+    "on every page and travels with the run and the exported model."
 )
 ctx = require_run()
 position = chosen_class(ctx)
@@ -150,7 +154,7 @@ features = run_class_features(ctx, position)
 contributions = ctx.head.contributions(features.pooled)[:, position, :] if features is not None else None
 cards = prototype_cards(
     ctx.run.alpha[position], ctx.head.prototypes[position], ctx.backbone.head_weight, ctx.labels,
-    ctx.class_names[position], contributions,
+    ctx.class_names[position], contributions, names=ctx.run.label_grid()[position],
 )
 card_sections(ctx, position, features, cards)
 if features is None:

@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop training at the first epoch with this val accuracy (default: 0.98)")
     p.add_argument("--max-epochs", type=int, default=None, help="PartsNet training epochs at most (default: 10)")
 
+    p = sub.add_parser("shortcut-benchmark",
+                       help="repair a model that leans on the background: prototype edits against DFR (generated data)")
+    p.add_argument("--out", required=True, help="folder: data/ (with groups.csv and masks), seed-<s>/, shortcut.json")
+    p.add_argument("--seeds", type=positive, default=3, help="models trained, seeds 0..N-1 (default 3)")
+
     p = sub.add_parser("cub-export", help="write CUB-200-2011 (native layout) as an image folder for the pipeline")
     p.add_argument("--cub", required=True, help="the CUB_200_2011 folder")
     p.add_argument("--out", required=True)
@@ -153,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what prototypes are matched on: their heatmaps f.p (default) or coefficient maps f.pinv(P)")
     p.add_argument("--out", required=True, help="PNG file to write (the HTML page goes beside it)")
     _add_common(p)
+    p = sub.add_parser("export", help="a run (an edited head too) as one TorchScript file that runs without protoscope")
+    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--out", required=True,
+                   help="file to write: model.pt (TorchScript, torch.jit.load reads it) or model.pt2 (torch.export.load)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda: where the exported model's weights live (default: cpu)")
     return parser
 
 
@@ -299,6 +309,17 @@ def cmd_parts_benchmark(args) -> int:
     return 0
 
 
+def cmd_shortcut_benchmark(args) -> int:
+    from .benchmarks.shortcut import ShortcutConfig, run_shortcut_benchmark, shortcut_table
+
+    results = run_shortcut_benchmark(args.out, ShortcutConfig(), args.seeds,
+                                     log=lambda message: print(message, file=sys.stderr))
+    print(f"Protocol: {results['protocol']}\n")
+    print(shortcut_table(results))
+    print(f"-> {Path(args.out) / 'shortcut.json'} and {Path(args.out) / 'shortcut.md'}", file=sys.stderr)
+    return 0
+
+
 def cmd_cub_export(args) -> int:
     from .data.cub import export_image_folder
 
@@ -404,13 +425,27 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .backbones import resolve_device
+    from .export import export_model, load_model
+
+    model = load_model(args.run, resolve_device(args.device))
+    out = export_model(model, args.out)
+    named = sum(bool(name) for names in model.prototype_labels.values() for name in names)
+    print(f"{len(model.decomposed)} classes as prototypes (k = {model.k}, {named} named), "
+          f"{len(model.class_names)} logits; intervention: {model.info.get('intervention') or 'none'} -> {out}")
+    return 0
+
+
 COMMANDS = {
     "app": cmd_app,
+    "export": cmd_export,
     "decompose": cmd_decompose,
     "evaluate": cmd_evaluate,
     "explain": cmd_explain,
     "probe": cmd_probe,
     "parts-benchmark": cmd_parts_benchmark,
+    "shortcut-benchmark": cmd_shortcut_benchmark,
     "cub-export": cmd_cub_export,
     "cub-eval": cmd_cub_eval,
     "report": cmd_report,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import platform
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -25,6 +26,8 @@ from .method.refine import STRATEGIES, head_error
 
 FORMAT = "protoscope.run/1"
 MANIFEST, TENSORS = "manifest.json", "prototypes.safetensors"
+#: the manifest key of the prototypes' names (``Run.labels``), and the longest name allowed
+LABELS_KEY, MAX_LABEL_CHARS = "prototype_labels", 80
 
 
 class RunError(ValueError):
@@ -72,6 +75,35 @@ class Run:
     @property
     def class_names(self) -> list[str]:
         return [c["name"] for c in self.manifest["classes"]]
+
+    @property
+    def labels(self) -> dict[str, dict[str, str]]:
+        """The names people gave prototypes: ``{"<class label>": {"<i>": "beak"}}``, the class by its label in
+        the model's label space (as in ``classes``), the prototype by its 0-based position (shown as P<i+1>).
+        Unnamed prototypes are absent. A copy: change labels with ``with_labels``."""
+        return {c: dict(names) for c, names in (self.manifest.get(LABELS_KEY) or {}).items()}
+
+    def label_grid(self) -> list[list[str]]:
+        """The labels as a (C, k) grid in the run's class order, "" where a prototype has no name."""
+        labels = self.labels
+        return [[labels.get(str(int(c)), {}).get(str(i), "") for i in range(self.k)] for c in self.classes]
+
+    def with_labels(self, labels: Mapping[object, Mapping[object, str]]) -> Run:
+        """A copy of this run whose prototypes carry ``labels`` (replacing the old ones): keys as in ``labels``
+        (ints or strings), names stripped, empty names dropped. ValueError for a class the run did not decompose,
+        a prototype outside 0..k-1, or a name that is too long or holds control characters. Save it with
+        ``save_run`` (over the same folder with ``overwrite=True``: a new version, written atomically)."""
+        clean = normalise_labels(labels)
+        problem = labels_problem(clean, self.k, [int(c) for c in self.classes])
+        if problem:
+            raise ValueError(problem)
+        manifest = {key: value for key, value in self.manifest.items() if key != LABELS_KEY}
+        if clean:
+            manifest[LABELS_KEY] = clean
+        return Run(
+            manifest, self.classes, self.nmf_prototypes, self.alpha, self.refined, self.feature_error,
+            self.presence_scale, self.scale, self.path,
+        )
 
     @classmethod
     def from_model(cls, manifest: dict, model: PartPrototypes) -> Run:
@@ -227,6 +259,44 @@ def run_problem(run: Run) -> str | None:
     for name, tensor in {**shapes, "alpha": run.alpha, "presence_scale": run.presence_scale}.items():
         if not bool(torch.isfinite(tensor).all()):
             return f"{name} holds NaN or infinite values"
+    return labels_problem(m.get(LABELS_KEY) or {}, k, run.classes.tolist())
+
+
+def normalise_labels(labels: Mapping[object, Mapping[object, str]] | None) -> dict[str, dict[str, str]]:
+    """Prototype labels with string keys, names stripped and empty names (and classes) dropped."""
+    clean: dict[str, dict[str, str]] = {}
+    for c, names in (labels or {}).items():
+        if not isinstance(names, Mapping):
+            raise ValueError(f"the labels of class {c!r} are not a mapping of prototype -> name")
+        kept = {str(i): text.strip() for i, text in names.items() if isinstance(text, str) and text.strip()}
+        bad = [i for i, text in names.items() if not isinstance(text, str) and text is not None]
+        if bad:
+            raise ValueError(f"the label of prototype {bad[0]!r} of class {c!r} is not text")
+        if kept:
+            clean[str(c)] = kept
+    return clean
+
+
+def labels_problem(labels, k: int, classes: Sequence[int] | None = None) -> str | None:
+    """Why ``labels`` (a manifest's ``prototype_labels``) cannot be used, or None: a mapping of class labels
+    (of ``classes`` when given) to mappings of prototype positions 0..k-1 to short one-line names."""
+    if not isinstance(labels, dict):
+        return f"{LABELS_KEY} is not an object"
+    known = None if classes is None else {int(c) for c in classes}
+    for c, names in labels.items():
+        if not (isinstance(c, str) and c.isdigit()) or (known is not None and int(c) not in known):
+            return f"{LABELS_KEY} names class {c!r}, which the run did not decompose"
+        if not isinstance(names, dict):
+            return f"{LABELS_KEY} of class {c} is not an object"
+        for i, text in names.items():
+            if not (isinstance(i, str) and i.isdigit() and int(i) < k):
+                return f"{LABELS_KEY} of class {c} names prototype {i!r}; the run has prototypes 0..{k - 1}"
+            if not isinstance(text, str) or not text.strip():
+                return f"the label of prototype {i} of class {c} is empty or not text"
+            if len(text) > MAX_LABEL_CHARS:
+                return f"the label of prototype {i} of class {c} is longer than {MAX_LABEL_CHARS} characters"
+            if not text.isprintable():
+                return f"the label of prototype {i} of class {c} holds a line break or another control character"
     return None
 
 
@@ -246,6 +316,9 @@ def manifest_problem(manifest) -> str | None:
     for entry in manifest["classes"]:
         if not (isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("folder"), str)):
             return "a class entry of the manifest has no name or folder"
+    if manifest.get(LABELS_KEY) is not None:
+        listed = [e["label"] for e in manifest["classes"] if isinstance(e.get("label"), int)]
+        return labels_problem(manifest[LABELS_KEY], manifest["k"], listed if len(listed) == len(manifest["classes"]) else None)
     return None
 
 

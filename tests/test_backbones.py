@@ -168,7 +168,7 @@ def test_user_checkpoint_errors(tmp_path):
 
     for name in ("corrupt.pt", "corrupt.safetensors"):
         (tmp_path / name).write_bytes(b"this is not a checkpoint")
-        with pytest.raises(BackboneError, match="cannot read"):
+        with pytest.raises(BackboneError, match="not a weights file"):
             load_backbone("resnet18", weights=str(tmp_path / name))
 
     with pytest.raises(WeightsMissing):

@@ -3,6 +3,7 @@ the table of skipped files."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,8 +31,20 @@ def chip(i: int, text: str | None = None) -> str:
     )
 
 
-def legend(k: int, prefix: str = "") -> None:
-    st.markdown(prefix + "".join(chip(i, f"Prototype {i + 1}") for i in range(k)), unsafe_allow_html=True)
+def legend(k: int, prefix: str = "", names: Sequence[str] = ()) -> None:
+    """The prototypes' colours, with their labels (``names``, "" when unnamed) when they have them."""
+    titles = [f"Prototype {i + 1}" + (f" · {html.escape(names[i])}" if i < len(names) and names[i] else "") for i in range(k)]
+    st.markdown(prefix + "".join(chip(i, title) for i, title in enumerate(titles)), unsafe_allow_html=True)
+
+
+def named(label: str) -> str:
+    """A prototype's label as HTML to put before its numbers (``“fins” · ``), or "" when it has none."""
+    return f"<b>“{html.escape(label)}”</b> · " if label else ""
+
+
+def prototype_title(i: int, label: str = "") -> str:
+    """``P2`` or ``P2 “fins”``: a prototype's short name with its label (plain text)."""
+    return f"P{i + 1}" + (f" “{label}”" if label else "")
 
 
 def problems_table(problems: Sequence, title: str) -> None:
@@ -42,10 +55,11 @@ def problems_table(problems: Sequence, title: str) -> None:
         st.dataframe(pd.DataFrame(problem_rows(problems)), hide_index=True, width="stretch")
 
 
-def waterfall(contributions: torch.Tensor, bias: float, title: str) -> go.Figure:
-    """Per-prototype contributions + bias = logit, as a plotly waterfall."""
+def waterfall(contributions: torch.Tensor, bias: float, title: str, labels: Sequence[str] = ()) -> go.Figure:
+    """Per-prototype contributions + bias = logit, as a plotly waterfall (``labels``: the prototypes' names)."""
     k = len(contributions)
-    names = [f'<span style="color:{prototype_hex(i)}"><b>P{i + 1}</b></span>' for i in range(k)]
+    names = [f'<span style="color:{prototype_hex(i)}"><b>{html.escape(prototype_title(i, labels[i] if i < len(labels) else ""))}'
+             "</b></span>" for i in range(k)]
     values = [bias] + [float(c) for c in contributions]
     total = sum(values)
     fig = go.Figure(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import pickle
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
@@ -206,6 +207,8 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsMissing(f"weights file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise BackboneError(f"weights file {path} is empty")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -213,14 +216,26 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt files raise many kinds of errors
-        raise BackboneError(f"cannot read weights file {path}: {exc}") from exc
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():  # not a pickle of tensors at all
+            raise BackboneError(f"{path} is not a weights file this project can read (safetensors or a torch state dict)") from exc
+        # weights_only refused an object, and it is never retried unsafely
+        raise BackboneError(
+            f"{path} holds Python objects besides tensors, which are not loaded (they could run code); "
+            "save the model's state_dict() with torch.save or safetensors and pass that file"
+        ) from exc
+    except Exception as exc:  # corrupt files raise many kinds of errors, with messages meant for torch's developers
+        raise BackboneError(f"{path} is not a weights file this project can read (safetensors or a torch state dict)") from exc
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BackboneError(f"{path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise BackboneError(f"{path}: {len(broken)} tensors hold NaN or infinite values (e.g. {broken[0]}); refused")
+    return state
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

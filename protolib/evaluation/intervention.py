@@ -73,3 +73,21 @@ def prototype_importance(head: PrototypeHead, pooled: torch.Tensor, labels: torc
             scale[c, i] = 0
             drops[c, i] = base - top1(head.logits(pooled, contributions, scale), labels)
     return drops
+
+
+def group_accuracy(logits: torch.Tensor, labels, groups) -> dict:
+    """Accuracy over all images (``mean``), per group (``per_group``: group -> accuracy) and of the
+    worst group (``worst_group``), from logits (N, C), labels (N,) and one group per image (N,):
+    a tensor or array of ints, or any sequence of hashables such as ``groups.csv``'s names."""
+    labels = torch.as_tensor(labels).reshape(-1)
+    correct = logits.argmax(dim=1).cpu() == labels.cpu()
+    groups = groups.tolist() if hasattr(groups, "tolist") else list(groups)
+    if len(groups) != len(labels) or len(labels) != len(logits):
+        raise ValueError(f"{len(logits)} logits, {len(labels)} labels and {len(groups)} groups: one each per image")
+    if not len(labels):
+        raise ValueError("group accuracy of no image")
+    members: dict = {}
+    for n, group in enumerate(groups):
+        members.setdefault(group, []).append(n)
+    per_group = {group: float(correct[rows].float().mean()) for group, rows in members.items()}
+    return {"mean": float(correct.float().mean()), "worst_group": min(per_group.values()), "per_group": per_group}

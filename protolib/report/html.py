@@ -360,6 +360,15 @@ RENDER = {"exactness": exactness, "table3": table3, "refinement": refinement, "s
           "comparison": comparison}
 
 
+def _named_prototypes(labels: dict[str, list[str]]) -> str:
+    """The names people gave the run's prototypes (class -> one name per prototype, "" unnamed), as a table."""
+    rows = [[html.escape(name), f"P{i + 1}", html.escape(label)]
+            for name, names in labels.items() for i, label in enumerate(names) if label]
+    if not rows:
+        return ""
+    return "<p class='muted'>Named prototypes:</p>" + _table(["class", "prototype", "label"], rows, text=(0, 1, 2))
+
+
 def render(report: Report) -> str:
     """The whole page as a string."""
     figures, page = report.figures, Page()
@@ -372,7 +381,7 @@ def render(report: Report) -> str:
         parts.append(f'<section id="{key}"><h2>{html.escape(title)}</h2>{body}</section>')
     nav = "".join(f'<a href="#{key}">{html.escape(title.split(" (")[0])}</a>' for key, title in sections.items())
     intervention_note = (f"<p class='muted'>This run carries an intervention: {html.escape(str(run['intervention']))}</p>"
-                         if run.get("intervention") else "")
+                         if run.get("intervention") else "") + _named_prototypes(run.get("prototype_labels") or {})
     summary = (
         f"<p class='muted'>{html.escape(run['backbone'])} (weights {html.escape(run['fingerprint'])}) · k = {run['k']} "
         f"prototypes per class · refinement {html.escape(run['strategy'])} · {len(run['classes'])} classes: "

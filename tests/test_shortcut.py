@@ -1,0 +1,213 @@
+"""The shortcut benchmark: data with groups and masks, a model that takes the shortcut, the repairs and
+what shortcut.json reports (one seed, tiny data, a few epochs)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from protolib import cli
+from protolib.benchmarks.parts import PartsNetBackbone
+from protolib.benchmarks.shortcut import (
+    METHODS,
+    PROTOTYPE_METHODS,
+    ShortcutConfig,
+    fit_scales,
+    l1_logistic_regression,
+    mask_rule_scales,
+    run_shortcut_benchmark,
+    scales_changed,
+)
+from protolib.benchmarks.toy_model import FEATURE_DIM, load_parts_net
+from protolib.data.synthetic import (
+    background_names,
+    class_names,
+    group_name,
+    make_balanced_shortcut_dataset,
+    make_shortcut_dataset,
+    mask_path,
+    read_groups,
+)
+from protolib.evaluation.intervention import group_accuracy
+from protolib.method.head import PrototypeHead
+from protolib.runs import load_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = ShortcutConfig(num_classes=3, size=64, train_per_class=40, heldout_per_class=12, labels_per_group=4,
+                      test_per_group=4, epochs=3, fit_steps=50, dfr_halves=2)
+SPLITS = ("train", "heldout", "val", "test")
+
+
+@pytest.fixture(scope="module")
+def bench(one_thread, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shortcut-bench")
+    return out, run_shortcut_benchmark(out, TINY, seeds=1)
+
+
+# -- data ------------------------------------------------------------------------------------------------
+def test_groups_csv_and_masks_are_written_and_consistent(bench):
+    out, _ = bench
+    data = out / "data"
+    with open(data / "groups.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ["file", "split", "class", "background", "group"]
+        rows = list(reader)
+    images = {p.relative_to(data).as_posix() for s in SPLITS for p in (data / s).glob("*/*.png")}
+    assert {r["file"] for r in rows} == images and len(rows) == len(images)
+    assert read_groups(data) == {r["file"]: r for r in rows}
+    names, backgrounds = class_names(3), background_names(3)
+    for r in rows:
+        split, folder, _ = r["file"].split("/")
+        assert (r["split"], r["class"]) == (split, folder) and r["background"] in backgrounds
+        assert r["group"] == group_name(r["class"], r["background"])
+    for split, n in (("val", TINY.labels_per_group), ("test", TINY.test_per_group)):  # group-balanced
+        counts = {}
+        for r in rows:
+            if r["split"] == split:
+                counts[r["group"]] = counts.get(r["group"], 0) + 1
+        assert counts == {group_name(c, b): n for c in names for b in backgrounds}
+    train = [r for r in rows if r["split"] == "train"]
+    own = np.mean([names.index(r["class"]) == backgrounds.index(r["background"]) for r in train])
+    assert 0.85 <= own < 1  # spurious 0.95: mostly the class's own background, not always
+
+    grey_inside = []
+    for r in rows[:: max(1, len(rows) // 40)]:
+        image = cv2.imread(str(data / r["file"]))
+        mask = cv2.imread(str(mask_path(data, r["file"])), cv2.IMREAD_GRAYSCALE)
+        assert mask is not None and mask.shape == image.shape[:2] and set(np.unique(mask)) == {0, 255}
+        assert 0.05 < (mask > 0).mean() < 0.6  # object and background both there
+        grey = (np.abs(image.astype(int) - 118) <= 8).all(axis=-1)  # the object's grey body, hub and arms
+        grey_inside.append((grey & (mask > 0)).sum() / max(1, grey.sum()))
+    assert np.mean(grey_inside) > 0.9  # the mask covers the object drawn in the photo
+
+
+def test_generators_place_backgrounds_as_promised():
+    balanced = make_balanced_shortcut_dataset(2, seed=3, size=48, num_classes=3)
+    assert [(s.label, s.background) for s in balanced] == [(c, b) for c in range(3) for b in range(3) for _ in range(2)]
+    assert all(s.object_mask.shape == (48, 48) and s.object_mask.dtype == bool for s in balanced)
+    assert all(s.background == s.label for s in make_shortcut_dataset(3, 1, 48, 3, spurious=1.0))
+    assert all(s.background != s.label for s in make_shortcut_dataset(3, 1, 48, 3, spurious=0.0))
+    again = make_balanced_shortcut_dataset(2, seed=3, size=48, num_classes=3)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(balanced, again, strict=True))
+
+
+# -- the model and the repairs ---------------------------------------------------------------------------
+def test_the_trained_model_takes_the_shortcut(bench):
+    _, results = bench
+    original = results["methods"]["original"]
+    assert original["worst_group_acc"] < original["mean_acc"]
+
+
+def test_mask_rule_finds_background_prototypes_and_serves_the_app(bench):
+    out, results = bench
+    assert results["background_prototypes_found"] > 0
+    run = load_run(out / "seed-0" / "run")
+    backbone = PartsNetBackbone(load_parts_net(out / "seed-0" / "parts_net.safetensors"), TINY.size)
+    scales = mask_rule_scales(backbone, run, out / "data", "heldout", TINY.mask_photos_per_class, TINY.mask_threshold)
+    assert scales.shape == (3, run.k) and set(scales.unique().tolist()) <= {0.0, 1.0}
+    assert scales.tolist() == results["per_seed"]["0"]["scales"]["prototypes_by_mask"]
+    assert int((scales == 0).sum()) == sum(results["per_seed"]["0"]["background_prototypes"].values())
+    edited = run.with_scale(scales, "background prototypes switched off")
+    assert torch.equal(edited.scale, scales)
+
+
+def test_group_accuracy_on_a_hand_made_example():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [1.0, 0.0], [0.0, 2.0], [0.0, 5.0]])
+    labels = torch.tensor([0, 1, 1, 0, 0, 1])  # predictions 0, 1, 0, 0, 1, 1: right, right, wrong, right, wrong, right
+    groups = ["a", "a", "b", "b", "c", "c"]
+    acc = group_accuracy(logits, labels, groups)
+    assert set(acc) == {"mean", "worst_group", "per_group"}
+    assert acc["per_group"] == {"a": 1.0, "b": 0.5, "c": 0.5} and acc["worst_group"] == 0.5
+    assert acc["mean"] == pytest.approx(4 / 6)
+    by_id = group_accuracy(logits, labels.numpy(), torch.tensor([0, 0, 1, 1, 1, 2]))
+    assert by_id["per_group"] == {0: 1.0, 1: pytest.approx(1 / 3), 2: 1.0} and by_id["worst_group"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError):
+        group_accuracy(logits, labels, groups[:-1])
+
+
+def test_fit_scales_stay_in_the_unit_interval_and_switch_off_a_misleading_prototype():
+    # class 0 = prototype 0 (the object) + prototype 1 (a spurious direction that also fires on class 1)
+    prototypes = torch.tensor([[[1.0, 0, 0], [0, 0, 1.0]], [[0, 1.0, 0], [0, 0, 0.0]]])
+    head = PrototypeHead(prototypes.sum(dim=1), torch.zeros(2), torch.tensor([0, 1]), prototypes)
+    pooled = torch.tensor([[1.0, 0, 0], [1.0, 0, 1], [0, 1.0, 1.5], [0, 1.0, 0]])
+    labels, groups = torch.tensor([0, 0, 1, 1]), ["0a", "0b", "1b", "1a"]
+    assert group_accuracy(head(pooled)[0], labels, groups)["worst_group"] == 0.0
+    scale = fit_scales(head, pooled, labels, groups, steps=200, lr=0.05)
+    assert bool(((scale >= 0) & (scale <= 1)).all())
+    assert scale[0, 1] < 0.1 and scale[0, 0] == 1  # the misleading prototype is switched off, the object kept
+    assert group_accuracy(head.logits(pooled, head.contributions(pooled), scale), labels, groups)["worst_group"] == 1.0
+    assert scales_changed(scale) == int((scale != 1).sum()) and scales_changed(torch.ones(2, 2)) == 0
+
+
+def test_dfr_solver_reaches_scikit_learns_optimum():
+    """DFR's L1 logistic regression (FISTA, no scikit-learn at run time) against scikit-learn's saga."""
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 12))
+    y = (x @ (rng.normal(size=(3, 12)) * (rng.random((3, 12)) < 0.3)).T + rng.gumbel(size=(60, 3))).argmax(1)
+
+    def objective(w, b, c):
+        logits = torch.tensor(x) @ torch.as_tensor(w).double().T + torch.as_tensor(b).double()
+        return float(torch.nn.functional.cross_entropy(logits, torch.tensor(y), reduction="sum") + torch.as_tensor(w).abs().sum() / c)
+
+    for c in (1.0, 0.1):
+        w, b = l1_logistic_regression(torch.tensor(x), torch.tensor(y), 3, c)
+        reference = linear_model.LogisticRegression(C=c, l1_ratio=1.0, solver="saga", max_iter=20000, tol=1e-8).fit(x, y)
+        assert objective(w, b, c) <= objective(reference.coef_, reference.intercept_, c) + 1e-3
+        assert (w == 0).any()  # the L1 penalty gives exact zeros
+
+
+# -- what is reported ------------------------------------------------------------------------------------
+def test_shortcut_json_has_the_schema(bench):
+    out, results = bench
+    on_disk = json.loads((out / "shortcut.json").read_text())
+    assert on_disk == json.loads(json.dumps(results))
+    assert {"seeds", "labels_per_group", "background_prototypes_found", "protocol", "methods"} <= set(on_disk)
+    assert on_disk["seeds"] == 1 and on_disk["labels_per_group"] == TINY.labels_per_group
+    assert 0 <= on_disk["background_prototypes_found"] <= 1 and "epochs" in on_disk["protocol"]
+    assert list(on_disk["methods"]) == list(METHODS)
+    for m in on_disk["methods"].values():
+        assert {"mean_acc", "worst_group_acc", "numbers_changed", "per_seed"} <= set(m)
+        assert 0 <= m["worst_group_acc"] <= m["mean_acc"] <= 1
+        assert set(m["per_seed"]) == {"0"} and m["per_seed"]["0"]["mean_acc"] == m["mean_acc"]
+    assert set(on_disk["bar"]) == set(PROTOTYPE_METHODS)
+    table = (out / "shortcut.md").read_text()
+    assert table.count("\n| ") == len(METHODS) + 1 and "worst-group" in table
+
+
+def test_numbers_changed_counts(bench):
+    _, results = bench
+    methods, seed = results["methods"], results["per_seed"]["0"]
+    assert methods["original"]["numbers_changed"] == 0
+    assert methods["dfr"]["numbers_changed"] == 3 * FEATURE_DIM + 3  # the whole head: C x D + C
+    for name in PROTOTYPE_METHODS:
+        scales = torch.tensor(seed["scales"][name])
+        assert scales.shape == (3, seed["k"])
+        assert methods[name]["numbers_changed"] == int((scales != 1).sum()) <= scales.numel()
+    n_test = 9 * TINY.test_per_group  # the oracle edits every wrong test prediction once
+    assert methods["oracle"]["numbers_changed"] == round((1 - methods["original"]["mean_acc"]) * n_test)
+    ratio = results["bar"]["prototypes_by_mask"]["numbers_ratio"]
+    assert ratio == pytest.approx(methods["prototypes_by_mask"]["numbers_changed"] / (3 * FEATURE_DIM + 3))
+
+
+def test_command_line(monkeypatch, tmp_path, capsys, bench):
+    _, results = bench
+    seen = {}
+
+    def fake(out, cfg, seeds, log=None):
+        seen.update(out=out, cfg=cfg, seeds=seeds)
+        return results
+
+    monkeypatch.setattr("protolib.benchmarks.shortcut.run_shortcut_benchmark", fake)
+    assert cli.main(["shortcut-benchmark", "--out", str(tmp_path)]) == 0
+    assert seen == {"out": str(tmp_path), "cfg": ShortcutConfig(), "seeds": 3}
+    assert "worst-group" in capsys.readouterr().out
+    assert cli.main(["shortcut-benchmark", "--out", str(tmp_path), "--seeds", "1"]) == 0 and seen["seeds"] == 1
+    with pytest.raises(SystemExit):
+        cli.main(["shortcut-benchmark", "--out", str(tmp_path), "--seeds", "0"])
