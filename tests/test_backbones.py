@@ -18,6 +18,7 @@ from protolib.backbones import (
 from protolib.backbones.torchvision_models import SPECS
 
 TORCHVISION = [name for name, _, _ in SPECS]
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -30,15 +31,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any download attempt fails loudly instead of hanging."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("tried to download")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
 
 
 def make_nontrivial(backbone, x):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,54 +45,52 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def app_server(tmp: Path, **env_vars: str):
+    """The app on a free port with ``env_vars`` (runs, cache... in temporary folders) and no user data
+    settings; yields its URL, and stops it afterwards."""
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", **env_vars)  # small batches on 2 shared cores: threads only wait
+    for name in ("PROTOLIB_DATA", "PROTOLIB_DATA_ROOTS"):
+        if name not in env_vars:
+            env.pop(name, None)
+    log_path = tmp / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("the app did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.5)
+        try:
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The app on a free port, with its runs and feature cache in temporary folders."""
     tmp = tmp_path_factory.mktemp("browser")
-    port = free_port()
-    env = dict(
-        os.environ,
-        PROTOLIB_RUNS=str(tmp / "runs"),
-        PROTOLIB_CACHE=str(tmp / "cache"),
-        OMP_NUM_THREADS="1",  # small batches on a shared 2-core machine: threads only wait for each other
-    )
-    env.pop("PROTOLIB_DATA", None)
-    log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the app did not start:\n" + (tmp / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
-    yield {"url": url, "log": tmp / "server.log", "tmp": tmp}
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-    log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
+    with app_server(tmp, PROTOLIB_RUNS=str(tmp / "runs"), PROTOLIB_CACHE=str(tmp / "cache"),
+                    PROTOLIB_UPLOADS=str(tmp / "uploads")) as url:
+        yield {"url": url, "log": tmp / "server.log", "tmp": tmp}
 
 
 def expect(locator):

@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
 
 from protolib.config import SAMPLE_DATA
-from tests.test_browser import ARGS, CHROMIUM, WAIT, free_port, go, metric_value, new_page, settle
+from tests.test_browser import CHROMIUM, WAIT, app_server, go, metric_value, new_page, settle
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["n01440764", "n02102040"]  # tench, English springer
@@ -66,47 +62,8 @@ def server(tmp_path_factory):
     run = run_decomposition(backbone, SAMPLE_DATA, classes=CLASSES, images_per_class=4, k=3, cache_dir=cache)
     save_run(run, runs / "shared" / RUN)
     pair = pair_that_changes_accuracy(run, backbone, cache)
-    port = free_port()
-    env = dict(os.environ, PROTOLIB_RUNS=str(runs), PROTOLIB_CACHE=str(cache), PROTOLIB_UPLOADS=str(tmp / "uploads"),
-               OMP_NUM_THREADS="1")
-    for name in ("PROTOLIB_DATA", "PROTOLIB_DATA_ROOTS"):
-        env.pop(name, None)
-    log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the app did not start:\n" + (tmp / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
-    yield {"url": url, "log": tmp / "server.log", "tmp": tmp, "runs": runs, "pair": pair, "k": run.k}
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-    log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
+    with app_server(tmp, PROTOLIB_RUNS=str(runs), PROTOLIB_CACHE=str(cache), PROTOLIB_UPLOADS=str(tmp / "uploads")) as url:
+        yield {"url": url, "log": tmp / "server.log", "tmp": tmp, "runs": runs, "pair": pair, "k": run.k}
 
 
 ROW, HEADER = 35, 35  # px: the height of a table row and of its header (st.data_editor's defaults)

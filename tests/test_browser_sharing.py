@@ -7,18 +7,13 @@ folder box gets the refusal message. A's own pages never show its session id.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from protolib.config import SAMPLE_DATA
-from tests.test_browser import ARGS, CHROMIUM, free_port, go, new_page, set_slider, settle
+from tests.test_browser import CHROMIUM, app_server, go, new_page, set_slider, settle
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = SAMPLE_DATA
@@ -36,16 +31,6 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The app on a free port, runs / cache / uploads in temporary folders, and one published run."""
     from protolib.backbones import load_backbone
@@ -56,39 +41,8 @@ def server(tmp_path_factory):
     runs, cache = tmp / "runs", tmp / "cache"
     run = run_decomposition(load_backbone(), DATA, classes=list(CLASSES), images_per_class=3, k=2, cache_dir=cache)
     save_run(run, runs / "shared" / PUBLISHED)
-    port = free_port()
-    env = dict(
-        os.environ, PROTOLIB_RUNS=str(runs), PROTOLIB_CACHE=str(cache), PROTOLIB_UPLOADS=str(tmp / "uploads"),
-        OMP_NUM_THREADS="1",
-    )
-    for name in ("PROTOLIB_DATA", "PROTOLIB_DATA_ROOTS"):
-        env.pop(name, None)
-    log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://localhost:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the app did not start:\n" + (tmp / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
-    yield {"url": url, "log": tmp / "server.log", "tmp": tmp, "runs": runs}
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-    log.close()
+    with app_server(tmp, PROTOLIB_RUNS=str(runs), PROTOLIB_CACHE=str(cache), PROTOLIB_UPLOADS=str(tmp / "uploads")) as url:
+        yield {"url": url, "log": tmp / "server.log", "tmp": tmp, "runs": runs}
 
 
 def photos_zip(folder: Path) -> Path:
@@ -118,8 +72,8 @@ def run_options(page) -> list[str]:
     return options
 
 
-def test_a_session_sees_nothing_of_another_sessions_uploads_and_runs(chromium, server, tmp_path):
-    context_a, a = new_page(chromium, server)
+def test_a_session_sees_nothing_of_another_sessions_uploads_and_runs(browser, server, tmp_path):
+    context_a, a = new_page(browser, server)
     context_b = b = None
     try:
         # -- A: upload a zip of photos, decompose it with k = 2 ---------------------------------------
@@ -155,7 +109,7 @@ def test_a_session_sees_nothing_of_another_sessions_uploads_and_runs(chromium, s
         assert PHOTO in a.content()  # A sees its own photos (so the search below can find them)
 
         # -- B: another session on the same server ---------------------------------------------------
-        context_b, b = new_page(chromium, server)
+        context_b, b = new_page(browser, server)
         settle(b)
         options = run_options(b)
         assert PUBLISHED in options and RUN_NAME not in options, options

@@ -30,6 +30,7 @@ LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 NEW = ["efficientnet_lite1", "efficientnet_lite2"]
 #: three classes of different kinds (fish, building, vehicle)
 CLASSES = ["n01440764", "n03028079", "n03417042"]
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -38,18 +39,6 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any download attempt fails loudly instead of hanging."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("tried to download")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")

@@ -154,7 +154,8 @@ def test_dfr_solver_reaches_scikit_learns_optimum():
 
     def objective(w, b, c):
         logits = torch.tensor(x) @ torch.as_tensor(w).double().T + torch.as_tensor(b).double()
-        return float(torch.nn.functional.cross_entropy(logits, torch.tensor(y), reduction="sum") + torch.as_tensor(w).abs().sum() / c)
+        penalty = torch.as_tensor(w).abs().sum() / c
+        return float(torch.nn.functional.cross_entropy(logits, torch.tensor(y), reduction="sum") + penalty)
 
     for c in (1.0, 0.1):
         w, b = l1_logistic_regression(torch.tensor(x), torch.tensor(y), 3, c)
