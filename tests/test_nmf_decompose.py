@@ -179,3 +179,27 @@ def test_optimized_is_never_worse_than_the_closed_form_on_training_data(matrices
         if name == "astray":
             assert not kept.any()
     torch.testing.assert_close(refine("optimized", P, alpha, v, covariance=G).sum(dim=1), variance.sum(dim=1))
+
+
+def test_the_estimator_rewrites_a_linear_head_exactly():
+    """``from protolib import PartPrototypes`` on generated non-negative features (N, H, W, D) and a random head:
+    the refined prototypes sum to the head rows, ``.head()`` gives the linear model's logits, and the
+    learned state and the hyperparameters are where scikit-learn's conventions put them."""
+    from protolib import PartPrototypes as Public
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.rand(24, 5, 5, 32, generator=generator) ** 2
+    labels = torch.tensor([1, 4, 6]).repeat(8)
+    weight, bias = torch.randn(7, 32, generator=generator), torch.randn(7, generator=generator)
+    model = Public(k=3, random_state=0).fit(features, labels, weight)
+    assert model.classes_.tolist() == [1, 4, 6]
+    assert model.prototypes_.shape == model.refined_.shape == (3, 3, 32) and model.alpha_.shape == (3, 3)
+    assert (model.prototypes_ >= 0).all() and (model.n_iter_ > 0).all()
+    assert (model.refined_.sum(dim=1) - weight[model.classes_]).abs().max() <= 1e-4
+    logits, contributions = model.head(weight, bias)(features)
+    linear = features.mean(dim=(1, 2)) @ weight.T + bias
+    assert (logits - linear).abs().max() <= 1e-4 and contributions.shape == (24, 3, 3)
+    assert model.get_params() == {"k": 3, "strategy": "optimized", "solver": "hals", "random_state": 0, "max_iter": 200,
+                                  "tol": 1e-4, "compare": []}
+    with pytest.raises(ValueError, match="not fitted"):
+        Public().head(weight, bias)
