@@ -30,13 +30,7 @@ CLASSES = ["n01440764", "n02102040", "n02979186"]  # tench, English springer, ca
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batches on a shared 2-core machine: waiting threads made the report 3-50x slower (NMF, backbone)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # waiting threads made the report 3-50x slower here
 
 
 @pytest.fixture(scope="module")
