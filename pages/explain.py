@@ -20,7 +20,7 @@ from protolib.explain import Explanation, explain_features, heatmap_overlay, par
 def top_classes(ctx: Context, logits: torch.Tensor) -> None:
     """The five most probable classes, those of the run marked ✓."""
     decomposed = set(ctx.decomposed)
-    top = logits.softmax(dim=0).topk(5)
+    top = logits.softmax(dim=0).topk(min(5, len(logits)))
     st.markdown("##### Top-5 classes")
     st.dataframe(
         pd.DataFrame(

@@ -8,54 +8,36 @@ of the run, kept in the session: the per-class switches and sliders and the tabl
 
 from __future__ import annotations
 
-import hashlib
 import html
-import importlib
-import importlib.util
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 import torch
 
-from pages.common import cache, figures, jobs, navigation, viewmodels
+from pages.common import cache, figures, navigation
+from pages.common.edits import current_scale, edit_key, reset_all, setting_keys
 from pages.common.heldout import HeldOut, held_out_controls, held_out_features
 from pages.common.pickers import Picked, image_picker
-from pages.common.run_context import Context, require_run, run_class_features
-from pages.common.sidebar import select_run, select_run_path
+from pages.common.prototype_table import prototype_table_section
+from pages.common.run_context import Context, require_run
+from pages.common.shortcut_demo import groups_table, shortcut_demo_offer
+from pages.common.sidebar import select_run
 from pages.common.state import data_dir, kept, workspace
 from pages.common.viewmodels import (
-    LABEL,
-    SELECT,
     class_accuracy_rows,
     default_class,
     describe_scale,
     group_rows,
     groups_of,
-    label_changes,
-    labels_after,
-    merge_table_edits,
-    prototype_name,
-    prototype_table,
-    scale_matrix,
     top_logit_rows,
 )
-from protolib.backbones import BackboneError
-from protolib.data import DataError
-from protolib.data.features import extract_features
 from protolib.evaluation import intervention as evaluation
 from protolib.evaluation.intervention import intervention_effect, oracle_intervention, prototype_importance
 from protolib.evaluation.metrics import among_decomposed
-from protolib.explain import heatmap_overlay, prototype_hex, upsample
 from protolib.export import exported_bytes, model_from_run
 from protolib.runs import RunError, load_run, safe_name, save_run
-
-SHORTCUT = "protolib.benchmarks.shortcut"
-SHARE_CLASSES = 64  # the table measures shares of the logit for runs of at most this many classes
-TOP_PHOTOS, TOP_PROTOTYPES = 4, 6  # top photos per selected prototype, and how many prototypes show them
 
 
 @dataclass
@@ -76,47 +58,6 @@ def photo_numbers(ctx: Context, picked: Picked) -> Photo:
     original = ctx.head.logits(pooled, contributions)[0]
     predicted, first = default_class(original, ctx.decomposed)
     return Photo(picked, pooled, contributions, original, predicted, first)
-
-
-# -- the intervention, kept in the session ----------------------------------------------------------
-def edit_key(path: Path | None) -> str:
-    """Names a run's edits in session keys: its folder only, so that saving its labels (a new version of the
-    same run) keeps the edits; a digest, since widget keys reach the browser."""
-    return hashlib.sha256(f"edit|{path}".encode()).hexdigest()[:16]
-
-
-def setting_keys(ctx: Context, label: int, i: int) -> tuple[str, str]:
-    """The session keys of prototype ``i`` of class ``label``: switched on, and its scale."""
-    edit = edit_key(ctx.run.path)
-    return f"iv.{edit}.{label}.{i}.on", f"iv.{edit}.{label}.{i}.scale"
-
-
-def reset_all(ctx: Context) -> None:
-    set_scales(ctx, [(c, i) for c in range(len(ctx.decomposed)) for i in range(ctx.run.k)], 1.0)
-
-
-def set_scales(ctx: Context, targets, value: float) -> None:
-    """Scale the prototypes ``targets`` ((class position, prototype) pairs) to ``value``: 0 switches them off
-    (their sliders keep their value for when they are switched back on)."""
-    state = st.session_state
-    for c, i in targets:
-        on, scale = setting_keys(ctx, ctx.decomposed[c], i)
-        state[on] = value != 0
-        if value != 0:
-            state[scale] = float(value)
-
-
-def current_scale(ctx: Context) -> torch.Tensor:
-    """The (C, k) intervention on every class of the run, as the switches, sliders and the table set it."""
-    state = st.session_state
-    settings = {}
-    for c, label in enumerate(ctx.decomposed):
-        for i in range(ctx.run.k):
-            on, scale = setting_keys(ctx, label, i)
-            value = float(state.get(scale, 1.0)) if state.get(on, True) else 0.0
-            if value != 1.0:
-                settings[(c, i)] = value
-    return scale_matrix(len(ctx.decomposed), ctx.run.k, settings)
 
 
 def controls(ctx: Context, photo: Photo, labels: list[int]) -> None:
@@ -177,256 +118,13 @@ def photo_results(ctx: Context, photo: Photo, edited: torch.Tensor, labels: list
         hide_index=True,
         width="stretch",
     )
-    shown = list(dict.fromkeys([r["class"] for r in rows] + [ctx.labels[int(c)] for c in original.topk(5).indices]))
+    top = original.topk(min(5, len(original))).indices
+    shown = list(dict.fromkeys([r["class"] for r in rows] + [ctx.labels[int(c)] for c in top]))
     index = {name: i for i, name in enumerate(ctx.labels)}
     st.plotly_chart(
         figures.logit_bars(shown, [float(original[index[n]]) for n in shown], [float(edited[index[n]]) for n in shown]),
         width="stretch", config=figures.PLAIN,
     )
-
-
-# -- every prototype of the run in one table ----------------------------------------------------------
-def selection_key(ctx: Context) -> str:
-    return f"iv_sel.{edit_key(ctx.run.path)}"
-
-
-def pending_key(ctx: Context) -> str:
-    """The session key of the labels typed in the table and not saved yet."""
-    return f"iv_pending.{edit_key(ctx.run.path)}"
-
-
-def editor_key(ctx: Context) -> str:
-    """The table's widget key: a new one (a fresh table) whenever the page changes the selection itself."""
-    edit = edit_key(ctx.run.path)
-    return f"iv_table.{edit}.{st.session_state.get(f'iv_gen.{edit}', 0)}"
-
-
-def selected(ctx: Context) -> set[tuple[int, int]]:
-    """The selected prototypes, as (class position, prototype) pairs."""
-    return set(st.session_state.get(selection_key(ctx), set()))
-
-
-def renew_table(ctx: Context) -> None:
-    gen = f"iv_gen.{edit_key(ctx.run.path)}"
-    st.session_state[gen] = st.session_state.get(gen, 0) + 1
-
-
-def table_edited(ctx: Context, key: str) -> None:
-    """The table's edits (ticks and labels) into the session's selection and unsaved labels."""
-    state = st.session_state
-    edits = (state.get(key) or {}).get("edited_rows", {})
-    chosen, pending = merge_table_edits(
-        edits, ctx.run.k, len(ctx.decomposed) * ctx.run.k, selected(ctx), state.get(pending_key(ctx), {})
-    )
-    state[selection_key(ctx)], state[pending_key(ctx)] = chosen, pending
-
-
-def clear_selection(ctx: Context) -> None:
-    st.session_state[selection_key(ctx)] = set()
-    renew_table(ctx)
-
-
-@st.cache_data(max_entries=8, show_spinner="Measuring each prototype's share of its class's logit…")
-def logit_shares(key: str, _ctx: Context) -> np.ndarray | None:
-    """(C, k) each prototype's share of its class's logit (|mean contribution| over the class's training
-    photos, from the feature cache), NaN where the photos are gone; None for runs of many classes."""
-    run = _ctx.run
-    if len(run.classes) > SHARE_CLASSES:
-        return None
-    shares = np.full((len(run.classes), run.k), np.nan, dtype=np.float32)
-    for c, entry in enumerate(run.manifest["classes"]):
-        paths = [p for p in run.manifest["images"].get(entry["folder"], []) if Path(p).is_file()]
-        try:
-            features = extract_features(_ctx.backbone, paths) if paths else None
-        except (DataError, BackboneError, OSError):
-            features = None
-        if features is not None and len(features.paths):
-            mean = _ctx.head.contributions(features.pooled)[:, c, :].mean(dim=0)
-            shares[c] = viewmodels.contribution_shares(mean).numpy()
-    return shares
-
-
-@st.cache_data(ttl=60, show_spinner=False)
-def groups_table(data: str) -> dict:
-    """``data/groups.csv`` (file -> its row: split, class, background, group), {} when there is none."""
-    if not data:
-        return {}
-    from protolib.data.synthetic import read_groups
-
-    try:
-        return read_groups(Path(data))
-    except (OSError, KeyError, ValueError):
-        return {}
-
-
-def shortcut_module():
-    """The shortcut benchmark's module when this installation has it (it draws background prototypes)."""
-    if importlib.util.find_spec(SHORTCUT) is None:
-        return None
-    try:
-        return importlib.import_module(SHORTCUT)
-    except ImportError:
-        return None
-
-
-@st.cache_data(max_entries=8, show_spinner="Measuring how much of each prototype lies on the background…")
-def background_shares(key: str, data: str, _ctx: Context) -> np.ndarray | None:
-    """(C, k) the share of each prototype's positive heatmap on the background of a few masked photos of its
-    class, when the data folder has object masks (the shortcut benchmark's layout); None otherwise."""
-    fractions = getattr(shortcut_module(), "background_fractions", None)
-    if fractions is None or not groups_table(data):
-        return None
-    try:
-        return fractions(_ctx.backbone, _ctx.run, data).numpy()
-    except (DataError, BackboneError, RunError, OSError, KeyError, ValueError):
-        return None
-
-
-def switch_off_background(ctx: Context, data: str) -> None:
-    """Switch off every prototype the shortcut benchmark's mask rule calls background."""
-    rule = getattr(shortcut_module(), "mask_rule_scales", None)
-    try:
-        scales = rule(ctx.backbone, ctx.run, data)
-    except (DataError, BackboneError, RunError, OSError, KeyError, ValueError) as exc:
-        st.session_state["iv_background_error"] = workspace().redact(f"The background prototypes cannot be found: {exc}")
-        return
-    st.session_state.pop("iv_background_error", None)
-    set_scales(ctx, [tuple(w) for w in (scales == 0).nonzero().tolist()], 0.0)
-
-
-def prototype_table_section(ctx: Context, scale: torch.Tensor, data: str) -> None:
-    """Every prototype of the run, in one table: tick prototypes of any classes and scale them together, and
-    name them (the names are saved with the run)."""
-    state, k = st.session_state, ctx.run.k
-    st.markdown("##### Every prototype of the run")
-    st.caption(
-        "Tick prototypes of any classes in the first column and scale them together; type a name in **label** "
-        "(“beak”, “water”) and save it with the run. The held-out accuracy below follows every change."
-    )
-    chosen, pending, grid = selected(ctx), state.get(pending_key(ctx), {}), ctx.run.label_grid()
-    shares = logit_shares(ctx.key, ctx)
-    background = background_shares(ctx.key, data, ctx)
-    rows = prototype_table(
-        ctx.class_names, k, grid, scale, chosen, pending,
-        shares=None if shares is None else torch.from_numpy(shares),
-        background=None if background is None else torch.from_numpy(background),
-        colours=[prototype_hex(i) for i in range(k)],
-    )
-    table = pd.DataFrame(rows).replace({np.nan: None})
-    config = {
-        SELECT: st.column_config.CheckboxColumn("select", width="small"),
-        "colour": st.column_config.ImageColumn("colour", width="small"),
-        LABEL: st.column_config.TextColumn("label", max_chars=80, help="A short name: what this prototype looks at"),
-        "share of the logit": st.column_config.ProgressColumn(
-            min_value=0.0, max_value=1.0, format="percent",
-            help="|mean contribution| over the class's training photos, as a share of all its prototypes'"),
-        "on the background": st.column_config.ProgressColumn(
-            min_value=0.0, max_value=1.0, format="percent",
-            help="Share of its positive heatmap on the background of masked photos of its class"),
-        "scale": st.column_config.TextColumn("scale", help="on, off, or the factor its contribution is scaled by"),
-    }
-    key = editor_key(ctx)
-    st.data_editor(
-        table, key=key, on_change=table_edited, args=(ctx, key), hide_index=True, width="stretch", num_rows="fixed",
-        disabled=[c for c in table.columns if c not in (SELECT, LABEL)], column_config=config,
-        height=min(36 * (len(rows) + 1) + 3, 460),
-    )
-    selection_controls(ctx, sorted(chosen), grid, background is not None, data)
-    label_controls(ctx, grid, pending)
-
-
-def selection_controls(ctx: Context, chosen: list[tuple[int, int]], grid, background: bool, data: str) -> None:
-    names = [prototype_name(ctx.class_names[c], i, grid[c][i]) for c, i in chosen]
-    st.caption(f"**{len(chosen)} selected:** " + ", ".join(names) if chosen
-               else "Tick prototypes in the first column to select them (any classes).")
-    edit = edit_key(ctx.run.path)
-    to_col, _ = st.columns([2, 3])
-    with to_col:
-        value = kept(st.slider, "Scale selected to", f"iv_to.{edit}", 0.0, min_value=0.0, max_value=2.0, step=0.05)
-    with st.container(horizontal=True, gap="small"):
-        st.button("Apply to selected", on_click=set_scales, args=(ctx, chosen, value), disabled=not chosen,
-                  icon=":material/tune:")
-        st.button("Switch selected off", on_click=set_scales, args=(ctx, chosen, 0.0), disabled=not chosen,
-                  icon=":material/block:")
-        st.button("Reset selected", on_click=set_scales, args=(ctx, chosen, 1.0), disabled=not chosen,
-                  icon=":material/undo:")
-        st.button("Clear selection", on_click=clear_selection, args=(ctx,), disabled=not chosen)
-        if background:
-            st.button(
-                "Switch off every background prototype", on_click=switch_off_background, args=(ctx, data),
-                icon=":material/landscape:", type="primary",
-                help="Every prototype whose positive heatmap lies mostly on the background of the masked photos of its "
-                "class (the shortcut benchmark's mask rule)",
-            )
-    if st.session_state.get("iv_background_error"):
-        st.error(st.session_state["iv_background_error"])
-    if chosen and st.checkbox("Show the top photos of the selected prototypes", key=f"iv_top.{edit}"):
-        top_photos(ctx, chosen[:TOP_PROTOTYPES], grid)
-
-
-def top_photos(ctx: Context, chosen: list[tuple[int, int]], grid) -> None:
-    """Per selected prototype, the training photos of its class where it moves the logit most, with its heatmap."""
-    for c, i in chosen:
-        features = run_class_features(ctx, c)
-        if features is None:
-            continue
-        contributions = ctx.head.contributions(features.pooled)[:, c, :]
-        order = viewmodels.rank_by_contribution(contributions, i, TOP_PHOTOS)
-        heat = ctx.head.heatmaps(features.feats[order], c)[:, i]
-        preprocessing = repr(ctx.backbone.preprocessing)
-        images = [cache.shown_image(features.paths[j], preprocessing, ctx.backbone) for j in order]
-        st.markdown(figures.chip(i, html.escape(prototype_name(ctx.class_names[c], i, grid[c][i]))), unsafe_allow_html=True)
-        for col, j, h, img in zip(st.columns(TOP_PHOTOS), order, heat, images):
-            col.image(heatmap_overlay(upsample(h, img.shape[:2]), img), caption=f"contribution {float(contributions[j, i]):+.2f}",
-                      width="stretch")
-
-
-def label_controls(ctx: Context, grid, pending: dict) -> None:
-    """Save the names typed in the table (a new version of the run; a published run is copied first)."""
-    changes = label_changes(grid, pending)
-    if st.session_state.get("iv_label_note"):
-        st.success(st.session_state.pop("iv_label_note"), icon=":material/sell:")
-    if not changes:
-        return
-    owned = workspace().owns(ctx.run.path)
-    where = "with this run" if owned else "in your own copy of this published run"
-    if st.button(f"Save {len(changes)} label{'s' if len(changes) > 1 else ''} {where}", type="primary",
-                 icon=":material/sell:"):
-        try:
-            path = save_labels(ctx, labels_after(grid, ctx.decomposed, pending), owned)
-        except (RunError, ValueError, OSError) as exc:
-            st.error(workspace().redact(f"The labels could not be saved: {exc}"))
-            return
-        st.session_state["iv_label_note"] = f"Labels saved with run “{path.name}”."
-        st.rerun(scope="app")
-
-
-def save_labels(ctx: Context, labels: dict, owned: bool) -> Path:
-    """Write the run again with ``labels`` (atomically: a reader sees the old version or the new one). A
-    published run is read-only: the labelled run becomes the session's own copy, which it then shows."""
-    run = ctx.run.with_labels(labels)
-    old = edit_key(ctx.run.path)
-    if owned:
-        path = save_run(run, ctx.run.path, overwrite=True)
-    else:
-        run.manifest = dict(run.manifest, parent=ctx.name)
-        path = save_run(run, workspace().new_run_path(f"{ctx.name}-labelled"))
-        carry_edits(old, edit_key(path))
-        select_run_path(path)
-    st.session_state.pop(f"iv_pending.{edit_key(path)}", None)
-    st.session_state.pop(f"iv_pending.{old}", None)
-    gen = f"iv_gen.{edit_key(path)}"
-    st.session_state[gen] = st.session_state.get(gen, 0) + 1
-    return path
-
-
-def carry_edits(old: str, new: str) -> None:
-    """The session's edits of one run (switches, scales, selection) carried over to its labelled copy."""
-    state = st.session_state
-    for key in [k for k in state if isinstance(k, str)]:
-        for prefix in ("iv.", "iv_sel.", "iv_to."):
-            if key.startswith(f"{prefix}{old}"):
-                state[f"{prefix}{new}{key[len(prefix) + len(old):]}"] = state[key]
 
 
 # -- the held-out split --------------------------------------------------------------------------
@@ -615,48 +313,6 @@ def exporter(path: str, ctx: Context):
         return exported_bytes(model_from_run(load_run(path, backbone), backbone))
 
     return make
-
-
-# -- the shortcut demo -----------------------------------------------------------------------------------
-def shortcut_demo_builder():
-    """The shortcut benchmark's demo builder when this installation has one, else None (and no button):
-    ``build_shortcut_demo(runs_root)`` builds the data and the run once (later calls only find them), publishes
-    the run under ``runs_root/shared`` and returns its folder, or (its folder, the data folder to open)."""
-    return getattr(shortcut_module(), "build_shortcut_demo", None)
-
-
-def shortcut_demo_offer() -> None:
-    """One click builds (or opens, when built already) the shortcut benchmark's data and run, published for
-    everyone: a model that leans on the background, to repair here in under a minute."""
-    build = shortcut_demo_builder()
-    if build is None:
-        return
-    with st.expander("Demo: repair a model that looks at the background", icon=":material/rocket_launch:"):
-        st.caption(
-            "Generated photos whose background gives the class away in training but not in the held-out split; "
-            "a small CNN learns the shortcut. Open it, switch off every background prototype and watch the "
-            "worst-group accuracy. Built once per server and shared with everyone."
-        )
-        if st.button("Open the shortcut demo", icon=":material/play_arrow:", key="iv_shortcut_demo"):
-            open_shortcut_demo(build)
-
-
-def open_shortcut_demo(build) -> None:
-    with st.status("Preparing the shortcut demo…", expanded=True) as status:
-        started = time.perf_counter()
-        try:
-            with jobs.queued("shortcut demo"):
-                built = build(workspace().runs_root)
-        except (DataError, BackboneError, RunError, ValueError, OSError) as exc:
-            status.update(label="The shortcut demo could not be built", state="error")
-            st.error(workspace().redact(str(exc)), icon=":material/error:")
-            return
-        status.update(label=f"Shortcut demo ready in {time.perf_counter() - started:.0f} s", state="complete")
-    run_path, data = built if isinstance(built, tuple) else (built, None)
-    select_run_path(Path(run_path))
-    if data:
-        st.session_state["data_dir"] = str(data)
-    st.rerun()
 
 
 @st.fragment

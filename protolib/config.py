@@ -20,7 +20,7 @@ SAMPLE_DATA = RESOURCES / "imagenette"
 IMAGENET_CLASSES = RESOURCES / "imagenet_classes.csv"
 
 RUNS_ENV, CACHE_ENV, DATA_ENV = "PROTOLIB_RUNS", "PROTOLIB_CACHE", "PROTOLIB_DATA"
-UPLOADS_ENV, DATA_ROOTS_ENV = "PROTOLIB_UPLOADS", "PROTOLIB_DATA_ROOTS"
+UPLOADS_ENV, DATA_ROOTS_ENV, DEMOS_ENV = "PROTOLIB_UPLOADS", "PROTOLIB_DATA_ROOTS", "PROTOLIB_DEMOS"
 #: limits of a shared server: env var -> default (megabytes, megabytes, hours)
 SESSION_QUOTA_ENV, TOTAL_QUOTA_ENV, MAX_AGE_ENV = "PROTOLIB_UPLOAD_QUOTA_MB", "PROTOLIB_UPLOADS_TOTAL_MB", "PROTOLIB_MAX_AGE_HOURS"
 DEFAULT_SESSION_QUOTA_MB, DEFAULT_TOTAL_QUOTA_MB, DEFAULT_MAX_AGE_HOURS = 500, 5000, 24
@@ -66,17 +66,27 @@ def uploads_dir(environ: Mapping[str, str] | None = None) -> Path:
     return _user_dir(environ, "XDG_DATA_HOME", ".local/share") / "uploads"
 
 
+def demos_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where generated demo data and models are built, once for everybody: ``$PROTOLIB_DEMOS``, else
+    ``$XDG_DATA_HOME/protoscope/demos`` (``~/.local/share/protoscope/demos``). Its data may be opened."""
+    environ = _environ(environ)
+    if environ.get(DEMOS_ENV):
+        return Path(environ[DEMOS_ENV]).expanduser()
+    return _user_dir(environ, "XDG_DATA_HOME", ".local/share") / "demos"
+
+
 # -- which data folders may be opened ------------------------------------------------------------
 class DataFolderRefused(ValueError):
     """A data folder outside the allowed roots; the message says which folders may be opened."""
 
 
 def allowed_data_roots(environ: Mapping[str, str] | None = None) -> list[Path]:
-    """The folders under which any data folder may be opened: the sample photos, ``$PROTOLIB_DATA``
-    and each folder of ``$PROTOLIB_DATA_ROOTS`` (separated by ``os.pathsep``). A session adds its own
-    upload folders (``check_data_folder``'s ``extra_roots``); the uploads folder as a whole is never one."""
+    """The folders under which any data folder may be opened: the sample photos, the generated demos,
+    ``$PROTOLIB_DATA`` and each folder of ``$PROTOLIB_DATA_ROOTS`` (separated by ``os.pathsep``). A session
+    adds its own upload folders (``check_data_folder``'s ``extra_roots``); the uploads folder as a whole is
+    never one."""
     environ = _environ(environ)
-    roots = [SAMPLE_DATA]
+    roots = [SAMPLE_DATA, demos_dir(environ)]
     if data_dir_from_env(environ):
         roots.append(data_dir_from_env(environ))
     roots += [Path(p).expanduser() for p in environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
@@ -105,11 +115,12 @@ def check_data_folder(
         return resolved
     private = [uploads_dir(environ), runs_dir(environ), cache_dir(environ)]
     roots = allowed_data_roots(environ)
+    servers = roots[2:]  # after the sample photos and the demos
     if not any(_inside(resolved, p.resolve()) for p in private) and any(_inside(resolved, r.resolve()) for r in roots):
         return resolved
     raise DataFolderRefused(
-        f"“{text}” cannot be opened here: only the sample photos, the server's data folders "
-        f"({os.pathsep.join(str(r) for r in roots[1:]) or 'none configured'}) and this session's own uploads can be. "
+        f"“{text}” cannot be opened here: only the sample photos, the generated demos, the server's data folders "
+        f"({os.pathsep.join(str(r) for r in servers) or 'none configured'}) and this session's own uploads can be. "
         f"Upload a .zip of your images on Decompose, or ask whoever runs the server to add the folder to ${DATA_ROOTS_ENV}."
     )
 

@@ -12,6 +12,16 @@ from protolib.backbones import load_backbone
 from protolib.config import SAMPLE_DATA as DATA
 
 
+@pytest.fixture(scope="session", autouse=True)
+def demos_folder(tmp_path_factory):
+    """Generated demos go to a temporary folder, never the user's (the app servers started by the browser tests
+    inherit it)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("PROTOLIB_DEMOS", str(tmp_path_factory.mktemp("demos")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     assert (DATA / "train").is_dir(), f"the sample photos are expected at {DATA}"

@@ -383,7 +383,7 @@ def test_intervene_live_val_oracle_and_save(env):
     edited = load_run(private_runs(at) / "edited")
     assert edited.scale is not None and float(edited.scale[0, 0]) == 0 and float(edited.scale[0, 1]) == 0.5
     assert edited.manifest["intervention"] == "tench: P1 off, P2 ×0.5"
-    button(at, "Open").click().run()
+    button(at, "Open “edited”").click().run()
     assert at.session_state["run"] == "edited"
 
 

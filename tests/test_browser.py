@@ -108,6 +108,21 @@ def new_page(browser, server):
     return context, page
 
 
+@contextmanager
+def open_page(browser, server):
+    """A new page on the app, closed afterwards; on a failure, a screenshot (``tmp/failure.png``) and the tail of
+    the server's log."""
+    context, page = new_page(browser, server)
+    try:
+        yield page
+    except Exception:
+        page.screenshot(path=str(server["tmp"] / "failure.png"), full_page=True)
+        print(server["log"].read_text()[-4000:])
+        raise
+    finally:
+        context.close()
+
+
 def settle(page, quiet_ms: int = 600) -> None:
     """Wait (bounded) until the script run has finished: no running indicator for ``quiet_ms``."""
     deadline = time.monotonic() + WAIT / 1000
@@ -248,8 +263,7 @@ def compare_runs_side_by_side(page) -> None:
 
 
 def test_decompose_explore_intervene_evaluate(browser, server, tmp_path):
-    context, page = new_page(browser, server)
-    try:
+    with open_page(browser, server) as page:
         # -- Decompose: 2 classes x 12 photos, k = 10 and then k = 3 -------------------------------
         settle(page)
         choose_classes(page, ["tench", "English springer"])
@@ -351,12 +365,6 @@ def test_decompose_explore_intervene_evaluate(browser, server, tmp_path):
 
         # -- Compare: another backbone's run beside the k = 3 run, on the same photos of tench -------
         compare_runs_side_by_side(page)
-    except Exception:
-        page.screenshot(path=str(server["tmp"] / "failure.png"))
-        print(server["log"].read_text()[-4000:])
-        raise
-    finally:
-        context.close()
 
 
 def test_two_sessions_do_not_see_each_others_choices(browser, server):

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from protolib.config import SAMPLE_DATA
-from tests.test_browser import CHROMIUM, WAIT, app_server, go, metric_value, new_page, settle
+from tests.test_browser import CHROMIUM, WAIT, app_server, go, metric_value, open_page, settle
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["n01440764", "n02102040"]  # tench, English springer
@@ -102,8 +102,7 @@ def wait_for_change(page, label: str, before: str) -> str:
 
 
 def test_select_switch_off_label_save_and_download(browser, server, tmp_path):
-    context, page = new_page(browser, server)
-    try:
+    with open_page(browser, server) as page:
         settle(page)
         go(page, "Intervene")
         page.get_by_text("Every prototype of the run").wait_for()
@@ -178,9 +177,3 @@ def test_select_switch_off_label_save_and_download(browser, server, tmp_path):
         with torch.no_grad():
             assert model(torch.zeros(1, 3, 224, 224)).shape == (1, 1000)
         assert page.get_by_test_id("stException").count() == 0
-    except Exception:
-        page.screenshot(path=str(server["tmp"] / "failure.png"), full_page=True)
-        print(server["log"].read_text()[-4000:])
-        raise
-    finally:
-        context.close()

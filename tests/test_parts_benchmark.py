@@ -18,7 +18,6 @@ from protolib.benchmarks.parts import (
     METHODS,
     READINGS,
     BenchConfig,
-    PartsNetBackbone,
     headline_table,
     kmeans_prototypes,
     mean_interval,
@@ -121,9 +120,8 @@ def test_headline_maps_are_the_apps_part_maps_and_the_oriented_heatmaps(bench):
     root, _ = bench
     out = root / "seed-0"
     data = prepare_data(out, SMALL)
-    model, training = prepare_model(out, data, SMALL, log=print)
-    assert training["reused"]
-    backbone = PartsNetBackbone(model, SMALL.size)
+    backbone, training = prepare_model(out, data, SMALL, log=print)
+    assert training["reused"] and backbone.name.startswith("parts_net:")
     run = load_run(out / "true" / "run-k4", backbone)
     head = run.head(backbone)
     methods = method_prototypes(backbone, [run], out / "features", seed=0)

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from protolib.benchmarks.parts import PartsNetBackbone
-from protolib.benchmarks.toy_model import PartsNet
+from protolib.backbones.parts_net import PartsNet, PartsNetBackbone
 from protolib.cli import main
 from protolib.data import DataError
-from protolib.data.synthetic import make_parts_dataset, write_image_folder
+from protolib.data.synthetic import class_names, make_parts_dataset, write_image_folder
 from protolib.evaluation.faithfulness import auc, check_axioms, deletion_insertion, grad_cam
 from protolib.evaluation.keypoints import keypoint_layout
 from protolib.evaluation.metrics import split_features
@@ -199,7 +198,7 @@ def test_report_on_keypoint_data_computes_protoeval(tmp_path):
     (cub / "parts" / "part_locs.txt").write_text("")
     assert keypoint_layout(cub) == ("cub", cub) and keypoint_layout(tmp_path) is None
     torch.manual_seed(0)
-    backbone = PartsNetBackbone(PartsNet(2).eval(), 112)
+    backbone = PartsNetBackbone(PartsNet(2).eval(), 112, class_names(2))
     run = run_decomposition(backbone, data, k=2, cache_dir=False)
     calls = []
     settings = ReportSettings(faithfulness_images=2, steps=2, examples=1, seeds=2)

@@ -53,9 +53,10 @@ def fake_run(folder: Path, images: dict | None = None, **manifest) -> Path:
 # -- which data folders may be opened ---------------------------------------------------------------
 def test_allowed_roots_come_from_config(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    roots = allowed_data_roots({"PROTOLIB_DATA": str(a), "PROTOLIB_DATA_ROOTS": f"{b}{os.pathsep}{tmp_path / 'c'}{os.pathsep}"})
-    assert roots == [config.SAMPLE_DATA, a, b, tmp_path / "c"]
-    assert allowed_data_roots({}) == [config.SAMPLE_DATA]
+    env_ = {"PROTOLIB_DATA": str(a), "PROTOLIB_DATA_ROOTS": f"{b}{os.pathsep}{tmp_path / 'c'}{os.pathsep}",
+            "PROTOLIB_DEMOS": str(tmp_path / "demos")}
+    assert allowed_data_roots(env_) == [config.SAMPLE_DATA, tmp_path / "demos", a, b, tmp_path / "c"]
+    assert allowed_data_roots({}) == [config.SAMPLE_DATA, config.demos_dir({})]
 
 
 def test_data_folders_outside_the_roots_are_refused(tmp_path):

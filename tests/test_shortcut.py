@@ -12,18 +12,23 @@ import pytest
 import torch
 
 from protolib import cli
-from protolib.benchmarks.parts import PartsNetBackbone
+from protolib.backbones import load_backbone
+from protolib.backbones.parts_net import FEATURE_DIM
 from protolib.benchmarks.shortcut import (
+    DEMO_RUN,
     METHODS,
     PROTOTYPE_METHODS,
     ShortcutConfig,
+    build_shortcut_demo,
     fit_scales,
     l1_logistic_regression,
     mask_rule_scales,
+    object_cells_logits,
     run_shortcut_benchmark,
     scales_changed,
+    split_features,
 )
-from protolib.benchmarks.toy_model import FEATURE_DIM, load_parts_net
+from protolib.config import check_data_folder
 from protolib.data.synthetic import (
     background_names,
     class_names,
@@ -108,7 +113,8 @@ def test_mask_rule_finds_background_prototypes_and_serves_the_app(bench):
     out, results = bench
     assert results["background_prototypes_found"] > 0
     run = load_run(out / "seed-0" / "run")
-    backbone = PartsNetBackbone(load_parts_net(out / "seed-0" / "parts_net.safetensors"), TINY.size)
+    backbone = load_backbone(run.manifest["backbone"])  # the run names its model: parts_net:<file>
+    assert backbone.name == "parts_net:" + str((out / "seed-0" / "parts_net.safetensors").resolve())
     scales = mask_rule_scales(backbone, run, out / "data", "heldout", TINY.mask_photos_per_class, TINY.mask_threshold)
     assert scales.shape == (3, run.k) and set(scales.unique().tolist()) <= {0.0, 1.0}
     assert scales.tolist() == results["per_seed"]["0"]["scales"]["prototypes_by_mask"]
@@ -178,6 +184,10 @@ def test_shortcut_json_has_the_schema(bench):
         assert 0 <= m["worst_group_acc"] <= m["mean_acc"] <= 1
         assert set(m["per_seed"]) == {"0"} and m["per_seed"]["0"]["mean_acc"] == m["mean_acc"]
     assert set(on_disk["bar"]) == set(PROTOTYPE_METHODS)
+    for name in ("reference_scales_fit_on_test", "reference_object_cells"):
+        assert 0 <= on_disk[name]["worst_group_acc"] <= on_disk[name]["mean_acc"] <= 1 and on_disk[name]["note"]
+    low, high = on_disk["head_error_range"]
+    assert 0 <= low <= high <= 1 and set(on_disk["per_seed"]["0"]["head_error"]) == set(class_names(3))
     table = (out / "shortcut.md").read_text()
     assert table.count("\n| ") == len(METHODS) + 1 and "worst-group" in table
 
@@ -212,3 +222,31 @@ def test_command_line(monkeypatch, tmp_path, capsys, bench):
     assert cli.main(["shortcut-benchmark", "--out", str(tmp_path), "--seeds", "1"]) == 0 and seen["seeds"] == 1
     with pytest.raises(SystemExit):
         cli.main(["shortcut-benchmark", "--out", str(tmp_path), "--seeds", "0"])
+
+
+def test_object_cells_reference_pools_the_object_cells_only(bench, monkeypatch):
+    """With every cell on the object the reference is the model's own logits; with masks it pools fewer cells."""
+    out, _ = bench
+    data, seed = out / "data", out / "seed-0"
+    backbone = load_backbone(load_run(seed / "run").manifest["backbone"])
+    test = split_features(backbone, data, "test", seed / "features")
+    masked = object_cells_logits(backbone, data, "test", seed / "features")
+    assert masked.shape == test.logits.shape and not torch.allclose(masked, test.logits, atol=1e-3)
+    monkeypatch.setattr("protolib.benchmarks.shortcut.read_object_mask", lambda root, file: np.ones((64, 64), bool))
+    assert torch.allclose(object_cells_logits(backbone, data, "test", seed / "features"), test.logits, atol=1e-4)
+
+
+def test_the_demo_is_built_once_published_and_opens_as_a_data_folder(tmp_path, monkeypatch):
+    runs, demos = tmp_path / "runs", tmp_path / "demos"
+    run_path, data = build_shortcut_demo(runs, cfg=TINY, demos=demos)
+    assert run_path == runs / "shared" / DEMO_RUN and (data / "groups.csv").is_file()
+    env = {"PROTOLIB_RUNS": str(runs), "PROTOLIB_DEMOS": str(demos), "PROTOLIB_CACHE": str(tmp_path / "cache")}
+    assert check_data_folder(data, environ=env) == data.resolve()  # every session may open it
+    run = load_run(run_path, load_backbone(load_run(run_path).manifest["backbone"]))  # reloads by its model's name
+    assert run.manifest["split"] == "heldout" and run.k == TINY.k
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the demo was built again")
+
+    monkeypatch.setattr("protolib.benchmarks.shortcut.train_parts_net", no_training)
+    assert build_shortcut_demo(runs, cfg=TINY, demos=demos) == (run_path, data)

@@ -9,16 +9,9 @@ import pytest
 import torch
 from torchvision.datasets import ImageFolder
 
-from protolib.benchmarks.toy_model import (
-    FEATURE_DIM,
-    MEAN,
-    STD,
-    PartsNet,
-    load_parts_net,
-    save_parts_net,
-    to_input,
-    train_parts_net,
-)
+from protolib.backbones import BackboneError, load_backbone
+from protolib.backbones.parts_net import FEATURE_DIM, MEAN, STD, PartsNet, load_parts_net, save_parts_net
+from protolib.benchmarks.toy_model import to_input, train_parts_net
 from protolib.data.synthetic import (
     MAX_CLASSES,
     NUM_PARTS,
@@ -177,9 +170,11 @@ def test_training_is_deterministic_and_leaves_global_state_alone():
 
 def test_save_load_round_trip_bit_exact(trained, tmp_path):
     model, acc, val = trained
-    path = save_parts_net(model, tmp_path / "net.safetensors", metadata={"val_accuracy": acc})
+    names = class_names(model.num_classes)
+    path = save_parts_net(model, tmp_path / "net.safetensors", names, 48, metadata={"val_accuracy": acc})
     meta = json.loads((tmp_path / "net.json").read_text())
     assert meta["mean"] == list(MEAN) and meta["std"] == list(STD) and meta["val_accuracy"] == acc
+    assert meta["labels"] == names and meta["size"] == 48
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.json", "net.safetensors"]  # no temp files left
     loaded = load_parts_net(path)
     assert not loaded.training
@@ -188,3 +183,15 @@ def test_save_load_round_trip_bit_exact(trained, tmp_path):
     x = to_input([s.image for s in val[:8]])
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
+    # by name, as a run records it: the same logits, its size and class names, refused when altered
+    backbone = load_backbone(f"parts_net:{path}")
+    assert backbone.name == f"parts_net:{path.resolve()}" and backbone.labels == names
+    assert backbone.preprocessing.crop_size == 48
+    assert torch.allclose(backbone(x)[1], model(x).detach(), atol=1e-6)
+    (tmp_path / "net.json").write_text(json.dumps({**meta, "mean": [0.5, 0.5, 0.5]}))
+    with pytest.raises(BackboneError, match="normalisation"):
+        load_backbone(f"parts_net:{path}")
+    path.write_bytes(b"not safetensors")
+    (tmp_path / "net.json").write_text(json.dumps(meta))
+    with pytest.raises(BackboneError, match="not a PartsNet"):
+        load_backbone(f"parts_net:{path}")

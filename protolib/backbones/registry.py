@@ -3,7 +3,7 @@ ready offline) first, then torchvision's, and any timm model as ``timm:<name>``.
 
 Layers, with no import cycle (none at function level either)::
 
-    base  <-  timm_models, torchvision_models  <-  registry  <-  probe_models  <-  loader
+    base  <-  timm_models, torchvision_models, parts_net  <-  registry  <-  probe_models  <-  loader
 
 ``loader.load_backbone`` is the one entry point for every name (``probe:<folder>`` included); a probe's
 trunk is built here, by ``load_registered``, which is why probes sit above the registry.

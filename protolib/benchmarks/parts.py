@@ -1,6 +1,6 @@
 """The ground-truth parts benchmark: do the method's prototypes find the parts an object is made of?
 
-A generated dataset (``data/synthetic.py``) knows where every part is. A small CNN (``toy_model.py``)
+A generated dataset (``data/synthetic.py``) knows where every part is. A small CNN (``backbones/parts_net.py``)
 is trained on it under a fixed protocol (:class:`BenchConfig`), wrapped as a :class:`Backbone`,
 decomposed by the method, and its prototypes are scored with the ProtoEval protocol
 (``evaluation/protoeval.py``) against the known keypoints, next to baselines that use the *same*
@@ -27,14 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backbones import Backbone, Preprocessing
+from ..backbones import Backbone
+from ..backbones.parts_net import PartsNetBackbone, build_parts_net, save_parts_net
 from ..data.synthetic import class_names, make_parts_dataset, parts_of_class, read_image_folder, write_image_folder
 from ..evaluation.metrics import oriented_prototypes, training_matrices
 from ..evaluation.part_scores import protoeval_scores
 from ..files import atomic_path
 from ..pipeline import run_decomposition
 from ..runs import Run, save_run
-from .toy_model import MEAN, STD, PartsNet, load_parts_net, save_parts_net, to_input, train_parts_net
+from .toy_model import to_input, train_parts_net
 
 BASELINES = ("kmeans", "pca")
 METHODS = ("nmf", "refined", *BASELINES)
@@ -136,25 +137,6 @@ def k_label(offset: int) -> str:
     return "true" if offset == 0 else f"true{offset:+d}"
 
 
-class PartsNetBackbone(Backbone):
-    """PartsNet as a backbone: spatial = ``forward_features``, head = its Linear, its own normalisation."""
-
-    def __init__(self, model: PartsNet, size: int):
-        preprocessing = Preprocessing(crop_size=size, resize_size=size, mean=MEAN, std=STD)
-        names = class_names(model.num_classes)  # also the folder names, which map by name
-        super().__init__("parts_net", model, preprocessing, names, wnids=names)
-
-    @property
-    def head(self) -> torch.nn.Linear:
-        return self.model.head
-
-    def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x)
-
-    def head_logits(self, spatial: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(spatial)
-
-
 def _dataset_spec(cfg: BenchConfig) -> dict:
     return {"num_classes": cfg.num_classes, "size": cfg.size, "seed": cfg.seed,
             "train": cfg.train_per_class, "val": cfg.val_per_class, "test": cfg.test_per_class}
@@ -178,15 +160,16 @@ def _training_spec(cfg: BenchConfig) -> dict:
     return {"data": _dataset_spec(cfg), "target_val_accuracy": cfg.target_val_accuracy, "max_epochs": cfg.max_epochs}
 
 
-def prepare_model(out: Path, data: Path, cfg: BenchConfig, log: Log) -> tuple[PartsNet, dict]:
+def prepare_model(out: Path, data: Path, cfg: BenchConfig, log: Log) -> tuple[PartsNetBackbone, dict]:
     """Train PartsNet on CPU under the protocol of :class:`BenchConfig` (or reuse
-    ``out/parts_net.safetensors`` when it was trained on this data under this protocol)."""
+    ``out/parts_net.safetensors`` when it was trained on this data under this protocol); returns it as
+    the backbone ``parts_net:<that file>``."""
     path, spec = out / "parts_net.safetensors", _training_spec(cfg)
     sidecar = path.with_suffix(".json")
     if path.is_file() and sidecar.is_file():
         meta = json.loads(sidecar.read_text())
         if meta.get("benchmark") == spec:
-            return load_parts_net(path), {**meta["training"], "train_seconds": 0.0, "reused": True}
+            return build_parts_net(path), {**meta["training"], "train_seconds": 0.0, "reused": True}
     started = time.perf_counter()
     log(f"training PartsNet (until val accuracy >= {cfg.target_val_accuracy}, at most {cfg.max_epochs} epochs, "
         f"{cfg.train_per_class} images per class, CPU)")
@@ -203,9 +186,10 @@ def prepare_model(out: Path, data: Path, cfg: BenchConfig, log: Log) -> tuple[Pa
         "reached_target": cfg.target_val_accuracy is None or val_accuracy >= cfg.target_val_accuracy,
     }
     seconds = round(time.perf_counter() - started, 2)
-    save_parts_net(model, path, {"benchmark": spec, "val_accuracy": val_accuracy, "training": training})
+    save_parts_net(model, path, class_names(cfg.num_classes), cfg.size,
+                   {"benchmark": spec, "val_accuracy": val_accuracy, "training": training})
     log(f"trained {training['epochs']} epochs, val accuracy {val_accuracy:.3f}")
-    return model, {**training, "train_seconds": seconds, "reused": False}
+    return build_parts_net(path), {**training, "train_seconds": seconds, "reused": False}
 
 
 def _decompose(backbone: Backbone, data: Path, cfg: BenchConfig, offset: int, cache: Path) -> list[Run]:
@@ -258,8 +242,8 @@ def run_parts_benchmark(out: str | Path, cfg: BenchConfig | None = None, log: Lo
     cfg, out, log = cfg or BenchConfig(), Path(out), log or (lambda message: None)
     started = time.perf_counter()
     data = prepare_data(out, cfg)
-    model, training = prepare_model(out, data, cfg, log)
-    backbone, cache = PartsNetBackbone(model, cfg.size), out / "features"
+    backbone, training = prepare_model(out, data, cfg, log)
+    cache = out / "features"
     scores_by_k, alphas, seconds = {}, {}, {}
     for offset in cfg.k_offsets:
         label = k_label(offset)

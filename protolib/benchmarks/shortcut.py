@@ -19,6 +19,11 @@ on the test split by mean and worst-group accuracy:
   (projected gradient on the group-balanced cross-entropy of the prototype head's logits);
 - ``oracle``: the paper's Table-4 rule (per test image, with its true label), for reference only.
 
+Two more references, not methods, say why the prototype methods fail where DFR succeeds: the model's own
+head on its features pooled over the object's cells only (``object_cells_logits``: the background is
+separable in space), and the share of each head row the NMF prototypes leave unspanned (``head_error``).
+``build_shortcut_demo`` builds the first seed once per server for the app's Intervene page.
+
 Training protocol (fixed before any result under it; :class:`ShortcutConfig`, stated in shortcut.json):
 PartsNet, AdamW lr 3e-3, weight decay 5e-4, batch 32, random flips and quarter turns, one-cycle schedule,
 exactly ``epochs`` (14) epochs on the training split (150 photos per class, 4 classes, 112 px); no early
@@ -38,7 +43,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .. import config
 from ..backbones import Backbone
+from ..backbones.parts_net import PartsNetBackbone, build_parts_net, save_parts_net
 from ..data import DataError, split_images
 from ..data.features import extract_features
 from ..data.synthetic import (
@@ -57,9 +64,9 @@ from ..evaluation.intervention import group_accuracy, oracle_scale
 from ..files import atomic_path
 from ..method.head import PrototypeHead
 from ..pipeline import run_decomposition
-from ..runs import Run, save_run
-from .parts import PartsNetBackbone
-from .toy_model import PartsNet, load_parts_net, save_parts_net, train_parts_net
+from ..runs import MANIFEST, Run, save_run
+from ..workspace import SHARED
+from .toy_model import train_parts_net
 
 METHODS = ("original", "dfr", "prototypes_by_mask", "prototypes_few_labels", "oracle")
 PROTOTYPE_METHODS = ("prototypes_by_mask", "prototypes_few_labels")
@@ -79,6 +86,8 @@ BAR_NUMBERS = 0.1
 DEFAULT_SEEDS = 3
 REFERENCE_NOTE = ("not a method: prototypes_few_labels' fit (group-balanced cross-entropy) run on the test labels "
                   "themselves, in-sample: what the fitted scales reach with the test split as their labelled set")
+OBJECT_CELLS_NOTE = ("not a method: the model's own head on its features pooled over the object's cells only (every "
+                     "test photo's mask): what the features hold once the background is left out")
 #: bumped whenever the generated photos change, so that an older data folder is not reused
 GENERATOR = "shortcut-photos/1"
 Log = Callable[[str], None]
@@ -188,6 +197,19 @@ def split_features(backbone: Backbone, data: Path, split: str, cache: Path | Non
         [row["file"] for row in rows], feats.pooled, feats.logits,
         torch.tensor([names.index(row["class"]) for row in rows]), [row["group"] for row in rows],
     )
+
+
+def object_cells_logits(backbone: Backbone, data: Path, split: str, cache: Path | None) -> torch.Tensor:
+    """Reference, not a method (it needs every photo's mask): the model's own head applied to its features
+    pooled over the object's cells only (cells less than half background), per photo of ``split`` in
+    groups.csv's order. Whether the features hold what it takes to ignore the background."""
+    rows = [row for row in read_groups(data).values() if row["split"] == split]
+    feats = extract_features(backbone, [data / row["file"] for row in rows], cache_dir=cache)
+    background = torch.from_numpy(np.stack([~read_object_mask(data, row["file"]) for row in rows])).float()
+    on_object = F.interpolate(background[:, None], size=feats.feats.shape[1:3], mode="area")[:, 0] < 0.5
+    keep = on_object.unsqueeze(-1).to(feats.feats)
+    pooled = (feats.feats * keep).sum(dim=(1, 2)) / keep.sum(dim=(1, 2)).clamp_min(1)
+    return pooled @ backbone.head_weight.float().T + backbone.head_bias.float()
 
 
 # -- the mask rule (also what the app's "switch off every background prototype" uses) ----------------------
@@ -347,14 +369,15 @@ def _training_spec(cfg: ShortcutConfig, seed: int) -> dict:
     return {"data": _data_spec(cfg), "epochs": cfg.epochs, "seed": seed}
 
 
-def prepare_model(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log: Log) -> tuple[PartsNet, dict]:
-    """Train PartsNet under the protocol (or reuse ``out/parts_net.safetensors`` trained under it)."""
+def prepare_model(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log: Log) -> tuple[PartsNetBackbone, dict]:
+    """Train PartsNet under the protocol (or reuse ``out/parts_net.safetensors`` trained under it); returns
+    it as the backbone ``parts_net:<that file>``, which runs record and the app reloads."""
     path, spec = out / "parts_net.safetensors", _training_spec(cfg, seed)
     sidecar = path.with_suffix(".json")
     if path.is_file() and sidecar.is_file():
         meta = json.loads(sidecar.read_text())
         if meta.get("shortcut_benchmark") == spec:
-            return load_parts_net(path), {**meta["training"], "reused": True}
+            return build_parts_net(path), {**meta["training"], "reused": True}
     log(f"training PartsNet for {cfg.epochs} epochs on the training split (CPU)")
     started = time.perf_counter()
     model, heldout_accuracy = train_parts_net(
@@ -362,9 +385,9 @@ def prepare_model(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log: Lo
     )
     training = {"epochs": cfg.epochs, "heldout_accuracy": heldout_accuracy,
                 "train_seconds": round(time.perf_counter() - started, 2)}
-    save_parts_net(model, path, {"shortcut_benchmark": spec, "training": training})
+    save_parts_net(model, path, class_names(cfg.num_classes), cfg.size, {"shortcut_benchmark": spec, "training": training})
     log(f"trained: accuracy on held-out training-distribution photos {heldout_accuracy:.3f}")
-    return model, {**training, "reused": False}
+    return build_parts_net(path), {**training, "reused": False}
 
 
 def _result(logits: torch.Tensor, split: SplitFeatures, numbers_changed: int) -> dict:
@@ -377,8 +400,8 @@ def run_shortcut_seed(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log
     """One seed: train, decompose (saved as ``out/run``), repair, score on the test split."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    model, training = prepare_model(out, data, cfg, seed, log)
-    backbone, cache = PartsNetBackbone(model, cfg.size), out / "features"
+    backbone, training = prepare_model(out, data, cfg, seed, log)
+    cache = out / "features"
     log(f"decomposing the held-out photos, k = {cfg.k}")
     run = run_decomposition(backbone, data, "heldout", images_per_class=cfg.heldout_per_class, k=cfg.k, seed=seed,
                             cache_dir=cache)
@@ -405,6 +428,7 @@ def run_shortcut_seed(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log
     # reference only: the fitted scales with the test split itself as the labelled set (in-sample)
     bound = group_accuracy(head.logits(test.pooled, contributions, fit_scales(
         head, test.pooled, test.labels, test.groups, cfg.fit_steps, cfg.fit_lr)), test.labels, test.groups)
+    cells = group_accuracy(object_cells_logits(backbone, data, "test", cache), test.labels, test.groups)
     names = run.class_names
     return {
         "model": {**training, "fingerprint": backbone.fingerprint},
@@ -416,8 +440,41 @@ def run_shortcut_seed(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log
         "scales": {"prototypes_by_mask": by_mask.tolist(), "prototypes_few_labels": fitted.tolist()},
         "methods": results,
         "reference_scales_fit_on_test": {"mean_acc": bound["mean"], "worst_group_acc": bound["worst_group"]},
+        "reference_object_cells": {"mean_acc": cells["mean"], "worst_group_acc": cells["worst_group"]},
+        # ||v - sum alpha p|| / ||v||: the share of each head row that the NMF prototypes alone do not span
+        "head_error": {names[c]: round(float(e), 4) for c, e in enumerate(run.head_error(backbone.head_weight))},
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+# -- the app's demo ----------------------------------------------------------------------------------------
+DEMO_RUN = "shortcut-demo-parts_net"
+
+
+def build_shortcut_demo(runs_root: str | Path, log: Log | None = None, cfg: ShortcutConfig | None = None,
+                        demos: str | Path | None = None) -> tuple[Path, Path]:
+    """The benchmark's first seed as a demo for the app, built once per server and shared: the data
+    (``<demos>/shortcut/data``, a folder every session may open) and the model trained under the protocol
+    (``<demos>/shortcut/seed-0``), decomposed on the held-out split and published as
+    ``<runs_root>/shared/shortcut-demo-parts_net``. Later calls only find them. Returns (run folder, data
+    folder). Call it inside the job queue: training takes a minute or two on a CPU."""
+    cfg, log = cfg or ShortcutConfig(), log or (lambda message: None)
+    out = Path(demos or config.demos_dir()) / "shortcut"
+    path = Path(runs_root) / SHARED / DEMO_RUN
+    data = out / "data"
+    if (path / MANIFEST).is_file() and (data / "groups.csv").is_file():
+        return path, data
+    log("generating the photos")
+    data = prepare_shortcut_data(out, cfg)
+    backbone, _ = prepare_model(out / "seed-0", data, cfg, 0, log)
+    log(f"decomposing the held-out photos, k = {cfg.k}")
+    run = run_decomposition(backbone, data, "heldout", images_per_class=cfg.heldout_per_class, k=cfg.k, seed=0,
+                            cache_dir=out / "seed-0" / "features")
+    try:
+        save_run(run, path)
+    except FileExistsError:  # built meanwhile by another process: the same protocol, the same run
+        pass
+    return path, data
 
 
 # -- several seeds -----------------------------------------------------------------------------------------
@@ -478,11 +535,12 @@ def run_shortcut_benchmark(
         "config": {**asdict(cfg), "k": cfg.k},
         "methods": methods,
         "bar": bar(methods),
-        "reference_scales_fit_on_test": {
-            "note": REFERENCE_NOTE,
-            **{key: float(np.mean([r["reference_scales_fit_on_test"][key] for r in per_seed.values()]))
-               for key in ("mean_acc", "worst_group_acc")},
-        },
+        **{name: {"note": note, **{key: float(np.mean([r[name][key] for r in per_seed.values()]))
+                                    for key in ("mean_acc", "worst_group_acc")}}
+           for name, note in (("reference_scales_fit_on_test", REFERENCE_NOTE),
+                              ("reference_object_cells", OBJECT_CELLS_NOTE))},
+        "head_error_range": [min(min(r["head_error"].values()) for r in per_seed.values()),
+                             max(max(r["head_error"].values()) for r in per_seed.values())],
         "per_seed": {str(seed): {key: value for key, value in r.items()} for seed, r in per_seed.items()},
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -514,6 +572,15 @@ def shortcut_table(results: dict) -> str:
     if ref:
         rows.append(f"Reference, not a method: the same scale fit run on the test labels themselves (in-sample) "
                     f"reaches {100 * ref['mean_acc']:.1f} % mean, {100 * ref['worst_group_acc']:.1f} % worst group.")
+    cells = results.get("reference_object_cells")
+    if cells:
+        rows.append(f"Reference, not a method: the model's own head on its features pooled over the object's cells only "
+                    f"(every test photo's mask) reaches {100 * cells['mean_acc']:.1f} % mean, "
+                    f"{100 * cells['worst_group_acc']:.1f} % worst group.")
+    if results.get("head_error_range"):
+        low, high = results["head_error_range"]
+        rows.append(f"The NMF prototypes alone leave {100 * low:.0f}-{100 * high:.0f} % of each class's head vector "
+                    f"unspanned (||v - sum alpha p|| / ||v||); the refinement spreads that residual over them.")
     for name, v in results["bar"].items():
         recovered = "n/a (DFR gained nothing)" if v["gain_recovered"] is None else f"{100 * v['gain_recovered']:.0f} %"
         rows.append(f"- {name}: recovers {recovered} of DFR's worst-group gain with "

@@ -1,69 +1,22 @@
-"""A small CNN for the synthetic parts benchmark, in the shape the method needs.
+"""Training PartsNet (``backbones/parts_net.py``), the small CNN of the generated benchmarks.
 
-``logit(x) = mean_hw(f(x)_hw) . W^T + b``: a conv trunk ends in a ReLU (non-negative features,
-as NMF needs), then global average pooling, then ONE ``nn.Linear``. Nothing sits between the
-pooling and the head, so the prototype decomposition is exact. At 112 px input the features are
-(B, 128, 14, 14). Training can stop on a validation-accuracy target (``target_accuracy``): the
-benchmark's protocol (``parts.BenchConfig``) uses class labels only to decide when to stop.
 Two idle CPU cores train one epoch of 6 x 150 images in a few seconds; shared cores are slower.
+Training can stop on a validation-accuracy target (``target_accuracy``): the parts benchmark's
+protocol (``parts.BenchConfig``) uses class labels only to decide when to stop.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
+from ..backbones.parts_net import MEAN, STD, PartsNet
 from ..data.synthetic import PartsSample
-from ..files import atomic_path
 
-# Per-channel statistics of the synthetic images (measured on 600 of them). The model was trained on
-# images normalised with these, so always preprocess with ``to_input``.
-MEAN = (0.470, 0.463, 0.466)
-STD = (0.149, 0.135, 0.145)
-FEATURE_DIM = 128
 DEFAULT_EPOCHS = 5
-FORMAT = "protolib.parts_net/1"
-
-
-def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
-class PartsNet(nn.Module):
-    """Conv trunk (stride 8) -> ReLU features (B, D, S/8, S/8) -> global average pool -> Linear head."""
-
-    def __init__(self, num_classes: int, width: int = 24, feature_dim: int = FEATURE_DIM):
-        super().__init__()
-        self.num_classes, self.width, self.feature_dim = num_classes, width, feature_dim
-        # Downsample early (cheap on CPU); receptive field 39 px at the end, about two part diameters.
-        self.features = nn.Sequential(
-            _block(3, width, 2),
-            _block(width, 2 * width, 2),
-            _block(2 * width, 2 * width, 1),
-            _block(2 * width, 4 * width, 2),
-            _block(4 * width, feature_dim, 1),  # ends in ReLU: features >= 0
-        )
-        self.head = nn.Linear(feature_dim, num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised images (B, 3, S, S) -> non-negative spatial features (B, D, S/8, S/8)."""
-        return self.features(x)
-
-    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
-        """Spatial features -> logits: global average pooling then the linear head, nothing else."""
-        return self.head(f.mean(dim=(2, 3)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def config(self) -> dict:
-        return {"num_classes": self.num_classes, "width": self.width, "feature_dim": self.feature_dim}
 
 
 def to_input(images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
@@ -145,36 +98,3 @@ def train_parts_net(
             break
     model.eval()
     return model, accuracy(model, val_samples)
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_suffix(".json")
-
-
-def save_parts_net(model: PartsNet, path: str | Path, metadata: dict | None = None) -> Path:
-    """Save weights to ``path`` (safetensors) and the config to ``path`` with a .json suffix (both atomic)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, **model.config(), "mean": list(MEAN), "std": list(STD), **(metadata or {})}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
-    with atomic_path(_sidecar(path)) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2))
-    return path
-
-
-def load_parts_net(path: str | Path) -> PartsNet:
-    """Load a model saved by :func:`save_parts_net`, in eval mode on CPU."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    meta = json.loads(_sidecar(path).read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{_sidecar(path)} is not a {FORMAT} sidecar (format={meta.get('format')!r})")
-    if tuple(meta["mean"]) != MEAN or tuple(meta["std"]) != STD:
-        raise ValueError(f"{path} was trained with a different normalisation ({meta['mean']}, {meta['std']})")
-    model = PartsNet(meta["num_classes"], meta["width"], meta["feature_dim"])
-    model.load_state_dict(load_file(str(path)))
-    return model.eval()
