@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from pages.common import cache, figures, navigation
+from pages.common import cache, figures, jobs, navigation
 from pages.common.heldout import HeldOut, held_out_controls, held_out_features
 from pages.common.run_context import Context, require_run
 from pages.common.sidebar import runs_by_name
@@ -229,7 +229,8 @@ def build_with_progress(ctx: Context, held_out: HeldOut, faith_images: int, comp
         compare_with=tuple(compare_with),
     )
     try:
-        return build_report(ctx.run, ctx.backbone, held_out.data, settings, progress=progress)
+        with jobs.queued("report"):
+            return build_report(ctx.run, ctx.backbone, held_out.data, settings, progress=progress)
     except (DataError, RunError, ValueError, OSError) as exc:
         st.error(f"The report could not be built: {exc}")
         return None

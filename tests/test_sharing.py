@@ -11,6 +11,7 @@ import os
 import threading
 import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -479,11 +480,12 @@ def test_one_click_builds_the_demo_once_and_opens_its_gallery(tmp_path, monkeypa
     assert (demo / MANIFEST).stat().st_mtime == stamp and len(list((tmp_path / "runs" / "shared").iterdir())) == 1
 
 
-@pytest.mark.usefixtures("app_env")
-def test_a_decomposition_waits_its_turn_and_says_its_place(monkeypatch):
+@contextmanager
+def another_job_running(monkeypatch):
+    """Another session holds the server's one job slot until this one has said its place in line; yields the
+    (what, place) pairs the page said, and checks the queue is empty afterwards."""
     from pages.common import jobs
 
-    assert "your decomposition is **2nd in line**" in jobs.queue_message("decomposition", 2)
     queue = JobQueue(1)
     monkeypatch.setattr(server, "JOBS", queue)
     said = []
@@ -506,9 +508,37 @@ def test_a_decomposition_waits_its_turn_and_says_its_place(monkeypatch):
     holding.wait(10)
     releaser = threading.Thread(target=release_when_waited)
     releaser.start()
-    at = start("pages/decompose.py")
-    decompose_small(at, "waited")
+    yield said
     holder.join(10)
     releaser.join(10)
+    assert len(queue) == 0
+
+
+@pytest.mark.usefixtures("app_env")
+def test_a_decomposition_waits_its_turn_and_says_its_place(monkeypatch):
+    from pages.common import jobs
+
+    assert "your decomposition is **2nd in line**" in jobs.queue_message("decomposition", 2)
+    with another_job_running(monkeypatch) as said:
+        at = start("pages/decompose.py")
+        decompose_small(at, "waited")
     assert said and said[0] == ("decomposition", 2)  # "2nd in line" while the other job ran
-    assert at.session_state["run"] == "waited" and len(queue) == 0
+    assert at.session_state["run"] == "waited"
+
+
+@pytest.mark.usefixtures("app_env")
+def test_held_out_features_and_the_report_wait_their_turn(monkeypatch):
+    """The other heavy jobs of a page queue too: held-out features (Evaluate, Intervene) and the report."""
+    at = start("pages/evaluate.py")
+    at.number_input(key="w.val_per_class").set_value(2).run()
+    at.toggle(key="w.val_only_run").set_value(True).run()
+    with another_job_running(monkeypatch) as said:
+        button(at, "Evaluate on the held-out split").click().run()
+    assert said and said[0] == ("held-out feature extraction", 2)
+    assert not at.exception and not at.error, texts(at, "error")
+    assert "Top-1, prototype network" in [m.label for m in at.metric]
+    at.number_input(key="report_faith_images").set_value(1).run()
+    with another_job_running(monkeypatch) as said:
+        button(at, "Build the report").click().run()
+    assert said and said[0] == ("report", 2)
+    assert not at.exception and not at.error, texts(at, "error")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from pages.common import cache
+from pages.common import cache, jobs
 from pages.common.run_context import Context
 from pages.common.state import data_dir, data_refusal, kept
 from protolib.backbones import BackboneError
@@ -62,7 +62,8 @@ def held_out_features(ctx: Context, held_out: HeldOut, compute: bool) -> SplitFe
         return None
     try:
         if compute:
-            _backbone_pass(ctx, held_out)
+            with jobs.queued("held-out feature extraction"):
+                _backbone_pass(ctx, held_out)
         features = cache.held_out_features(*key, ctx.backbone)
     except (DataError, BackboneError) as exc:
         st.error(f"The held-out images cannot be used: {exc}")
