@@ -8,9 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import cache, figures, navigation
-from pages.common.sidebar import runs_by_name
-from pages.common.state import data_dir, kept
-from pages.common.viewmodels import (
+from pages.common.compare_views import (
     agreement_reading,
     comparable_runs,
     compare_defaults,
@@ -18,6 +16,8 @@ from pages.common.viewmodels import (
     match_table,
     photo_label,
 )
+from pages.common.sidebar import runs_by_name
+from pages.common.state import data_dir, kept
 from protolib.backbones import BackboneError
 from protolib.data import BadImage, DataError
 from protolib.evaluation.compare import (

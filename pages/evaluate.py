@@ -9,19 +9,16 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import cache, figures, jobs, navigation
+from pages.common.compare_views import comparable_runs, k_point_rows, same_class_runs, shares_a_class
 from pages.common.heldout import HeldOut, held_out_controls, held_out_features
 from pages.common.run_context import Context, require_run
 from pages.common.sidebar import runs_by_name
 from pages.common.viewmodels import (
-    comparable_runs,
     evaluation_rows,
     fidelity_per_class_rows,
     fidelity_rows,
-    k_point_rows,
     k_sweep_rows,
-    same_class_runs,
     same_model_runs,
-    shares_a_class,
     table3_rows,
 )
 from protolib.backbones import Backbone

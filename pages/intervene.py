@@ -17,6 +17,7 @@ import streamlit as st
 import torch
 
 from pages.common import cache, figures, navigation
+from pages.common.edit_views import class_accuracy_rows, describe_scale, group_rows, groups_of, top_logit_rows
 from pages.common.edits import current_scale, edit_key, reset_all, setting_keys
 from pages.common.heldout import HeldOut, held_out_controls, held_out_features
 from pages.common.pickers import Picked, image_picker
@@ -25,14 +26,7 @@ from pages.common.run_context import Context, require_run
 from pages.common.shortcut_demo import groups_table, shortcut_demo_offer
 from pages.common.sidebar import select_run
 from pages.common.state import data_dir, kept, workspace
-from pages.common.viewmodels import (
-    class_accuracy_rows,
-    default_class,
-    describe_scale,
-    group_rows,
-    groups_of,
-    top_logit_rows,
-)
+from pages.common.viewmodels import default_class
 from protolib.evaluation import intervention as evaluation
 from protolib.evaluation.intervention import intervention_effect, oracle_intervention, prototype_importance
 from protolib.evaluation.metrics import among_decomposed

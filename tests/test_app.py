@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from pages.common import navigation, uploads, viewmodels
+from pages.common import edit_views, navigation, uploads, viewmodels
 from protolib import config
 from protolib.data import BadImage, class_folders, load_image
 from protolib.data.folders import UNKNOWN_CLASS_FOLDER, NoMatchingClasses, image_files
@@ -497,25 +497,23 @@ def test_page_bounds():
 
 
 def test_scales_and_their_description():
-    scale = viewmodels.scale_matrix(2, 3, {(0, 0): 0.0, (1, 2): 0.5})
+    scale = edit_views.scale_matrix(2, 3, {(0, 0): 0.0, (1, 2): 0.5})
     assert scale.tolist() == [[0, 1, 1], [1, 1, 0.5]]
-    assert viewmodels.describe_scale(scale, ["tench", "dog"]) == "tench: P1 off; dog: P3 ×0.5"
-    assert viewmodels.describe_scale(torch.ones(2, 3), ["a", "b"]) == "no change"
+    assert edit_views.describe_scale(scale, ["tench", "dog"]) == "tench: P1 off; dog: P3 ×0.5"
+    assert edit_views.describe_scale(torch.ones(2, 3), ["a", "b"]) == "no change"
 
 
 def test_top_logit_rows_and_gains():
     labels = ["a", "b", "c", "d"]
     original = torch.tensor([4.0, 3.0, 2.0, 1.0])
     edited = torch.tensor([1.0, 3.0, 2.0, 1.0])
-    rows = viewmodels.top_logit_rows(labels, original, edited, n=2, decomposed=[0])
+    rows = edit_views.top_logit_rows(labels, original, edited, n=2, decomposed=[0])
     assert [r["class"] for r in rows] == ["b", "c"]
     assert rows[0]["original rank"] == 2 and rows[0]["change"] == 0
-    full = viewmodels.top_logit_rows(labels, original, edited, n=4, decomposed=[0])
+    full = edit_views.top_logit_rows(labels, original, edited, n=4, decomposed=[0])
     assert next(r for r in full if r["class"] == "a")["change"] == -3
-    with_edited = viewmodels.top_logit_rows(labels, original, edited, n=2, include=[0])
+    with_edited = edit_views.top_logit_rows(labels, original, edited, n=2, include=[0])
     assert [(r["class"], r["rank"], r["original rank"]) for r in with_edited] == [("b", 1, 2), ("c", 2, 3), ("a", 3, 1)]
-    gained, lost = viewmodels.gains_and_losses({1: 0.5, 0: -0.25, 2: 0.1}, labels)
-    assert [r["class"] for r in gained] == ["b", "c"] and [r["class"] for r in lost] == ["a"]
 
 
 def test_prototype_cards_read_the_sign_of_the_contribution():

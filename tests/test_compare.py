@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pages.common import viewmodels
+from pages.common import compare_views
 from protolib.backbones import available_backbones, load_backbone
 from protolib.cli import main
 from protolib.data.features import extract_features
@@ -231,14 +231,14 @@ def saved(name: str, fingerprint: str, folders: list[str], k: int = 3) -> SavedR
 def test_compare_defaults_and_same_class_runs():
     runs = {"a": saved("a", "x", ["f1", "f2"]), "b": saved("b", "x", ["f1"]), "c": saved("c", "y", ["f2", "f3"]),
             "d": saved("d", "x", ["f9"]), "broken": SavedRun(Path("broken"), None, "damaged")}
-    assert viewmodels.comparable_runs(runs) == ["a", "b", "c", "d"]
-    assert viewmodels.compare_defaults(runs, "a") == ["a", "c"]  # another model first (Figure 3 compares backbones)
-    assert viewmodels.compare_defaults(runs, "b") == ["b", "a"]
-    assert viewmodels.compare_defaults(runs, "d") == ["d"]  # nothing shares a class with it
-    assert viewmodels.compare_defaults(runs, None) == ["a", "c"]
-    same = viewmodels.same_class_runs(list(runs.values()), runs["a"].manifest)
+    assert compare_views.comparable_runs(runs) == ["a", "b", "c", "d"]
+    assert compare_views.compare_defaults(runs, "a") == ["a", "c"]  # another model first (Figure 3 compares backbones)
+    assert compare_views.compare_defaults(runs, "b") == ["b", "a"]
+    assert compare_views.compare_defaults(runs, "d") == ["d"]  # nothing shares a class with it
+    assert compare_views.compare_defaults(runs, None) == ["a", "c"]
+    same = compare_views.same_class_runs(list(runs.values()), runs["a"].manifest)
     assert [r.name for r in same] == ["a"]
-    rows = viewmodels.match_table([
+    rows = compare_views.match_table([
         {"match": "A P1 ↔ B P2, r = 0.95", "run": "A", "prototype": "P1", "matched run": "B", "matched prototype": "P2",
          "r": 0.95, "margin": 0.3},
         {"match": "A P2 ↔ B P1, r = 0.90 (ambiguous)", "run": "A", "prototype": "P2", "matched run": "B",

@@ -19,7 +19,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from pages.common import navigation
-from pages.common.viewmodels import (
+from pages.common.edit_views import (
     class_accuracy_rows,
     group_rows,
     groups_of,

@@ -9,8 +9,8 @@ from pathlib import Path
 import streamlit as st
 import torch
 
+from pages.common.edit_views import scale_matrix
 from pages.common.run_context import Context
-from pages.common.viewmodels import scale_matrix
 
 
 def edit_key(path: Path | None) -> str:

@@ -13,20 +13,12 @@ import streamlit as st
 import torch
 
 from pages.common import cache, figures, viewmodels
+from pages.common.edit_views import LABEL, SELECT, label_changes, labels_after, merge_table_edits, prototype_name, prototype_table
 from pages.common.edits import carry_edits, edit_key, set_scales
 from pages.common.run_context import Context, run_class_features
 from pages.common.shortcut_demo import background_shares, switch_off_background
 from pages.common.sidebar import select_run_path
 from pages.common.state import kept, workspace
-from pages.common.viewmodels import (
-    LABEL,
-    SELECT,
-    label_changes,
-    labels_after,
-    merge_table_edits,
-    prototype_name,
-    prototype_table,
-)
 from protolib.backbones import BackboneError
 from protolib.data import DataError
 from protolib.data.features import extract_features
