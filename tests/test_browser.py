@@ -108,6 +108,18 @@ def new_page(browser, server):
     return context, page
 
 
+def compute_held_out_of_run_classes(page, per_class: int) -> None:
+    """On Intervene: compute the held-out features of the run's classes, ``per_class`` photos each."""
+    held_out = page.get_by_role("spinbutton", name="Images per class", exact=True)
+    held_out.fill(str(per_class))
+    held_out.press("Enter")
+    settle(page)
+    page.locator("label:has(input[aria-label=\"Only the run's classes\"])").click()
+    settle(page)
+    page.get_by_role("button", name="Compute held-out features").click()
+    page.get_by_test_id("stMetric").filter(has_text="Top-1 after").wait_for()
+
+
 @contextmanager
 def open_page(browser, server):
     """A new page on the app, closed afterwards; on a failure, a screenshot (``tmp/failure.png``) and the tail of
@@ -317,14 +329,7 @@ def test_decompose_explore_intervene_evaluate(browser, server, tmp_path):
         delta = page.get_by_test_id("stMetric").filter(has_text=label).first.get_by_test_id("stMetricDelta")
         assert float(delta.inner_text().strip()) == pytest.approx(float(after) - float(before), abs=0.011)
         # the same edit on the held-out photos of the run's classes (10 per class)
-        held_out = page.get_by_role("spinbutton", name="Images per class", exact=True)
-        held_out.fill("10")
-        held_out.press("Enter")
-        settle(page)
-        page.locator("label:has(input[aria-label=\"Only the run's classes\"])").click()
-        settle(page)
-        page.get_by_role("button", name="Compute held-out features").click()
-        page.get_by_test_id("stMetric").filter(has_text="Top-1 after").wait_for()
+        compute_held_out_of_run_classes(page, 10)
         page.get_by_role("button", name="Run the oracle").click()
         page.get_by_test_id("stMetric").filter(has_text="Top-1 with the oracle").wait_for()
         settle(page)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from protolib.config import SAMPLE_DATA
-from tests.test_browser import CHROMIUM, WAIT, app_server, go, metric_value, open_page, settle
+from tests.test_browser import CHROMIUM, WAIT, app_server, compute_held_out_of_run_classes, go, metric_value, open_page, settle
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["n01440764", "n02102040"]  # tench, English springer
@@ -107,14 +107,7 @@ def test_select_switch_off_label_save_and_download(browser, server, tmp_path):
         go(page, "Intervene")
         page.get_by_text("Every prototype of the run").wait_for()
         # the held-out photos of the run's classes, as a 2-way classifier
-        held_out = page.get_by_role("spinbutton", name="Images per class", exact=True)
-        held_out.fill(str(PER_CLASS))
-        held_out.press("Enter")
-        settle(page)
-        page.locator("label:has(input[aria-label=\"Only the run's classes\"])").click()
-        settle(page)
-        page.get_by_role("button", name="Compute held-out features").click()
-        page.get_by_test_id("stMetric").filter(has_text="Top-1 after").wait_for()
+        compute_held_out_of_run_classes(page, PER_CLASS)
         settle(page)
         page.locator("label:has(input[aria-label=\"Classify among the run's classes only\"])").click()
         settle(page)

@@ -120,9 +120,9 @@ def read_sidecar(path: str | Path) -> dict:
     return meta
 
 
-def load_parts_net(path: str | Path) -> PartsNet:
-    """Load a model saved by :func:`save_parts_net`, in eval mode on CPU."""
-    meta = read_sidecar(path)
+def load_parts_net(path: str | Path, meta: dict | None = None) -> PartsNet:
+    """Load a model saved by :func:`save_parts_net`, in eval mode on CPU (``meta``: its sidecar, when read)."""
+    meta = meta or read_sidecar(path)
     try:
         model = PartsNet(meta["num_classes"], meta["width"], meta["feature_dim"])
         model.load_state_dict(load_file(str(path)))
@@ -139,6 +139,6 @@ def parts_net_name(path: str | Path) -> str:
 def build_parts_net(path: str | Path, device="cpu") -> PartsNetBackbone:
     """``load_backbone("parts_net:<path>")``: the saved model as a backbone named by its file."""
     meta = read_sidecar(path)
-    model = load_parts_net(path)
+    model = load_parts_net(path, meta)
     labels = meta.get("labels") or [f"class {i}" for i in range(model.num_classes)]
     return PartsNetBackbone(model, int(meta.get("size", DEFAULT_SIZE)), labels, parts_net_name(path)).to(device)
