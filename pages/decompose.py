@@ -15,7 +15,7 @@ import streamlit as st
 
 from pages.common import cache, figures, jobs, navigation, state
 from pages.common.cache import FolderClass
-from pages.common.jobs import STAGE_TEXT, queued
+from pages.common.jobs import STAGE_TEXT
 from pages.common.sidebar import is_published, probe_roots, runs_by_name, select_run, select_run_path
 from pages.common.uploads import extract_zip_upload, save_uploads
 from pages.common.viewmodels import probe_rows, visible_run_rows
@@ -27,7 +27,7 @@ from protolib.data.uploads import UploadError
 from protolib.method import DEFAULT_STRATEGY, MAX_K, STRATEGIES
 from protolib.pipeline import run_decomposition
 from protolib.probe import DEFAULT_L2, fit_probe
-from protolib.runs import RunError, auto_run_name, safe_name, save_run
+from protolib.runs import auto_run_name, safe_name, save_run
 from protolib.workspace import QuotaExceeded, megabytes
 
 STRATEGY_TEXT = {
@@ -37,6 +37,7 @@ STRATEGY_TEXT = {
     "proportional": "proportional to alpha",
 }
 SOURCE_DATA, SOURCE_PHOTOS, SOURCE_ZIP = "Data folder", "Uploaded photos", "Zip of a dataset"
+PROBE_TEXT = {"train": ("Features of training images", "images"), "val": ("Features of held-out images", "images")}
 L2_CHOICES = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 
 
@@ -244,12 +245,13 @@ def probe_section(data: str, expanded: bool) -> None:
         with name_col:
             name = state.kept(
                 st.text_input, "Probe name", "probe_name", automatic,
-                help="Saved with your runs: only this session sees it until a run made from it is published.",
+                help="Saved with your runs: only your workspace sees it until a run made from it is published.",
             )
         with button_col:
             start = st.button("Fit probe", icon=":material/play_arrow:", disabled=not has_train, width="stretch")
         if start:
             fit_and_use_probe(data, trunk, int(per_class), float(l2), name or automatic)
+        probe_job()
         probe_result()
         rows = [row for root in probe_roots() for row in probe_rows(root)]
         if rows:
@@ -260,40 +262,50 @@ def probe_section(data: str, expanded: bool) -> None:
 
 
 def fit_and_use_probe(data: str, trunk: str, per_class: int, l2: float, name: str) -> None:
-    """Fit, save under the runs folder, and make the probe the session's backbone."""
-    session = st.session_state
-    device = session.get("device") or "cpu"
-    with st.status(f"Fitting a linear probe on {trunk}…", expanded=True) as status:
-        bar = st.progress(0.0, text="Backbone features: waiting")
-        started = time.perf_counter()
-        ws = state.workspace()
+    """Fit in the background and save under the runs folder; ``probe_job`` follows it and makes the probe
+    the session's backbone."""
+    device = st.session_state.get("device") or "cpu"
+    ws = state.workspace()
+    model = trunk if trunk in PROBE_ONLY else cache.get_backbone(trunk, None, device)  # VGG: no cached classifier
 
-        def progress(stage: str, done: int, total: int) -> None:
-            which = "held-out" if "val" in stage else "training"
-            seconds = time.perf_counter() - started
-            bar.progress(min(done / max(total, 1), 1.0), text=f"Features of {which} images: {done}/{total} · {seconds:.0f} s")
+    def work(progress) -> dict:
+        def features(stage: str, done: int, total: int) -> None:
+            progress("val" if "val" in stage else "train", done, total)
 
-        try:
-            with queued("probe"):
-                started = time.perf_counter()
-                model = trunk if trunk in PROBE_ONLY else cache.get_backbone(trunk, None, device)  # VGG: no cached classifier
-                probe = fit_probe(
-                    data, model, device=device, images_per_class=per_class, val_images_per_class=per_class, l2=l2,
-                    progress=progress,
-                )
-                path = probe.save(ws.new_run_path(name))
-        except (DataError, BackboneError, ValueError, OSError) as exc:
+        probe = fit_probe(
+            data, model, device=device, images_per_class=per_class, val_images_per_class=per_class, l2=l2,
+            progress=features,
+        )
+        path = probe.save(ws.new_run_path(name))
+        m = probe.manifest
+        return {
+            "name": path.name, "path": str(path), "backbone": m["backbone"], "classes": len(m["classes"]),
+            "n_train": m["n_train"], "n_val": m["n_val"], "validation": m["validation"],
+            "val_accuracy": m["val_accuracy"], "train_accuracy": m["train_accuracy"], "seconds": m["seconds"],
+            "problems": m["problems"],
+        }
+
+    jobs.start("probe", "probe", work, {"label": f"Fitting a linear probe on {trunk}…"})
+
+
+def probe_job() -> None:
+    """Follow this workspace's probe fit (started here, or before a reload) and, once saved, make the probe
+    the session's backbone."""
+    job = jobs.pending("probe")
+    if job is None:
+        return
+    ws = state.workspace()
+    with st.status(job.meta["label"], expanded=True) as status:
+        jobs.follow(job, texts=PROBE_TEXT)
+        if job.error is not None:
             status.update(label="The probe could not be fit", state="error")
-            st.error(ws.redact(str(exc)), icon=":material/error:")
+            st.error(ws.redact(job.error), icon=":material/error:")
+            jobs.finished(job)
             return
-        status.update(label=f"Saved probe “{path.name}” in {time.perf_counter() - started:.1f} s", state="complete")
-    m = probe.manifest
-    session["last_probe"] = {
-        "name": path.name, "backbone": m["backbone"], "classes": len(m["classes"]), "n_train": m["n_train"],
-        "n_val": m["n_val"], "validation": m["validation"], "val_accuracy": m["val_accuracy"],
-        "train_accuracy": m["train_accuracy"], "seconds": m["seconds"], "problems": m["problems"],
-    }
-    session["backbone"] = probe_name(path)  # the sidebar shows it on the next run
+        status.update(label=f"Saved probe “{job.result['name']}” in {job.result['seconds']:.1f} s", state="complete")
+    session = st.session_state
+    session["last_probe"] = {k: v for k, v in jobs.finished(job).result.items() if k != "path"}
+    session["backbone"] = probe_name(Path(job.result["path"]))  # the sidebar shows it on the next run
     state.restart_automatic("probe_name")
     st.rerun()
 
@@ -355,7 +367,7 @@ def settings_section(backbone: Backbone, images: Images) -> tuple[Settings, bool
         with name_col:
             name = state.kept(
                 st.text_input, "Run name", "dec_name", automatic,
-                help="Saved with your runs: only this session sees it until you publish it (sidebar).",
+                help="Saved with your runs: only your workspace sees it until you publish it (sidebar).",
             )
         with button_col:
             start = st.button(
@@ -366,44 +378,57 @@ def settings_section(backbone: Backbone, images: Images) -> tuple[Settings, bool
 
 # -- 3. the run ----------------------------------------------------------------------------------
 def decompose(backbone: Backbone, data: str, settings: Settings) -> None:
-    """Run the decomposition with a progress bar per stage, save it, and make it the current run."""
+    """Start the decomposition in the background; ``decomposition_job`` follows it."""
     try:
         name = safe_name(settings.name)
     except ValueError as exc:
         st.error(str(exc))
         return
     ws = state.workspace()
-    with st.status(f"Decomposing {len(settings.classes)} classes with k = {settings.k}…", expanded=True) as status:
-        try:
-            with queued("decomposition"):
-                progress, timings = jobs.stage_bars()
-                started = time.perf_counter()
-                run = run_decomposition(
-                    backbone, data, "train", classes=settings.classes, images_per_class=settings.per_class, k=settings.k,
-                    strategy=settings.strategy, seed=settings.seed, progress=progress,
-                )
-                path = save_run(run, ws.new_run_path(name))
-        except (DataError, BackboneError, RunError, ValueError, OSError) as exc:
+
+    def work(progress) -> dict:
+        started = time.perf_counter()
+        run = run_decomposition(
+            backbone, data, "train", classes=settings.classes, images_per_class=settings.per_class, k=settings.k,
+            strategy=settings.strategy, seed=settings.seed, progress=progress,
+        )
+        path = save_run(run, ws.new_run_path(name))
+        return {
+            "run": path.name, "path": str(path), "seconds": time.perf_counter() - started, "classes": len(run.classes),
+            "images": sum(c["n_images"] for c in run.manifest["classes"]), "k": run.k,
+            "problems": run.manifest["problems"],
+        }
+
+    jobs.start("decomposition", "decomposition", work,
+               {"label": f"Decomposing {len(settings.classes)} classes with k = {settings.k}…"})
+
+
+def decomposition_job() -> None:
+    """Follow this workspace's decomposition (started here, or before a reload: it went on meanwhile) with
+    a progress bar per stage; once saved, it becomes the current run."""
+    job = jobs.pending("decomposition")
+    if job is None:
+        return
+    ws = state.workspace()
+    with st.status(job.meta["label"], expanded=True) as status:
+        jobs.follow(job, STAGE_TEXT)
+        if job.error is not None:
             status.update(label="The decomposition failed", state="error")
-            st.error(ws.redact(str(exc)), icon=":material/error:")
+            st.error(ws.redact(job.error), icon=":material/error:")
+            jobs.finished(job)
             return
-        seconds = time.perf_counter() - started
-        status.update(label=f"Saved run “{path.name}” in {seconds:.1f} s", state="complete")
+        status.update(label=f"Saved run “{job.result['run']}” in {job.result['seconds']:.1f} s", state="complete")
+    result = jobs.finished(job).result
     st.session_state["last_decomposition"] = {
-        "run": path.name,
-        "seconds": seconds,
-        "classes": len(run.classes),
-        "images": sum(c["n_images"] for c in run.manifest["classes"]),
-        "k": run.k,
+        **{k: v for k, v in result.items() if k != "path"},
         "stages": [
             {"stage": STAGE_TEXT[s][0], "done": t["done"], "total": t["total"], "unit": STAGE_TEXT[s][1],
              "seconds": round(t["seconds"], 2)}
-            for s, t in timings.items()
+            for s, t in job.progress.items() if s in STAGE_TEXT
         ],
-        "problems": run.manifest["problems"],
     }
     state.restart_automatic("dec_name")
-    select_run_path(path)
+    select_run_path(Path(result["path"]))
     st.rerun()
 
 
@@ -456,8 +481,8 @@ def saved_runs_section() -> None:
             select_run(chosen)
             st.rerun()
     st.caption(
-        "Your runs are private to this browser session (a reload starts a new one); **Publish this run** in the "
-        "sidebar shares one with everyone using this server and keeps it."
+        "Your runs are private to your workspace (your private link, or your sign-in behind a team's proxy); "
+        "**Publish this run** in the sidebar shares one with everyone using this server."
     )
 
 
@@ -472,9 +497,10 @@ jobs.demo_offer()
 backbone = chosen_backbone()
 images = images_section(backbone)
 if images.source == SOURCE_DATA:
-    probe_section(images.data, expanded=images.unknown_classes or bool(st.session_state.get("last_probe")))
+    probe_section(images.data, expanded=images.unknown_classes or bool(st.session_state.get("last_probe") or jobs.pending("probe")))
 settings, start = settings_section(backbone, images)
 if start:
     decompose(backbone, images.data, settings)
+decomposition_job()
 last_decomposition()
 saved_runs_section()

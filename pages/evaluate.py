@@ -3,12 +3,10 @@ strategy, reconstruction errors against k, and the full evaluation report."""
 
 from __future__ import annotations
 
-import time
-
 import pandas as pd
 import streamlit as st
 
-from pages.common import cache, figures, jobs, navigation
+from pages.common import cache, figures, jobs, navigation, state
 from pages.common.compare_views import comparable_runs, k_point_rows, same_class_runs, shares_a_class
 from pages.common.heldout import HeldOut, held_out_controls, held_out_features
 from pages.common.run_context import Context, require_run
@@ -25,7 +23,7 @@ from protolib.backbones import Backbone
 from protolib.data import BadImage, DataError
 from protolib.evaluation.compare import MAX_RUNS, k_sweep_point, suggest_k
 from protolib.evaluation.metrics import SplitFeatures, training_matrices
-from protolib.report import SECTIONS, ReportSettings, build_report, report_documents
+from protolib.report import ReportSettings, build_report, report_documents
 from protolib.report.build import seed_stability_section
 from protolib.runs import Run, RunError
 
@@ -202,37 +200,49 @@ def report_section(ctx: Context, held_out: HeldOut) -> None:
     compare_with = compare_choice(ctx)
     report_key = f"report.{ctx.key}.{(held_out.data, held_out.split, held_out.per_class, tuple(compare_with))}"
     if st.button("Build the report", icon=":material/description:"):
-        built = build_with_progress(ctx, held_out, int(faith_images), compare_with)
-        if built is not None:
-            st.session_state[report_key] = (*report_documents(built), built.figures)
+        start_report(ctx, held_out, int(faith_images), compare_with, report_key)
+    finished_key = report_job(ctx)
     if report_key in st.session_state:
         report_downloads(ctx, *st.session_state[report_key])
+    elif finished_key in st.session_state:  # asked for before a reload, with other settings than now
+        st.caption("Your report, built with the settings it was asked for:")
+        report_downloads(ctx, *st.session_state[finished_key])
 
 
-def build_with_progress(ctx: Context, held_out: HeldOut, faith_images: int, compare_with: tuple[str, ...] = ()):
-    bar = st.progress(0.0, text="Starting the report…")
-    started = time.perf_counter()
+REPORT_TEXT = {"report": ("Report sections", "sections"), "val": ("Held-out features", "images")}
 
-    def progress(stage, done, total):
-        seconds = time.perf_counter() - started
-        if stage == "report":
-            title = list(SECTIONS.values())[min(done, len(SECTIONS) - 1)]
-            bar.progress(done / max(total, 1), text=f"Section {min(done + 1, total)}/{total}: {title} · {seconds:.0f} s")
-        else:
-            bar.progress(done / max(total, 1), text=f"{stage}: {done}/{total} · {seconds:.0f} s")
 
+def start_report(ctx: Context, held_out: HeldOut, faith_images: int, compare_with: tuple[str, ...], key: str) -> None:
+    """Build the report in the background (it goes on when the page is reloaded); ``report_job`` follows it."""
     settings = ReportSettings(
         split=held_out.split, images_per_class=held_out.per_class or None, faithfulness_images=faith_images,
         compare_with=tuple(compare_with),
     )
-    try:
-        with jobs.queued("report"):
-            return build_report(ctx.run, ctx.backbone, held_out.data, settings, progress=progress)
-    except (DataError, RunError, ValueError, OSError) as exc:
-        st.error(f"The report could not be built: {exc}")
+    run, backbone, data = ctx.run, ctx.backbone, held_out.data
+
+    def work(progress):
+        built = build_report(run, backbone, data, settings, progress=progress)
+        return (*report_documents(built), built.figures)
+
+    jobs.start("report", "report", work, {"key": key, "run": ctx.key})
+
+
+def report_job(ctx: Context) -> str | None:
+    """Follow this workspace's report for the current run (started here, or before a reload); once built,
+    keep it in the session under its settings' key, which is returned."""
+    job = jobs.pending("report")
+    if job is None or job.meta["run"] != ctx.key:
         return None
-    finally:
-        bar.empty()
+    with st.status("Building the report…", expanded=True) as status:
+        jobs.follow(job, texts=REPORT_TEXT)
+        if job.error is not None:
+            status.update(label="The report could not be built", state="error")
+            st.error(f"The report could not be built: {state.workspace().redact(job.error)}")
+            jobs.finished(job)
+            return None
+        status.update(label="Report built", state="complete")
+    st.session_state[job.meta["key"]] = jobs.finished(job).result
+    return job.meta["key"]
 
 
 def auc_mean(value) -> float:

@@ -153,3 +153,15 @@ def sharing_limits(environ: Mapping[str, str] | None = None) -> SharingLimits:
         int(_number(environ, TOTAL_QUOTA_ENV, DEFAULT_TOTAL_QUOTA_MB) * mb),
         _number(environ, MAX_AGE_ENV, DEFAULT_MAX_AGE_HOURS) * 3600,
     )
+
+
+# -- who is who behind a team's proxy ---------------------------------------------------------------
+USER_HEADER_ENV = "PROTOLIB_USER_HEADER"
+
+
+def user_header(environ: Mapping[str, str] | None = None) -> str | None:
+    """The request header that names the signed-in person, set by the team's authenticating proxy
+    (``$PROTOLIB_USER_HEADER``, e.g. ``X-Forwarded-User``); None, the default, trusts no header. A value that
+    is not a header name (letters, digits, ``-``, ``_``) counts as unset."""
+    name = _environ(environ).get(USER_HEADER_ENV, "").strip()
+    return name if name and all(c.isascii() and (c.isalnum() or c in "-_") for c in name) else None

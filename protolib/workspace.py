@@ -1,5 +1,5 @@
-"""One server, many people: each browser session's own folders, what it may see, quotas, clean-up,
-the shared demo run, and a queue so that heavy jobs run one at a time.
+"""One server, many people: each person's own folders (their workspace), what they may see, quotas,
+clean-up, the shared demo run, and a queue so that heavy jobs run one at a time.
 
 Layout (roots from ``protolib.config``)::
 
@@ -9,8 +9,9 @@ Layout (roots from ``protolib.config``)::
     uploads_dir()/<upload id>/photos     a session's uploaded photos (a data folder)
     uploads_dir()/<upload id>/datasets/  a session's extracted zips (one data folder each)
 
-The session id and the upload id are two independent random uuid4 hex strings: the session id names
-only a folder on the server and is never shown; the upload folder may be shown to its own session
+The session id and the upload id are two independent 128-bit hex strings (``protolib.identity`` derives
+them from a person's private link or proxy user; ``Workspace.new`` draws them at random): the session id
+names only a folder on the server and is never shown; the upload folder may be shown to its own session
 (it is its data folder), and another session that learns it still cannot open it
 (``config.check_data_folder``). Nothing here imports Streamlit.
 """
@@ -91,6 +92,11 @@ class Workspace:
     def datasets(self) -> Path:
         """Where uploaded zips are extracted, one data folder each."""
         return self.uploads / DATASETS
+
+    def forget(self) -> None:
+        """Delete the workspace's private runs, probes and uploads ("forget me on this server")."""
+        for folder in (self.private_runs, self.uploads):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def touch(self) -> None:
         """Mark the session's folders as used now (clean-up removes those unused for too long)."""

@@ -402,13 +402,13 @@ def test_sessions_see_their_own_runs_and_the_published_ones():
     a, b = start("pages/decompose.py"), start("pages/decompose.py")
     decompose_small(a, "secret-of-a")
     assert a.session_state["run"] == "secret-of-a"
-    session = a.session_state["workspace"].session
-    assert "Private: only this browser session sees it" in texts(a.sidebar, "caption")
-    for page in PAGES:  # A's own pages never show its session id (widget keys included)
+    session, link = a.session_state["workspace"].session, a.session_state["workspace_link"]
+    assert "Private: only your workspace sees it" in texts(a.sidebar, "caption")
+    for page in PAGES:  # A's own pages never show its session id or its private link (widget keys included)
         a.switch_page(page).run()
         assert not a.exception, [e.value for e in a.exception]
         assert "secret-of-a" in page_text(a) and "w.run" in page_text(a)  # what is searched holds names and keys
-        assert session not in page_text(a), page
+        assert session not in page_text(a) and link not in page_text(a), page
     b.run()
     assert "secret-of-a" not in b.sidebar.selectbox(key="w.run").options
     for page in PAGES:

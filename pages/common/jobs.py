@@ -1,5 +1,9 @@
 """Heavy jobs as the pages run them: one at a time on the server (a session waiting says its place in
-line), a progress bar per stage, and the one-click demo a newcomer starts from."""
+line), a progress bar per stage, and the one-click demo a newcomer starts from.
+
+Decompositions, probe fits and reports run in the background (``protolib.background``): the page that
+starts one, or finds one of its workspace after a reload, follows it (``follow``) and uses its result
+once it is over (``finished``)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pages.common import cache, navigation, state
 from pages.common.sidebar import runs_by_name, select_run_path
 from protolib import workspace as server
 from protolib.backbones import BackboneError
+from protolib.background import BACKGROUND, RUNNING, Job, JobBusy
 from protolib.data import DataError
 from protolib.pipeline import STAGES
 from protolib.runs import RunError
@@ -45,6 +50,63 @@ def queue_message(what: str, place: int) -> str:
         f"The server runs one job at a time: your {what} is **{ordinal(place)} in line** and starts by itself "
         "when the ones before it finish."
     )
+
+
+# -- jobs that outlive the page ----------------------------------------------------------------------
+def start(kind: str, what: str, work, meta: dict | None = None) -> Job | None:
+    """Start ``work(progress)`` in the background for this workspace; None (and a warning) when its last
+    job of this kind is not over yet."""
+    try:
+        return BACKGROUND.start(state.workspace().session, kind, what, work, meta)
+    except JobBusy as exc:
+        st.warning(f"{str(exc).capitalize()}: it is shown below.", icon=":material/hourglass_top:")
+        return None
+
+
+def pending(kind: str) -> Job | None:
+    """This workspace's job of this kind that a page should show: one waiting or running, or one over whose
+    result no page has shown yet (it ended while nobody looked, e.g. during a reload)."""
+    job = BACKGROUND.of(state.workspace().session, kind)
+    return job if job is not None and not (job.over and job.collected) else None
+
+
+def follow(job: Job, stages=(), texts: dict | None = None, poll: float = 0.3) -> Job:
+    """Draw ``job``'s place in line, then a progress bar per stage (``stages``; without them, one bar for
+    every stage), each named by ``texts`` (stage -> (title, unit); STAGE_TEXT by default), until it is over.
+    The script run waits here; a reload or a click ends only the drawing: the job goes on, and the next
+    run finds it again (``pending``)."""
+    texts = STAGE_TEXT if texts is None else texts
+    note, clock = st.empty(), st.empty()
+    bars = {s: st.progress(0.0, text=f"{texts.get(s, (s,))[0]}: waiting") for s in stages}
+    single = None if stages else st.progress(0.0, text=f"Your {job.what}: waiting")
+    said = 0
+    while True:
+        over = job.over  # read first: the drawing below then shows at least everything done before
+        if job.state != RUNNING and not over and job.place > 1:
+            if job.place != said:
+                note.info(queue_message(job.what, job.place), icon=":material/hourglass_top:")
+                said = job.place
+        elif said:
+            note.empty()
+            said = 0
+        for stage, entry in list(job.progress.items()):
+            title, unit = texts.get(stage, (stage, "items"))
+            text = f"{title}: {entry['done']}/{entry['total']} {unit} · {entry['seconds']:.1f} s"
+            share = min(entry["done"] / max(entry["total"], 1), 1.0)
+            if stage in bars:
+                bars[stage].progress(share, text=text)
+            elif single is not None:
+                single.progress(share, text=text)
+        clock.caption(f"{time.time() - job.started:.0f} s since it was asked for")  # also where a reload stops it
+        if over:
+            return job
+        time.sleep(poll)
+
+
+def finished(job: Job) -> Job:
+    """Mark ``job``'s result as shown (a page that finds it later need not show it again)."""
+    job.collected = True
+    return job
 
 
 def stage_bars(stages=STAGES) -> tuple[Callable[[str, int, int], None], dict]:

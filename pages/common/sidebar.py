@@ -11,11 +11,12 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from pages.common.state import data_refusal, default_data_dir, kept, workspace
+from pages.common.state import by_proxy, data_refusal, default_data_dir, forget_me, kept, workspace
 from pages.common.viewmodels import probe_choices, run_caption
 from protolib.backbones import DEFAULT_BACKBONE, BackboneError, available_backbones
 from protolib.backbones.probe_models import PREFIX as PROBE_PREFIX
 from protolib.backbones.probe_models import read_probe_manifest
+from protolib.background import BACKGROUND
 from protolib.runs import RunError, SavedRun
 from protolib.workspace import publish
 
@@ -119,6 +120,7 @@ def sidebar() -> None:
             st.error(refusal, icon=":material/block:")
         st.markdown("#### Run")
         run_choice(runs_by_name())
+        workspace_note()
 
 
 def run_choice(runs: dict[str, SavedRun]) -> None:
@@ -142,13 +144,34 @@ def run_choice(runs: dict[str, SavedRun]) -> None:
     if is_published(run):
         st.caption(":material/public: Published: everyone using this server sees it.")
     else:
-        st.caption(
-            ":material/lock: Private: only this browser session sees it (a reload starts a new session). "
-            "Publish it to share it and keep it."
-        )
+        st.caption(":material/lock: Private: only your workspace sees it. Publish it to share it with everyone.")
         st.button(
             "Publish this run", icon=":material/public:", key="publish_run", on_click=publish_current, args=(name, run),
             help="Moves the run to the shared runs: everyone on this server then sees it, read-only.",
         )
     if st.session_state.get("publish_error"):
         st.error(st.session_state["publish_error"])
+
+
+def workspace_note() -> None:
+    """Whose workspace this is, the jobs still running for it, and how to forget it."""
+    st.markdown("#### Your workspace")
+    for job in BACKGROUND.active(workspace().session):
+        st.caption(f":material/hourglass_top: Your {job.what} is {job.state}; its page shows its progress.")
+    if by_proxy():
+        st.caption(":material/badge: Your workspace belongs to the name you signed in with: it is the same on any device.")
+    else:
+        st.caption(
+            ":material/key: **This address is your private key to your workspace**: anyone with it sees your runs "
+            "and uploads. Bookmark it to come back (a reload, another tab, the next day); share a run by publishing "
+            "it, never by sharing the address."
+        )
+    if st.session_state.pop("forgotten", False):
+        st.success("Your runs and uploads were deleted from this server" + ("." if by_proxy() else
+                   "; the old address opens nothing any more."))
+    with st.popover("Forget me on this server", icon=":material/delete_forever:", width="stretch"):
+        st.caption(
+            "Deletes your private runs, probes and uploads from this server now, and gives this page a new private "
+            "address (the old one then opens an empty workspace). Published runs stay."
+        )
+        st.button("Delete my workspace", type="primary", key="forget_me", on_click=forget_me)

@@ -1,6 +1,6 @@
 """What one browser session has chosen: widgets whose values survive page switches, text fields that
-follow an automatic value until typed in, and the session's own place on the server (its workspace:
-private runs, uploads) and the data folder it may open.
+follow an automatic value until typed in, and the person's own place on the server (their workspace:
+private runs, uploads), found again after a reload, and the data folder they may open.
 
 Everything per user lives in ``st.session_state``: nothing per user is kept in module globals or in
 a resource cache.
@@ -16,8 +16,11 @@ import streamlit as st
 
 from pages.common.viewmodels import cli_data_arg
 from pages.common.viewmodels import default_data_dir as find_default_data_dir
+from protolib import config, identity
 from protolib.config import DataFolderRefused
-from protolib.workspace import Workspace
+from protolib.workspace import Workspace, clean_up_now_and_then
+
+LINK = "ws"  # the query parameter that holds a private link's token
 
 
 def kept(
@@ -73,13 +76,51 @@ def restart_automatic(name: str) -> None:
 
 
 def workspace() -> Workspace:
-    """This session's place on the server (its private runs and uploads), made on its first run, when
-    what unused sessions left behind is cleaned up too. Its folders are marked used on every run."""
-    found = st.session_state.get("workspace")
+    """This person's place on the server (their private runs and uploads). Found on the session's first
+    run from the proxy's user (when ``$PROTOLIB_USER_HEADER`` names the header) or the private link in the
+    address (a new link when there is none, or it is malformed, unknown or forgotten); what unused
+    workspaces left behind is cleaned up then too. Its folders are marked used on every run, and the link
+    is put back in the address whenever a page switch dropped it."""
+    session = st.session_state
+    found = session.get("workspace")
     if not isinstance(found, Workspace):
-        found = st.session_state["workspace"] = Workspace.start()
+        found = _identify()
+    link = session.get("workspace_link")
+    if link and st.query_params.get(LINK) != link:
+        st.query_params[LINK] = link
     found.touch()
     return found
+
+
+def _identify() -> Workspace:
+    runs_root, uploads_root = config.runs_dir(), config.uploads_dir()
+    clean_up_now_and_then(runs_root, uploads_root, config.sharing_limits().max_age)
+    header = config.user_header()
+    user = st.context.headers.get(header) if header else None  # never read unless the operator trusts it
+    found = identity.identify(runs_root, uploads_root, st.query_params.get(LINK), user, header)
+    if found.by_proxy and LINK in st.query_params:
+        del st.query_params[LINK]  # the proxy decides: a link in the address means nothing
+    st.session_state["workspace"] = found.workspace
+    st.session_state["workspace_link"] = found.token  # kept only to put back in the address
+    return found.workspace
+
+
+def by_proxy() -> bool:
+    """Whether the team's proxy, not a private link, decides whose workspace this is."""
+    workspace()
+    return not st.session_state.get("workspace_link")
+
+
+def forget_me() -> None:
+    """Delete this person's workspace (private runs, probes, uploads, jobs) and start afresh: a private
+    link gets a new token, so the old address opens nothing any more."""
+    from protolib.background import BACKGROUND
+
+    found = workspace()
+    BACKGROUND.forget(found.session)
+    found.forget()
+    st.session_state.clear()  # every choice may name what was deleted
+    st.session_state["forgotten"] = True
 
 
 def session_id() -> str:
