@@ -26,6 +26,10 @@ class JobBusy(RuntimeError):
     """The workspace already has a job of this kind waiting or running."""
 
 
+class JobCancelled(RuntimeError):
+    """The job's workspace was forgotten: the job stops at its next progress report (or in line)."""
+
+
 @dataclass
 class Job:
     """One heavy job: where it stands, what it has done so far, and how it ended."""
@@ -43,14 +47,27 @@ class Job:
     started: float = field(default_factory=time.time)
     finished: float | None = None
     collected: bool = False  # a page has shown its result once (a page that found it later need not)
+    cancelled: bool = False
     _mark: float = field(default_factory=time.perf_counter, repr=False)
 
     @property
     def over(self) -> bool:
         return self.state in (DONE, FAILED)
 
+    def check(self) -> None:
+        """Raise ``JobCancelled`` once the job was cancelled."""
+        if self.cancelled:
+            raise JobCancelled(f"your {self.what} was cancelled")
+
+    def waiting(self, place: int) -> None:
+        """The queue's ``on_wait``: the job's place in line; a cancelled job leaves the line."""
+        self.check()
+        self.place = place
+
     def report(self, stage: str, done: int, total: int) -> None:
-        """The ``progress`` callback of the pipeline: a stage's count, and its seconds since the stage began."""
+        """The ``progress`` callback of the pipeline: a stage's count, and its seconds since the stage began.
+        A cancelled job stops here (``JobCancelled``)."""
+        self.check()
         now = time.perf_counter()
         entry = self.progress.setdefault(stage, {"begin": self._mark})
         entry.update(done=done, total=total, seconds=now - entry["begin"])
@@ -89,7 +106,8 @@ class BackgroundJobs:
     @staticmethod
     def _run(job: Job, work) -> None:
         try:
-            with server.JOBS.turn(lambda place: setattr(job, "place", place)):  # looked up now: tests swap it
+            with server.JOBS.turn(job.waiting):  # looked up now: tests swap the queue
+                job.check()
                 job.place, job.state, job._mark = 1, RUNNING, time.perf_counter()
                 job.result = work(job.report)
             job.state = DONE
@@ -110,10 +128,11 @@ class BackgroundJobs:
             return [job for (o, _), job in self._jobs.items() if o == owner and not job.over]
 
     def forget(self, owner: str) -> None:
-        """Drop the workspace's jobs from the list (a running one finishes, unseen)."""
+        """Cancel the workspace's jobs (a running one stops at its next progress report, before it saves
+        anything) and drop them from the list."""
         with self._lock:
             for key in [k for k in self._jobs if k[0] == owner]:
-                del self._jobs[key]
+                self._jobs.pop(key).cancelled = True
 
 
 BACKGROUND = BackgroundJobs()

@@ -165,6 +165,7 @@ def test_a_running_decomposition_is_found_again_after_a_reload(browser, server):
         decompose(page, ["tench", "English springer"], 30, 3, LONG_RUN)
         page.get_by_text("Backbone features:").first.wait_for()
         assert page.get_by_test_id("stAlert").filter(has_text=f"Run {LONG_RUN} saved").count() == 0
+        assert not list((server["runs"] / "sessions").glob(f"*/{LONG_RUN}"))  # not saved yet: still running
         page.reload()
         page.get_by_role("heading", name="Decompose").wait_for()
         # the job went on: its progress shows, then its result, and it is the current run

@@ -157,3 +157,25 @@ def test_a_job_goes_on_without_its_page_and_is_found_by_its_workspace(monkeypatc
     assert second.wait(10) and second.state == background.FAILED and "division by zero" in second.error
     jobs.forget(a.session)
     assert jobs.of(a.session, "decomposition") is None and jobs.of(b.session, "report") is second
+
+
+def test_forgetting_a_workspace_stops_its_jobs_before_they_save(monkeypatch, tmp_path):
+    monkeypatch.setattr(server, "JOBS", JobQueue(1))
+    jobs, step, saved = background.BackgroundJobs(), threading.Event(), []
+
+    def work(progress):
+        progress("features", 1, 2)
+        step.wait(10)
+        progress("features", 2, 2)  # the first report after the workspace was forgotten stops the job
+        saved.append("run")
+
+    running = jobs.start("a", "decomposition", "decomposition", work)
+    waiting = jobs.start("a", "report", "report", lambda progress: saved.append("report"))
+    deadline = time.monotonic() + 10
+    while not (running.state == background.RUNNING and waiting.place == 2) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    jobs.forget("a")
+    step.set()
+    assert running.wait(10) and running.state == background.FAILED and "cancelled" in running.error
+    assert waiting.wait(10) and waiting.state == background.FAILED and "cancelled" in waiting.error
+    assert saved == [] and len(server.JOBS) == 0 and jobs.active("a") == []

@@ -8,6 +8,7 @@ a resource cache.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,10 +18,12 @@ import streamlit as st
 from pages.common.viewmodels import cli_data_arg
 from pages.common.viewmodels import default_data_dir as find_default_data_dir
 from protolib import config, identity
+from protolib.background import BACKGROUND
 from protolib.config import DataFolderRefused
 from protolib.workspace import Workspace, clean_up_now_and_then
 
 LINK = "ws"  # the query parameter that holds a private link's token
+log = logging.getLogger(__name__)
 
 
 def kept(
@@ -97,7 +100,12 @@ def _identify() -> Workspace:
     clean_up_now_and_then(runs_root, uploads_root, config.sharing_limits().max_age)
     header = config.user_header()
     user = st.context.headers.get(header) if header else None  # never read unless the operator trusts it
-    found = identity.identify(runs_root, uploads_root, st.query_params.get(LINK), user, header)
+    try:
+        found = identity.identify(runs_root, uploads_root, st.query_params.get(LINK), user, header)
+    except identity.IdentityError as exc:  # the operator's to fix: the visitor gets one line, the log the detail
+        log.error("%s", exc)
+        st.error("This server cannot tell workspaces apart (its workspace secret is unreadable): tell whoever runs it.")
+        st.stop()
     if found.by_proxy and LINK in st.query_params:
         del st.query_params[LINK]  # the proxy decides: a link in the address means nothing
     st.session_state["workspace"] = found.workspace
@@ -114,8 +122,6 @@ def by_proxy() -> bool:
 def forget_me() -> None:
     """Delete this person's workspace (private runs, probes, uploads, jobs) and start afresh: a private
     link gets a new token, so the old address opens nothing any more."""
-    from protolib.background import BACKGROUND
-
     found = workspace()
     BACKGROUND.forget(found.session)
     found.forget()
