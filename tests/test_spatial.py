@@ -132,15 +132,17 @@ def test_a_photo_whose_every_cell_is_left_out_keeps_the_original_pooling(run, li
 
 def test_the_held_out_splits_cached_cells_give_the_same_edit(run, lite0, photos, tmp_path):
     from protolib.evaluation.metrics import split_features
-    from protolib.method.spatial import SpatialEdit, edited_logits, split_cells
+    from protolib.method.spatial import SpatialEdit, split_pooling
 
     sf = split_features(lite0, SAMPLE_DATA, "val", PHOTOS, CLASSES, cache_dir=tmp_path / "cache")
     edit = SpatialEdit((busy_part(run, lite0, photos),))
-    logits, _ = edited_logits(run.head(lite0), split_cells(sf.matrices, len(sf.paths)), edit)
+    head = run.head(lite0)
+    pooled = split_pooling(head, sf.matrices, len(sf.paths), edit).pooled
+    logits = head.logits(pooled, head.contributions(pooled))
     expected, _ = independent_logits(run, lite0, photos, edit.leave_out)  # the same photos in the same order
     assert (logits - expected).abs().max() < 1e-4
     with pytest.raises(ValueError, match="do not split"):
-        split_cells(sf.matrices, len(sf.paths) + 5)  # 294 cells, not a multiple of 11
+        split_pooling(head, sf.matrices, len(sf.paths) + 5, edit)  # 294 cells, not a multiple of 11
 
 
 def test_the_edit_saves_with_the_run_and_bad_ones_are_refused(run, lite0, tmp_path):

@@ -158,10 +158,14 @@ def edited_logits(head: PrototypeHead, features: torch.Tensor, edit: SpatialEdit
     return head.logits(pooled, contributions, scale), contributions
 
 
-def split_cells(matrices: Mapping[int, torch.Tensor], n_photos: int) -> torch.Tensor:
-    """A held-out split's per-cell features (``SplitFeatures.matrices``: label -> (n*H*W, D), in the order
-    of its photos) as (N, H*W, D), in the order of ``SplitFeatures.paths``."""
-    cells = torch.cat(list(matrices.values())) if matrices else torch.zeros(0, 0)
-    if n_photos == 0 or len(cells) % n_photos:
-        raise ValueError(f"{len(cells)} feature cells do not split into {n_photos} photos")
-    return cells.reshape(n_photos, len(cells) // n_photos, cells.shape[-1])
+def split_pooling(head: PrototypeHead, matrices: Mapping[int, torch.Tensor], n_photos: int,
+                  edit: SpatialEdit | None) -> EditedPooling:
+    """The edited pooling of a held-out split from its cached cells (``SplitFeatures.matrices``: label ->
+    (n*H*W, D), class by class in the order of ``SplitFeatures.paths``), without copying them."""
+    total = sum(len(m) for m in matrices.values())
+    if n_photos == 0 or total % n_photos:
+        raise ValueError(f"{total} feature cells do not split into {n_photos} photos")
+    cells = total // n_photos
+    parts = [edited_pooling(head, m.reshape(-1, cells, m.shape[-1]), edit) for m in matrices.values()]
+    return EditedPooling(*(torch.cat([getattr(p, name) for p in parts])
+                           for name in ("pooled", "left_out_share", "all_left_out")))
