@@ -57,20 +57,23 @@ def photo_numbers(ctx: Context, picked: Picked) -> Photo:
     return Photo(picked, pooled, contributions, original, predicted, first)
 
 
-def controls(ctx: Context, photo: Photo, labels: list[int]) -> None:
-    """A switch and a scale slider per prototype of each class being edited."""
+def controls(ctx: Context, photo: Photo, labels: list[int], spaced: torch.Tensor | None = None) -> None:
+    """A switch and a scale slider per prototype of each class being edited, and its edit in space;
+    ``spaced`` (1, C, k): the contributions under the edit in space, shown instead of the photo's."""
+    contributions = photo.contributions if spaced is None else spaced
     for label in labels:
         c = ctx.decomposed.index(label)
         names = ctx.run.label_grid()[c]
         with st.container(border=True):
-            st.markdown(f"**{ctx.labels[label]}** · logit {float(photo.original[label]):.2f} on this photo")
+            in_space = "" if spaced is None else f" · {float(spaced[0, c].sum() + ctx.head.bias[label]):.2f} pooling the kept cells"
+            st.markdown(f"**{ctx.labels[label]}** · logit {float(photo.original[label]):.2f} on this photo{in_space}")
             for i in range(ctx.run.k):
                 on_key, scale_key = setting_keys(ctx, label, i)
                 chip_col, on_col, scale_col = st.columns([3, 1, 3], vertical_alignment="center")
                 with chip_col:
                     st.markdown(
                         figures.chip(i, f"<b>{html.escape(figures.prototype_title(i, names[i]))}</b>")
-                        + f"<br><small>contribution&nbsp;<b>{float(photo.contributions[0, c, i]):+.2f}</b></small>"
+                        + f"<br><small>contribution&nbsp;<b>{float(contributions[0, c, i]):+.2f}</b></small>"
                         + f"<br><small>α&nbsp;{float(ctx.run.alpha[c, i]):+.3g}</small>",
                         unsafe_allow_html=True,
                     )
@@ -336,18 +339,18 @@ def live(ctx: Context, photo: Photo, data: str) -> None:
         format_func=lambda c: ctx.labels[c] + ("  (predicted)" if c == photo.predicted else ""),
     )
     scale = current_scale(ctx)
-    left, right = st.columns([5, 6], gap="large")
-    with left:
-        st.markdown("##### Prototypes: on/off and scale")
-        if labels:
-            controls(ctx, photo, labels)
-        else:
-            st.info("Choose a decomposed class to edit its prototypes here, or use the table below.")
-        st.button("Reset all", icon=":material/restart_alt:", on_click=reset_all, args=(ctx,))
     spatial = current_spatial(ctx)
     space = photo_pooling(ctx, photo.picked.feats, spatial) if spatial else None
     pooled = space[0].pooled if space else photo.pooled
     contributions = ctx.head.contributions(pooled) if space else photo.contributions
+    left, right = st.columns([5, 6], gap="large")
+    with left:
+        st.markdown("##### Prototypes: on/off and scale")
+        if labels:
+            controls(ctx, photo, labels, contributions if space else None)
+        else:
+            st.info("Choose a decomposed class to edit its prototypes here, or use the table below.")
+        st.button("Reset all", icon=":material/restart_alt:", on_click=reset_all, args=(ctx,))
     edited = ctx.head.logits(pooled, contributions, scale)[0]
     with right:
         st.markdown("##### This photo")
