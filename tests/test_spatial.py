@@ -174,7 +174,7 @@ def test_the_edit_saves_with_the_run_and_bad_ones_are_refused(run, lite0, tmp_pa
 
 
 def test_the_exported_model_applies_the_mask_without_protolib(run, lite0, photos, tmp_path):
-    from protolib.export import export_torchscript, load_model, read_exported
+    from protolib.export import export_model, export_torchscript, load_model, read_exported
     from protolib.method.spatial import SpatialEdit
     from protolib.runs import save_run
 
@@ -204,3 +204,7 @@ print(json.dumps({{"protolib": any(m.startswith("protolib") for m in sys.modules
     assert (logits - expected).abs().max() < 1e-4 and (one - expected[:1]).abs().max() < 1e-4
     _, unedited = lite0(photos)
     assert float((logits - unedited).abs().max()) > 1e-2  # the file carries the edit
+    # torch.export's program (.pt2) applies it too
+    program = torch.export.load(str(export_model(path, tmp_path / "model.pt2")))
+    with torch.no_grad():
+        assert (program.module()(photos[:4]) - expected[:4]).abs().max() < 1e-4

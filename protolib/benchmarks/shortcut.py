@@ -140,7 +140,7 @@ class ShortcutConfig:
             f"{self.mask_photos_per_class} heldout photos of its class. prototypes_few_labels: scales in [0, 1] "
             f"fitted on val by Adam (lr {self.fit_lr:g}, {self.fit_steps} full-batch steps, from 1) on the "
             f"group-balanced cross-entropy of the prototype head's logits, projected on [0, 1] after each step. "
-            f"oracle: the paper's Table-4 rule, per test photo with its true label (reference only). The data "
+            f"{space.PROTOCOL} oracle: the paper's Table-4 rule, per test photo with its true label (reference only). The data "
             f"design (grey object body, texture contrast) and the number of epochs were chosen in pilots that "
             f"read only the heldout and val splits; every other choice was fixed before any run; the test split "
             f"gives the reported numbers only. Means over seeds."

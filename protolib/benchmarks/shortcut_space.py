@@ -34,6 +34,11 @@ NAME = "space_by_discovered_parts"
 LABEL = "cells of the background parts left out of the pooling (mask rule, 5 masks per class)"
 NOTE = ("parts left out: the parts of the prototypes the mask rule switches off; what changes is which cells are "
         "pooled (a change of the model's computation), not a weight")
+#: the protocol's sentence about this method (``ShortcutConfig.protocol``); the level was fixed on the sample photos
+#: of Intervene (the part map's drawing level) before the benchmark ever ran it
+PROTOCOL = (f"space_by_discovered_parts: the parts of the prototypes prototypes_by_mask switches off; on each test photo "
+            f"the cells where any of them has presence >= {LEVEL:g} (PrototypeHead.presence, 1 = its 0.99 training "
+            f"quantile) are left out of the average pooling, and the model's head reads the mean of the other cells.")
 #: other presence levels reported for the diagnostic only (never used to choose the method's level)
 DIAGNOSTIC_LEVELS = (0.1, 0.5, 1.0)
 
