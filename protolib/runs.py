@@ -167,7 +167,8 @@ class Run:
             if problem:
                 raise ValueError(problem)
             manifest[SPATIAL_KEY] = edit.to_manifest()
-        manifest.update(spatial_note=note, parent=str(self.path) if self.path else manifest.get("parent"))
+        if edit or self.spatial_edit:  # a run that never had one is left as it is
+            manifest.update(spatial_note=note, parent=str(self.path) if self.path else manifest.get("parent"))
         return Run(manifest, self.classes, self.nmf_prototypes, self.alpha, self.refined, self.feature_error,
                    self.presence_scale, self.scale)
 
