@@ -384,3 +384,13 @@ def test_leave_out_where_a_part_is_on_the_held_out_split(env):
     assert metric(at, "Top-1 after") == f"{100 * expected['mean']:.1f} %"
     assert metric(at, "Worst group after") == f"{100 * expected['worst_group']:.1f} %"
     assert any(c.value.startswith("Edit in space (the model's pooling, not its head): cells left out") for c in at.caption)
+    # saved as a new run: its manifest names the part; another page says its figures are without the edit
+    button(at, "Save as a new run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    saved = load_run(at.session_state["iv_saved_path"])
+    assert saved.spatial_edit.leave_out == ((int(run.classes[c]), i),)
+    at.session_state["run"] = at.session_state["iv_saved"]
+    at.switch_page("pages/explain.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.value.startswith("This run carries an edit in space (cells left out of the pooling where")
+               for c in at.caption)
