@@ -4,6 +4,8 @@ prototypes of many classes at once in one table, name them, and take the repaire
 Contributions are linear in the pooled features, so every change here is computed from cached
 contributions (an st.fragment that never reruns the backbone). The intervention is one scale per prototype
 of the run, kept in the session: the per-class switches and sliders and the table edit the same numbers.
+"Leave out where this part is" is the other kind of edit (``space_edit``): it changes which cells of the photo are
+pooled, so it reads the photos' per-cell features, which the page holds already.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pages.common.prototype_table import prototype_table_section
 from pages.common.run_context import Context, require_run
 from pages.common.shortcut_demo import groups_table, shortcut_demo_offer
 from pages.common.sidebar import select_run
+from pages.common.space_edit import current_spatial, masked_photo, photo_pooling, space_toggle, split_edited_pooling
 from pages.common.state import data_dir, kept, workspace
 from pages.common.viewmodels import default_class
 from protolib.evaluation import intervention as evaluation
@@ -54,20 +57,23 @@ def photo_numbers(ctx: Context, picked: Picked) -> Photo:
     return Photo(picked, pooled, contributions, original, predicted, first)
 
 
-def controls(ctx: Context, photo: Photo, labels: list[int]) -> None:
-    """A switch and a scale slider per prototype of each class being edited."""
+def controls(ctx: Context, photo: Photo, labels: list[int], spaced: torch.Tensor | None = None) -> None:
+    """A switch and a scale slider per prototype of each class being edited, and its edit in space;
+    ``spaced`` (1, C, k): the contributions under the edit in space, shown instead of the photo's."""
+    contributions = photo.contributions if spaced is None else spaced
     for label in labels:
         c = ctx.decomposed.index(label)
         names = ctx.run.label_grid()[c]
         with st.container(border=True):
-            st.markdown(f"**{ctx.labels[label]}** · logit {float(photo.original[label]):.2f} on this photo")
+            in_space = "" if spaced is None else f" · {float(spaced[0, c].sum() + ctx.head.bias[label]):.2f} pooling the kept cells"
+            st.markdown(f"**{ctx.labels[label]}** · logit {float(photo.original[label]):.2f} on this photo{in_space}")
             for i in range(ctx.run.k):
                 on_key, scale_key = setting_keys(ctx, label, i)
                 chip_col, on_col, scale_col = st.columns([3, 1, 3], vertical_alignment="center")
                 with chip_col:
                     st.markdown(
                         figures.chip(i, f"<b>{html.escape(figures.prototype_title(i, names[i]))}</b>")
-                        + f"<br><small>contribution&nbsp;<b>{float(photo.contributions[0, c, i]):+.2f}</b></small>"
+                        + f"<br><small>contribution&nbsp;<b>{float(contributions[0, c, i]):+.2f}</b></small>"
                         + f"<br><small>α&nbsp;{float(ctx.run.alpha[c, i]):+.3g}</small>",
                         unsafe_allow_html=True,
                     )
@@ -78,15 +84,22 @@ def controls(ctx: Context, photo: Photo, labels: list[int]) -> None:
                         st.slider, f"Scale of P{i + 1}", scale_key, 1.0, min_value=0.0, max_value=2.0, step=0.05,
                         disabled=not on, label_visibility="collapsed",
                     )
+                space_toggle(ctx, label, i)
 
 
 # -- this photo ----------------------------------------------------------------------------------
-def photo_results(ctx: Context, photo: Photo, edited: torch.Tensor, labels: list[int]) -> None:
-    """The edited logit and prediction, and the top classes before and after."""
+def photo_results(ctx: Context, photo: Photo, edited: torch.Tensor, labels: list[int], space=None) -> None:
+    """The edited logit and prediction, and the top classes before and after; ``space``: (the edited pooling,
+    its left-out cells) under an edit in space, drawn on the photo."""
     label, original = labels[0], photo.original
     new_predicted = int(edited.argmax())
     image_col, logit_col, predicted_col = st.columns([1, 1.2, 1.6], vertical_alignment="center")
-    image_col.image(photo.picked.shown, width="stretch")
+    image_col.image(photo.picked.shown if space is None else masked_photo(photo.picked.shown, space[1]), width="stretch")
+    if space is not None:
+        pooling, cells = space
+        kept_all = " (every cell would go: the photo keeps them all)" if bool(pooling.all_left_out[0]) else ""
+        image_col.caption(f"Pooling: {int(cells.sum())} of {cells.numel()} cells left out (hatched){kept_all} · "
+                          f"logit {float(edited[label]):.4f}")
     change = float(edited[label] - original[label])
     logit_col.metric(f"Logit of “{ctx.labels[label]}”", f"{float(edited[label]):.2f}", delta=f"{change:+.2f}" if change else None)
     with predicted_col:
@@ -122,7 +135,7 @@ def photo_results(ctx: Context, photo: Photo, edited: torch.Tensor, labels: list
 
 
 # -- the held-out split --------------------------------------------------------------------------
-def held_out_section(ctx: Context, scale: torch.Tensor, labels: list[int], summary) -> None:
+def held_out_section(ctx: Context, scale: torch.Tensor, labels: list[int], summary, spatial=None) -> None:
     """The same intervention on the held-out photos: accuracy (overall, per class and, when the data folder
     has groups.csv, per group), each prototype's importance, and the oracle experiment. ``summary``: a place
     beside the table for one line of the same figures."""
@@ -143,9 +156,12 @@ def held_out_section(ctx: Context, scale: torch.Tensor, labels: list[int], summa
         "by editing the run's prototypes.",
     )
     head, pooled, truth, names = ctx.head, sf.pooled, sf.labels, ctx.labels
+    # an edit in space pools each photo's kept cells (from the cached per-cell features)
+    spaced = split_edited_pooling(held_out.key(ctx), ctx, sf.matrices, len(sf.paths), spatial) if spatial else sf.pooled
     paths = list(sf.paths)
     if among:
         head, pooled, truth = among_decomposed(ctx.head, sf.pooled, sf.labels)
+        spaced = among_decomposed(ctx.head, spaced, sf.labels)[1]
         names = ctx.class_names
         paths = [p for p, label in zip(sf.paths, sf.labels.tolist()) if label in set(ctx.decomposed)]
         if not len(truth):
@@ -153,8 +169,9 @@ def held_out_section(ctx: Context, scale: torch.Tensor, labels: list[int], summa
             return
     key = f"{held_out.key(ctx)}|{among}"
     contributions, before = cache.split_baseline(key, head, pooled)
-    effect = intervention_effect(head, pooled, truth, scale, contributions, before)
-    edited = head.logits(pooled, contributions, scale)
+    spaced_contributions = head.contributions(spaced) if spatial else contributions
+    effect = intervention_effect(head, spaced if spatial else pooled, truth, scale, spaced_contributions, before)
+    edited = head.logits(spaced if spatial else pooled, spaced_contributions, scale)
     accuracy_metrics(effect, len(truth))
     groups = group_section(held_out, paths, head.logits(pooled, contributions), edited, truth)
     summary_line(summary, effect, groups)
@@ -262,22 +279,27 @@ def oracle_section(key: str, head, pooled: torch.Tensor, truth: torch.Tensor) ->
 
 
 # -- saving and leaving the app ---------------------------------------------------------------------------
-def save_section(ctx: Context, scale: torch.Tensor) -> None:
-    """The edited head saved as a new run, which can then be opened, and downloaded as a model that runs
-    without this app (TorchScript: ``torch.jit.load``)."""
+def save_section(ctx: Context, scale: torch.Tensor, spatial=None) -> None:
+    """The edited head (and the edit in space, a change of the pooling) saved as a new run, which can then be
+    opened, and downloaded as a model that runs without this app (TorchScript: ``torch.jit.load``)."""
     state = st.session_state
-    st.markdown("##### Save the edited head")
+    st.markdown("##### Save the edited model")
     note = describe_scale(scale, ctx.class_names)
+    space_note = spatial.describe(ctx.labels) if spatial else "no change"
     name_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
     with name_col:
         name = kept(st.text_input, "New run name", f"iv_name.{ctx.key}", f"{ctx.name}-edited")
     with button_col:
-        clicked = st.button("Save as a new run", icon=":material/save:", disabled=note == "no change", width="stretch")
+        unchanged = note == "no change" and spatial == ctx.run.spatial_edit
+        clicked = st.button("Save as a new run", icon=":material/save:", disabled=unchanged, width="stretch")
     st.caption(f"Intervention: {note}" + (" · the prototypes' labels go with it" if ctx.run.labels else ""))
+    if spatial or ctx.run.spatial_edit:
+        st.caption(f"Edit in space (the model's pooling, not its head): {space_note}")
     if clicked:
         ws = workspace()
         try:
-            path = save_run(ctx.run.with_scale(scale, note), ws.new_run_path(name))
+            edited = ctx.run.with_scale(scale, note).with_spatial_edit(spatial, space_note)
+            path = save_run(edited, ws.new_run_path(name))
         except (RunError, ValueError, OSError) as exc:
             st.error(ws.redact(f"Could not save: {exc}"))
             return
@@ -317,25 +339,29 @@ def live(ctx: Context, photo: Photo, data: str) -> None:
         format_func=lambda c: ctx.labels[c] + ("  (predicted)" if c == photo.predicted else ""),
     )
     scale = current_scale(ctx)
+    spatial = current_spatial(ctx)
+    space = photo_pooling(ctx, photo.picked.feats, spatial) if spatial else None
+    pooled = space[0].pooled if space else photo.pooled
+    contributions = ctx.head.contributions(pooled) if space else photo.contributions
     left, right = st.columns([5, 6], gap="large")
     with left:
         st.markdown("##### Prototypes: on/off and scale")
         if labels:
-            controls(ctx, photo, labels)
+            controls(ctx, photo, labels, contributions if space else None)
         else:
             st.info("Choose a decomposed class to edit its prototypes here, or use the table below.")
         st.button("Reset all", icon=":material/restart_alt:", on_click=reset_all, args=(ctx,))
-    edited = ctx.head.logits(photo.pooled, photo.contributions, scale)[0]
+    edited = ctx.head.logits(pooled, contributions, scale)[0]
     with right:
         st.markdown("##### This photo")
-        photo_results(ctx, photo, edited, labels or [photo.first])
+        photo_results(ctx, photo, edited, labels or [photo.first], space)
     st.divider()
     prototype_table_section(ctx, scale, data)
     summary = st.empty()
     st.divider()
-    held_out_section(ctx, scale, labels, summary)
+    held_out_section(ctx, scale, labels, summary, spatial)
     st.divider()
-    save_section(ctx, scale)
+    save_section(ctx, scale, spatial)
 
 
 # -- the page --------------------------------------------------------------------------------------
@@ -343,7 +369,8 @@ navigation.entry()
 st.title("Intervene")
 st.caption(
     "Switch a prototype off (or scale it) and the class's logit loses that part's contribution: a test-time "
-    "edit of the model that needs no retraining and no second pass through the backbone."
+    "edit of the model that needs no retraining and no second pass through the backbone. Or leave out where a part "
+    "is: an edit of the model's computation (the cells where the part is present are left out of the pooling)."
 )
 shortcut_demo_offer()
 ctx = require_run()

@@ -2,7 +2,8 @@
 
 ``load_model(run)`` gives a :class:`PrototypeModel` whose ``forward(images)`` are the run's logits (the
 model's whole label space, the decomposed classes through their prototypes, with any saved intervention
-applied) and whose ``contributions(images)`` are the per-prototype contributions. ``export_torchscript``
+applied) and whose ``contributions(images)`` are the per-prototype contributions. A run with an edit in space
+(``method.spatial``) pools only the cells its chosen parts leave: the mask is computed in ``forward``. ``export_torchscript``
 writes the same model as one TorchScript file that ``torch.jit.load`` runs without protolib; its
 ``protoscope.json`` extra file holds the class names, the prototypes' labels and the preprocessing.
 
@@ -26,6 +27,7 @@ from .backbones import Backbone
 from .backbones.base import Preprocessing
 from .files import atomic_path
 from .method.head import PrototypeHead
+from .method.spatial import LEVEL, SpatialEdit, chosen_parts, left_out_cells, pool_kept
 from .runs import Run, load_run
 
 FORMAT = "protoscope.torchscript/1"
@@ -40,11 +42,15 @@ class PrototypeModel(nn.Module):
     ``images`` are preprocessed as the model's weights expect (``preprocess`` does it for a PIL image);
     ``class_names`` index the logits; ``decomposed`` are the labels of the classes written as prototypes, and
     ``prototype_labels`` maps each decomposed class's name to the names of its k prototypes ("" unnamed).
+    ``spatial`` (optional) is an edit in space: the cells where its parts are present are left out of the pooling.
     """
 
     def __init__(self, backbone: Backbone, head: PrototypeHead, prototype_labels: dict[str, list[str]] | None = None,
-                 info: dict | None = None):
+                 info: dict | None = None, spatial: SpatialEdit | None = None):
         super().__init__()
+        # the chosen parts' vectors (m, D; m = 0: the original pooling) and their presence level
+        self.register_buffer("leave_out_parts", chosen_parts(head, spatial).clone())
+        self.level: float = spatial.level if spatial else LEVEL
         self.backbone = backbone
         self.head = head
         self.preprocessing: Preprocessing = backbone.preprocessing
@@ -63,8 +69,13 @@ class PrototypeModel(nn.Module):
         return self.head.weight.device
 
     def pooled(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, S, S) -> the pooled features (B, D) the head reads."""
-        return self.backbone.spatial_features(images).mean(dim=(2, 3))
+        """Images (B, 3, S, S) -> the pooled features (B, D) the head reads (the kept cells' mean under an edit
+        in space)."""
+        spatial = self.backbone.spatial_features(images)
+        if not len(self.leave_out_parts):
+            return spatial.mean(dim=(2, 3))
+        cells = spatial.permute(0, 2, 3, 1)
+        return pool_kept(cells, left_out_cells(cells, self.leave_out_parts, self.level))[0]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, S, S) -> logits (B, C_all): the decomposed classes as sums of prototype contributions."""
@@ -111,7 +122,10 @@ def model_from_run(run: Run, backbone: Backbone | None = None, device: str | tor
         "strategy": run.strategy,
         "intervention": run.manifest.get("intervention"),
     }
-    return PrototypeModel(backbone, head.to(backbone.device), labels, info)
+    spatial = run.spatial_edit
+    if spatial:
+        info["spatial_edit"] = {**spatial.to_manifest(), "note": spatial.describe(backbone.labels)}
+    return PrototypeModel(backbone, head.to(backbone.device), labels, info, spatial)
 
 
 def load_model(run_path: str | Path, device: str | torch.device = "cpu") -> PrototypeModel:

@@ -23,6 +23,8 @@ from .backbones.probe_models import PREFIX as PROBE_PREFIX
 from .files import ManifestError, atomic_dir, read_manifest
 from .method import PartPrototypes, PrototypeHead
 from .method.refine import STRATEGIES, head_error
+from .method.spatial import KEY as SPATIAL_KEY
+from .method.spatial import SpatialEdit, from_manifest, spatial_problem
 
 FORMAT = "protoscope.run/1"
 MANIFEST, TENSORS = "manifest.json", "prototypes.safetensors"
@@ -150,6 +152,25 @@ class Run:
         backbone = load_backbone(self.manifest["backbone"], self.manifest.get("weights"), device)
         self.check_backbone(backbone)
         return backbone
+
+    @property
+    def spatial_edit(self) -> SpatialEdit | None:
+        """The saved edit in space (cells left out of the pooling, ``method.spatial``), or None."""
+        return from_manifest(self.manifest)
+
+    def with_spatial_edit(self, edit: SpatialEdit | None, note: str) -> Run:
+        """A copy of this run whose model leaves out of its pooling the cells of ``edit`` (replacing any
+        earlier such edit; None or an empty edit removes it). A change of the computation, not of the head."""
+        manifest = {key: value for key, value in self.manifest.items() if key != SPATIAL_KEY}
+        if edit:
+            problem = spatial_problem(edit.to_manifest(), self.k, self.classes.tolist())
+            if problem:
+                raise ValueError(problem)
+            manifest[SPATIAL_KEY] = edit.to_manifest()
+        if edit or self.spatial_edit:  # a run that never had one is left as it is
+            manifest.update(spatial_note=note, parent=str(self.path) if self.path else manifest.get("parent"))
+        return Run(manifest, self.classes, self.nmf_prototypes, self.alpha, self.refined, self.feature_error,
+                   self.presence_scale, self.scale)
 
     def with_scale(self, scale: torch.Tensor, note: str) -> Run:
         """A copy of this run whose head carries an intervention (saved as a run of its own)."""
@@ -316,6 +337,11 @@ def manifest_problem(manifest) -> str | None:
     for entry in manifest["classes"]:
         if not (isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("folder"), str)):
             return "a class entry of the manifest has no name or folder"
+    if manifest.get(SPATIAL_KEY) is not None:
+        listed = [e.get("label") for e in manifest["classes"]]
+        problem = spatial_problem(manifest[SPATIAL_KEY], manifest["k"], listed if all(type(c) is int for c in listed) else None)
+        if problem:
+            return problem
     if manifest.get(LABELS_KEY) is not None:
         listed = [e["label"] for e in manifest["classes"] if isinstance(e.get("label"), int)]
         return labels_problem(manifest[LABELS_KEY], manifest["k"], listed if len(listed) == len(manifest["classes"]) else None)

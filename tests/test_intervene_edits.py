@@ -344,3 +344,53 @@ def test_the_shortcut_demo_button_opens_its_run_and_data_folder(env, monkeypatch
     assert not at.exception, [e.value for e in at.exception]
     assert calls == [env["runs"]] and at.session_state["run"] == "small"
     assert at.session_state["data_dir"] == str(env["data"])
+
+
+def test_leave_out_where_a_part_is_on_the_held_out_split(env):
+    """The edit in space on the held-out split: the page's top-1 and worst group after the edit are those of the
+    edited model computed independently (the backbone on each photo, the part's presence on its grid, the mean
+    of the other cells, the model's own head), with the part whose cells change top-1 most."""
+    from protolib.backbones import load_backbone
+    from protolib.data import load_image
+    from protolib.evaluation.intervention import group_accuracy
+    from protolib.method.spatial import LEVEL
+
+    at = start("pages/intervene.py", env["data"])
+    button(at, "Compute held-out features").click().run()
+    run, backbone = env["run"], load_backbone()
+    paths = [p for folder in CLASSES for p in image_files(env["data"] / "val" / folder)]
+    with torch.no_grad():
+        grids = backbone.spatial_features(torch.stack([backbone.preprocessing.transform()(load_image(p))
+                                                       for p in paths])).permute(0, 2, 3, 1)
+    truth = run.classes.repeat_interleave(3)  # the model's 1000 classes (not only the run's)
+    groups = [f"{p.parent.name} on {'water' if n % 3 % 2 == 0 else 'land'}" for n, p in enumerate(paths)]
+    weight, bias = backbone.head_weight, backbone.head_bias
+
+    def edited(c, i):
+        part = run.nmf_prototypes[c, i] / run.presence_scale[c, i]
+        out = (grids.clamp_min(0) @ part) >= LEVEL
+        pooled = torch.stack([g[~o].mean(dim=0) if bool((~o).any()) else g.flatten(0, 1).mean(dim=0)
+                              for g, o in zip(grids, out)])
+        return group_accuracy(pooled @ weight.T + bias, truth, groups), int(out.sum())
+
+    original = group_accuracy(grids.flatten(1, 2).mean(dim=1) @ weight.T + bias, truth, groups)
+    choices = {(c, i): edited(c, i) for c in range(2) for i in range(run.k)}
+    (c, i), (expected, cells) = max(choices.items(), key=lambda kv: (abs(kv[1][0]["mean"] - original["mean"]), kv[1][1]))
+    assert cells > 0 and expected["mean"] != original["mean"]  # the edit moves held-out top-1
+    at.session_state[f"iv.{edit_of(at)}.{int(run.classes[c])}.{i}.space"] = True
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert metric(at, "Top-1 before") == f"{100 * original['mean']:.1f} %"
+    assert metric(at, "Top-1 after") == f"{100 * expected['mean']:.1f} %"
+    assert metric(at, "Worst group after") == f"{100 * expected['worst_group']:.1f} %"
+    assert any(c.value.startswith("Edit in space (the model's pooling, not its head): cells left out") for c in at.caption)
+    # saved as a new run: its manifest names the part; another page says its figures are without the edit
+    button(at, "Save as a new run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    saved = load_run(at.session_state["iv_saved_path"])
+    assert saved.spatial_edit.leave_out == ((int(run.classes[c]), i),)
+    at.session_state["run"] = at.session_state["iv_saved"]
+    at.switch_page("pages/explain.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.value.startswith("This run carries an edit in space (cells left out of the pooling where")
+               for c in at.caption)

@@ -197,7 +197,7 @@ def test_numbers_changed_counts(bench):
     methods, seed = results["methods"], results["per_seed"]["0"]
     assert methods["original"]["numbers_changed"] == 0
     assert methods["dfr"]["numbers_changed"] == 3 * FEATURE_DIM + 3  # the whole head: C x D + C
-    for name in PROTOTYPE_METHODS:
+    for name in ("prototypes_by_mask", "prototypes_few_labels"):
         scales = torch.tensor(seed["scales"][name])
         assert scales.shape == (3, seed["k"])
         assert methods[name]["numbers_changed"] == int((scales != 1).sum()) <= scales.numel()
@@ -205,6 +205,40 @@ def test_numbers_changed_counts(bench):
     assert methods["oracle"]["numbers_changed"] == round((1 - methods["original"]["mean_acc"]) * n_test)
     ratio = results["bar"]["prototypes_by_mask"]["numbers_ratio"]
     assert ratio == pytest.approx(methods["prototypes_by_mask"]["numbers_changed"] / (3 * FEATURE_DIM + 3))
+
+
+def test_space_by_discovered_parts_pools_the_cells_the_mask_rules_parts_leave(bench):
+    """The edit in space recomputed by hand from the saved run: the mask rule's background prototypes, their
+    parts' presence on each test photo's grid, the mean of the other cells, the model's own head."""
+    from protolib.benchmarks import shortcut_space as space
+    from protolib.data.features import extract_features
+    from protolib.method.spatial import LEVEL
+
+    out, results = bench
+    seed, data = results["per_seed"]["0"], out / "data"
+    by_mask = torch.tensor(seed["scales"]["prototypes_by_mask"])
+    run = load_run(out / "seed-0" / "run")
+    backbone = load_backbone(run.manifest["backbone"])
+    rows = [r for r in read_groups(data).values() if r["split"] == "test"]
+    feats = extract_features(backbone, [data / r["file"] for r in rows], cache_dir=out / "seed-0" / "features").feats
+    left_out = torch.zeros(feats.shape[:3], dtype=torch.bool)
+    for c, i in (by_mask == 0).nonzero().tolist():
+        part = run.nmf_prototypes[c, i] / run.presence_scale[c, i]
+        left_out |= torch.einsum("nhwd,d->nhw", feats.clamp_min(0), part) >= LEVEL
+    keep = (~left_out).float().unsqueeze(-1)
+    pooled = (feats * keep).sum(dim=(1, 2)) / keep.sum(dim=(1, 2)).clamp_min(1)
+    pooled = torch.where(keep.sum(dim=(1, 2)) == 0, feats.mean(dim=(1, 2)), pooled)
+    labels = [class_names(3).index(r["class"]) for r in rows]
+    expected = group_accuracy(pooled @ backbone.head_weight.T + backbone.head_bias, labels, [r["group"] for r in rows])
+    method = results["methods"][space.NAME]
+    assert method["worst_group_acc"] == expected["worst_group"] and method["mean_acc"] == expected["mean"]
+    assert method["numbers_changed"] == int((by_mask == 0).sum()) == len(seed["space"]["parts_left_out"])
+    assert seed["space"]["cells_left_out"] == pytest.approx(float(left_out.float().mean()), abs=1e-6)
+    summary = results[space.NAME]
+    assert summary["worst_group_acc"] == method["worst_group_acc"] and "not a weight" in summary["changed"]
+    assert summary["gain_recovered"] == results["bar"][space.NAME]["gain_recovered"]
+    assert set(summary["other_levels_diagnostic"]) == {f"{lvl:g}" for lvl in space.DIAGNOSTIC_LEVELS}
+    assert "Edit in space" in (out / "shortcut.md").read_text()
 
 
 def test_command_line(monkeypatch, tmp_path, capsys, bench):

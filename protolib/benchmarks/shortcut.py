@@ -66,15 +66,17 @@ from ..method.head import PrototypeHead
 from ..pipeline import run_decomposition
 from ..runs import MANIFEST, Run, save_run
 from ..workspace import SHARED
+from . import shortcut_space as space
 from .toy_model import train_parts_net
 
-METHODS = ("original", "dfr", "prototypes_by_mask", "prototypes_few_labels", "oracle")
-PROTOTYPE_METHODS = ("prototypes_by_mask", "prototypes_few_labels")
+METHODS = ("original", "dfr", "prototypes_by_mask", "prototypes_few_labels", space.NAME, "oracle")
+PROTOTYPE_METHODS = ("prototypes_by_mask", "prototypes_few_labels", space.NAME)
 METHOD_LABELS = {
     "original": "original model",
     "dfr": "DFR: last layer retrained (group-balanced labels)",
     "prototypes_by_mask": "prototypes switched off by mask (5 masks per class)",
     "prototypes_few_labels": "prototype scales fitted (group-balanced labels)",
+    space.NAME: space.LABEL,
     "oracle": "oracle (Table 4 rule, test labels; reference only)",
 }
 #: DFR's grid of inverse regularisation strengths (their Waterbirds grid)
@@ -138,7 +140,7 @@ class ShortcutConfig:
             f"{self.mask_photos_per_class} heldout photos of its class. prototypes_few_labels: scales in [0, 1] "
             f"fitted on val by Adam (lr {self.fit_lr:g}, {self.fit_steps} full-batch steps, from 1) on the "
             f"group-balanced cross-entropy of the prototype head's logits, projected on [0, 1] after each step. "
-            f"oracle: the paper's Table-4 rule, per test photo with its true label (reference only). The data "
+            f"{space.PROTOCOL} oracle: the paper's Table-4 rule, per test photo with its true label (reference only). The data "
             f"design (grey object body, texture contrast) and the number of epochs were chosen in pilots that "
             f"read only the heldout and val splits; every other choice was fixed before any run; the test split "
             f"gives the reported numbers only. Means over seeds."
@@ -420,6 +422,7 @@ def run_shortcut_seed(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log
     contributions = head.contributions(test.pooled)
     results["prototypes_by_mask"] = _result(head.logits(test.pooled, contributions, by_mask), test,
                                             scales_changed(by_mask))
+    results[space.NAME], in_space = space.space_by_discovered_parts(backbone, run, head, data, by_mask, "test", cache)
     fitted = fit_scales(head, val.pooled, val.labels, val.groups, cfg.fit_steps, cfg.fit_lr)
     results["prototypes_few_labels"] = _result(head.logits(test.pooled, contributions, fitted), test,
                                                scales_changed(fitted))
@@ -439,6 +442,7 @@ def run_shortcut_seed(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log
         "background_prototypes": {names[c]: int((row == 0).sum()) for c, row in enumerate(by_mask)},
         "scales": {"prototypes_by_mask": by_mask.tolist(), "prototypes_few_labels": fitted.tolist()},
         "methods": results,
+        "space": in_space,
         "reference_scales_fit_on_test": {"mean_acc": bound["mean"], "worst_group_acc": bound["worst_group"]},
         "reference_object_cells": {"mean_acc": cells["mean"], "worst_group_acc": cells["worst_group"]},
         # ||v - sum alpha p|| / ||v||: the share of each head row that the NMF prototypes alone do not span
@@ -525,6 +529,7 @@ def run_shortcut_benchmark(
     methods["dfr"]["numbers_changed_note"] = "the whole head: C x D weights + C biases"
     for name in PROTOTYPE_METHODS:
         methods[name]["numbers_changed_note"] = "prototype scales that differ from 1 (of C x k)"
+    methods[space.NAME]["numbers_changed_note"] = "parts whose cells are left out of the pooling; no weight changed"
     found = [np.mean([n > 0 for n in r["background_prototypes"].values()]) for r in per_seed.values()]
     results = {
         "seeds": len(seeds),
@@ -535,6 +540,7 @@ def run_shortcut_benchmark(
         "config": {**asdict(cfg), "k": cfg.k},
         "methods": methods,
         "bar": bar(methods),
+        space.NAME: space.summary(per_seed, methods),
         **{name: {"note": note, **{key: float(np.mean([r[name][key] for r in per_seed.values()]))
                                     for key in ("mean_acc", "worst_group_acc")}}
            for name, note in (("reference_scales_fit_on_test", REFERENCE_NOTE),
@@ -581,6 +587,8 @@ def shortcut_table(results: dict) -> str:
         low, high = results["head_error_range"]
         rows.append(f"The NMF prototypes alone leave {100 * low:.0f}-{100 * high:.0f} % of each class's head vector "
                     f"unspanned (||v - sum alpha p|| / ||v||); the refinement spreads that residual over them.")
+    if results.get(space.NAME):
+        rows += space.summary_lines(results[space.NAME])
     for name, v in results["bar"].items():
         recovered = "n/a (DFR gained nothing)" if v["gain_recovered"] is None else f"{100 * v['gain_recovered']:.0f} %"
         rows.append(f"- {name}: recovers {recovered} of DFR's worst-group gain with "

@@ -1,0 +1,86 @@
+"""Intervene's edit in space, kept in the session: per prototype, whether the cells where its part is present are
+left out of the pooling (``protolib.method.spatial``). A change of the model's computation, not of its head:
+unlike a switch or a scale it needs the photos' per-cell features, which the page already holds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+import torch
+
+from pages.common.edits import edit_key
+from pages.common.run_context import Context
+from pages.common.state import kept
+from protolib.method.spatial import (
+    LEVEL,
+    EditedPooling,
+    SpatialEdit,
+    chosen_parts,
+    edited_pooling,
+    left_out_cells,
+    split_pooling,
+)
+
+TITLE = "Leave out where this part is"
+HELP = (f"An edit of the model's computation, not of its head: the cells of the photo where this prototype's part "
+        f"is present (its part map at {LEVEL:g} or more, as the part map draws it) are left out of the average "
+        f"pooling, for every class's logit. If every cell would be left out, the photo keeps them all.")
+
+
+def space_key(ctx: Context, label: int, i: int) -> str:
+    """The session key of "leave out where prototype ``i`` of class ``label`` is" (an ``iv.`` key, so that
+    ``carry_edits`` carries it to a labelled copy of the run)."""
+    return f"iv.{edit_key(ctx.run.path)}.{label}.{i}.space"
+
+
+def saved(ctx: Context) -> SpatialEdit | None:
+    """The edit in space the run was saved with: the page's toggles start from it."""
+    return ctx.run.spatial_edit
+
+
+def space_toggle(ctx: Context, label: int, i: int) -> None:
+    edit = saved(ctx)
+    kept(st.checkbox, f"{TITLE} (P{i + 1})", space_key(ctx, label, i), bool(edit and (label, i) in edit.leave_out),
+         help=HELP)
+
+
+def current_spatial(ctx: Context) -> SpatialEdit | None:
+    """The session's edit in space on this run (None: the original pooling)."""
+    edit = saved(ctx)
+    chosen = [(label, i) for label in ctx.decomposed for i in range(ctx.run.k)
+              if st.session_state.get(space_key(ctx, label, i), bool(edit and (label, i) in edit.leave_out))]
+    return SpatialEdit(tuple(chosen), edit.level if edit else LEVEL) if chosen else None
+
+
+def photo_pooling(ctx: Context, feats: torch.Tensor, edit: SpatialEdit | None) -> tuple[EditedPooling, torch.Tensor]:
+    """(the edited pooling of one photo's features (H, W, D), its left-out cells (H, W) bool)."""
+    mask = left_out_cells(feats, chosen_parts(ctx.head, edit), edit.level if edit else LEVEL)
+    return edited_pooling(ctx.head, feats.unsqueeze(0), edit), mask
+
+
+def masked_photo(shown: np.ndarray, mask: torch.Tensor) -> np.ndarray:
+    """The photo with its left-out cells drawn: darkened, hatched and outlined in orange."""
+    rows, cols = mask.shape
+    height, width = shown.shape[:2]
+    y = np.arange(height) * rows // height
+    x = np.arange(width) * cols // width
+    cell = mask.numpy()[y][:, x]
+    out = shown.astype(np.float32).copy()
+    out[cell] = 0.35 * out[cell] + 0.65 * np.array([30, 30, 30], np.float32)
+    hatch = ((np.arange(height)[:, None] + np.arange(width)[None, :]) % 10 < 2) & cell
+    out[hatch] = np.array([231, 111, 81], np.float32)
+    edge = cell & ~(np.pad(cell, 1, mode="edge")[2:, 1:-1] & np.pad(cell, 1, mode="edge")[:-2, 1:-1]
+                    & np.pad(cell, 1, mode="edge")[1:-1, 2:] & np.pad(cell, 1, mode="edge")[1:-1, :-2])
+    out[edge] = np.array([231, 111, 81], np.float32)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def split_edited_pooling(key: str, ctx: Context, matrices, n_photos: int, edit: SpatialEdit) -> torch.Tensor:
+    """The held-out split's pooled features under the edit, computed once per split and edit in this session."""
+    memo = st.session_state.setdefault("iv_space_split", {})
+    name = (key, edit)
+    if name not in memo:
+        memo.clear()  # one split and edit at a time: the pooled features of a split are N x D floats
+        memo[name] = split_pooling(ctx.head, matrices, n_photos, edit).pooled
+    return memo[name]
