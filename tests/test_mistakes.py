@@ -45,7 +45,7 @@ def _wrong_after(head, pooled, labels, scale):
 
 def test_culprits_flip_the_prediction_and_none_smaller_is_missed(decomposed, lite0):
     run, _, sf = decomposed
-    head, pooled, labels, paths = run_class_space(run.head(lite0), sf.pooled, sf.labels, sf.paths)
+    head, pooled, labels, _ = run_class_space(run.head(lite0), sf.pooled, sf.labels, sf.paths)
     found = find_culprits(head, pooled, labels)
     predicted = head.logits(pooled, head.contributions(pooled)).argmax(1)
     assert len(found.culprits) == int((predicted != labels).sum()) > 0
@@ -133,8 +133,9 @@ def test_split_halves_are_disjoint_and_the_edit_is_scored_on_the_other(decompose
         scale[head.position(d), i] = 0
     pooled, labels = sf.pooled[scored], sf.labels[scored]
     contributions = head.contributions(pooled)
-    assert edit["top1_before"] == pytest.approx(float((head.logits(pooled, contributions).argmax(1) == labels).float().mean()))
-    assert edit["top1_after"] == pytest.approx(float((head.logits(pooled, contributions, scale).argmax(1) == labels).float().mean()))
+    for key, edited in (("top1_before", None), ("top1_after", scale)):
+        right = head.logits(pooled, contributions, edited).argmax(1) == labels
+        assert edit[key] == pytest.approx(float(right.float().mean()))
     # the choice depends on half 0 only: scrambling half 1's labels changes nothing in it
     scrambled = sf.labels.clone()
     scrambled[scored] = scrambled[scored].roll(1)
@@ -144,7 +145,7 @@ def test_split_halves_are_disjoint_and_the_edit_is_scored_on_the_other(decompose
 
 def test_figures_name_classes_and_count_every_mistake(decomposed, lite0):
     run, _, sf = decomposed
-    figures, found = mistake_figures(run.head(lite0), sf.pooled, sf.labels, sf.paths, lite0.labels)
+    figures, _ = mistake_figures(run.head(lite0), sf.pooled, sf.labels, sf.paths, lite0.labels)
     counted = sum(figures[key] for key in ("fixed_by_one", "fixed_by_two", "not_decomposed", "not_fixed_by_two"))
     assert counted == figures["mistakes"] == len(figures["culprits"])
     assert figures["oracle_smallest"]["top1_before"] == pytest.approx(figures["oracle_paper"]["top1_before"])

@@ -30,7 +30,6 @@ from ..evaluation.compare import MAPS, MAX_RUNS, CompareError, Comparison, compa
 from ..evaluation.faithfulness import auc, check_axioms, deletion_insertion, grad_cam
 from ..evaluation.intervention import oracle_intervention, prototype_importance
 from ..evaluation.keypoints import csv_class_batches, keypoint_layout
-from ..evaluation.mistakes import mistakes_json
 from ..evaluation.metrics import (
     SplitFeatures,
     among_decomposed,
@@ -41,6 +40,7 @@ from ..evaluation.metrics import (
     table3,
     training_matrices,
 )
+from ..evaluation.mistakes import mistakes_json
 from ..evaluation.part_scores import cub_protoeval, protoeval_scores
 from ..explain import heatmap_overlay, model_input, upsample
 from ..files import atomic_path
@@ -305,7 +305,10 @@ def mistakes_section(run: Run, backbone: Backbone, sf: SplitFeatures, kept: int 
         return {**f, "culprits": f["culprits"][:kept], "harmful": f["harmful"][:kept]}
 
     figures = mistakes_json(run.head(backbone), sf.pooled, sf.labels, sf.paths, backbone.labels, run.class_names)
-    return {"available": True, **small(figures), **({"run_classes": small(figures["run_classes"])} if "run_classes" in figures else {})}
+    section = {"available": True, **small(figures)}
+    if "run_classes" in figures:
+        section["run_classes"] = small(figures["run_classes"])
+    return section
 
 
 # -- runs side by side (the paper's Figure 3) ---------------------------------------------------------
