@@ -74,6 +74,11 @@ def test_demo_mistake_opens_in_intervene_fixed(browser, server):
         text = page.get_by_test_id("stMain").inner_text()  # the first card is the library's first (clearest)
         assert f"{true} taken for {predicted}" in text and f"Switch off {culprit}" in text
         shoot(page, "mistakes")
+        with page.expect_download(timeout=RUN_WAIT) as download:  # the story, in one click
+            page.get_by_test_id("stDownloadButton").filter(has_text="Write the story").click()
+        story = download.value.path().read_text(encoding="utf-8")
+        assert all(f'<section id="{s}">' in story for s in ("model", "prototypes", "mistakes", "harmful"))
+        assert "<script" not in story and story.count("data:image/png;base64,") > 10
 
         cards.first.click()
         page.get_by_role("heading", name="Intervene", exact=True).wait_for()
