@@ -205,3 +205,21 @@ def test_story_escapes_text_from_data(decomposed, lite0, data_dir, feature_cache
     story.run["name"] = "<b>run</b>"
     page = render_story(story)
     assert "<script>alert" not in page and "&lt;script&gt;" in page and "<b>run</b>" not in page
+
+
+def test_page_views_rank_cards_and_open_intervene_on_the_photo(decomposed, lite0):
+    from pages.common.mistake_views import cards, intervene_keys, table4_rows, unexplained
+
+    run, _, sf = decomposed
+    head, pooled, labels, paths = run_class_space(run.head(lite0), sf.pooled, sf.labels, sf.paths)
+    found = find_culprits(head, pooled, labels)
+    gallery = cards(found, paths)
+    assert len(gallery) == found.count("one") and [c.margin for c in gallery] == sorted((c.margin for c in gallery), reverse=True)
+    assert sum(unexplained(found).values()) + len(gallery) == len(found.culprits)
+    card = gallery[0]
+    keys = intervene_keys(card, "val", head.classes.tolist(), "Data folder")
+    assert keys["img_class"] == card.path.split("/")[-2] and keys["img_file"] == card.path.split("/")[-1]
+    assert keys[f"iv_classes.{card.path}"] == [card.culprit[0], card.label]  # the culprit's class edited first
+    figures, _ = mistake_figures(head, pooled, labels, paths, run.class_names)
+    figures["label_space"] = "the run's classes"
+    assert table4_rows(figures)[0]["oracle (paper's rule)"] == figures["oracle_paper"]["top1_after"]
