@@ -145,7 +145,6 @@ def _top(rows: list) -> str:
 def render_story(story: Story) -> str:
     """The whole page as a string: no script, no external resource."""
     r, e, m = story.run, story.exactness, story.mistakes
-    space = m["run_classes"] if story.shown_space == "run_classes" else m
     sections = []
     sections.append(("model", "The model and its exactness", (
         f"<p class='lead'>{html.escape(r['backbone'])}: its last layer rewritten as {r['k']} part prototypes for each of "
@@ -194,12 +193,16 @@ def render_story(story: Story) -> str:
                   "top-1", "oracle (paper)", "oracle (smallest culprit)"], [[html.escape(str(x[0])), *x[1:]] for x in rows],
                  text=(0,))
         + (f"<div class='mcards'>{cards}</div>" if cards else "<p class='muted'>No mistake is fixed by one switch.</p>"))))
-    harm = space["harmful"][:10]
-    edit = space["harmful_edit"]
+    harm, edit = m["harmful"][:10], m["harmful_edit"]  # the model as it would be shipped: its own label space
     switched = ", ".join(f"{s['class']} P{s['prototype'] + 1}" for s in edit["switched_off"]) or "none"
+    edits = [[html.escape(v["label_space"]), html.escape(", ".join(f"{s['class']} P{s['prototype'] + 1}"
+                                                                   for s in v["harmful_edit"]["switched_off"]) or "none"),
+              f"{_pct(v['harmful_edit']['chosen_on']['top1_before'])} → {_pct(v['harmful_edit']['chosen_on']['top1_after'])}",
+              f"{_pct(v['harmful_edit']['top1_before'])} → {_pct(v['harmful_edit']['top1_after'])}"]
+             for v in (m, *((m["run_classes"],) if "run_classes" in m else ()))]
     sections.append(("harmful", "Prototypes that do more harm than good", (
-        f"<p class='lead'>Each prototype switched off alone, over the {space['photos']} held-out photos "
-        f"({html.escape(space['label_space'])}): the predictions it fixes and breaks. A global edit is chosen from "
+        f"<p class='lead'>Each prototype switched off alone, over the {m['photos']} held-out photos "
+        f"({html.escape(m['label_space'])}): the predictions it fixes and breaks. A global edit is chosen from "
         f"this on half 0 of the photos ({edit['chosen_on']['photos']}) and scored on half 1 "
         f"({edit['scored_on']['photos']}), which played no part in choosing it.</p>"
         + _table(["class", "prototype", "fixed", "broken", "net"],
@@ -209,6 +212,8 @@ def render_story(story: Story) -> str:
                   ("chosen on half 0", f"{_pct(edit['chosen_on']['top1_before'])} → {_pct(edit['chosen_on']['top1_after'])}",
                    "in-sample: where it was chosen"),
                   ("scored on half 1", f"{_pct(edit['top1_before'])} → {_pct(edit['top1_after'])}", "held out")])
+        + _table(["label space", "switched off", "top-1 on half 0 (chose it)", "top-1 on half 1 (held out)"], edits,
+                 text=(0, 1))
         + f"<p class='muted'>{html.escape(edit['rule'])}</p>")))
     nav = "".join(f'<a href="#{key}">{html.escape(title)}</a>' for key, title, _ in sections)
     body = "".join(f'<section id="{key}"><h2>{html.escape(title)}</h2>{text}</section>' for key, title, text in sections)
