@@ -24,6 +24,7 @@ PAGES = [
     st.Page(navigation.INTERVENE, title="Intervene", icon=":material/tune:"),
     st.Page(navigation.EVALUATE, title="Evaluate", icon=":material/monitoring:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/mistakes.py", title="Mistakes", icon=":material/build_circle:"),
 ]
 
 page = st.navigation(PAGES, position="top")

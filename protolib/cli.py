@@ -163,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True,
                    help="file to write: model.pt (TorchScript, torch.jit.load reads it) or model.pt2 (torch.export.load)")
     p.add_argument("--device", default="cpu", help="cpu | cuda: where the exported model's weights live (default: cpu)")
+    # -- mistakes and their culprits, and the story page that shows them --
+    for name, help_text in (("mistakes", "the held-out mistakes one or two prototype switches fix, and the harmful prototypes"),
+                            ("story", "one offline HTML page to hand over: the model, its prototypes, its fixed mistakes")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--run", required=True)
+        p.add_argument("--data", default=str(config.SAMPLE_DATA), help=DATA_HELP)
+        p.add_argument("--split", default="val")
+        p.add_argument("--json" if name == "mistakes" else "--out", required=True,
+                       help="JSON file to write" if name == "mistakes" else "HTML file to write")
+        p.add_argument("--overwrite", action="store_true")
+        _add_common(p)
     return parser
 
 
@@ -437,6 +448,33 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_mistakes(args) -> int:
+    """``mistakes`` and ``story``: the culprits of the held-out mistakes, as JSON or as one offline page."""
+    from .report.story import story_figures, write_story
+
+    target = Path(args.json if args.command == "mistakes" else args.out)
+    if target.exists() and not args.overwrite:
+        raise FileExistsError(f"{target} already exists; pass --overwrite or choose another file")
+    if target.is_dir() or (args.command == "story" and target.suffix.lower() not in (".html", ".htm")):
+        raise ValueError(f"{target} must be a{' JSON' if args.command == 'mistakes' else 'n .html'} file")
+    run, backbone = _run_and_model(args)
+    story = story_figures(run, backbone, args.data, args.split, cache_dir=args.cache, progress=StageProgress(),
+                          pictures=args.command == "story")
+    f = story.mistakes
+    if args.command == "mistakes":
+        _write_json(f, target)
+    else:
+        write_story(story, target)
+    for space in (f, f.get("run_classes")):
+        if space:
+            print(f"{space['label_space']}: {space['mistakes']} mistakes of {space['photos']}, fixed by one switch "
+                  f"{space['fixed_by_one']}, by two {space['fixed_by_two']}; oracle (paper) "
+                  f"{space['oracle_paper']['top1_after']:.3f}, (smallest) {space['oracle_smallest']['top1_after']:.3f}; "
+                  f"harmful edit on half 1 {space['harmful_edit']['top1_before']:.3f} -> {space['harmful_edit']['top1_after']:.3f}")
+    print(f"-> {target}")
+    return 0
+
+
 COMMANDS = {
     "app": cmd_app,
     "export": cmd_export,
@@ -450,6 +488,8 @@ COMMANDS = {
     "cub-eval": cmd_cub_eval,
     "report": cmd_report,
     "compare": cmd_compare,
+    "mistakes": cmd_mistakes,
+    "story": cmd_mistakes,
 }
 
 

@@ -157,6 +157,19 @@ def test_html_renders_every_figure_offline_in_chromium(cli_report):
     assert all(url.startswith(("file:", "data:")) for url in requests), requests  # self-contained: works offline
 
 
+def test_report_has_the_mistakes_and_table4_both_ways(cli_report):
+    out, figures = cli_report
+    m, exact = figures["mistakes"], figures["exactness"]
+    for space in (m, m["run_classes"]):
+        kinds = ("fixed_by_one", "fixed_by_two", "not_decomposed", "not_fixed_by_two")
+        assert space["mistakes"] == sum(space[kind] for kind in kinds)
+        assert space["oracle_smallest"]["top1_after"] >= space["oracle_paper"]["top1_after"]
+        assert set(space["harmful_edit"]) >= {"chosen_on", "scored_on", "top1_before", "top1_after"}
+    assert m["oracle_paper"]["top1_before"] == pytest.approx(exact["top1_prototype"])
+    assert m["mistakes"] == round((1 - exact["top1_prototype"]) * exact["n_images"])
+    assert "smallest culprit (one or two)" in out.read_text()
+
+
 def test_grad_cam_is_cam_for_a_linear_head(lite0, data_dir):
     """Grad-CAM through the model's own head equals ReLU(f . v_c) / hw for a linear head on pooled features."""
     from protolib.explain import model_input

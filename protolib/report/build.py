@@ -40,6 +40,7 @@ from ..evaluation.metrics import (
     table3,
     training_matrices,
 )
+from ..evaluation.mistakes import mistakes_json
 from ..evaluation.part_scores import cub_protoeval, protoeval_scores
 from ..explain import heatmap_overlay, model_input, upsample
 from ..files import atomic_path
@@ -297,6 +298,19 @@ def intervention_section(run: Run, backbone: Backbone, sf: SplitFeatures) -> dic
     }
 
 
+def mistakes_section(run: Run, backbone: Backbone, sf: SplitFeatures, kept: int = 5) -> dict:
+    """``protoscope mistakes``'s figures, kept small: the counts, both oracles, the split-half edit, the most
+    harmful prototypes and the clearest culprits (``kept`` of each); the full list is the command's."""
+    def small(f: dict) -> dict:
+        return {**f, "culprits": f["culprits"][:kept], "harmful": f["harmful"][:kept]}
+
+    figures = mistakes_json(run.head(backbone), sf.pooled, sf.labels, sf.paths, backbone.labels, run.class_names)
+    section = {"available": True, **small(figures)}
+    if "run_classes" in figures:
+        section["run_classes"] = small(figures["run_classes"])
+    return section
+
+
 # -- runs side by side (the paper's Figure 3) ---------------------------------------------------------
 COMPARISON_GALLERIES = 3  # classes whose heatmaps are shown (the least agreeing); the others as numbers
 
@@ -450,6 +464,7 @@ def build_report(
     section("deletion_insertion", lambda: faithfulness_section(
         run, backbone, sf, settings.faithfulness_images, settings.steps, images))
     section("intervention", lambda: intervention_section(run, backbone, sf))
+    section("mistakes", lambda: mistakes_section(run, backbone, sf))
     report("report", len(names), len(names))
     if settings.compare_with:  # optional: only when asked for
         t = time.perf_counter()

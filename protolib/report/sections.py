@@ -13,6 +13,7 @@ SECTIONS = {
     "axioms": "Explainability axioms",
     "deletion_insertion": "Deletion and insertion against Grad-CAM",
     "intervention": "Intervention",
+    "mistakes": "Mistakes and their culprits (Table 4 both ways)",
 }
 #: sections a report has only when its settings ask for them (``ReportSettings.compare_with``), after the others
 OPTIONAL_SECTIONS = {
