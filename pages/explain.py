@@ -71,7 +71,7 @@ def contributions_and_part_map(ctx: Context, e: Explanation) -> None:
             width="stretch", config=figures.PLAIN,
         )
     with map_col:
-        st.markdown(f"##### Part map of “{ctx.labels[e.label]}”")
+        st.markdown(f"##### Part map of “{figures.md(ctx.labels[e.label])}”")
         st.image(part_map(e.presence, e.image), caption=PART_MAP_NOTE, width="stretch")
         figures.legend(k, names=names)
 

@@ -22,10 +22,10 @@ from pages.common.edits import current_scale, edit_key, reset_all, setting_keys
 from pages.common.heldout import HeldOut, held_out_controls, held_out_features
 from pages.common.pickers import Picked, image_picker
 from pages.common.prototype_table import prototype_table_section
-from pages.common.run_context import Context, require_run
+from pages.common.run_context import Context, require_run, run_data
 from pages.common.shortcut_demo import groups_table, shortcut_demo_offer
 from pages.common.sidebar import select_run
-from pages.common.state import data_dir, kept, workspace
+from pages.common.state import kept, workspace
 from pages.common.viewmodels import default_class
 from protolib.evaluation import intervention as evaluation
 from protolib.evaluation.intervention import intervention_effect, oracle_intervention, prototype_importance
@@ -60,7 +60,7 @@ def controls(ctx: Context, photo: Photo, labels: list[int]) -> None:
         c = ctx.decomposed.index(label)
         names = ctx.run.label_grid()[c]
         with st.container(border=True):
-            st.markdown(f"**{ctx.labels[label]}** · logit {float(photo.original[label]):.2f} on this photo")
+            st.markdown(f"**{figures.md(ctx.labels[label])}** · logit {float(photo.original[label]):.2f} on this photo")
             for i in range(ctx.run.k):
                 on_key, scale_key = setting_keys(ctx, label, i)
                 chip_col, on_col, scale_col = st.columns([3, 1, 3], vertical_alignment="center")
@@ -88,14 +88,15 @@ def photo_results(ctx: Context, photo: Photo, edited: torch.Tensor, labels: list
     image_col, logit_col, predicted_col = st.columns([1, 1.2, 1.6], vertical_alignment="center")
     image_col.image(photo.picked.shown, width="stretch")
     change = float(edited[label] - original[label])
-    logit_col.metric(f"Logit of “{ctx.labels[label]}”", f"{float(edited[label]):.2f}", delta=f"{change:+.2f}" if change else None)
+    logit_col.metric(f"Logit of “{figures.md(ctx.labels[label])}”", f"{float(edited[label]):.2f}",
+                     delta=f"{change:+.2f}" if change else None)
     with predicted_col:
         st.markdown(
-            f"<small>Predicted class</small><br><span style='font-size:1.5rem'>{ctx.labels[new_predicted]}</span>",
+            f"<small>Predicted class</small><br><span style='font-size:1.5rem'>{html.escape(ctx.labels[new_predicted])}</span>",
             unsafe_allow_html=True,
         )
         if new_predicted != photo.predicted:
-            st.badge(f"changed from {ctx.labels[photo.predicted]}", icon=":material/swap_horiz:", color="orange")
+            st.badge(f"changed from {figures.md(ctx.labels[photo.predicted])}", icon=":material/swap_horiz:", color="orange")
         else:
             st.badge("unchanged", icon=":material/check:", color="gray")
     rows = top_logit_rows(ctx.labels, original, edited, 5, ctx.decomposed, include=labels)
@@ -273,7 +274,7 @@ def save_section(ctx: Context, scale: torch.Tensor) -> None:
         name = kept(st.text_input, "New run name", f"iv_name.{ctx.key}", f"{ctx.name}-edited")
     with button_col:
         clicked = st.button("Save as a new run", icon=":material/save:", disabled=note == "no change", width="stretch")
-    st.caption(f"Intervention: {note}" + (" · the prototypes' labels go with it" if ctx.run.labels else ""))
+    st.caption(f"Intervention: {figures.md(note)}" + (" · the prototypes' labels go with it" if ctx.run.labels else ""))
     if clicked:
         ws = workspace()
         try:
@@ -350,4 +351,4 @@ ctx = require_run()
 picked = image_picker(ctx)
 if picked is None:
     st.stop()
-live(ctx, photo_numbers(ctx, picked), data_dir())
+live(ctx, photo_numbers(ctx, picked), run_data(ctx)[0])

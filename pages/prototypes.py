@@ -59,13 +59,13 @@ def card_sections(ctx: Context, position: int, features: Features | None, cards:
                 st.markdown(figures.chip(i, f"<b>{html.escape(card.title)}</b>"), unsafe_allow_html=True)
                 st.metric(
                     "mean contribution", "–" if card.contribution is None else signed(card.contribution),
-                    help=f"Its mean contribution to the logit of “{class_name}” over the class's training photos "
+                    help=f"Its mean contribution to the logit of “{figures.md(class_name)}” over the class's training photos "
                     "(pooled features · refined prototype, as in the logit).",
                 )
                 share = "–" if card.share is None else f"{100 * card.share:.0f} %"
                 st.markdown(f"**{share}** of the logit · α {signed(card.alpha, 3)}")
-                st.caption(card.meaning)
-                top = " · ".join(f"{name} ({score:.2f})" for name, score in card.top_classes)
+                st.caption(figures.md(card.meaning))
+                top = " · ".join(f"{html.escape(name)} ({score:.2f})" for name, score in card.top_classes)
                 st.markdown(f"<small>Its direction scores highest for: <b>{top}</b></small>", unsafe_allow_html=True)
 
 
@@ -73,7 +73,7 @@ def card_sections(ctx: Context, position: int, features: Features | None, cards:
 def part_map_gallery(ctx: Context, position: int, features: Features) -> None:
     """Part maps of every training photo of the class, a page at a time."""
     n = len(features.paths)
-    st.subheader(f"Part maps across the {n} training images of “{ctx.class_names[position]}” · {PART_MAP_NOTE}")
+    st.subheader(f"Part maps across the {n} training images of “{figures.md(ctx.class_names[position])}” · {PART_MAP_NOTE}")
     figures.legend(ctx.run.k, "Each pixel is coloured by the NMF part most present there: ", ctx.run.label_grid()[position])
     per_page = viewmodels.GALLERY_PAGE_SIZE
     n_pages = viewmodels.page_bounds(n, 1, per_page)[2]
@@ -103,7 +103,7 @@ def top_images(
         "The heatmap is the prototype's contribution at each place: bright adds to the logit, dark takes away; "
         "its mean over the image is the contribution."
     )
-    for card, tab in zip(cards, st.tabs([c.title for c in cards])):
+    for card, tab in zip(cards, st.tabs([figures.md(c.title) for c in cards])):
         i = card.prototype - 1
         with tab:
             order = viewmodels.rank_by_contribution(contributions, i, TOP_IMAGES)
@@ -113,7 +113,7 @@ def top_images(
             st.markdown(
                 f'<span style="color:{prototype_hex(i)}">■</span> {figures.named(card.label)}'
                 f"mean contribution <b>{signed(card.contribution)}</b> "
-                f"({100 * card.share:.0f} % of the logit) · α {signed(card.alpha, 3)} · {card.meaning}",
+                f"({100 * card.share:.0f} % of the logit) · α {signed(card.alpha, 3)} · {html.escape(card.meaning)}",
                 unsafe_allow_html=True,
             )
             for col, j, h, img in zip(st.columns(TOP_IMAGES), order, heat, images):

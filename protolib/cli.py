@@ -13,12 +13,14 @@ from pathlib import Path
 from . import config
 from .backbones import DEFAULT_BACKBONE, BackboneError, load_backbone
 from .data import DataError
-from .files import atomic_path
+from .files import atomic_path, check_target, recover_swap
 from .method import DEFAULT_STRATEGY, STRATEGIES
 from .runs import MANIFEST, RunError
 
 DATA_HELP = "DIR/train|val/<class>/<images> or DIR/<class>/<images> (default: the sample photos)"
-USER_ERRORS = (BackboneError, DataError, RunError, FileExistsError, FileNotFoundError, ValueError)
+RUN_DATA_HELP = "DIR/train|val/<class>/<images> or DIR/<class>/<images> (default: the run's own data folder)"
+USER_ERRORS = (BackboneError, DataError, RunError, FileExistsError, FileNotFoundError, ValueError,
+               PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 class StageProgress:
@@ -76,17 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="exactness, accuracy and heatmap fidelity of a run")
     p.add_argument("--run", required=True)
-    p.add_argument("--data", default=str(config.SAMPLE_DATA), help=DATA_HELP)
+    p.add_argument("--data", default=None, help=RUN_DATA_HELP)
     p.add_argument("--split", default="val")
     p.add_argument("--images-per-class", type=positive, default=None)
-    p.add_argument("--json", default=None, help="write the figures here (default: RUN/eval.json)")
+    p.add_argument("--json", default=None, help="also write every figure to this JSON file (never inside the run folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     _add_common(p)
 
     p = sub.add_parser("explain", help="explain one image as a PNG")
     p.add_argument("--run", required=True)
     p.add_argument("image")
     p.add_argument("--label", default=None, help="class to explain (name or index; default: predicted)")
-    p.add_argument("--out", default="explanation.png")
+    p.add_argument("--out", default="explanation.png", help="image file to write: .png, .jpg, .pdf or .svg")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _add_common(p)
 
     p = sub.add_parser("probe", help="fit a linear head on a frozen backbone's pooled features of a labelled folder")
@@ -130,13 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cub", required=True, help="the CUB_200_2011 folder")
     p.add_argument("--images-per-class", type=positive, default=None)
     p.add_argument("--no-crop", action="store_true")
-    p.add_argument("--json", default=None, help="write the figures here (default: RUN/cub_protoeval.json)")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file (never inside the run folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     _add_common(p)
 
     p = sub.add_parser("report", help="one HTML report (and JSON beside it): exactness, Table 3, faithfulness, intervention")
     p.add_argument("--run", required=True)
-    p.add_argument("--data", default=str(config.SAMPLE_DATA), help=DATA_HELP)
-    p.add_argument("--out", default=None, help="HTML file to write (default: RUN/report.html; JSON beside it)")
+    p.add_argument("--data", default=None, help=RUN_DATA_HELP)
+    p.add_argument("--out", default=None, help="HTML file to write (default: <run name>-report.html here; JSON beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("--split", default="val")
     p.add_argument("--images-per-class", type=positive, default=None, help="held-out images per class (default: all)")
     p.add_argument("--keypoints", default=None, help="CUB root or folder with keypoints.csv (default: --data)")
@@ -151,18 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="2 or 3 run folders")
     p.add_argument("--class", dest="class_name", required=True, metavar="NAME",
                    help="a class every run decomposed (name or folder)")
-    p.add_argument("--data", default=str(config.SAMPLE_DATA), help=DATA_HELP + "; the held-out photos of the class")
+    p.add_argument("--data", default=None, help=RUN_DATA_HELP + " (of the first run); the held-out photos of the class")
     p.add_argument("--split", default="val")
     p.add_argument("--photos", type=positive, default=8, help="held-out photos of the class (default 8)")
     p.add_argument("--maps", choices=("heatmaps", "coefficients"), default="heatmaps",
                    help="what prototypes are matched on: their heatmaps f.p (default) or coefficient maps f.pinv(P)")
     p.add_argument("--out", required=True, help="PNG file to write (the HTML page goes beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing PNG and HTML page")
     _add_common(p)
     p = sub.add_parser("export", help="a run (an edited head too) as one TorchScript file that runs without protoscope")
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--out", required=True,
                    help="file to write: model.pt (TorchScript, torch.jit.load reads it) or model.pt2 (torch.export.load)")
     p.add_argument("--device", default="cpu", help="cpu | cuda: where the exported model's weights live (default: cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return parser
 
 
@@ -170,9 +178,7 @@ def cmd_decompose(args) -> int:
     from .pipeline import run_decomposition
     from .runs import save_run
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
+    out = _output_folder(args.out, args.overwrite)
     if args.probe and (Path(args.probe) / MANIFEST).is_file():
         raise ValueError(f"{args.probe} is a decomposition run, not a probe: --probe takes a folder written by `probe --out`")
     name = f"probe:{args.probe}" if args.probe else args.backbone
@@ -203,6 +209,43 @@ def cmd_decompose(args) -> int:
     return 0
 
 
+def _output_folder(path: str, overwrite: bool) -> Path:
+    """A folder ``--out`` checked before any work: a save interrupted earlier is recovered first (so an old
+    run that seemed gone is found), a symbolic link is refused, an existing folder needs ``--overwrite``."""
+    out = Path(path)
+    recover_swap(out)
+    if out.is_symlink():
+        raise ValueError(f"--out {out} is a symbolic link: it is never written, even with --overwrite")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
+    return out
+
+
+def _output_file(path: str | Path, overwrite: bool, option: str = "--out") -> Path:
+    """An output file checked before any work: not a link, a folder or a device (whatever the flags), not an
+    existing file without ``--overwrite``, and never inside a run folder (only ``save_run`` writes there)."""
+    from .runs import run_folder_above
+
+    target = check_target(path, overwrite, option)
+    inside = run_folder_above(target)
+    if inside is not None:
+        raise ValueError(f"{option} {target} is inside the run folder {inside}: only a save of the run writes there; "
+                         "choose a file outside it")
+    return target
+
+
+def _run_data(args, run) -> str:
+    """``--data``, or the run's own data folder as its manifest records it (a probe's run: the probe's), said
+    on stderr; refused when it is gone."""
+    if args.data:
+        return args.data
+    data = run.manifest.get("data")
+    if not data or not Path(data).is_dir():
+        raise ValueError(f"the run's data folder {data!r} is no longer there: pass --data")
+    print(f"data: {data} (the run's own; --data to choose another), split {args.split}", file=sys.stderr)
+    return data
+
+
 def _probe_data(backbone) -> str:
     """Without --data, a probe's images are those it was fit on (its manifest records the folder)."""
     data = backbone.manifest.get("data")
@@ -220,7 +263,7 @@ def _run_and_model(args):
 
 
 def _write_json(figures: dict, target: str | Path) -> Path:
-    target = Path(target)
+    target = Path(target)  # checked by _output_file before the work
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(figures, indent=2))
     return target
@@ -229,11 +272,15 @@ def _write_json(figures: dict, target: str | Path) -> Path:
 def cmd_evaluate(args) -> int:
     from .evaluation.metrics import evaluate_run
 
+    target = args.json and _output_file(args.json, args.overwrite, "--json")
     run, backbone = _run_and_model(args)
+    data = _run_data(args, run)
+    check_label_space(run, backbone, data, args.split)
     figures = evaluate_run(
-        run, backbone, args.data, args.split, args.images_per_class, cache_dir=args.cache, progress=StageProgress()
+        run, backbone, data, args.split, args.images_per_class, cache_dir=args.cache, progress=StageProgress()
     )
-    target = _write_json(figures, args.json or Path(args.run) / "eval.json")
+    if target:
+        _write_json(figures, target)
     for key in ("top1_original", "top1_prototype", "max_abs_logit_diff"):
         print(f"{key:<30} {figures[key]:.6g}")
     for space, scores in figures["table3"].items():
@@ -241,18 +288,21 @@ def cmd_evaluate(args) -> int:
             print(f"{'table3.' + space:<30} " + "  ".join(f"{key} {value:.4f}" for key, value in scores.items()))
     for name, f in figures["signed_fidelity"].items():
         print(f"{'signed_fidelity.' + name:<30} mean {f['mean']:.4f}  worst {f['min']:+.4f}  flips {f['flips']}")
-    print(f"-> {target}")
+    print(f"-> {target}" if target else "(--json FILE keeps every figure)")
     return 0
 
 
 def cmd_explain(args) -> int:
     from .explain import explain_image, explanation_figure
 
+    out = _output_file(args.out, args.overwrite)
+    if out.suffix.lower() not in FIGURE_SUFFIXES:
+        raise ValueError(f"--out {out}: name an image file ending in {', '.join(FIGURE_SUFFIXES)}")
     run, backbone = _run_and_model(args)
     head = run.head(backbone)
     label = None if args.label is None else _decomposed_label(args.label, backbone.labels, head)
     explanation = explain_image(backbone, head, args.image, label)
-    path = explanation_figure(explanation, backbone.labels, args.out)
+    path = explanation_figure(explanation, backbone.labels, out)
     top_label, top_p = explanation.top(1)[0]
     print(f"predicted {backbone.labels[top_label]} ({top_p:.0%}); explained {backbone.labels[explanation.label]} -> {path}")
     return 0
@@ -260,19 +310,32 @@ def cmd_explain(args) -> int:
 
 def _decomposed_label(text: str, labels: list[str], head) -> int:
     """A class given by index or name, which the run must have decomposed."""
-    label = int(text) if text.isdigit() else (labels.index(text) if text in labels else None)
+    from .data.folders import ascii_number
+
+    number = ascii_number(text)  # "²" or "٣" are not indices
+    label = number if number is not None else (labels.index(text) if text in labels else None)
     decomposed = [labels[c] for c in head.classes.tolist()]
     if label is None or label >= len(labels) or label not in head.classes.tolist():
         raise ValueError(f"--label {text!r} is not a class this run decomposed; choose one of: {', '.join(decomposed)}")
     return label
 
 
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
+def check_label_space(run, backbone, data: str, split: str) -> None:
+    """Refuse photos that are not the run's (``label_space_problem``) before any backbone time is spent."""
+    from .evaluation.metrics import label_space_problem
+
+    problem = label_space_problem(run, backbone, data, split)
+    if problem:
+        raise DataError(problem.replace("use the data folder", "pass the --data"))
+
+
 def cmd_probe(args) -> int:
     from .probe import DEFAULT_L2, fit_probe
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
+    out = _output_folder(args.out, args.overwrite)
     probe = fit_probe(
         args.data, args.backbone, args.weights, args.split, args.val_split, args.images_per_class,
         l2=DEFAULT_L2 if args.l2 is None else args.l2, device=args.device, cache_dir=args.cache,
@@ -334,29 +397,34 @@ def cmd_cub_export(args) -> int:
 def cmd_cub_eval(args) -> int:
     from .evaluation.part_scores import cub_protoeval
 
+    target = args.json and _output_file(args.json, args.overwrite, "--json")
     run, backbone = _run_and_model(args)
     report = cub_protoeval(run, backbone, args.cub, args.images_per_class, crop=not args.no_crop,
                            progress=StageProgress())
-    target = _write_json(report, args.json or Path(args.run) / "cub_protoeval.json")
+    if target:
+        _write_json(report, target)
     for method, per_map in report["scores"].items():
         for kind, scores in per_map.items():
             figures = f"consistency {scores['consistency']:6.2f}%  stability {scores['stability']:6.2f}%"
             print(f"{method:<8} {kind:<13} {figures}")
-    print(f"-> {target}")
+    print(f"-> {target}" if target else "(--json FILE keeps the figures)")
     return 0
 
 
 def cmd_report(args) -> int:
     from .report import ReportSettings, build_report, report_paths, write_report
 
-    out, _ = report_paths(args.out or Path(args.run) / "report.html")
+    out, beside = report_paths(args.out or f"{Path(args.run).resolve().name}-report.html")
+    _output_file(out, args.overwrite), _output_file(beside, args.overwrite)
     run, backbone = _run_and_model(args)
+    data = _run_data(args, run)
+    check_label_space(run, backbone, data, args.split)
     settings = ReportSettings(
         split=args.split, images_per_class=args.images_per_class, keypoints=args.keypoints,
         faithfulness_images=args.faithfulness_images, steps=args.steps, seeds=args.seeds,
     )
     started = time.perf_counter()
-    report = build_report(run, backbone, args.data, settings, cache_dir=args.cache, progress=StageProgress())
+    report = build_report(run, backbone, data, settings, cache_dir=args.cache, progress=StageProgress())
     html_path, json_path = write_report(report, out)
     f = report.figures
     if f["axioms"].get("available"):
@@ -398,8 +466,9 @@ def cmd_compare(args) -> int:
     from .runs import load_run
 
     out = Path(args.out)
-    if out.suffix.lower() != ".png" or out.is_dir():
+    if out.suffix.lower() != ".png":
         raise ValueError(f"--out {out} must be a .png file (the HTML page goes beside it)")
+    _output_file(out, args.overwrite), _output_file(out.with_suffix(".html"), args.overwrite)
     if not 2 <= len(args.runs) <= MAX_RUNS:
         raise ValueError(f"--runs takes 2 or {MAX_RUNS} run folders (got {len(args.runs)})")
     runs = [load_run(path) for path in args.runs]
@@ -410,7 +479,10 @@ def cmd_compare(args) -> int:
             models[key] = run.load_backbone(args.device)
         run.check_backbone(models[key])
     backbones = [models[(r.manifest["backbone"], r.manifest["fingerprint"])] for r in runs]
-    report, comparison = comparison_report(runs, backbones, args.data, args.class_name, args.split, args.photos,
+    data = _run_data(args, runs[0])
+    for run, backbone in zip(runs, backbones):
+        check_label_space(run, backbone, data, args.split)
+    report, comparison = comparison_report(runs, backbones, data, args.class_name, args.split, args.photos,
                                            args.maps, cache_dir=args.cache)
     comparison_png(comparison, path=out)
     page = out.with_suffix(".html")
@@ -429,12 +501,28 @@ def cmd_export(args) -> int:
     from .backbones import resolve_device
     from .export import export_model, load_model
 
+    out = _output_file(args.out, args.overwrite)
+    if out.suffix not in EXPORT_SUFFIXES:
+        raise ValueError(f"--out {out}: name a .pt file (TorchScript) or a .pt2 file (torch.export); "
+                         "other formats (ONNX...) are not written")
     model = load_model(args.run, resolve_device(args.device))
-    out = export_model(model, args.out)
+    out = export_model(model, out)
     named = sum(bool(name) for names in model.prototype_labels.values() for name in names)
     print(f"{len(model.decomposed)} classes as prototypes (k = {model.k}, {named} named), "
           f"{len(model.class_names)} logits; intervention: {model.info.get('intervention') or 'none'} -> {out}")
     return 0
+
+
+EXPORT_SUFFIXES = (".pt", ".pt2")
+
+
+def _check_cache(args) -> None:
+    """The feature cache, checked before any work and named in the message (``~nosuchuser/x``, ``/dev/null``)."""
+    if "cache" in vars(args):
+        if args.cache:
+            config.check_folder_setting(args.cache, "--cache")
+        else:
+            config.check_folder_setting(config.cache_dir(), f"the feature cache (${config.CACHE_ENV})")
 
 
 COMMANDS = {
@@ -456,6 +544,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_cache(args)
         return COMMANDS[args.command](args)
     except USER_ERRORS as exc:  # a clear message, not a traceback, for what the user can fix
         print(f"error: {exc}", file=sys.stderr)

@@ -4,6 +4,7 @@ the table of skipped files."""
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +20,16 @@ from protolib.explain import prototype_hex
 PART_MAP_NOTE = "NMF parts, before refinement"
 STRATEGY_COLOURS = {"optimized": "#0f6e8c", "paper": "#e76f51", "uniform": "#e9c46a", "proportional": "#8ab17d"}
 PLAIN = {"displayModeBar": False}
+
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=\"'])")
+
+
+def md(text: object) -> str:
+    """Text from data (a class name, a prototype's label, a file name, an error naming them) as literal text
+    inside Streamlit markdown, captions, tab and metric labels: every markdown, HTML and directive character
+    (``[``, ``!``, ``<``, ``:``…) escaped, line breaks flattened, so a name is shown, never followed or fetched."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def chip(i: int, text: str | None = None) -> str:
@@ -92,10 +103,11 @@ def waterfall(contributions: torch.Tensor, bias: float, title: str, labels: Sequ
 
 def logit_bars(classes: Sequence[str], original: Sequence[float], edited: Sequence[float]) -> go.Figure:
     """Original and edited logits of some classes, side by side."""
+    shown = [html.escape(c) for c in classes]  # plotly draws <a href> and <b> in labels: a class name is text
     fig = go.Figure(
         [
-            go.Bar(name="original", y=list(classes), x=list(original), orientation="h", marker_color="#b0bec5"),
-            go.Bar(name="edited", y=list(classes), x=list(edited), orientation="h", marker_color="#0f6e8c"),
+            go.Bar(name="original", y=shown, x=list(original), orientation="h", marker_color="#b0bec5"),
+            go.Bar(name="edited", y=shown, x=list(edited), orientation="h", marker_color="#0f6e8c"),
         ]
     )
     fig.update_layout(

@@ -132,7 +132,7 @@ def prototype_table_section(ctx: Context, scale: torch.Tensor, data: str) -> Non
 
 def selection_controls(ctx: Context, chosen: list[tuple[int, int]], grid, background: bool, data: str) -> None:
     names = [prototype_name(ctx.class_names[c], i, grid[c][i]) for c, i in chosen]
-    st.caption(f"**{len(chosen)} selected:** " + ", ".join(names) if chosen
+    st.caption(f"**{len(chosen)} selected:** " + figures.md(", ".join(names)) if chosen
                else "Tick prototypes in the first column to select them (any classes).")
     edit = edit_key(ctx.run.path)
     to_col, _ = st.columns([2, 3])
