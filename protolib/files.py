@@ -97,19 +97,24 @@ def glob_escape(name: str) -> str:
 
 
 @contextmanager
-def save_lock(target: Path, wait: bool = False):
+def save_lock(target: Path):
     """Hold ``.<name>.lock`` beside ``target`` (``flock``): one save, or one recovery, of a folder at a time.
-    Yields False, holding nothing, when another process holds it and ``wait`` is not given."""
-    fd = os.open(target.with_name(f".{target.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    Yields False, holding nothing, when another process holds it. The lock file is removed on release, so
+    nothing is left beside the folder; a lock taken on a file removed meanwhile counts as not taken."""
+    lock = target.with_name(f".{target.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    held = False
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except (BlockingIOError, FileNotFoundError):
+            pass
+        yield held
     finally:
-        os.close(fd)  # closing releases the lock
+        if held:
+            os.unlink(lock)  # before the release: a waiter that opened it sees a removed file, not a free lock
+        os.close(fd)
 
 
 def _recover_locked(target: Path) -> bool:

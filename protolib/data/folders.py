@@ -264,6 +264,9 @@ def class_folders(
                             f"({name}): merge them or fix {root / 'classes.csv'}")
         seen[label] = folder
         classes.append(ClassFolder(folder, label, name))
+    if not classes and own_space:
+        shown = ", ".join(list(wnids)[:5]) + ("…" if len(wnids) > 5 else "")
+        raise NoMatchingClasses(f"no class folder of {folder_root} is one of the model's own class folders ({shown})")
     if not classes:
         raise NoMatchingClasses(
             f"no class folder of {folder_root} matches the model's classes: add {root / 'classes.csv'} "

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..backbones import Backbone
-from ..data import DataError, Problem, class_folders, scan_split
+from ..data import DataError, NoMatchingClasses, Problem, class_folders, scan_split
 from ..data.features import Progress, extract_features
 from ..method import feature_matrix
 from ..method.head import PrototypeHead
@@ -67,6 +67,8 @@ def label_space_problem(run: Run, backbone: Backbone, data: str | Path, split: s
     indices). Measured anyway they give a silently wrong answer (accuracy 0, a fidelity that means nothing)."""
     try:
         found, _ = class_folders(data, split, backbone.labels, backbone.wnids)
+    except NoMatchingClasses:
+        found = []
     except DataError as exc:
         return str(exc)
     if not set(run.classes.tolist()) & {c.label for c in found}:
