@@ -22,14 +22,16 @@ STRATEGY_COLOURS = {"optimized": "#0f6e8c", "paper": "#e76f51", "uniform": "#e9c
 PLAIN = {"displayModeBar": False}
 
 
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=\"'])")
+_MARKUP = re.compile(r"([\\`*_\[\]<>!|~$#&@])")
+_AUTOLINK = re.compile(r"(?i)(?<=[a-z])(?=://)|(?<=www)(?=\.)")
 
 
 def md(text: object) -> str:
     """Text from data (a class name, a prototype's label, a file name, an error naming them) as literal text
-    inside Streamlit markdown, captions, tab and metric labels: every markdown, HTML and directive character
-    (``[``, ``!``, ``<``, ``:``…) escaped, line breaks flattened, so a name is shown, never followed or fetched."""
-    return _MARKDOWN.sub(r"\\\1", " ".join(str(text).split()))
+    inside Streamlit markdown, captions, tab and metric labels: the characters that start links, images, HTML,
+    emphasis, math and directives are escaped (``[``, ``!``, ``<``, ``*``, ``$``…), bare ``http://`` and ``www.``
+    are kept from becoming links, and line breaks are flattened: a name is shown, never followed or fetched."""
+    return _AUTOLINK.sub("\\\\", _MARKUP.sub(r"\\\1", " ".join(str(text).split())))
 
 
 def chip(i: int, text: str | None = None) -> str:
