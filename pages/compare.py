@@ -16,9 +16,9 @@ from pages.common.compare_views import (
     match_table,
     photo_label,
 )
-from pages.common.run_context import run_data_of
+from pages.common.run_context import photos_folder
 from pages.common.sidebar import runs_by_name
-from pages.common.state import data_dir, kept
+from pages.common.state import kept
 from protolib.backbones import BackboneError
 from protolib.data import BadImage, DataError
 from protolib.evaluation.compare import (
@@ -100,7 +100,7 @@ def load_comparison(runs: dict[str, SavedRun], chosen: list[str], class_name: st
         backbones.append(backbone)
         heads.append(cache.get_head(key, run, backbone))
         keys.append(key)
-    data = run_data_of(loaded[0]) or data_dir()  # the first run's own photos, when this session may open them
+    data = photos_folder(loaded[0])[0]  # the first run's own photos, unless the sidebar names a folder
     try:
         return comparison_of("||".join(keys), loaded, backbones, heads, tuple(chosen), data, class_name, photos, maps)
     except (CompareError, DataError, BadImage, OSError) as exc:

@@ -19,6 +19,7 @@ from PIL import Image
 
 from protolib.config import SAMPLE_DATA
 from tests.test_browser import CHROMIUM, app_server, free_port, go, new_page, settle
+from tests.test_browser_sharing import run_options
 
 DATA = SAMPLE_DATA
 FOLDERS = {"n01440764": "a", "n02102040": "b"}
@@ -117,7 +118,7 @@ def test_names_from_data_are_drawn_as_text_on_every_page(browser, server, hits):
     page.on("request", lambda request: requests.append(request.url) if f":{port}/" in request.url else None)
     try:
         settle(page)
-        assert RUN in page.get_by_test_id("stSidebar").inner_text()
+        assert run_options(page) == [RUN]  # the published run, selected
         shown_as_text = 0
         for title in ("Prototypes", "Explain", "Intervene", "Evaluate"):
             go(page, title)

@@ -23,14 +23,14 @@ PLAIN = {"displayModeBar": False}
 
 
 _MARKUP = re.compile(r"([\\`*_\[\]<>!|~$#&@])")
-_AUTOLINK = re.compile(r"(?i)(?<=[a-z])(?=://)|(?<=www)(?=\.)")
+_AUTOLINK = re.compile(r"(?i)(?<=[a-z])(?=://)|(?<=www)(?=\.)|(?=:[a-z])")  # http://, www., :red[ / :emoji:
 
 
 def md(text: object) -> str:
     """Text from data (a class name, a prototype's label, a file name, an error naming them) as literal text
     inside Streamlit markdown, captions, tab and metric labels: the characters that start links, images, HTML,
-    emphasis, math and directives are escaped (``[``, ``!``, ``<``, ``*``, ``$``…), bare ``http://`` and ``www.``
-    are kept from becoming links, and line breaks are flattened: a name is shown, never followed or fetched."""
+    emphasis, math and directives are escaped (``[``, ``!``, ``<``, ``*``, ``$``, ``:red``…), bare ``http://`` and
+    ``www.`` are kept from becoming links, and line breaks are flattened: a name is shown, never followed or fetched."""
     return _AUTOLINK.sub("\\\\", _MARKUP.sub(r"\\\1", " ".join(str(text).split())))
 
 

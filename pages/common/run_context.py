@@ -12,7 +12,7 @@ import streamlit as st
 from pages.common import cache, jobs, navigation
 from pages.common.figures import md
 from pages.common.sidebar import runs_by_name
-from pages.common.state import data_dir, launch_data_dir, workspace
+from pages.common.state import data_dir, default_data_dir, launch_data_dir, workspace
 from protolib.backbones import Backbone, BackboneError
 from protolib.config import DataFolderRefused
 from protolib.data import BadImage, DataError
@@ -119,9 +119,18 @@ def run_data_of(run: Run) -> str:
 
 
 def run_data(ctx: Context) -> tuple[str, str]:
-    """(the folder a run's photos come from, a caption saying which): the run's own (``run_data_of``), else
-    the sidebar's data folder."""
-    own = run_data_of(ctx.run)
+    """(the folder a run's photos come from, a caption saying which): ``photos_folder`` of the session's run."""
+    return photos_folder(ctx.run)
+
+
+def photos_folder(run: Run) -> tuple[str, str]:
+    """(the folder the photos of ``run`` come from, a caption saying which). A data folder the session chose in
+    the sidebar (as ``--data`` on the command line) wins; the sidebar's default gives way to the run's own data
+    folder (``run_data_of``), so a run is never measured on photos it was not made from by accident."""
+    chosen = data_dir()
+    if chosen and (st.session_state.get("data_dir") or "") != default_data_dir():
+        return chosen, "the data folder chosen in the sidebar"
+    own = run_data_of(run)
     if own:
         return own, "the run's own data folder"
-    return data_dir(), "the sidebar's data folder (the run's own cannot be opened here)"
+    return chosen, "the sidebar's data folder (the run's own cannot be opened here)"
