@@ -176,7 +176,8 @@ def disagreeing(c: Comparison) -> None:
     )
     cols = st.columns(len(lowest))
     for col, i in zip(cols, lowest):
-        col.image(c.sides[0].images[i], caption=photo_label(i, c.photos[i], float(c.per_photo[i])), width="stretch")
+        col.image(c.sides[0].images[i], caption=figures.md(photo_label(i, c.photos[i], float(c.per_photo[i]))),
+                  width="stretch")
 
 
 def export(c: Comparison, key: str, photo: int) -> None:

@@ -8,7 +8,6 @@ of the run, kept in the session: the per-class switches and sliders and the tabl
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +65,7 @@ def controls(ctx: Context, photo: Photo, labels: list[int]) -> None:
                 chip_col, on_col, scale_col = st.columns([3, 1, 3], vertical_alignment="center")
                 with chip_col:
                     st.markdown(
-                        figures.chip(i, f"<b>{html.escape(figures.prototype_title(i, names[i]))}</b>")
+                        figures.chip(i, f"<b>{figures.md(figures.prototype_title(i, names[i]))}</b>")
                         + f"<br><small>contribution&nbsp;<b>{float(photo.contributions[0, c, i]):+.2f}</b></small>"
                         + f"<br><small>α&nbsp;{float(ctx.run.alpha[c, i]):+.3g}</small>",
                         unsafe_allow_html=True,
@@ -92,7 +91,7 @@ def photo_results(ctx: Context, photo: Photo, edited: torch.Tensor, labels: list
                      delta=f"{change:+.2f}" if change else None)
     with predicted_col:
         st.markdown(
-            f"<small>Predicted class</small><br><span style='font-size:1.5rem'>{html.escape(ctx.labels[new_predicted])}</span>",
+            f"<small>Predicted class</small><br><span style='font-size:1.5rem'>{figures.md(ctx.labels[new_predicted])}</span>",
             unsafe_allow_html=True,
         )
         if new_predicted != photo.predicted:

@@ -90,6 +90,11 @@ def server(tmp_path_factory, hits):
         yield {"url": url, "log": tmp / "server.log", "tmp": tmp}
 
 
+#: where an element sits: the Streamlit test ids of its ancestors, and the text around it
+WHERE = ("e => { const ids = []; for (let p = e; p; p = p.parentElement) if (p.dataset?.testid) ids.push(p.dataset.testid);"
+         " return ids.slice(0, 3).join(' < ') + ': ' + e.parentElement.innerText.slice(0, 120); }")
+
+
 def rss(pid: int, field: str) -> int:
     """A /proc/<pid>/status memory field (VmRSS now, VmHWM its peak) in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -125,8 +130,8 @@ def test_names_from_data_are_drawn_as_text_on_every_page(browser, server, hits):
             page.wait_for_timeout(1500)  # let images and links a page would load do so
             settle(page)
             main = page.get_by_test_id("stMain")
-            assert page.locator(f'img[src*=":{port}"]').count() == 0, title
-            assert page.locator(f'a[href*=":{port}"]').count() == 0, title
+            found = page.locator(f'img[src*=":{port}"], a[href*=":{port}"]')
+            assert found.count() == 0, (title, [found.nth(i).evaluate(WHERE) for i in range(found.count())])
             assert page.get_by_test_id("stException").count() == 0, title
             text = main.inner_text()
             shown_as_text += f"<img src=http://127.0.0.1:{port}" in text or f"![x](http://127.0.0.1:{port}" in text
@@ -157,6 +162,7 @@ def test_a_20000x1_upload_on_explain_is_refused_without_taking_memory(browser, s
         settle(page)
         assert "thin.png" in message.inner_text() and "20000x1" in message.inner_text()
         after, peak_after = rss(pid, "VmRSS"), rss(pid, "VmHWM")
+        print(f"server RSS {before / MB:.0f} -> {after / MB:.0f} MB, peak {peak_before / MB:.0f} -> {peak_after / MB:.0f} MB")
         assert after - before < 200 * MB and peak_after - max(peak_before, before) < 200 * MB, (before, after, peak_after)
         assert page.get_by_test_id("stException").count() == 0
     except Exception:
