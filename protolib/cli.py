@@ -13,9 +13,18 @@ from pathlib import Path
 from . import config
 from .backbones import DEFAULT_BACKBONE, BackboneError, load_backbone
 from .data import DataError
-from .files import atomic_path, check_target, recover_swap
+from .files import atomic_path
 from .method import DEFAULT_STRATEGY, STRATEGIES
 from .runs import MANIFEST, RunError
+from .targets import (
+    EXPORT_SUFFIXES,
+    FIGURE_SUFFIXES,
+    check_cache,
+    check_label_space,
+    output_file,
+    output_folder,
+    run_data,
+)
 
 DATA_HELP = "DIR/train|val/<class>/<images> or DIR/<class>/<images> (default: the sample photos)"
 RUN_DATA_HELP = "DIR/train|val/<class>/<images> or DIR/<class>/<images> (default: the run's own data folder)"
@@ -178,7 +187,7 @@ def cmd_decompose(args) -> int:
     from .pipeline import run_decomposition
     from .runs import save_run
 
-    out = _output_folder(args.out, args.overwrite)
+    out = output_folder(args.out, args.overwrite)
     if args.probe and (Path(args.probe) / MANIFEST).is_file():
         raise ValueError(f"{args.probe} is a decomposition run, not a probe: --probe takes a folder written by `probe --out`")
     name = f"probe:{args.probe}" if args.probe else args.backbone
@@ -209,43 +218,6 @@ def cmd_decompose(args) -> int:
     return 0
 
 
-def _output_folder(path: str, overwrite: bool) -> Path:
-    """A folder ``--out`` checked before any work: a save interrupted earlier is recovered first (so an old
-    run that seemed gone is found), a symbolic link is refused, an existing folder needs ``--overwrite``."""
-    out = Path(path)
-    recover_swap(out)
-    if out.is_symlink():
-        raise ValueError(f"--out {out} is a symbolic link: it is never written, even with --overwrite")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
-    return out
-
-
-def _output_file(path: str | Path, overwrite: bool, option: str = "--out") -> Path:
-    """An output file checked before any work: not a link, a folder or a device (whatever the flags), not an
-    existing file without ``--overwrite``, and never inside a run folder (only ``save_run`` writes there)."""
-    from .runs import run_folder_above
-
-    target = check_target(path, overwrite, option)
-    inside = run_folder_above(target)
-    if inside is not None:
-        raise ValueError(f"{option} {target} is inside the run folder {inside}: only a save of the run writes there; "
-                         "choose a file outside it")
-    return target
-
-
-def _run_data(args, run) -> str:
-    """``--data``, or the run's own data folder as its manifest records it (a probe's run: the probe's), said
-    on stderr; refused when it is gone."""
-    if args.data:
-        return args.data
-    data = run.manifest.get("data")
-    if not data or not Path(data).is_dir():
-        raise ValueError(f"the run's data folder {data!r} is no longer there: pass --data")
-    print(f"data: {data} (the run's own; --data to choose another), split {args.split}", file=sys.stderr)
-    return data
-
-
 def _probe_data(backbone) -> str:
     """Without --data, a probe's images are those it was fit on (its manifest records the folder)."""
     data = backbone.manifest.get("data")
@@ -272,9 +244,9 @@ def _write_json(figures: dict, target: str | Path) -> Path:
 def cmd_evaluate(args) -> int:
     from .evaluation.metrics import evaluate_run
 
-    target = args.json and _output_file(args.json, args.overwrite, "--json")
+    target = args.json and output_file(args.json, args.overwrite, "--json")
     run, backbone = _run_and_model(args)
-    data = _run_data(args, run)
+    data = run_data(args, run)
     check_label_space(run, backbone, data, args.split)
     figures = evaluate_run(
         run, backbone, data, args.split, args.images_per_class, cache_dir=args.cache, progress=StageProgress()
@@ -295,7 +267,7 @@ def cmd_evaluate(args) -> int:
 def cmd_explain(args) -> int:
     from .explain import explain_image, explanation_figure
 
-    out = _output_file(args.out, args.overwrite)
+    out = output_file(args.out, args.overwrite)
     if out.suffix.lower() not in FIGURE_SUFFIXES:
         raise ValueError(f"--out {out}: name an image file ending in {', '.join(FIGURE_SUFFIXES)}")
     run, backbone = _run_and_model(args)
@@ -320,22 +292,10 @@ def _decomposed_label(text: str, labels: list[str], head) -> int:
     return label
 
 
-FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
-
-
-def check_label_space(run, backbone, data: str, split: str) -> None:
-    """Refuse photos that are not the run's (``label_space_problem``) before any backbone time is spent."""
-    from .evaluation.metrics import label_space_problem
-
-    problem = label_space_problem(run, backbone, data, split)
-    if problem:
-        raise DataError(problem.replace("use the data folder", "pass the --data"))
-
-
 def cmd_probe(args) -> int:
     from .probe import DEFAULT_L2, fit_probe
 
-    out = _output_folder(args.out, args.overwrite)
+    out = output_folder(args.out, args.overwrite)
     probe = fit_probe(
         args.data, args.backbone, args.weights, args.split, args.val_split, args.images_per_class,
         l2=DEFAULT_L2 if args.l2 is None else args.l2, device=args.device, cache_dir=args.cache,
@@ -397,7 +357,7 @@ def cmd_cub_export(args) -> int:
 def cmd_cub_eval(args) -> int:
     from .evaluation.part_scores import cub_protoeval
 
-    target = args.json and _output_file(args.json, args.overwrite, "--json")
+    target = args.json and output_file(args.json, args.overwrite, "--json")
     run, backbone = _run_and_model(args)
     report = cub_protoeval(run, backbone, args.cub, args.images_per_class, crop=not args.no_crop,
                            progress=StageProgress())
@@ -415,9 +375,9 @@ def cmd_report(args) -> int:
     from .report import ReportSettings, build_report, report_paths, write_report
 
     out, beside = report_paths(args.out or f"{Path(args.run).resolve().name}-report.html")
-    _output_file(out, args.overwrite), _output_file(beside, args.overwrite)
+    output_file(out, args.overwrite), output_file(beside, args.overwrite)
     run, backbone = _run_and_model(args)
-    data = _run_data(args, run)
+    data = run_data(args, run)
     check_label_space(run, backbone, data, args.split)
     settings = ReportSettings(
         split=args.split, images_per_class=args.images_per_class, keypoints=args.keypoints,
@@ -468,7 +428,7 @@ def cmd_compare(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out {out} must be a .png file (the HTML page goes beside it)")
-    _output_file(out, args.overwrite), _output_file(out.with_suffix(".html"), args.overwrite)
+    output_file(out, args.overwrite), output_file(out.with_suffix(".html"), args.overwrite)
     if not 2 <= len(args.runs) <= MAX_RUNS:
         raise ValueError(f"--runs takes 2 or {MAX_RUNS} run folders (got {len(args.runs)})")
     runs = [load_run(path) for path in args.runs]
@@ -479,7 +439,7 @@ def cmd_compare(args) -> int:
             models[key] = run.load_backbone(args.device)
         run.check_backbone(models[key])
     backbones = [models[(r.manifest["backbone"], r.manifest["fingerprint"])] for r in runs]
-    data = _run_data(args, runs[0])
+    data = run_data(args, runs[0])
     for run, backbone in zip(runs, backbones):
         check_label_space(run, backbone, data, args.split)
     report, comparison = comparison_report(runs, backbones, data, args.class_name, args.split, args.photos,
@@ -501,7 +461,7 @@ def cmd_export(args) -> int:
     from .backbones import resolve_device
     from .export import export_model, load_model
 
-    out = _output_file(args.out, args.overwrite)
+    out = output_file(args.out, args.overwrite)
     if out.suffix not in EXPORT_SUFFIXES:
         raise ValueError(f"--out {out}: name a .pt file (TorchScript) or a .pt2 file (torch.export); "
                          "other formats (ONNX...) are not written")
@@ -511,18 +471,6 @@ def cmd_export(args) -> int:
     print(f"{len(model.decomposed)} classes as prototypes (k = {model.k}, {named} named), "
           f"{len(model.class_names)} logits; intervention: {model.info.get('intervention') or 'none'} -> {out}")
     return 0
-
-
-EXPORT_SUFFIXES = (".pt", ".pt2")
-
-
-def _check_cache(args) -> None:
-    """The feature cache, checked before any work and named in the message (``~nosuchuser/x``, ``/dev/null``)."""
-    if "cache" in vars(args):
-        if args.cache:
-            config.check_folder_setting(args.cache, "--cache")
-        else:
-            config.check_folder_setting(config.cache_dir(), f"the feature cache (${config.CACHE_ENV})")
 
 
 COMMANDS = {
@@ -544,7 +492,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _check_cache(args)
+        check_cache(args)
         return COMMANDS[args.command](args)
     except USER_ERRORS as exc:  # a clear message, not a traceback, for what the user can fix
         print(f"error: {exc}", file=sys.stderr)
