@@ -20,11 +20,13 @@ EXPORT_SUFFIXES = (".pt", ".pt2")
 
 def output_folder(path: str, overwrite: bool) -> Path:
     """A folder ``--out`` checked before any work: a save interrupted earlier is recovered first (so an old
-    run that seemed gone is found), a symbolic link is refused, an existing folder needs ``--overwrite``."""
+    run that seemed gone is found), a symbolic link or a file is refused, an existing folder needs ``--overwrite``."""
     out = Path(path)
     recover_swap(out)
     if out.is_symlink():
         raise ValueError(f"--out {out} is a symbolic link: it is never written, even with --overwrite")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is not a folder: it is never replaced, even with --overwrite")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
     return out

@@ -129,6 +129,7 @@ def test_row2_outputs_that_are_never_written(saved, data_dir, tmp_path, capsys):
          "symbolic link"),
         (["decompose", "--out", str(tmp_path / "link.pt"), "--overwrite"], "symbolic link"),
         (["probe", "--out", str(saved)], "already exists"),
+        (["probe", "--out", "/dev/null", "--overwrite"], "not a folder"),
     ]
     for argv, words in cases:
         code, err = cli(capsys, *argv, *([] if argv[0] == "export" else ["--device", "cpu"]))
