@@ -8,6 +8,7 @@ import streamlit as st
 
 from pages.common import navigation
 from pages.common.sidebar import sidebar
+from protolib import config
 
 st.set_page_config(
     page_title="protoscope",
@@ -26,6 +27,12 @@ PAGES = [
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("pages/mistakes.py", title="Mistakes", icon=":material/build_circle:"),
 ]
+
+try:  # a bad setting stops the app here, with its one message, instead of failing on every page
+    config.check_settings()
+except config.ConfigError as exc:
+    st.error(f"The server's settings cannot be used: {exc}. Fix the variable and restart the app.")
+    st.stop()
 
 page = st.navigation(PAGES, position="top")
 sidebar()

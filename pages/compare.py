@@ -16,8 +16,9 @@ from pages.common.compare_views import (
     match_table,
     photo_label,
 )
+from pages.common.run_context import photos_folder
 from pages.common.sidebar import runs_by_name
-from pages.common.state import data_dir, kept
+from pages.common.state import kept
 from protolib.backbones import BackboneError
 from protolib.data import BadImage, DataError
 from protolib.evaluation.compare import (
@@ -92,18 +93,18 @@ def load_comparison(runs: dict[str, SavedRun], chosen: list[str], class_name: st
             backbone = cache.get_backbone(run.manifest["backbone"], run.manifest.get("weights"), device)
             run.check_backbone(backbone)
         except (RunError, BackboneError, OSError) as exc:
-            st.error(f"Run “{name}” cannot be used: {exc}")
+            st.error(figures.md(f"Run “{name}” cannot be used: {exc}"))
             st.stop()
         key = f"{saved.path}|{saved.modified}|{device}"
         loaded.append(run)
         backbones.append(backbone)
         heads.append(cache.get_head(key, run, backbone))
         keys.append(key)
-    data = data_dir()
+    data = photos_folder(loaded[0])[0]  # the first run's own photos, unless the sidebar names a folder
     try:
         return comparison_of("||".join(keys), loaded, backbones, heads, tuple(chosen), data, class_name, photos, maps)
     except (CompareError, DataError, BadImage, OSError) as exc:
-        st.error(f"The runs cannot be compared on “{class_name}”: {exc}")
+        st.error(figures.md(f"The runs cannot be compared on “{class_name}”: {exc}"))
         st.stop()
 
 
@@ -136,10 +137,10 @@ def side_by_side(c: Comparison) -> int:
     )
     columns = [c.columns(s) for s in range(len(c.sides))]
     width = 1 + max(len(col) for col in columns)
-    st.caption(f"Columns line up with the prototypes of {c.sides[0].name}: under each heatmap of another run, “↔ P2” "
+    st.caption(f"Columns line up with the prototypes of {figures.md(c.sides[0].name)}: under each heatmap of another run, “↔ P2” "
                "names the prototype it is matched to, with the correlation r of their maps over all the photos.")
     for s, side in enumerate(c.sides):
-        st.markdown(f"**{side.title}** · logit {side.logit:.2f} on average")
+        st.markdown(f"**{figures.md(side.title)}** · logit {side.logit:.2f} on average")
         cells = st.columns(width)
         with cells[0]:
             st.image(side.part_map_image(photo), caption=f"part map ({figures.PART_MAP_NOTE})", width="stretch")
@@ -154,7 +155,7 @@ def side_by_side(c: Comparison) -> int:
                     partner = next(p for p in c.pairs if p.a == 0 and p.b == s).partner(col)
                     st.caption(f"↔ P{col + 1}, r = {partner[1]:.2f}" if partner else "no match")
                 elif s > 0:
-                    st.caption(f"no counterpart in {c.sides[0].name}")
+                    st.caption(f"no counterpart in {figures.md(c.sides[0].name)}")
     return photo
 
 
@@ -175,7 +176,8 @@ def disagreeing(c: Comparison) -> None:
     )
     cols = st.columns(len(lowest))
     for col, i in zip(cols, lowest):
-        col.image(c.sides[0].images[i], caption=photo_label(i, c.photos[i], float(c.per_photo[i])), width="stretch")
+        col.image(c.sides[0].images[i], caption=figures.md(photo_label(i, c.photos[i], float(c.per_photo[i]))),
+                  width="stretch")
 
 
 def export(c: Comparison, key: str, photo: int) -> None:

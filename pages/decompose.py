@@ -109,11 +109,11 @@ def class_folders_found(backbone: Backbone, source: str, data: str, version: int
             data, "train", cache.backbone_key(backbone), backbone.labels, backbone.wnids, version
         )
     except NoMatchingClasses as exc:
-        st.error(f"No usable images: {exc}", icon=":material/folder_off:")
+        st.error(f"No usable images: {figures.md(exc)}", icon=":material/folder_off:")
         unknown = True
     except DataError as exc:
         if source == SOURCE_DATA:
-            st.error(f"No usable images: {exc}", icon=":material/folder_off:")
+            st.error(f"No usable images: {figures.md(exc)}", icon=":material/folder_off:")
         else:
             st.info("No photos uploaded yet: choose their class, pick the files and press **Add these photos**.")
     unknown = unknown or any(p.unknown_class for p in problems)
@@ -154,7 +154,7 @@ def photo_upload(backbone: Backbone, data: str, version: int) -> None:
     messages = session.get("upload_messages")
     if messages:
         if messages["saved"]:
-            st.success(f"Added {messages['saved']} photo(s) to “{messages['class']}”.")
+            st.success(f"Added {messages['saved']} photo(s) to “{figures.md(messages['class'])}”.")
         for text in messages["problems"]:
             st.error(text, icon=":material/block:")
     if state.upload_root().is_dir() and st.button("Remove all uploaded photos", icon=":material/delete:"):
@@ -182,7 +182,7 @@ def zip_upload() -> None:
             room = state.workspace().check_upload(file.size)
             out = extract_zip_upload(state.dataset_root(), file.name, file.getvalue(), room=room)
         except (UploadError, QuotaExceeded, OSError) as exc:
-            st.error(f"“{file.name}” cannot be used: {exc}", icon=":material/block:")
+            st.error(figures.md(f"“{file.name}” cannot be used: {exc}"), icon=":material/block:")
             return
         session["zip_n"] = version + 1
         session["last_zip"] = {
@@ -205,7 +205,7 @@ def zip_notes(data: str) -> None:
     """What the last extraction gave, while its folder is the data folder."""
     last = st.session_state.get("last_zip")
     if last and last["root"] == data:
-        st.success(f"Extracted “{last['name']}”: {last['summary']}.", icon=":material/folder_zip:")
+        st.success(figures.md(f"Extracted “{last['name']}”: {last['summary']}."), icon=":material/folder_zip:")
         figures.problems_table(last["problems"], "Skipped in the zip")
 
 

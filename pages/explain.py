@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-
 import pandas as pd
 import streamlit as st
 import torch
@@ -46,7 +44,7 @@ def class_to_explain(ctx: Context, picked: Picked, logits: torch.Tensor) -> int:
     predicted, first = default_class(logits, ctx.decomposed)
     if predicted != first:
         st.info(
-            f"The predicted class “{ctx.labels[predicted]}” was not decomposed in this run; "
+            f"The predicted class “{figures.md(ctx.labels[predicted])}” was not decomposed in this run; "
             "showing the highest-scoring decomposed class instead."
         )
     return kept(
@@ -71,7 +69,7 @@ def contributions_and_part_map(ctx: Context, e: Explanation) -> None:
             width="stretch", config=figures.PLAIN,
         )
     with map_col:
-        st.markdown(f"##### Part map of “{ctx.labels[e.label]}”")
+        st.markdown(f"##### Part map of “{figures.md(ctx.labels[e.label])}”")
         st.image(part_map(e.presence, e.image), caption=PART_MAP_NOTE, width="stretch")
         figures.legend(k, names=names)
 
@@ -87,7 +85,7 @@ def heatmaps(e: Explanation, names: list[str]) -> None:
             if i < k:
                 with col:
                     st.image(heatmap_overlay(e.heatmaps[i], e.image), width="stretch")
-                    title = html.escape(figures.prototype_title(i, names[i]))
+                    title = figures.md(figures.prototype_title(i, names[i]))
                     st.markdown(figures.chip(i, f"{title}: <b>{float(e.contributions[i]):+.2f}</b>"), unsafe_allow_html=True)
 
 
@@ -105,7 +103,7 @@ if picked is None:
 logits = ctx.head(picked.feats.unsqueeze(0))[0][0]
 image_col, top_col = st.columns([1, 2], gap="large")
 with image_col:
-    st.image(picked.shown, caption=f"{picked.name} (as the model sees it)", width="stretch")
+    st.image(picked.shown, caption=f"{figures.md(picked.name)} (as the model sees it)", width="stretch")
 with top_col:
     top_classes(ctx, logits)
     label = class_to_explain(ctx, picked, logits)

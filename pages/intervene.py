@@ -10,7 +10,6 @@ pooled, so it reads the photos' per-cell features, which the page holds already.
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +23,11 @@ from pages.common.edits import current_scale, edit_key, reset_all, setting_keys
 from pages.common.heldout import HeldOut, held_out_controls, held_out_features
 from pages.common.pickers import Picked, image_picker
 from pages.common.prototype_table import prototype_table_section
-from pages.common.run_context import Context, require_run
+from pages.common.run_context import Context, require_run, run_data
 from pages.common.shortcut_demo import groups_table, shortcut_demo_offer
 from pages.common.sidebar import select_run
 from pages.common.space_edit import current_spatial, masked_photo, photo_pooling, space_toggle, split_edited_pooling
-from pages.common.state import data_dir, kept, workspace
+from pages.common.state import kept, workspace
 from pages.common.viewmodels import default_class
 from protolib.evaluation import intervention as evaluation
 from protolib.evaluation.intervention import intervention_effect, oracle_intervention, prototype_importance
@@ -66,13 +65,13 @@ def controls(ctx: Context, photo: Photo, labels: list[int], spaced: torch.Tensor
         names = ctx.run.label_grid()[c]
         with st.container(border=True):
             in_space = "" if spaced is None else f" · {float(spaced[0, c].sum() + ctx.head.bias[label]):.2f} pooling the kept cells"
-            st.markdown(f"**{ctx.labels[label]}** · logit {float(photo.original[label]):.2f} on this photo{in_space}")
+            st.markdown(f"**{figures.md(ctx.labels[label])}** · logit {float(photo.original[label]):.2f} on this photo{in_space}")
             for i in range(ctx.run.k):
                 on_key, scale_key = setting_keys(ctx, label, i)
                 chip_col, on_col, scale_col = st.columns([3, 1, 3], vertical_alignment="center")
                 with chip_col:
                     st.markdown(
-                        figures.chip(i, f"<b>{html.escape(figures.prototype_title(i, names[i]))}</b>")
+                        figures.chip(i, f"<b>{figures.md(figures.prototype_title(i, names[i]))}</b>")
                         + f"<br><small>contribution&nbsp;<b>{float(contributions[0, c, i]):+.2f}</b></small>"
                         + f"<br><small>α&nbsp;{float(ctx.run.alpha[c, i]):+.3g}</small>",
                         unsafe_allow_html=True,
@@ -101,14 +100,15 @@ def photo_results(ctx: Context, photo: Photo, edited: torch.Tensor, labels: list
         image_col.caption(f"Pooling: {int(cells.sum())} of {cells.numel()} cells left out (hatched){kept_all} · "
                           f"logit {float(edited[label]):.4f}")
     change = float(edited[label] - original[label])
-    logit_col.metric(f"Logit of “{ctx.labels[label]}”", f"{float(edited[label]):.2f}", delta=f"{change:+.2f}" if change else None)
+    logit_col.metric(f"Logit of “{figures.md(ctx.labels[label])}”", f"{float(edited[label]):.2f}",
+                     delta=f"{change:+.2f}" if change else None)
     with predicted_col:
         st.markdown(
-            f"<small>Predicted class</small><br><span style='font-size:1.5rem'>{ctx.labels[new_predicted]}</span>",
+            f"<small>Predicted class</small><br><span style='font-size:1.5rem'>{figures.md(ctx.labels[new_predicted])}</span>",
             unsafe_allow_html=True,
         )
         if new_predicted != photo.predicted:
-            st.badge(f"changed from {ctx.labels[photo.predicted]}", icon=":material/swap_horiz:", color="orange")
+            st.badge(f"changed from {figures.md(ctx.labels[photo.predicted])}", icon=":material/swap_horiz:", color="orange")
         else:
             st.badge("unchanged", icon=":material/check:", color="gray")
     rows = top_logit_rows(ctx.labels, original, edited, 5, ctx.decomposed, include=labels)
@@ -292,9 +292,9 @@ def save_section(ctx: Context, scale: torch.Tensor, spatial=None) -> None:
     with button_col:
         unchanged = note == "no change" and spatial == ctx.run.spatial_edit
         clicked = st.button("Save as a new run", icon=":material/save:", disabled=unchanged, width="stretch")
-    st.caption(f"Intervention: {note}" + (" · the prototypes' labels go with it" if ctx.run.labels else ""))
+    st.caption(f"Intervention: {figures.md(note)}" + (" · the prototypes' labels go with it" if ctx.run.labels else ""))
     if spatial or ctx.run.spatial_edit:
-        st.caption(f"Edit in space (the model's pooling, not its head): {space_note}")
+        st.caption(f"Edit in space (the model's pooling, not its head): {figures.md(space_note)}")
     if clicked:
         ws = workspace()
         try:
@@ -377,4 +377,4 @@ ctx = require_run()
 picked = image_picker(ctx)
 if picked is None:
     st.stop()
-live(ctx, photo_numbers(ctx, picked), data_dir())
+live(ctx, photo_numbers(ctx, picked), run_data(ctx)[0])

@@ -6,8 +6,6 @@ same numbers as the logit); part maps from the NMF parts, before refinement, and
 
 from __future__ import annotations
 
-import html
-
 import pandas as pd
 import streamlit as st
 import torch
@@ -48,7 +46,7 @@ def card_sections(ctx: Context, position: int, features: Features | None, cards:
         bias = float(ctx.head.bias[label])
         total = sum(c.contribution for c in cards)
         st.caption(
-            f"On its {len(features.paths)} training photos the logit of “{class_name}” averages "
+            f"On its {len(features.paths)} training photos the logit of “{figures.md(class_name)}” averages "
             f"**{float(logits.mean()):.2f}** = bias {bias:+.2f} + the prototypes' mean contributions ({signed(total)}). "
             "Alpha is the weight of a prototype's NMF part in the head row, before refinement."
         )
@@ -56,16 +54,16 @@ def card_sections(ctx: Context, position: int, features: Features | None, cards:
         for card in cards:
             i = card.prototype - 1
             with st.container(border=True, width=CARD_WIDTH):
-                st.markdown(figures.chip(i, f"<b>{html.escape(card.title)}</b>"), unsafe_allow_html=True)
+                st.markdown(figures.chip(i, f"<b>{figures.md(card.title)}</b>"), unsafe_allow_html=True)
                 st.metric(
                     "mean contribution", "–" if card.contribution is None else signed(card.contribution),
-                    help=f"Its mean contribution to the logit of “{class_name}” over the class's training photos "
+                    help=f"Its mean contribution to the logit of “{figures.md(class_name)}” over the class's training photos "
                     "(pooled features · refined prototype, as in the logit).",
                 )
                 share = "–" if card.share is None else f"{100 * card.share:.0f} %"
                 st.markdown(f"**{share}** of the logit · α {signed(card.alpha, 3)}")
-                st.caption(card.meaning)
-                top = " · ".join(f"{name} ({score:.2f})" for name, score in card.top_classes)
+                st.caption(figures.md(card.meaning))
+                top = " · ".join(f"{figures.md(name)} ({score:.2f})" for name, score in card.top_classes)
                 st.markdown(f"<small>Its direction scores highest for: <b>{top}</b></small>", unsafe_allow_html=True)
 
 
@@ -73,7 +71,7 @@ def card_sections(ctx: Context, position: int, features: Features | None, cards:
 def part_map_gallery(ctx: Context, position: int, features: Features) -> None:
     """Part maps of every training photo of the class, a page at a time."""
     n = len(features.paths)
-    st.subheader(f"Part maps across the {n} training images of “{ctx.class_names[position]}” · {PART_MAP_NOTE}")
+    st.subheader(f"Part maps across the {n} training images of “{figures.md(ctx.class_names[position])}” · {PART_MAP_NOTE}")
     figures.legend(ctx.run.k, "Each pixel is coloured by the NMF part most present there: ", ctx.run.label_grid()[position])
     per_page = viewmodels.GALLERY_PAGE_SIZE
     n_pages = viewmodels.page_bounds(n, 1, per_page)[2]
@@ -88,7 +86,7 @@ def part_map_gallery(ctx: Context, position: int, features: Features) -> None:
             n_img = row_start + j
             if n_img < len(maps):
                 name = features.paths[start + n_img].rsplit("/", 1)[-1]
-                col.image(maps[n_img], caption=f"{name[:22]} · logit {float(logits[n_img]):.1f}", width="stretch")
+                col.image(maps[n_img], caption=f"{figures.md(name[:22])} · logit {float(logits[n_img]):.1f}", width="stretch")
     st.caption(f"Images {start + 1}–{stop} of {n}.")
 
 
@@ -103,7 +101,7 @@ def top_images(
         "The heatmap is the prototype's contribution at each place: bright adds to the logit, dark takes away; "
         "its mean over the image is the contribution."
     )
-    for card, tab in zip(cards, st.tabs([c.title for c in cards])):
+    for card, tab in zip(cards, st.tabs([figures.md(c.title) for c in cards])):
         i = card.prototype - 1
         with tab:
             order = viewmodels.rank_by_contribution(contributions, i, TOP_IMAGES)
@@ -113,7 +111,7 @@ def top_images(
             st.markdown(
                 f'<span style="color:{prototype_hex(i)}">■</span> {figures.named(card.label)}'
                 f"mean contribution <b>{signed(card.contribution)}</b> "
-                f"({100 * card.share:.0f} % of the logit) · α {signed(card.alpha, 3)} · {card.meaning}",
+                f"({100 * card.share:.0f} % of the logit) · α {signed(card.alpha, 3)} · {figures.md(card.meaning)}",
                 unsafe_allow_html=True,
             )
             for col, j, h, img in zip(st.columns(TOP_IMAGES), order, heat, images):

@@ -16,9 +16,20 @@ from .data import DataError
 from .files import atomic_path
 from .method import DEFAULT_STRATEGY, STRATEGIES
 from .runs import MANIFEST, RunError
+from .targets import (
+    EXPORT_SUFFIXES,
+    FIGURE_SUFFIXES,
+    check_cache,
+    check_label_space,
+    output_file,
+    output_folder,
+    run_data,
+)
 
 DATA_HELP = "DIR/train|val/<class>/<images> or DIR/<class>/<images> (default: the sample photos)"
-USER_ERRORS = (BackboneError, DataError, RunError, FileExistsError, FileNotFoundError, ValueError)
+RUN_DATA_HELP = "DIR/train|val/<class>/<images> or DIR/<class>/<images> (default: the run's own data folder)"
+USER_ERRORS = (BackboneError, DataError, RunError, FileExistsError, FileNotFoundError, ValueError,
+               PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 class StageProgress:
@@ -76,17 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="exactness, accuracy and heatmap fidelity of a run")
     p.add_argument("--run", required=True)
-    p.add_argument("--data", default=str(config.SAMPLE_DATA), help=DATA_HELP)
+    p.add_argument("--data", default=None, help=RUN_DATA_HELP)
     p.add_argument("--split", default="val")
     p.add_argument("--images-per-class", type=positive, default=None)
-    p.add_argument("--json", default=None, help="write the figures here (default: RUN/eval.json)")
+    p.add_argument("--json", default=None, help="also write every figure to this JSON file (never inside the run folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     _add_common(p)
 
     p = sub.add_parser("explain", help="explain one image as a PNG")
     p.add_argument("--run", required=True)
     p.add_argument("image")
     p.add_argument("--label", default=None, help="class to explain (name or index; default: predicted)")
-    p.add_argument("--out", default="explanation.png")
+    p.add_argument("--out", default="explanation.png", help="image file to write: .png, .jpg, .pdf or .svg")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _add_common(p)
 
     p = sub.add_parser("probe", help="fit a linear head on a frozen backbone's pooled features of a labelled folder")
@@ -130,13 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cub", required=True, help="the CUB_200_2011 folder")
     p.add_argument("--images-per-class", type=positive, default=None)
     p.add_argument("--no-crop", action="store_true")
-    p.add_argument("--json", default=None, help="write the figures here (default: RUN/cub_protoeval.json)")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file (never inside the run folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     _add_common(p)
 
     p = sub.add_parser("report", help="one HTML report (and JSON beside it): exactness, Table 3, faithfulness, intervention")
     p.add_argument("--run", required=True)
-    p.add_argument("--data", default=str(config.SAMPLE_DATA), help=DATA_HELP)
-    p.add_argument("--out", default=None, help="HTML file to write (default: RUN/report.html; JSON beside it)")
+    p.add_argument("--data", default=None, help=RUN_DATA_HELP)
+    p.add_argument("--out", default=None, help="HTML file to write (default: <run name>-report.html here; JSON beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("--split", default="val")
     p.add_argument("--images-per-class", type=positive, default=None, help="held-out images per class (default: all)")
     p.add_argument("--keypoints", default=None, help="CUB root or folder with keypoints.csv (default: --data)")
@@ -151,24 +166,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="2 or 3 run folders")
     p.add_argument("--class", dest="class_name", required=True, metavar="NAME",
                    help="a class every run decomposed (name or folder)")
-    p.add_argument("--data", default=str(config.SAMPLE_DATA), help=DATA_HELP + "; the held-out photos of the class")
+    p.add_argument("--data", default=None, help=RUN_DATA_HELP + " (of the first run); the held-out photos of the class")
     p.add_argument("--split", default="val")
     p.add_argument("--photos", type=positive, default=8, help="held-out photos of the class (default 8)")
     p.add_argument("--maps", choices=("heatmaps", "coefficients"), default="heatmaps",
                    help="what prototypes are matched on: their heatmaps f.p (default) or coefficient maps f.pinv(P)")
     p.add_argument("--out", required=True, help="PNG file to write (the HTML page goes beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing PNG and HTML page")
     _add_common(p)
     p = sub.add_parser("export", help="a run (an edited head too) as one TorchScript file that runs without protoscope")
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--out", required=True,
                    help="file to write: model.pt (TorchScript, torch.jit.load reads it) or model.pt2 (torch.export.load)")
     p.add_argument("--device", default="cpu", help="cpu | cuda: where the exported model's weights live (default: cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     # -- mistakes and their culprits, and the story page that shows them --
     for name, help_text in (("mistakes", "the held-out mistakes one or two prototype switches fix, and the harmful prototypes"),
                             ("story", "one offline HTML page to hand over: the model, its prototypes, its fixed mistakes")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--run", required=True)
-        p.add_argument("--data", default=str(config.SAMPLE_DATA), help=DATA_HELP)
+        p.add_argument("--data", default=None, help=RUN_DATA_HELP)
         p.add_argument("--split", default="val")
         p.add_argument("--json" if name == "mistakes" else "--out", required=True,
                        help="JSON file to write" if name == "mistakes" else "HTML file to write")
@@ -181,9 +198,7 @@ def cmd_decompose(args) -> int:
     from .pipeline import run_decomposition
     from .runs import save_run
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
+    out = output_folder(args.out, args.overwrite)
     if args.probe and (Path(args.probe) / MANIFEST).is_file():
         raise ValueError(f"{args.probe} is a decomposition run, not a probe: --probe takes a folder written by `probe --out`")
     name = f"probe:{args.probe}" if args.probe else args.backbone
@@ -231,7 +246,7 @@ def _run_and_model(args):
 
 
 def _write_json(figures: dict, target: str | Path) -> Path:
-    target = Path(target)
+    target = Path(target)  # checked by _output_file before the work
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(figures, indent=2))
     return target
@@ -240,11 +255,15 @@ def _write_json(figures: dict, target: str | Path) -> Path:
 def cmd_evaluate(args) -> int:
     from .evaluation.metrics import evaluate_run
 
+    target = args.json and output_file(args.json, args.overwrite, "--json")
     run, backbone = _run_and_model(args)
+    data = run_data(args, run)
+    check_label_space(run, backbone, data, args.split)
     figures = evaluate_run(
-        run, backbone, args.data, args.split, args.images_per_class, cache_dir=args.cache, progress=StageProgress()
+        run, backbone, data, args.split, args.images_per_class, cache_dir=args.cache, progress=StageProgress()
     )
-    target = _write_json(figures, args.json or Path(args.run) / "eval.json")
+    if target:
+        _write_json(figures, target)
     for key in ("top1_original", "top1_prototype", "max_abs_logit_diff"):
         print(f"{key:<30} {figures[key]:.6g}")
     for space, scores in figures["table3"].items():
@@ -252,18 +271,21 @@ def cmd_evaluate(args) -> int:
             print(f"{'table3.' + space:<30} " + "  ".join(f"{key} {value:.4f}" for key, value in scores.items()))
     for name, f in figures["signed_fidelity"].items():
         print(f"{'signed_fidelity.' + name:<30} mean {f['mean']:.4f}  worst {f['min']:+.4f}  flips {f['flips']}")
-    print(f"-> {target}")
+    print(f"-> {target}" if target else "(--json FILE keeps every figure)")
     return 0
 
 
 def cmd_explain(args) -> int:
     from .explain import explain_image, explanation_figure
 
+    out = output_file(args.out, args.overwrite)
+    if out.suffix.lower() not in FIGURE_SUFFIXES:
+        raise ValueError(f"--out {out}: name an image file ending in {', '.join(FIGURE_SUFFIXES)}")
     run, backbone = _run_and_model(args)
     head = run.head(backbone)
     label = None if args.label is None else _decomposed_label(args.label, backbone.labels, head)
     explanation = explain_image(backbone, head, args.image, label)
-    path = explanation_figure(explanation, backbone.labels, args.out)
+    path = explanation_figure(explanation, backbone.labels, out)
     top_label, top_p = explanation.top(1)[0]
     print(f"predicted {backbone.labels[top_label]} ({top_p:.0%}); explained {backbone.labels[explanation.label]} -> {path}")
     return 0
@@ -271,7 +293,10 @@ def cmd_explain(args) -> int:
 
 def _decomposed_label(text: str, labels: list[str], head) -> int:
     """A class given by index or name, which the run must have decomposed."""
-    label = int(text) if text.isdigit() else (labels.index(text) if text in labels else None)
+    from .data.folders import ascii_number
+
+    number = ascii_number(text)  # "²" or "٣" are not indices
+    label = number if number is not None else (labels.index(text) if text in labels else None)
     decomposed = [labels[c] for c in head.classes.tolist()]
     if label is None or label >= len(labels) or label not in head.classes.tolist():
         raise ValueError(f"--label {text!r} is not a class this run decomposed; choose one of: {', '.join(decomposed)}")
@@ -281,9 +306,7 @@ def _decomposed_label(text: str, labels: list[str], head) -> int:
 def cmd_probe(args) -> int:
     from .probe import DEFAULT_L2, fit_probe
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
+    out = output_folder(args.out, args.overwrite)
     probe = fit_probe(
         args.data, args.backbone, args.weights, args.split, args.val_split, args.images_per_class,
         l2=DEFAULT_L2 if args.l2 is None else args.l2, device=args.device, cache_dir=args.cache,
@@ -345,29 +368,34 @@ def cmd_cub_export(args) -> int:
 def cmd_cub_eval(args) -> int:
     from .evaluation.part_scores import cub_protoeval
 
+    target = args.json and output_file(args.json, args.overwrite, "--json")
     run, backbone = _run_and_model(args)
     report = cub_protoeval(run, backbone, args.cub, args.images_per_class, crop=not args.no_crop,
                            progress=StageProgress())
-    target = _write_json(report, args.json or Path(args.run) / "cub_protoeval.json")
+    if target:
+        _write_json(report, target)
     for method, per_map in report["scores"].items():
         for kind, scores in per_map.items():
             figures = f"consistency {scores['consistency']:6.2f}%  stability {scores['stability']:6.2f}%"
             print(f"{method:<8} {kind:<13} {figures}")
-    print(f"-> {target}")
+    print(f"-> {target}" if target else "(--json FILE keeps the figures)")
     return 0
 
 
 def cmd_report(args) -> int:
     from .report import ReportSettings, build_report, report_paths, write_report
 
-    out, _ = report_paths(args.out or Path(args.run) / "report.html")
+    out, beside = report_paths(args.out or f"{Path(args.run).resolve().name}-report.html")
+    output_file(out, args.overwrite), output_file(beside, args.overwrite)
     run, backbone = _run_and_model(args)
+    data = run_data(args, run)
+    check_label_space(run, backbone, data, args.split)
     settings = ReportSettings(
         split=args.split, images_per_class=args.images_per_class, keypoints=args.keypoints,
         faithfulness_images=args.faithfulness_images, steps=args.steps, seeds=args.seeds,
     )
     started = time.perf_counter()
-    report = build_report(run, backbone, args.data, settings, cache_dir=args.cache, progress=StageProgress())
+    report = build_report(run, backbone, data, settings, cache_dir=args.cache, progress=StageProgress())
     html_path, json_path = write_report(report, out)
     f = report.figures
     if f["axioms"].get("available"):
@@ -409,8 +437,9 @@ def cmd_compare(args) -> int:
     from .runs import load_run
 
     out = Path(args.out)
-    if out.suffix.lower() != ".png" or out.is_dir():
+    if out.suffix.lower() != ".png":
         raise ValueError(f"--out {out} must be a .png file (the HTML page goes beside it)")
+    output_file(out, args.overwrite), output_file(out.with_suffix(".html"), args.overwrite)
     if not 2 <= len(args.runs) <= MAX_RUNS:
         raise ValueError(f"--runs takes 2 or {MAX_RUNS} run folders (got {len(args.runs)})")
     runs = [load_run(path) for path in args.runs]
@@ -421,7 +450,10 @@ def cmd_compare(args) -> int:
             models[key] = run.load_backbone(args.device)
         run.check_backbone(models[key])
     backbones = [models[(r.manifest["backbone"], r.manifest["fingerprint"])] for r in runs]
-    report, comparison = comparison_report(runs, backbones, args.data, args.class_name, args.split, args.photos,
+    data = run_data(args, runs[0])
+    for run, backbone in zip(runs, backbones):
+        check_label_space(run, backbone, data, args.split)
+    report, comparison = comparison_report(runs, backbones, data, args.class_name, args.split, args.photos,
                                            args.maps, cache_dir=args.cache)
     comparison_png(comparison, path=out)
     page = out.with_suffix(".html")
@@ -440,8 +472,12 @@ def cmd_export(args) -> int:
     from .backbones import resolve_device
     from .export import export_model, load_model
 
+    out = output_file(args.out, args.overwrite)
+    if out.suffix not in EXPORT_SUFFIXES:
+        raise ValueError(f"--out {out}: name a .pt file (TorchScript) or a .pt2 file (torch.export); "
+                         "other formats (ONNX...) are not written")
     model = load_model(args.run, resolve_device(args.device))
-    out = export_model(model, args.out)
+    out = export_model(model, out)
     named = sum(bool(name) for names in model.prototype_labels.values() for name in names)
     print(f"{len(model.decomposed)} classes as prototypes (k = {model.k}, {named} named), "
           f"{len(model.class_names)} logits; intervention: {model.info.get('intervention') or 'none'} -> {out}")
@@ -452,13 +488,14 @@ def cmd_mistakes(args) -> int:
     """``mistakes`` and ``story``: the culprits of the held-out mistakes, as JSON or as one offline page."""
     from .report.story import story_figures, write_story
 
-    target = Path(args.json if args.command == "mistakes" else args.out)
-    if target.exists() and not args.overwrite:
-        raise FileExistsError(f"{target} already exists; pass --overwrite or choose another file")
-    if target.is_dir() or (args.command == "story" and target.suffix.lower() not in (".html", ".htm")):
-        raise ValueError(f"{target} must be a{' JSON' if args.command == 'mistakes' else 'n .html'} file")
+    option = "--json" if args.command == "mistakes" else "--out"
+    target = output_file(args.json if args.command == "mistakes" else args.out, args.overwrite, option)
+    if args.command == "story" and target.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"--out {target}: name an .html file")
     run, backbone = _run_and_model(args)
-    story = story_figures(run, backbone, args.data, args.split, cache_dir=args.cache, progress=StageProgress(),
+    data = run_data(args, run)
+    check_label_space(run, backbone, data, args.split)
+    story = story_figures(run, backbone, data, args.split, cache_dir=args.cache, progress=StageProgress(),
                           pictures=args.command == "story")
     f = story.mistakes
     if args.command == "mistakes":
@@ -496,6 +533,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_cache(args)
         return COMMANDS[args.command](args)
     except USER_ERRORS as exc:  # a clear message, not a traceback, for what the user can fix
         print(f"error: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ an environment variable.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,14 +33,29 @@ def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
 
 def _user_dir(environ: Mapping[str, str], xdg: str, fallback: str) -> Path:
     base = environ.get(xdg)
-    return (Path(base).expanduser() if base else Path.home() / fallback) / "protoscope"
+    return (expand(base, f"${xdg}") if base else Path.home() / fallback) / "protoscope"
+
+
+class ConfigError(ValueError):
+    """A setting (an environment variable, or a folder option) that cannot be used; the message names it."""
+
+
+def expand(value: str | Path, name: str) -> Path:
+    """``value`` with ``~`` expanded; ConfigError naming the setting for ``~nosuchuser`` or a NUL character."""
+    text = str(value)
+    if "\x00" in text:
+        raise ConfigError(f"{name} cannot contain a NUL character")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as exc:  # "Could not determine home directory", an unknown ~user
+        raise ConfigError(f"{name} = {text!r}: {exc}") from None
 
 
 def runs_dir(environ: Mapping[str, str] | None = None) -> Path:
     """``$PROTOLIB_RUNS``, else ``$XDG_DATA_HOME/protoscope/runs`` (``~/.local/share/protoscope/runs``)."""
     environ = _environ(environ)
     if environ.get(RUNS_ENV):
-        return Path(environ[RUNS_ENV]).expanduser()
+        return expand(environ[RUNS_ENV], f"${RUNS_ENV}")
     return _user_dir(environ, "XDG_DATA_HOME", ".local/share") / "runs"
 
 
@@ -47,14 +63,14 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     """``$PROTOLIB_CACHE``, else ``$XDG_CACHE_HOME/protoscope/features`` (``~/.cache/protoscope/features``)."""
     environ = _environ(environ)
     if environ.get(CACHE_ENV):
-        return Path(environ[CACHE_ENV]).expanduser()
+        return expand(environ[CACHE_ENV], f"${CACHE_ENV}")
     return _user_dir(environ, "XDG_CACHE_HOME", ".cache") / "features"
 
 
 def data_dir_from_env(environ: Mapping[str, str] | None = None) -> Path | None:
     """``$PROTOLIB_DATA`` if it is set."""
     value = _environ(environ).get(DATA_ENV)
-    return Path(value).expanduser() if value else None
+    return expand(value, f"${DATA_ENV}") if value else None
 
 
 def uploads_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -62,7 +78,7 @@ def uploads_dir(environ: Mapping[str, str] | None = None) -> Path:
     ``$XDG_DATA_HOME/protoscope/uploads`` (``~/.local/share/protoscope/uploads``), never a fixed name in /tmp."""
     environ = _environ(environ)
     if environ.get(UPLOADS_ENV):
-        return Path(environ[UPLOADS_ENV]).expanduser()
+        return expand(environ[UPLOADS_ENV], f"${UPLOADS_ENV}")
     return _user_dir(environ, "XDG_DATA_HOME", ".local/share") / "uploads"
 
 
@@ -71,7 +87,7 @@ def demos_dir(environ: Mapping[str, str] | None = None) -> Path:
     ``$XDG_DATA_HOME/protoscope/demos`` (``~/.local/share/protoscope/demos``). Its data may be opened."""
     environ = _environ(environ)
     if environ.get(DEMOS_ENV):
-        return Path(environ[DEMOS_ENV]).expanduser()
+        return expand(environ[DEMOS_ENV], f"${DEMOS_ENV}")
     return _user_dir(environ, "XDG_DATA_HOME", ".local/share") / "demos"
 
 
@@ -89,7 +105,7 @@ def allowed_data_roots(environ: Mapping[str, str] | None = None) -> list[Path]:
     roots = [SAMPLE_DATA, demos_dir(environ)]
     if data_dir_from_env(environ):
         roots.append(data_dir_from_env(environ))
-    roots += [Path(p).expanduser() for p in environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    roots += [expand(p, f"${DATA_ROOTS_ENV}") for p in environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
     return roots
 
 
@@ -110,7 +126,10 @@ def check_data_folder(
         raise DataFolderRefused("no data folder is set")
     if "\x00" in text:
         raise DataFolderRefused("a folder name cannot contain a NUL character")
-    resolved = Path(text).expanduser().resolve()
+    try:
+        resolved = expand(text, "the data folder").resolve()
+    except ConfigError as exc:
+        raise DataFolderRefused(str(exc)) from None
     if any(_inside(resolved, Path(r).expanduser().resolve()) for r in extra_roots):
         return resolved
     private = [uploads_dir(environ), runs_dir(environ), cache_dir(environ)]
@@ -135,24 +154,61 @@ class SharingLimits:
     max_age: float
 
 
-def _number(environ: Mapping[str, str], name: str, default: float) -> float:
-    try:
-        value = float(environ.get(name) or default)
-    except ValueError:
+#: the largest value each limit takes (a typo such as ``1e400`` or ``inf`` is refused, not obeyed)
+MAX_QUOTA_MB, MAX_AGE_HOURS_LIMIT = 10**8, 10**6
+
+
+def _number(environ: Mapping[str, str], name: str, default: float, top: float, zero_allowed: bool) -> float:
+    """The setting ``name`` as a finite number in (0, top] (or 0 when ``zero_allowed``); ConfigError naming it."""
+    text = (environ.get(name) or "").strip()
+    if not text:
         return float(default)
-    return value if value >= 0 else float(default)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"${name} = {text!r} is not a number") from None
+    low = "0 or more" if zero_allowed else "above 0"
+    if not math.isfinite(value) or value > top or value < 0 or (value == 0 and not zero_allowed):
+        raise ConfigError(f"${name} = {text!r}: give a number {low} and at most {top:g}")
+    return value
 
 
 def sharing_limits(environ: Mapping[str, str] | None = None) -> SharingLimits:
     """``$PROTOLIB_UPLOAD_QUOTA_MB`` per session (500), ``$PROTOLIB_UPLOADS_TOTAL_MB`` for all sessions together
-    (5000), ``$PROTOLIB_MAX_AGE_HOURS`` before an unused session's uploads and private runs are removed (24)."""
+    (5000), ``$PROTOLIB_MAX_AGE_HOURS`` before an unused session's uploads and private runs are removed (24;
+    0: never). ConfigError, naming the variable, for anything but a finite number in range."""
     environ = _environ(environ)
     mb = 1024**2
+    hours = _number(environ, MAX_AGE_ENV, DEFAULT_MAX_AGE_HOURS, MAX_AGE_HOURS_LIMIT, zero_allowed=True)
     return SharingLimits(
-        int(_number(environ, SESSION_QUOTA_ENV, DEFAULT_SESSION_QUOTA_MB) * mb),
-        int(_number(environ, TOTAL_QUOTA_ENV, DEFAULT_TOTAL_QUOTA_MB) * mb),
-        _number(environ, MAX_AGE_ENV, DEFAULT_MAX_AGE_HOURS) * 3600,
+        int(_number(environ, SESSION_QUOTA_ENV, DEFAULT_SESSION_QUOTA_MB, MAX_QUOTA_MB, zero_allowed=False) * mb),
+        int(_number(environ, TOTAL_QUOTA_ENV, DEFAULT_TOTAL_QUOTA_MB, MAX_QUOTA_MB, zero_allowed=False) * mb),
+        math.inf if hours == 0 else hours * 3600,  # 0: never removed, as people read it
     )
+
+
+# -- every setting, checked once ---------------------------------------------------------------------
+def check_folder_setting(path: str | Path, name: str) -> Path:
+    """``path`` expanded, when it is a folder or can become one (it, or its nearest existing parent, is a
+    writable folder); ConfigError naming ``name`` otherwise: checked before any work is done."""
+    path = expand(path, name)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{name} = {str(path)!r} is not a folder")
+    parent = next((p for p in [path, *path.parents] if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name} = {str(path)!r} cannot be written (no writable folder at or above it)")
+    return path
+
+
+def check_settings(environ: Mapping[str, str] | None = None) -> None:
+    """Every setting of the environment read and checked: ConfigError with the first bad one. The app calls
+    it at start, so a bad setting stops it with one message instead of failing on every page."""
+    environ = _environ(environ)
+    sharing_limits(environ)
+    user_header(environ)
+    for name, folder in ((RUNS_ENV, runs_dir), (CACHE_ENV, cache_dir), (UPLOADS_ENV, uploads_dir), (DEMOS_ENV, demos_dir)):
+        check_folder_setting(folder(environ), f"${name}")
+    allowed_data_roots(environ)
 
 
 # -- who is who behind a team's proxy ---------------------------------------------------------------
@@ -162,6 +218,8 @@ USER_HEADER_ENV = "PROTOLIB_USER_HEADER"
 def user_header(environ: Mapping[str, str] | None = None) -> str | None:
     """The request header that names the signed-in person, set by the team's authenticating proxy
     (``$PROTOLIB_USER_HEADER``, e.g. ``X-Forwarded-User``); None, the default, trusts no header. A value that
-    is not a header name (letters, digits, ``-``, ``_``) counts as unset."""
+    is not a header name (letters, digits, ``-``, ``_``) is refused: a typo must not silently trust nobody."""
     name = _environ(environ).get(USER_HEADER_ENV, "").strip()
-    return name if name and all(c.isascii() and (c.isalnum() or c in "-_") for c in name) else None
+    if name and not all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
+        raise ConfigError(f"${USER_HEADER_ENV} = {name!r} is not a header name (letters, digits, '-' and '_' only)")
+    return name or None

@@ -14,7 +14,9 @@ import torch
 from torch.nn import functional as F
 
 from .backbones import Backbone
-from .data import load_image
+from .data import BadImage, load_image
+from .data.folders import size_problem
+from .files import atomic_path
 from .method.head import PrototypeHead
 
 # Distinct, colour-blind-friendly colours (Okabe-Ito, then Tableau) for up to 20 prototypes.
@@ -94,6 +96,8 @@ class Explanation:
 
 def model_input(backbone: Backbone, image) -> tuple[torch.Tensor, np.ndarray]:
     """A path or PIL image -> (normalised batch of one, the uint8 image the model sees)."""
+    if not isinstance(image, (str, Path)) and size_problem(*image.size):  # bounded before any resize asks for memory
+        raise BadImage(f"the image: {size_problem(*image.size)}")
     pil = load_image(image) if isinstance(image, (str, Path)) else image.convert("RGB")
     x = backbone.preprocessing.transform()(pil).unsqueeze(0)
     shown = backbone.preprocessing.display_transform()(pil).permute(1, 2, 0).numpy()
@@ -166,7 +170,11 @@ def explanation_figure(explanation: Explanation, labels: list[str], path: str | 
     )
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if not path.suffix:  # matplotlib would add ".png" and the caller would name a file that does not exist
+        raise ValueError(f"{path}: name the image file with its extension (e.g. {path.name}.png)")
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".").lower())
+    finally:
+        plt.close(fig)
     return path

@@ -196,6 +196,9 @@ def _readable(path: Path) -> Path:
 
 def export_model(model: PrototypeModel | Run | str | Path, out: str | Path) -> Path:
     """``export_program`` for a ``.pt2`` file, ``export_torchscript`` for any other name (``model.pt``)."""
+    if Path(out).suffix not in (".pt", ".pt2"):  # TorchScript in a file named .onnx would mislead whoever loads it
+        raise ValueError(f"{out}: a model is written as .pt (TorchScript) or .pt2 (torch.export), "
+                         f"not {Path(out).suffix or 'without an extension'}")
     return export_program(model, out) if Path(out).suffix == ".pt2" else export_torchscript(model, out)
 
 

@@ -16,11 +16,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .backbones import Backbone, load_backbone
 from .backbones.probe_models import PREFIX as PROBE_PREFIX
-from .files import ManifestError, atomic_dir, read_manifest
+from .files import ManifestError, atomic_dir, read_manifest, recover_folder, recover_swap
 from .method import PartPrototypes, PrototypeHead
 from .method.refine import STRATEGIES, head_error
 from .method.spatial import KEY as SPATIAL_KEY
@@ -126,6 +127,12 @@ class Run:
                 f"run {self.path or ''} names class {int(self.classes.max())}, but {backbone.name} has "
                 f"{len(backbone.labels)} classes"
             )
+        D = backbone.head_weight.shape[1]
+        if self.nmf_prototypes.shape[-1] != D:
+            raise RunError(
+                f"run {self.path or ''}: its prototypes have {self.nmf_prototypes.shape[-1]} features, "
+                f"but {backbone.name}'s head takes {D}"
+            )
         expected = self.manifest["fingerprint"]
         if backbone.fingerprint != expected or backbone.name != self.manifest["backbone"]:
             raise RunError(
@@ -215,6 +222,7 @@ def read_run_manifest(path: str | Path) -> dict:
 def load_run(path: str | Path, backbone: Backbone | None = None) -> Run:
     """Read a run folder; with ``backbone`` given, refuse it unless the weights match."""
     path = Path(path)
+    recover_swap(path)  # a save interrupted between its two renames: the old run comes back
     manifest = read_run_manifest(path)
     try:
         tensors = load_file(str(path / TENSORS))
@@ -261,26 +269,71 @@ def run_problem(run: Run) -> str | None:
     unknown = sorted(set(run.refined) - set(STRATEGIES))
     if unknown or m["strategy"] not in run.refined:
         return f"strategy {m['strategy']!r} has no prototypes" if not unknown else f"unknown strategies {unknown}"
-    C, k = len(run.classes), m["k"]
-    if run.classes.ndim != 1 or len(m["classes"]) != C:
-        return f"{len(m['classes'])} classes in the manifest for {C} in the tensors"
+    tensors = {"classes": run.classes, "nmf_prototypes": run.nmf_prototypes, "alpha": run.alpha,
+               "feature_error": run.feature_error, "presence_scale": run.presence_scale,
+               **{f"refined.{s}": p for s, p in run.refined.items()}, **({"scale": run.scale} if run.scale is not None else {})}
+    problem = tensors_problem({name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()}, m)
+    if problem:
+        return problem
+    C = len(run.classes)
     if C and int(run.classes.min()) < 0:
         return "a class label is negative"
     if len(set(run.classes.tolist())) != C:
         return "a class label appears twice"
-    shapes = {"nmf_prototypes": run.nmf_prototypes, **{f"refined.{s}": p for s, p in run.refined.items()}}
-    D = run.nmf_prototypes.shape[-1] if run.nmf_prototypes.ndim == 3 else None
-    for name, tensor in shapes.items():
-        if tuple(tensor.shape) != (C, k, D):
-            return f"{name} has shape {tuple(tensor.shape)}, not ({C}, {k}, D)"
-    for name, tensor in {"alpha": run.alpha, "presence_scale": run.presence_scale, "feature_error": run.feature_error,
-                         **({"scale": run.scale} if run.scale is not None else {})}.items():
-        if tensor.shape[0] != C:
-            return f"{name} has {tensor.shape[0]} rows for {C} classes"
-    for name, tensor in {**shapes, "alpha": run.alpha, "presence_scale": run.presence_scale}.items():
-        if not bool(torch.isfinite(tensor).all()):
+    for name, tensor in tensors.items():
+        if name != "classes" and not bool(torch.isfinite(tensor).all()):
             return f"{name} holds NaN or infinite values"
+    k = m["k"]
     return labels_problem(m.get(LABELS_KEY) or {}, k, run.classes.tolist())
+
+
+_INTEGER = {torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8}
+_FLOAT = {torch.float32, torch.float64, torch.float16, torch.bfloat16}
+
+
+def tensors_problem(tensors: Mapping[str, tuple[torch.dtype, tuple[int, ...]]], manifest: dict) -> str | None:
+    """Why tensors of these dtypes and shapes cannot be a run with ``manifest``, or None: integer class labels
+    (C,), float prototypes (C, k, D), float alpha, presence scale and intervention scale (C, k), feature error
+    (C,), C the manifest's number of classes and k its k. Needs no tensor data (a listing reads headers only)."""
+    C, k = len(manifest["classes"]), manifest["k"]
+    if "classes" not in tensors:
+        return "no tensor 'classes'"
+    dtype, shape = tensors["classes"]
+    if dtype not in _INTEGER or len(shape) != 1:
+        return f"classes is a {dtype} tensor of shape {shape}, not integer labels (C,)"
+    if shape[0] != C:
+        return f"{C} classes in the manifest for {shape[0]} in the tensors"
+    D = tensors.get("nmf_prototypes", (None, ()))[1][-1:] or (0,)
+    expected = {"nmf_prototypes": (C, k, *D), "alpha": (C, k), "presence_scale": (C, k), "feature_error": (C,),
+                "scale": (C, k), **{name: (C, k, *D) for name in tensors if name.startswith("refined.")}}
+    for name, want in expected.items():
+        if name not in tensors:
+            if name == "scale":
+                continue
+            return f"no tensor {name!r}"
+        dtype, shape = tensors[name]
+        if dtype not in _FLOAT:
+            return f"{name} is a {dtype} tensor, not a floating-point one"
+        if shape != want or (len(want) == 3 and want[2] < 1):
+            return f"{name} has shape {shape}, not {want}" if len(want) < 3 else f"{name} has shape {shape}, not ({C}, {k}, D)"
+    return None
+
+
+def tensors_header_problem(path: Path, manifest: dict) -> str | None:
+    """``tensors_problem`` from the tensor file's header alone (cheap enough for every listing)."""
+    try:
+        with safe_open(str(path / TENSORS), framework="pt") as f:
+            heads = {name: f.get_slice(name) for name in f.keys()}
+            found = {name: (_DTYPES.get(h.get_dtype()), tuple(h.get_shape())) for name, h in heads.items()}
+    except FileNotFoundError:
+        return f"no {TENSORS}"
+    except Exception as exc:  # safetensors raises its own error kinds for a damaged file
+        return f"unreadable {TENSORS} ({exc})"
+    return tensors_problem(found, manifest)
+
+
+_DTYPES = {"I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "U8": torch.uint8, "I8": torch.int8,
+           "F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16, "BOOL": torch.bool}
 
 
 def normalise_labels(labels: Mapping[object, Mapping[object, str]] | None) -> dict[str, dict[str, str]]:
@@ -305,12 +358,12 @@ def labels_problem(labels, k: int, classes: Sequence[int] | None = None) -> str 
         return f"{LABELS_KEY} is not an object"
     known = None if classes is None else {int(c) for c in classes}
     for c, names in labels.items():
-        if not (isinstance(c, str) and c.isdigit()) or (known is not None and int(c) not in known):
+        if not (isinstance(c, str) and c.isascii() and c.isdecimal()) or (known is not None and int(c) not in known):
             return f"{LABELS_KEY} names class {c!r}, which the run did not decompose"
         if not isinstance(names, dict):
             return f"{LABELS_KEY} of class {c} is not an object"
         for i, text in names.items():
-            if not (isinstance(i, str) and i.isdigit() and int(i) < k):
+            if not (isinstance(i, str) and i.isascii() and i.isdecimal() and int(i) < k):
                 return f"{LABELS_KEY} of class {c} names prototype {i!r}; the run has prototypes 0..{k - 1}"
             if not isinstance(text, str) or not text.strip():
                 return f"the label of prototype {i} of class {c} is empty or not text"
@@ -358,6 +411,8 @@ def checked_runs(root: str | Path) -> list[SavedRun]:
     checked = []
     for run in listed:
         problem = manifest_problem(run.manifest) if run.manifest is not None else None
+        if run.manifest is not None and not problem:
+            problem = tensors_header_problem(run.path, run.manifest)
         checked.append(SavedRun(run.path, None, f"{run.path.name}: damaged run ({problem})") if problem else run)
     return checked
 
@@ -367,6 +422,7 @@ def list_runs(root: str | Path, manifest: str = MANIFEST) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
+    recover_folder(root)  # saves interrupted meanwhile: their old run comes back, their leftovers go
     found = [p for p in root.iterdir() if (p / manifest).is_file() and not p.name.startswith(".")]
     return sorted(found, key=lambda p: _mtime(p / manifest), reverse=True)
 
@@ -441,3 +497,12 @@ def short_backbone(name: str) -> str:
 def auto_run_name(backbone: str, k: int, strategy: str, n_classes: int) -> str:
     """A readable default name, e.g. ``efficientnet_lite0-10cls-k3-optimized``."""
     return safe_name(f"{short_backbone(backbone)}-{n_classes}cls-k{k}-{strategy}")
+
+
+def run_folder_above(path: str | Path) -> Path | None:
+    """The run folder that ``path`` would be written inside, or None: only ``save_run`` writes in a run folder
+    (a command's output there would change a run, or a published run, behind its manifest)."""
+    for parent in Path(path).expanduser().absolute().parents:
+        if (parent / MANIFEST).is_file() and (parent / TENSORS).is_file():
+            return parent
+    return None

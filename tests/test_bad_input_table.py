@@ -199,6 +199,6 @@ def test_an_image_folder_without_splits_is_split_by_file_name(lite0, data_dir, t
     common = ["--data", str(root), "--k", "2", "--images-per-class", "8", "--device", "cpu", "--cache", str(tmp_path / "c")]
     assert main(["decompose", "--out", str(out), *common]) == 0
     assert main(["evaluate", "--run", str(out), "--data", str(root), "--device", "cpu", "--cache", str(tmp_path / "c"),
-                 "--images-per-class", "4"]) == 0
-    figures = json.loads((out / "eval.json").read_text())
+                 "--images-per-class", "4", "--json", str(tmp_path / "eval.json")]) == 0
+    figures = json.loads((tmp_path / "eval.json").read_text())
     assert figures["n_images"] == 8 and figures["max_abs_logit_diff"] <= 1e-4

@@ -166,8 +166,9 @@ def test_export_then_probe_decompose_and_protoeval(cub_root, tmp_path, capsys):
             assert 0 <= report["scores"][method][kind]["stability"] <= 100
 
     save_run(run, tmp_path / "run")  # the same from the command line, the run reloading its probed model
-    assert main(["cub-eval", "--run", str(tmp_path / "run"), "--cub", str(cub_root), "--device", "cpu"]) == 0
-    assert json.loads((tmp_path / "run" / "cub_protoeval.json").read_text())["scores"] == report["scores"]
+    assert main(["cub-eval", "--run", str(tmp_path / "run"), "--cub", str(cub_root), "--device", "cpu",
+                 "--json", str(tmp_path / "cub.json")]) == 0
+    assert json.loads((tmp_path / "cub.json").read_text())["scores"] == report["scores"]
     assert "consistency" in capsys.readouterr().out
     assert main(["cub-export", "--cub", str(cub_root), "--out", str(tmp_path / "cli"), "--classes", FOLDERS[1]]) == 0
     assert sorted(p.name for p in (tmp_path / "cli" / "val").iterdir()) == [FOLDERS[1]]

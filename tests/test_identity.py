@@ -85,7 +85,9 @@ def test_the_proxy_user_decides_only_when_the_header_is_configured(roots):
     runs, uploads = roots
     header = config.user_header({config.USER_HEADER_ENV: "X-Forwarded-User"})
     assert header == "X-Forwarded-User"
-    assert config.user_header({}) is None and config.user_header({config.USER_HEADER_ENV: "X User: a"}) is None
+    assert config.user_header({}) is None
+    with pytest.raises(config.ConfigError, match="PROTOLIB_USER_HEADER"):
+        config.user_header({config.USER_HEADER_ENV: "X User: a"})
     alice = identity.identify(runs, uploads, user="alice", user_header=header)
     assert alice.by_proxy and alice.token is None and alice.fresh
     again = identity.identify(runs, uploads, token=identity.new_token(), user="alice", user_header=header)

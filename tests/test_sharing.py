@@ -122,7 +122,9 @@ def test_sharing_limits_from_the_environment():
     limits = config.sharing_limits({"PROTOLIB_UPLOAD_QUOTA_MB": "2", "PROTOLIB_UPLOADS_TOTAL_MB": "3.5",
                                     "PROTOLIB_MAX_AGE_HOURS": "0.5"})
     assert limits == SharingLimits(2 * mb, int(3.5 * mb), 1800.0)
-    assert config.sharing_limits({"PROTOLIB_UPLOAD_QUOTA_MB": "lots", "PROTOLIB_MAX_AGE_HOURS": "-1"}) == config.sharing_limits({})
+    for bad in ({"PROTOLIB_UPLOAD_QUOTA_MB": "lots"}, {"PROTOLIB_MAX_AGE_HOURS": "-1"}):  # refused, naming it
+        with pytest.raises(config.ConfigError, match=next(iter(bad))):
+            config.sharing_limits(bad)
 
 
 def test_upload_quotas_per_session_and_in_all(tmp_path):

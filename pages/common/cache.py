@@ -16,9 +16,8 @@ import torch
 
 from pages.common.uploads import read_upload
 from protolib.backbones import Backbone, load_backbone
-from protolib.data import class_folders, load_image
+from protolib.data import class_folders, load_image, split_images
 from protolib.data.features import Features, extract_features
-from protolib.data.folders import image_files
 from protolib.evaluation.metrics import SplitFeatures, evaluate_run, split_features
 from protolib.explain import model_input, part_map, upsample
 from protolib.method.head import PrototypeHead
@@ -114,6 +113,5 @@ def folder_classes(data: str, split: str, backbone_key: str, _labels, _wnids, ve
     skipped (``version`` changes when the caller knows the folder changed, e.g. after an upload).
     Raises ``DataError`` (``NoMatchingClasses`` when no folder names a class of the model)."""
     classes, problems = class_folders(data, split, _labels, _wnids)
-    root = f"{data}/{split}"
-    rows = [FolderClass(c.folder, c.label, c.name, len(image_files(f"{root}/{c.folder}"))) for c in classes]
+    rows = [FolderClass(c.folder, c.label, c.name, len(split_images(data, split, c.folder))) for c in classes]
     return rows, problems

@@ -4,6 +4,7 @@ the table of skipped files."""
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +22,20 @@ STRATEGY_COLOURS = {"optimized": "#0f6e8c", "paper": "#e76f51", "uniform": "#e9c
 PLAIN = {"displayModeBar": False}
 
 
+_MARKUP = re.compile(r"([\\`*_\[\]<>!|~$#&@])")
+_AUTOLINK = re.compile(r"(?i)(?<=[a-z])(?=://)|(?<=www)(?=\.)|(?=:[a-z])")  # http://, www., :red[ / :emoji:
+
+
+def md(text: object) -> str:
+    """Text from data (a class name, a prototype's label, a file name, an error naming them) as literal text in
+    Streamlit markdown, captions, tab and metric labels, and in markdown with ``unsafe_allow_html`` (there ``\\<``
+    is a literal ``<``, where ``html.escape`` would leave ``![x](url)`` to markdown). The characters that start
+    links, images, HTML, emphasis, math and directives are escaped (``[``, ``!``, ``<``, ``*``, ``$``,
+    ``:red``…), bare ``http://`` and ``www.`` are kept from becoming links, and line breaks are flattened: a name
+    is shown, never followed or fetched."""
+    return _AUTOLINK.sub("\\\\", _MARKUP.sub(r"\\\1", " ".join(str(text).split())))
+
+
 def chip(i: int, text: str | None = None) -> str:
     """An HTML colour swatch with the prototype's name."""
     label = text if text is not None else f"P{i + 1}"
@@ -33,13 +48,13 @@ def chip(i: int, text: str | None = None) -> str:
 
 def legend(k: int, prefix: str = "", names: Sequence[str] = ()) -> None:
     """The prototypes' colours, with their labels (``names``, "" when unnamed) when they have them."""
-    titles = [f"Prototype {i + 1}" + (f" · {html.escape(names[i])}" if i < len(names) and names[i] else "") for i in range(k)]
+    titles = [f"Prototype {i + 1}" + (f" · {md(names[i])}" if i < len(names) and names[i] else "") for i in range(k)]
     st.markdown(prefix + "".join(chip(i, title) for i, title in enumerate(titles)), unsafe_allow_html=True)
 
 
 def named(label: str) -> str:
     """A prototype's label as HTML to put before its numbers (``“fins” · ``), or "" when it has none."""
-    return f"<b>“{html.escape(label)}”</b> · " if label else ""
+    return f"<b>“{md(label)}”</b> · " if label else ""
 
 
 def prototype_title(i: int, label: str = "") -> str:
@@ -78,7 +93,7 @@ def waterfall(contributions: torch.Tensor, bias: float, title: str, labels: Sequ
     span = max(abs(v) for v in [*values, total, 1e-6])
     running = np.cumsum(values)
     fig.update_layout(
-        title={"text": title, "font": {"size": 15}},
+        title={"text": html.escape(title), "font": {"size": 15}},
         height=340,
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
         showlegend=False,
@@ -92,10 +107,11 @@ def waterfall(contributions: torch.Tensor, bias: float, title: str, labels: Sequ
 
 def logit_bars(classes: Sequence[str], original: Sequence[float], edited: Sequence[float]) -> go.Figure:
     """Original and edited logits of some classes, side by side."""
+    shown = [html.escape(c) for c in classes]  # plotly draws <a href> and <b> in labels: a class name is text
     fig = go.Figure(
         [
-            go.Bar(name="original", y=list(classes), x=list(original), orientation="h", marker_color="#b0bec5"),
-            go.Bar(name="edited", y=list(classes), x=list(edited), orientation="h", marker_color="#0f6e8c"),
+            go.Bar(name="original", y=shown, x=list(original), orientation="h", marker_color="#b0bec5"),
+            go.Bar(name="edited", y=shown, x=list(edited), orientation="h", marker_color="#0f6e8c"),
         ]
     )
     fig.update_layout(

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import streamlit as st
 
 from pages.common import cache, jobs
-from pages.common.run_context import Context
-from pages.common.state import data_dir, data_refusal, kept
+from pages.common.figures import md
+from pages.common.run_context import Context, run_data
+from pages.common.state import data_refusal, kept, workspace
 from protolib.backbones import BackboneError
 from protolib.data import DataError
-from protolib.evaluation.metrics import SplitFeatures, split_features
+from protolib.evaluation.metrics import SplitFeatures, label_space_problem, split_features
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class HeldOut:
 
 def held_out_controls(ctx: Context) -> HeldOut:
     """The controls of where the held-out images come from."""
-    data = data_dir()
+    data, which = run_data(ctx)
     per_class_col, only_run_col, where_col = st.columns([2, 2, 3])
     with per_class_col:
         per_class = kept(
@@ -46,7 +47,7 @@ def held_out_controls(ctx: Context) -> HeldOut:
         )
     with where_col:
         if data:
-            st.caption(f"Held-out images from **{data}/val**")
+            st.caption(f"Held-out images from {which}: `{workspace().redact(data)}/val`")
         else:
             st.warning(data_refusal() or "No data folder is set (sidebar).")
     classes = tuple(c["folder"] for c in ctx.run.manifest["classes"]) if only_run else None
@@ -60,13 +61,17 @@ def held_out_features(ctx: Context, held_out: HeldOut, compute: bool) -> SplitFe
     done = st.session_state.setdefault("val_ready", [])
     if not compute and key not in done:
         return None
+    problem = label_space_problem(ctx.run, ctx.backbone, held_out.data, held_out.split) if held_out.data else None
+    if problem:
+        st.error(md(workspace().redact(f"The held-out images cannot be used: {problem}")))
+        return None
     try:
         if compute:
             with jobs.queued("held-out feature extraction"):
                 _backbone_pass(ctx, held_out)
         features = cache.held_out_features(*key, ctx.backbone)
     except (DataError, BackboneError) as exc:
-        st.error(f"The held-out images cannot be used: {exc}")
+        st.error(md(f"The held-out images cannot be used: {exc}"))
         return None
     if key not in done:
         done.append(key)

@@ -10,9 +10,9 @@ import numpy as np
 import streamlit as st
 import torch
 
-from pages.common import cache
-from pages.common.run_context import Context
-from pages.common.state import data_dir, data_refusal, kept
+from pages.common import cache, figures
+from pages.common.run_context import Context, run_data
+from pages.common.state import data_refusal, kept
 from protolib.data import BadImage, DataError, available_splits, split_images
 
 SOURCE_DATA, SOURCE_UPLOAD = "Data folder", "Upload"
@@ -31,7 +31,7 @@ def image_picker(ctx: Context) -> Picked | None:
     source = kept(
         st.segmented_control, "Image", "img_source", SOURCE_DATA, options=[SOURCE_DATA, SOURCE_UPLOAD], required=True,
     )
-    return uploaded_photo(ctx) if source == SOURCE_UPLOAD else data_photo(ctx, data_dir())
+    return uploaded_photo(ctx) if source == SOURCE_UPLOAD else data_photo(ctx, run_data(ctx)[0])
 
 
 def data_photo(ctx: Context, data: str) -> Picked | None:
@@ -41,7 +41,7 @@ def data_photo(ctx: Context, data: str) -> Picked | None:
         return None
     splits = sorted(available_splits(data), key=lambda s: s != "val")  # held-out photos first
     if not splits:
-        st.warning(f"The data folder “{data}” has no class folders; set it in the sidebar or upload an image.")
+        st.warning(f"The data folder “{figures.md(data)}” has no class folders; set it in the sidebar or upload an image.")
         return None
     split_col, class_col, file_col = st.columns([1, 2, 3])
     with split_col:
@@ -49,7 +49,7 @@ def data_photo(ctx: Context, data: str) -> Picked | None:
     try:
         classes, _ = cache.folder_classes(data, split, ctx.backbone.name, ctx.backbone.labels, ctx.backbone.wnids)
     except DataError as exc:
-        st.warning(str(exc))
+        st.warning(figures.md(exc))
         return None
     decomposed = set(ctx.decomposed)
     by_folder = {c.folder: c for c in classes}
@@ -95,8 +95,8 @@ def uploaded_photo(ctx: Context) -> Picked | None:
     try:
         feats, shown = cache.image_features(cache.backbone_key(ctx.backbone), upload["data"], upload["name"], ctx.backbone)
     except BadImage as exc:
-        st.error(str(exc), icon=":material/block:")
+        st.error(figures.md(exc), icon=":material/block:")
         return None
     if uploaded is None:
-        st.caption(f"Using the photo uploaded earlier: {upload['name']}")
+        st.caption(f"Using the photo uploaded earlier: {figures.md(upload['name'])}")
     return Picked(upload["name"], torch.from_numpy(feats), shown, "upload:" + upload["digest"])

@@ -4,7 +4,6 @@ names are saved with the run)."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +131,7 @@ def prototype_table_section(ctx: Context, scale: torch.Tensor, data: str) -> Non
 
 def selection_controls(ctx: Context, chosen: list[tuple[int, int]], grid, background: bool, data: str) -> None:
     names = [prototype_name(ctx.class_names[c], i, grid[c][i]) for c, i in chosen]
-    st.caption(f"**{len(chosen)} selected:** " + ", ".join(names) if chosen
+    st.caption(f"**{len(chosen)} selected:** " + figures.md(", ".join(names)) if chosen
                else "Tick prototypes in the first column to select them (any classes).")
     edit = edit_key(ctx.run.path)
     to_col, _ = st.columns([2, 3])
@@ -170,7 +169,7 @@ def top_photos(ctx: Context, chosen: list[tuple[int, int]], grid) -> None:
         heat = ctx.head.heatmaps(features.feats[order], c)[:, i]
         preprocessing = repr(ctx.backbone.preprocessing)
         images = [cache.shown_image(features.paths[j], preprocessing, ctx.backbone) for j in order]
-        st.markdown(figures.chip(i, html.escape(prototype_name(ctx.class_names[c], i, grid[c][i]))), unsafe_allow_html=True)
+        st.markdown(figures.chip(i, figures.md(prototype_name(ctx.class_names[c], i, grid[c][i]))), unsafe_allow_html=True)
         for col, j, h, img in zip(st.columns(TOP_PHOTOS), order, heat, images):
             col.image(heatmap_overlay(upsample(h, img.shape[:2]), img), caption=f"contribution {float(contributions[j, i]):+.2f}",
                       width="stretch")

@@ -10,9 +10,11 @@ from pathlib import Path
 import streamlit as st
 
 from pages.common import cache, jobs, navigation
+from pages.common.figures import md
 from pages.common.sidebar import runs_by_name
-from pages.common.state import workspace
+from pages.common.state import data_dir, default_data_dir, launch_data_dir, workspace
 from protolib.backbones import Backbone, BackboneError
+from protolib.config import DataFolderRefused
 from protolib.data import BadImage, DataError
 from protolib.data.features import Features
 from protolib.method.head import PrototypeHead
@@ -78,7 +80,7 @@ def require_run() -> Context:
         backbone = cache.get_backbone(run.manifest["backbone"], run.manifest.get("weights"), device)
         run.check_backbone(backbone)
     except (RunError, BackboneError, OSError, KeyError, TypeError, ValueError) as exc:
-        st.error(workspace().redact(f"Run “{name}” cannot be used: {exc}"))
+        st.error(md(workspace().redact(f"Run “{name}” cannot be used: {exc}")))
         st.stop()
     key = run_key(saved.path, modified, device)
     if backbone.note:
@@ -104,5 +106,34 @@ def run_class_features(ctx: Context, position: int) -> Features | None:
     try:
         return cache.class_features(ctx.key, folder, ctx.backbone, paths)
     except (BadImage, DataError, OSError) as exc:
-        st.warning(f"The images of this class cannot be read: {exc}")
+        st.warning(md(f"The images of this class cannot be read: {exc}"))
         return None
+
+
+def run_data_of(run: Run) -> str:
+    """The run's own data folder as its manifest records it (a probe's run: the probe's), resolved, or ""
+    when it is gone or this session may not open it (another session's uploads)."""
+    extra = [launch_data_dir()] if launch_data_dir() else []
+    try:
+        own = workspace().check_data_folder(run.manifest.get("data") or "", extra)
+    except DataFolderRefused:
+        return ""
+    return str(own) if own.is_dir() else ""
+
+
+def run_data(ctx: Context) -> tuple[str, str]:
+    """(the folder a run's photos come from, a caption saying which): ``photos_folder`` of the session's run."""
+    return photos_folder(ctx.run)
+
+
+def photos_folder(run: Run) -> tuple[str, str]:
+    """(the folder the photos of ``run`` come from, a caption saying which). A data folder the session chose in
+    the sidebar (as ``--data`` on the command line) wins; the sidebar's default gives way to the run's own data
+    folder (``run_data_of``), so a run is never measured on photos it was not made from by accident."""
+    chosen = data_dir()
+    if chosen and (st.session_state.get("data_dir") or "") != default_data_dir():
+        return chosen, "the data folder chosen in the sidebar"
+    own = run_data_of(run)
+    if own:
+        return own, "the run's own data folder"
+    return chosen, "the sidebar's data folder (the run's own cannot be opened here)"

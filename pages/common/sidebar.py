@@ -11,6 +11,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 
+from pages.common.figures import md
 from pages.common.state import by_proxy, data_refusal, default_data_dir, forget_me, kept, workspace
 from pages.common.viewmodels import probe_choices, run_caption
 from protolib.backbones import DEFAULT_BACKBONE, BackboneError, available_backbones
@@ -135,12 +136,12 @@ def run_choice(runs: dict[str, SavedRun]) -> None:
     )
     run = runs[name]
     if run.manifest is None:
-        st.caption(f"Damaged run: {workspace().redact(run.problem)}")
+        st.caption(f"Damaged run: {md(workspace().redact(run.problem))}")
         return
     if run.manifest.get("classes"):
-        st.caption(run_caption(run.manifest))
+        st.caption(md(run_caption(run.manifest)))
     if run.manifest.get("intervention"):
-        st.caption(f"Edited head: {run.manifest['intervention']}")
+        st.caption(f"Edited head: {md(run.manifest['intervention'])}")
     if is_published(run):
         st.caption(":material/public: Published: everyone using this server sees it.")
     else:

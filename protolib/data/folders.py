@@ -4,6 +4,7 @@ reading images so that odd or broken files are reported instead of crashing a ru
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import warnings
 from dataclasses import dataclass, field
@@ -12,8 +13,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from ..config import IMAGENET_CLASSES
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MAX_PIXELS = 80_000_000  # larger images are refused rather than decoded (decompression bombs)
+#: longest side over shortest side: a thinner image is refused before it is decoded, because resizing its short
+#: side to a model's input (about 256 px) would ask for ``256 * MAX_ASPECT`` px per row: a 20000x1 PNG of
+#: 140 bytes asked for ~3 GB. Panoramas (4:1) and long scans (10:1) pass.
+MAX_ASPECT = 16
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error, not a grey half-image
 
 
@@ -72,8 +79,9 @@ def load_image(path: str | Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise BadImage(f"{path}: {img.width}x{img.height} pixels is too large")
+                problem = size_problem(img.width, img.height)
+                if problem:
+                    raise BadImage(f"{path}: {problem}")
                 img.load()
                 if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
                     rgba = img.convert("RGBA")
@@ -86,6 +94,21 @@ def load_image(path: str | Path) -> Image.Image:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, Warning) as exc:
         raise BadImage(f"{path}: not a readable image ({exc})") from exc
+
+
+def size_problem(width: int, height: int) -> str | None:
+    """Why an image of this size is refused (too many pixels, or too thin to resize safely), or None."""
+    if width < 1 or height < 1 or width * height > MAX_PIXELS:
+        return f"{width}x{height} pixels is too large (at most {MAX_PIXELS:,} pixels)"
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        return f"{width}x{height} pixels is too thin (at most {MAX_ASPECT}:1 between its sides)"
+    return None
+
+
+def ascii_number(text: str) -> int | None:
+    """``text`` as a label index when it is made of ASCII digits only (``"217"``), else None: ``"²"`` or ``"٣"``
+    pass ``str.isdigit`` but are not indices (``int("²")`` fails, ``int("٣")`` is 3)."""
+    return int(text) if text.isascii() and text.isdecimal() else None
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -106,9 +129,20 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def image_files(folder: str | Path) -> list[Path]:
-    """The image files of one class folder, sorted by name: the images a run or a picker uses."""
-    return sorted(p for p in Path(folder).iterdir() if is_image_file(p))
+def within(path: Path, root: str | Path) -> bool:
+    """Whether ``path``, links followed at every depth, stays inside ``root`` (links followed too): a data
+    folder is closed under links, so a link inside it never reaches another session's uploads."""
+    try:
+        return path.resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError):  # a loop of links
+        return False
+
+
+def image_files(folder: str | Path, root: str | Path | None = None) -> list[Path]:
+    """The image files of one class folder, sorted by name: the images a run or a picker uses. A file whose
+    links lead out of ``root`` (default: the folder itself) is left out."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if is_image_file(p) and within(p, root or folder))
 
 
 # -- the two layouts: DIR/train|val/<class>/<images>, and DIR/<class>/<images> (torchvision's ImageFolder) ------
@@ -138,7 +172,7 @@ def split_dir(root: str | Path, split: str) -> Path:
 
 def split_images(root: str | Path, split: str, folder: str) -> list[Path]:
     """The images of one class of one split, sorted by name."""
-    files = image_files(split_dir(root, split) / folder)
+    files = image_files(split_dir(root, split) / folder, root)
     if has_splits(root) or split not in SPLITS:
         return files
     return [p for p in files if heldout(p) == (split == "val")]
@@ -152,20 +186,32 @@ def available_splits(root: str | Path) -> list[str]:
     return list(SPLITS) if root.is_dir() and any(p.is_dir() for p in root.iterdir()) else []
 
 
+@functools.cache
+def imagenet_wnids() -> list[str]:
+    """ImageNet-1k's wnids in label order (the label space ``classes.csv`` indexes)."""
+    with open(IMAGENET_CLASSES, newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: int(r["imagenet_index"]))
+    return [r["wnid"] for r in rows]
+
+
 def read_class_map(root: Path) -> dict[str, tuple[int, str]] | None:
     """``root/classes.csv`` (wnid, imagenet_index, name) as folder -> (label, name), if present."""
     path = root / "classes.csv"
-    if not path.is_file():
+    if not path.is_file() or not within(path, root):  # a link out of the folder is not its class map
         return None
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         needed = {"wnid", "imagenet_index", "name"}
         if not needed <= set(reader.fieldnames or ()):
             raise DataError(f"{path} must have the columns {', '.join(sorted(needed))}")
-        try:
-            return {row["wnid"]: (int(row["imagenet_index"]), row["name"]) for row in reader}
-        except ValueError as exc:
-            raise DataError(f"{path}: imagenet_index must be an integer ({exc})") from exc
+        mapping = {}
+        for row in reader:
+            label = ascii_number((row["imagenet_index"] or "").strip())
+            if label is None:
+                raise DataError(f"{path}: imagenet_index must be a whole number of ASCII digits "
+                                f"(got {row['imagenet_index']!r} for {row['wnid']!r})")
+            mapping[row["wnid"]] = (label, row["name"])
+        return mapping
 
 
 def class_folders(
@@ -184,27 +230,43 @@ def class_folders(
         raise DataError(
             f"{folder_root} does not exist (expected DIR/{split}/<class folder>/<images>, or DIR/<class folder>/<images>)"
         )
-    folders = sorted(p.name for p in folder_root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
+    entries = [p for p in folder_root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    outside = [p for p in entries if not within(p, root)]
+    folders = sorted(p.name for p in entries if p not in outside)
+    if not folders and not outside:
         raise DataError(f"{folder_root} has no class folders")
     class_map = read_class_map(root)
     by_wnid = {w: i for i, w in enumerate(wnids)} if wnids else {}
-    classes, problems = [], []
+    # A model whose classes are its own folders (a linear probe) maps folders by name only: classes.csv's
+    # ImageNet indices, or a numeric folder name, would land ImageNet photos on its first classes.
+    own_space = bool(wnids) and list(wnids) != imagenet_wnids()
+    classes, problems, seen = [], [Problem(str(p), "a link leading out of the data folder; skipped") for p in outside], {}
     for folder in folders:
+        number = ascii_number(folder)
         if folder in by_wnid:  # the model names this class itself (ImageNet wnids, a probe's class folders)
             label = by_wnid[folder]
             name = class_map[folder][1] if class_map is not None and folder in class_map else labels[label]
+        elif own_space:
+            problems.append(Problem(str(folder_root / folder), UNKNOWN_CLASS_FOLDER, unknown_class=True))
+            continue
         elif class_map is not None and folder in class_map:
             label, name = class_map[folder]
-        elif folder.isdigit() and int(folder) < len(labels):
-            label, name = int(folder), labels[int(folder)]
+        elif number is not None and number < len(labels):
+            label, name = number, labels[number]
         else:
             problems.append(Problem(str(folder_root / folder), UNKNOWN_CLASS_FOLDER, unknown_class=True))
             continue
         if not 0 <= label < len(labels):
             problems.append(Problem(str(folder_root / folder), f"label {label} is outside the model's {len(labels)}"))
             continue
+        if label in seen:  # two folders, one class: a run would hold that label twice
+            raise DataError(f"class folders {seen[label]!r} and {folder!r} of {folder_root} both map to label {label} "
+                            f"({name}): merge them or fix {root / 'classes.csv'}")
+        seen[label] = folder
         classes.append(ClassFolder(folder, label, name))
+    if not classes and own_space:
+        shown = ", ".join(list(wnids)[:5]) + ("…" if len(wnids) > 5 else "")
+        raise NoMatchingClasses(f"no class folder of {folder_root} is one of the model's own class folders ({shown})")
     if not classes:
         raise NoMatchingClasses(
             f"no class folder of {folder_root} matches the model's classes: add {root / 'classes.csv'} "
@@ -244,6 +306,8 @@ def scan_split(
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         paths = split_images(root, split, cls.folder)
         problems += [Problem(str(p), "not an image file; skipped") for p in files if not is_image_file(p)]
+        problems += [Problem(str(p), "a link leading out of the data folder; skipped")
+                     for p in files if is_image_file(p) and not within(p, root)]
         paths = paths[:limit] if limit else paths
         if len(paths) < min_images:
             problems.append(Problem(str(folder), f"{len(paths)} images, fewer than the {min_images} needed; class skipped"))

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 
 from ..files import atomic_dir
-from .folders import IMAGE_SUFFIXES, MAX_PIXELS, DataError, Problem, read_class_map
+from .folders import IMAGE_SUFFIXES, DataError, Problem, read_class_map, size_problem
 
 MAX_MEMBERS = 20_000
 MAX_TOTAL_BYTES = 2 * 1024**3  # uncompressed, all members together
@@ -182,8 +182,9 @@ def _image_problem(path: Path) -> str | None:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    return f"{img.width}x{img.height} pixels is too large; skipped"
+                problem = size_problem(img.width, img.height)
+                if problem:
+                    return f"{problem}; skipped"
                 img.verify()
     except Exception as exc:  # PIL raises many kinds for damaged files; any of them means "skip it"
         return f"not a readable image ({type(exc).__name__}); skipped"

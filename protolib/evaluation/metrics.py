@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..backbones import Backbone
-from ..data import DataError, Problem, scan_split
+from ..data import DataError, NoMatchingClasses, Problem, class_folders, scan_split
 from ..data.features import Progress, extract_features
 from ..method import feature_matrix
 from ..method.head import PrototypeHead
@@ -59,6 +59,23 @@ def split_features(
         matrices[cls.label] = feats.feats.reshape(-1, feats.feats.shape[-1])  # unclamped, as the logit sees them
         problems += feats.problems
     return SplitFeatures(paths, torch.tensor(labels), torch.cat(pooled), torch.cat(logits), matrices, problems)
+
+
+def label_space_problem(run: Run, backbone: Backbone, data: str | Path, split: str) -> str | None:
+    """Why the photos of ``data/split`` are not the run's, or None: none of their class folders maps to a class
+    the run decomposed, in the model's label space (a probe's: its own class folders, never ImageNet's
+    indices). Measured anyway they give a silently wrong answer (accuracy 0, a fidelity that means nothing)."""
+    try:
+        found, _ = class_folders(data, split, backbone.labels, backbone.wnids)
+    except NoMatchingClasses:
+        found = []
+    except DataError as exc:
+        return str(exc)
+    if not set(run.classes.tolist()) & {c.label for c in found}:
+        names = ", ".join(run.class_names[:5]) + ("…" if len(run.class_names) > 5 else "")
+        return (f"no class folder of {data} ({split}) is a class this run decomposed ({names}): these photos are not "
+                "the run's; use the data folder it was made from")
+    return None
 
 
 def training_matrices(run: Run, backbone: Backbone, cache_dir=None) -> list[torch.Tensor]:

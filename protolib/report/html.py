@@ -44,6 +44,11 @@ def _fmt(value) -> str:
     return html.escape(str(value))
 
 
+def _labels(names) -> list[str]:
+    """Class names as plotly labels: plotly draws <a href>, <b> and <br> in them, so a name is escaped to text."""
+    return [html.escape(str(n)) for n in names]
+
+
 def _table(header: list[str], rows: list[list], cls: str = "", text: tuple[int, ...] = ()) -> str:
     """Numbers right-aligned; the columns in ``text`` (indices) left-aligned, as prose reads."""
     def td(j, c):
@@ -176,7 +181,7 @@ def refinement(s: dict, page: Page, images: dict) -> str:
 
 def seed_stability(s: dict, page: Page, images: dict) -> str:
     names = list(s["per_class"])
-    fig = go.Figure(go.Bar(x=names, y=[s["per_class"][n] for n in names], marker_color="#0f6e8c",
+    fig = go.Figure(go.Bar(x=_labels(names), y=[s["per_class"][n] for n in names], marker_color="#0f6e8c",
                            text=[f"{s['per_class'][n]:.3f}" for n in names]))
     return (
         f'<p class="lead">NMF was run again with seeds {", ".join(map(str, s["seeds"][1:]))} on the same training features; '
@@ -262,7 +267,8 @@ def intervention(s: dict, page: Page, images: dict) -> str:
     importance = s["run_classes"]["importance"]
     names = list(importance)
     k = len(next(iter(importance.values())))
-    heat = go.Figure(go.Heatmap(z=[[100 * v for v in importance[n]] for n in names], x=[f"P{i + 1}" for i in range(k)], y=names,
+    heat = go.Figure(go.Heatmap(z=[[100 * v for v in importance[n]] for n in names], x=[f"P{i + 1}" for i in range(k)],
+                                y=_labels(names),
                                 colorscale="RdBu", zmid=0, colorbar={"title": "pts"},
                                 text=[[f"{100 * v:+.1f}" for v in importance[n]] for n in names], texttemplate="%{text}"))
     oracle = {key: s[key]["oracle"] for key, _ in scopes}
@@ -313,7 +319,7 @@ def comparison(s: dict, page: Page, images: dict) -> str:
                     *((r["name"], f"k = {r['k']}", f"{r['backbone']} · {r['strategy']}") for r in runs)])
     chart = ""
     if len(names) > 1:
-        fig = go.Figure(go.Bar(x=names, y=[c["agreement"] for c in s["classes"]], marker_color="#0f6e8c",
+        fig = go.Figure(go.Bar(x=_labels(names), y=[c["agreement"] for c in s["classes"]], marker_color="#0f6e8c",
                                text=[f"{c['agreement']:.2f}" for c in s["classes"]]))
         chart = page.figure(fig, "Agreement per class", yaxis={"range": [min(0.0, *(c["agreement"] for c in s["classes"])), 1.05]})
     parts = []
