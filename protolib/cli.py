@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="repair a model that leans on the background: prototype edits against DFR (generated data)")
     p.add_argument("--out", required=True, help="folder: data/ (with groups.csv and masks), seed-<s>/, shortcut.json")
     p.add_argument("--seeds", type=positive, default=3, help="models trained, seeds 0..N-1 (default 3)")
+    p.add_argument("--discovery", choices=DISCOVERIES, default=DEFAULT_DISCOVERY,
+                   help="how prototypes are found (default: nmf, the paper's NMF)")
 
     p = sub.add_parser("cub-export", help="write CUB-200-2011 (native layout) as an image folder for the pipeline")
     p.add_argument("--cub", required=True, help="the CUB_200_2011 folder")
@@ -317,7 +319,7 @@ def cmd_parts_benchmark(args) -> int:
 def cmd_shortcut_benchmark(args) -> int:
     from .benchmarks.shortcut import ShortcutConfig, run_shortcut_benchmark, shortcut_table
 
-    results = run_shortcut_benchmark(args.out, ShortcutConfig(), args.seeds,
+    results = run_shortcut_benchmark(args.out, ShortcutConfig(discovery=args.discovery), args.seeds,
                                      log=lambda message: print(message, file=sys.stderr))
     print(f"Protocol: {results['protocol']}\n")
     print(shortcut_table(results))
