@@ -96,7 +96,7 @@ def test_every_discovery_is_a_method_with_its_head_error_and_prototypes_only_acc
         assert set(per_seed) == set(DISCOVERIES) and set(results["discovery_by_k"][label]) == set(DISCOVERIES)
         for name in DISCOVERIES:
             runs = [load_run(p, backbone) for p in sorted((out / label).iterdir())
-                    if p.name.startswith("run-k") and p.name.endswith(f"-{name}") == (name != "nmf")]
+                    if p.name.startswith("run-k") and p.name[5:].partition("-")[2] == ("" if name == "nmf" else name)]
             assert runs and all(run.discovery == name for run in runs)
             errors = torch.cat([run.head_error(backbone.head_weight) for run in runs])
             assert per_seed[name]["head_error"] == pytest.approx(float(errors.mean()), rel=1e-5)

@@ -11,9 +11,10 @@ the same way, so every variant keeps the method exact and its signed fidelity te
   the cells that make the class's logit decide them, and the other cells count for (almost) nothing.
   The head row v_c is what the method decomposes anyway, so this reads nothing the method did not have.
 
-Tried on the ground-truth parts benchmark's tuning seeds 10-13 and not kept (they did not beat k-means):
-NMF of unit-length cells, NMF of unit-length cells started from spherical k-means, NMF merged over five
-seeds by matching, NMF of the top half of cells by evidence (README, "Ground-truth parts benchmark").
+Tried on the ground-truth parts benchmark's tuning seeds (10-13, never the reported 0-4) and not kept,
+since none beat k-means there: NMF of unit-length cells (per-position normalisation), NMF of unit-length
+cells started from spherical k-means, NMF merged over five seeds by matching, NMF of the half of the cells
+with the most evidence; figures in the README ("Ground-truth parts benchmark").
 """
 
 from __future__ import annotations
