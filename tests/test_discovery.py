@@ -13,6 +13,7 @@ from protolib.evaluation.metrics import evaluate_run, training_matrices
 from protolib.method import DEFAULT_STRATEGY, PartPrototypes
 from protolib.method.discovery import DEFAULT_DISCOVERY, DISCOVERIES, discover, evidence_weights
 from protolib.pipeline import run_decomposition
+from protolib.report.build import seed_stability_section
 from protolib.runs import load_run, manifest_problem, save_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,3 +76,13 @@ def test_command_line_discovery(tmp_path, data_dir, feature_cache, capsys):
         main([*args[:-1], str(tmp_path / "other"), "--discovery", "magic"])
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def test_the_report_refits_with_the_runs_own_discovery(discovered, lite0, feature_cache):
+    """The report's Table 3 over k and its seed stability refit the run's discovery, from the head rows its
+    refined prototypes sum to: with the run's seed that gives back the run's own prototypes."""
+    name, run = discovered
+    matrices = training_matrices(run, lite0, feature_cache)
+    again = discover(name, matrices, run.k, run.refined[run.strategy].sum(dim=1), seed=run.manifest["seed"])
+    torch.testing.assert_close(again.prototypes, run.nmf_prototypes, atol=1e-4, rtol=1e-3)
+    assert 0 < seed_stability_section(run, matrices, 2)["mean"] <= 1 + 1e-6
