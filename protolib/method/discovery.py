@@ -43,10 +43,10 @@ def evidence_weights(A: torch.Tensor, v: torch.Tensor, power: float = EVIDENCE_P
     """(n,) weight of each row of A (n, D) for class row v (D,): its positive evidence ``f . v`` over the
     largest, to ``power``. A class with no positive evidence anywhere gets weight 1 everywhere (the
     paper's NMF): there is nothing to weight by."""
-    evidence = (A.float() @ v.float()).clamp_min(0)
+    evidence = (A.float() @ v.float().to(A.device)).clamp_min(0)
     top = evidence.max()
     if not top > 0:
-        return torch.ones(len(A))
+        return torch.ones(len(A), device=A.device)
     return (evidence / top) ** power
 
 
