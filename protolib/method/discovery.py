@@ -12,9 +12,10 @@ the same way, so every variant keeps the method exact and its signed fidelity te
   The head row v_c is what the method decomposes anyway, so this reads nothing the method did not have.
 
 Tried on the ground-truth parts benchmark's tuning seeds (10-13, never the reported 0-4) and not kept,
-since none beat k-means there: NMF of unit-length cells (per-position normalisation), NMF of unit-length
-cells started from spherical k-means, NMF merged over five seeds by matching, NMF of the half of the cells
-with the most evidence; figures in the README ("Ground-truth parts benchmark").
+since none came near ``evidence`` there: NMF of unit-length cells (per-position normalisation), the same
+weighted by evidence, NMF of the half of the cells with the most evidence, NMF of unit-length cells started
+from spherical k-means, NMF merged over five seeds by matching; figures in the README ("Ground-truth parts
+benchmark", ``bench/discovery_tuning.py``).
 """
 
 from __future__ import annotations
