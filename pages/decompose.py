@@ -25,6 +25,7 @@ from protolib.data import DataError, available_splits
 from protolib.data.folders import NoMatchingClasses
 from protolib.data.uploads import UploadError
 from protolib.method import DEFAULT_STRATEGY, MAX_K, STRATEGIES
+from protolib.method.discovery import DEFAULT_DISCOVERY, DISCOVERIES, DISCOVERY_LABELS
 from protolib.pipeline import run_decomposition
 from protolib.probe import DEFAULT_L2, fit_probe
 from protolib.runs import auto_run_name, safe_name, save_run
@@ -59,6 +60,7 @@ class Settings:
     strategy: str
     seed: int
     name: str
+    discovery: str = DEFAULT_DISCOVERY
 
 
 # -- the model -----------------------------------------------------------------------------------
@@ -360,6 +362,16 @@ def settings_section(backbone: Backbone, images: Images) -> tuple[Settings, bool
             )
         with seed_col:
             seed = state.kept(st.number_input, "Seed", "dec_seed", 0, min_value=0, max_value=2**31 - 1, step=1)
+        discovery_col, _ = st.columns([2, 2])
+        with discovery_col:
+            discovery = state.kept(
+                st.selectbox, "Discovery", "dec_discovery", DEFAULT_DISCOVERY, options=list(DISCOVERIES),
+                format_func=lambda d: DISCOVERY_LABELS.get(d, d),
+                help="How the parts are found. **The paper's NMF** factorises every cell of the class's photos; "
+                "**evidence-weighted NMF** weights each cell by its share of the class's evidence (f · v), so the cells "
+                "that make the logit decide the parts (README: ground-truth parts benchmark). Scaling, refinement and "
+                "the exact head are the same for both.",
+            )
 
         automatic = auto_run_name(backbone.name, int(k), strategy, len(classes))
         state.follow_automatic("dec_name", automatic)
@@ -373,7 +385,7 @@ def settings_section(backbone: Backbone, images: Images) -> tuple[Settings, bool
             start = st.button(
                 "Run decomposition", type="primary", icon=":material/play_arrow:", disabled=not classes, width="stretch",
             )
-    return Settings(list(classes), int(k), int(per_class), strategy, int(seed), name or automatic), start
+    return Settings(list(classes), int(k), int(per_class), strategy, int(seed), name or automatic, discovery), start
 
 
 # -- 3. the run ----------------------------------------------------------------------------------
@@ -390,7 +402,7 @@ def decompose(backbone: Backbone, data: str, settings: Settings) -> None:
         started = time.perf_counter()
         run = run_decomposition(
             backbone, data, "train", classes=settings.classes, images_per_class=settings.per_class, k=settings.k,
-            strategy=settings.strategy, seed=settings.seed, progress=progress,
+            strategy=settings.strategy, seed=settings.seed, progress=progress, discovery=settings.discovery,
         )
         path = save_run(run, ws.new_run_path(name))
         return {

@@ -23,6 +23,7 @@ from protolib.backbones import Backbone
 from protolib.data import BadImage, DataError
 from protolib.evaluation.compare import MAX_RUNS, k_sweep_point, suggest_k
 from protolib.evaluation.metrics import SplitFeatures, training_matrices
+from protolib.evaluation.prototype_health import DEAD_SHARE, DUPLICATE_CORRELATION, health_counts, training_health
 from protolib.report import ReportSettings, build_report, report_documents
 from protolib.report.build import seed_stability_section
 from protolib.runs import Run, RunError
@@ -112,6 +113,16 @@ def seed_stability_of(key: str, _run: Run, _backbone: Backbone) -> dict | None:
         return None
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def health_of(key: str, _run: Run, _backbone: Backbone) -> dict | None:
+    """How many of the run's prototypes are dead or duplicates on its training photos (the photos its cards
+    read); None when they are gone (``key`` names the run version and the model)."""
+    try:
+        return health_counts(training_health(_run, _backbone))
+    except (DataError, BadImage, OSError):
+        return None
+
+
 def k_points(ctx: Context, held_out: HeldOut, sf: SplitFeatures, saved_runs: list) -> list[dict]:
     """Each run's point against k: errors, signed held-out fidelity of its strategy and seed stability
     (each cached per run), with a progress bar."""
@@ -127,10 +138,11 @@ def k_points(ctx: Context, held_out: HeldOut, sf: SplitFeatures, saved_runs: lis
             evaluation = cache.evaluation(f"{version}|{held_out.data}|{held_out.split}|{held_out.per_class}|{held_out.classes}",
                                           held_out.data, held_out.split, run, ctx.backbone, sf)
             stability = seed_stability_of(version, run, ctx.backbone)
+            health = health_of(version, run, ctx.backbone)
         except (RunError, DataError, OSError) as exc:
             st.caption(f"Run {saved.name} left out: {exc}")
             continue
-        points.append(k_sweep_point(run, ctx.backbone.head_weight, evaluation, stability))
+        points.append(k_sweep_point(run, ctx.backbone.head_weight, evaluation, stability, health))
     bar.empty()
     return points
 
@@ -161,7 +173,10 @@ def choosing_k(ctx: Context, held_out: HeldOut, sf: SplitFeatures | None) -> Non
     choice = suggest_k(points, K_IMPROVEMENT, K_MIN_FIDELITY)
     st.plotly_chart(figures.k_choice_chart(choice.per_k, choice.k, K_MIN_FIDELITY), width="stretch", config=figures.PLAIN)
     (st.success if choice.k is not None else st.info)(choice.sentence, icon=":material/straighten:")
-    st.caption(f"Rule: {choice.rule}. With several runs of one k, the one with the best fidelity stands for it.")
+    st.caption(f"Rule: {choice.rule}. With several runs of one k, the one with the best fidelity stands for it. "
+               f"**dead**: prototypes below {100 * DEAD_SHARE:g} % of their class's logit on its training photos; "
+               f"**duplicates**: prototypes whose part map correlates above {DUPLICATE_CORRELATION:g} with another's "
+               "there (as on Prototypes).")
     st.dataframe(
         pd.DataFrame(k_point_rows(points)), hide_index=True, width="stretch",
         column_config={c: st.column_config.NumberColumn(format="%.3f") for c in (

@@ -16,6 +16,7 @@ from pages.common.run_context import Context, require_run, run_class_features
 from pages.common.state import kept
 from pages.common.viewmodels import PrototypeCard, prototype_cards, signed
 from protolib.data.features import Features
+from protolib.evaluation.prototype_health import class_health
 from protolib.explain import heatmap_overlay, part_map, prototype_hex, upsample
 
 COLUMNS = 6  # thumbnails per gallery row
@@ -63,6 +64,8 @@ def card_sections(ctx: Context, position: int, features: Features | None, cards:
                 share = "–" if card.share is None else f"{100 * card.share:.0f} %"
                 st.markdown(f"**{share}** of the logit · α {signed(card.alpha, 3)}")
                 st.caption(figures.md(card.meaning))
+                if card.health:
+                    st.warning(figures.md(card.health), icon=":material/report:")
                 top = " · ".join(f"{figures.md(name)} ({score:.2f})" for name, score in card.top_classes)
                 st.markdown(f"<small>Its direction scores highest for: <b>{top}</b></small>", unsafe_allow_html=True)
 
@@ -150,9 +153,11 @@ ctx = require_run()
 position = chosen_class(ctx)
 features = run_class_features(ctx, position)
 contributions = ctx.head.contributions(features.pooled)[:, position, :] if features is not None else None
+health = None if features is None else class_health(
+    features.feats.reshape(-1, features.feats.shape[-1]), ctx.head.prototypes[position], ctx.head.parts[position])
 cards = prototype_cards(
     ctx.run.alpha[position], ctx.head.prototypes[position], ctx.backbone.head_weight, ctx.labels,
-    ctx.class_names[position], contributions, names=ctx.run.label_grid()[position],
+    ctx.class_names[position], contributions, names=ctx.run.label_grid()[position], health=health,
 )
 card_sections(ctx, position, features, cards)
 if features is None:

@@ -15,6 +15,7 @@ from .backbones import DEFAULT_BACKBONE, BackboneError, load_backbone
 from .data import DataError
 from .files import atomic_path
 from .method import DEFAULT_STRATEGY, STRATEGIES
+from .method.discovery import DEFAULT_DISCOVERY, DISCOVERIES
 from .runs import MANIFEST, RunError
 from .targets import (
     EXPORT_SUFFIXES,
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-class", type=positive, default=None)
     p.add_argument("--k", type=positive, default=3, help="prototypes per class (default 3)")
     p.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY)
+    p.add_argument("--discovery", choices=DISCOVERIES, default=DEFAULT_DISCOVERY,
+                   help="how prototypes are found: nmf = the paper's NMF (default), evidence = evidence-weighted NMF")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--overwrite", action="store_true")
@@ -128,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="repair a model that leans on the background: prototype edits against DFR (generated data)")
     p.add_argument("--out", required=True, help="folder: data/ (with groups.csv and masks), seed-<s>/, shortcut.json")
     p.add_argument("--seeds", type=positive, default=3, help="models trained, seeds 0..N-1 (default 3)")
+    p.add_argument("--discovery", choices=DISCOVERIES, default=DEFAULT_DISCOVERY,
+                   help="how prototypes are found (default: nmf, the paper's NMF)")
 
     p = sub.add_parser("cub-export", help="write CUB-200-2011 (native layout) as an image folder for the pipeline")
     p.add_argument("--cub", required=True, help="the CUB_200_2011 folder")
@@ -218,6 +223,7 @@ def cmd_decompose(args) -> int:
         seed=args.seed,
         cache_dir=args.cache,
         progress=StageProgress(),
+        discovery=args.discovery,
     )
     save_run(run, out, overwrite=args.overwrite)
     for path, reason in run.manifest["problems"]:
@@ -327,7 +333,7 @@ def cmd_probe(args) -> int:
 def cmd_parts_benchmark(args) -> int:
     from dataclasses import replace
 
-    from .benchmarks.parts import BenchConfig, headline_table, run_parts_benchmark_seeds
+    from .benchmarks.parts import BenchConfig, discovery_table, headline_table, run_parts_benchmark_seeds
 
     cfg = BenchConfig()
     if args.k_offsets is not None:
@@ -339,6 +345,7 @@ def cmd_parts_benchmark(args) -> int:
     results = run_parts_benchmark_seeds(args.out, cfg, args.seeds, log=lambda message: print(message, file=sys.stderr))
     print(f"Protocol: {results['protocol']}\n")
     print(headline_table(results))
+    print(f"\n{discovery_table(results)}")
     print(f"-> {Path(args.out) / 'results.json'}", file=sys.stderr)
     return 0
 
@@ -346,7 +353,7 @@ def cmd_parts_benchmark(args) -> int:
 def cmd_shortcut_benchmark(args) -> int:
     from .benchmarks.shortcut import ShortcutConfig, run_shortcut_benchmark, shortcut_table
 
-    results = run_shortcut_benchmark(args.out, ShortcutConfig(), args.seeds,
+    results = run_shortcut_benchmark(args.out, ShortcutConfig(discovery=args.discovery), args.seeds,
                                      log=lambda message: print(message, file=sys.stderr))
     print(f"Protocol: {results['protocol']}\n")
     print(shortcut_table(results))

@@ -15,6 +15,7 @@ from .backbones import Backbone
 from .data import BadImage, Problem, scan_split
 from .data.features import Progress, extract_features
 from .method import DEFAULT_STRATEGY, PartPrototypes, feature_matrix
+from .method.discovery import DEFAULT_DISCOVERY
 from .runs import Run, library_versions
 
 STAGES = ("features", "nmf", "scaling", "refinement")
@@ -34,12 +35,15 @@ def run_decomposition(
     chunk_size: int = 32,
     cache_dir=None,
     progress: Progress | None = None,
+    discovery: str = DEFAULT_DISCOVERY,
 ) -> Run:
     """Decompose the head rows of the classes found in ``data/split``.
 
-    ``compare``: further refinement strategies to keep in the run, for evaluation.
+    ``compare``: further refinement strategies to keep in the run, for evaluation. ``discovery``: how the
+    prototypes are found (``method.discovery``; "nmf" is the paper's NMF).
     """
-    model = PartPrototypes(k=k, strategy=strategy, solver=solver, random_state=seed, compare=compare, device=backbone.device)
+    model = PartPrototypes(k=k, strategy=strategy, solver=solver, random_state=seed, compare=compare, device=backbone.device,
+                           discovery=discovery)
     model.validate_params()  # before any backbone time is spent
     images = scan_split(data, split, backbone.labels, backbone.wnids, classes, images_per_class, min_images=k)
     report = progress or (lambda stage, done, total: None)
@@ -90,6 +94,7 @@ def run_decomposition(
         "strategy": strategy,
         "seed": seed,
         "solver": solver,
+        "discovery": discovery,
         "params": model.get_params(),
         "data": str(Path(data).resolve()),
         "split": split,

@@ -23,6 +23,7 @@ from .backbones import Backbone, load_backbone
 from .backbones.probe_models import PREFIX as PROBE_PREFIX
 from .files import ManifestError, atomic_dir, read_manifest, recover_folder, recover_swap
 from .method import PartPrototypes, PrototypeHead
+from .method.discovery import DEFAULT_DISCOVERY, DISCOVERIES
 from .method.refine import STRATEGIES, head_error
 from .method.spatial import KEY as SPATIAL_KEY
 from .method.spatial import SpatialEdit, from_manifest, spatial_problem
@@ -68,6 +69,12 @@ class Run:
     @property
     def strategy(self) -> str:
         return self.manifest["strategy"]
+
+    @property
+    def discovery(self) -> str:
+        """How the run's prototypes were found (``method.discovery``); runs older than the choice used
+        the paper's NMF."""
+        return self.manifest.get("discovery", DEFAULT_DISCOVERY)
 
     @property
     def prototypes(self) -> torch.Tensor:
@@ -387,6 +394,8 @@ def manifest_problem(manifest) -> str | None:
         return f"unknown strategy {manifest['strategy']!r}"
     if manifest["k"] < 1:
         return f"k = {manifest['k']}"
+    if manifest.get("discovery", DEFAULT_DISCOVERY) not in DISCOVERIES:
+        return f"unknown discovery {manifest['discovery']!r}"
     for entry in manifest["classes"]:
         if not (isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("folder"), str)):
             return "a class entry of the manifest has no name or folder"

@@ -7,6 +7,7 @@ shipped in the package, k = 3) in a temporary runs folder; features are cached i
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -212,6 +213,24 @@ def test_decompose_runs_saves_and_selects_the_run(env):
     at.selectbox(key="w.dec_load").set_value("small").run()
     button(at, "Load run").click().run()
     assert at.session_state["run"] == "small"
+
+
+def test_decompose_offers_the_papers_nmf_and_evidence_weighted_discovery(env):
+    at = start("pages/decompose.py")
+    discovery = at.selectbox(key="w.dec_discovery")
+    assert discovery.value == "nmf" and discovery.options == ["the paper's NMF", "evidence-weighted NMF"]
+    classes_widget(at).set_value(CLASSES).run()
+    at.slider(key="w.dec_k").set_value(2).run()
+    at.number_input(key="w.dec_per_class").set_value(4).run()
+    at.selectbox(key="w.dec_discovery").set_value("evidence").run()
+    at.text_input(key="w.dec_name").set_value("evidence run").run()
+    button(at, "Run decomposition").click().run()
+    assert not at.exception and not at.error, texts(at, "error")
+    manifest = json.loads((private_runs(at) / "evidence-run" / "manifest.json").read_text())
+    assert manifest["discovery"] == manifest["params"]["discovery"] == "evidence"
+    assert "k = 2 · optimized · evidence-weighted NMF · 2 classes" in texts(at.sidebar, "caption")
+    runs = at.dataframe[-1].value
+    assert runs[runs["run"] == "small"].iloc[0]["discovery"] == "the paper's NMF"  # older runs: the paper's NMF
 
 
 def test_decompose_lists_data_problems_instead_of_failing(env, tmp_path):

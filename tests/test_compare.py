@@ -351,3 +351,4 @@ def test_evaluate_page_says_which_k_the_data_supports(app_env):
     assert any("Rule: the smallest k after which" in c.value for c in at.caption)
     table = next(d.value for d in at.dataframe if "seed stability" in d.value.columns)
     assert sorted(table["k"]) == [1, 3, 5] and table["fidelity"].notna().all()
+    assert (table["dead"] >= 0).all() and (table["duplicates"] >= 0).all()  # dead and duplicate prototypes counted

@@ -212,6 +212,8 @@ def test_intervene_edits_across_classes_and_per_group(env):
     assert table["class"].tolist() == ["tench"] * 3 + ["English springer"] * 3
     assert table["scale"].tolist() == ["on"] * 6
     assert table.groupby("class")["share of the logit"].sum().tolist() == pytest.approx([1.0, 1.0], abs=1e-5)
+    dead = table["share of the logit"] < 0.02  # the table says which prototypes carry (almost) nothing
+    assert table["dead or duplicate"].str.startswith("dead").eq(dead).all()
     button(at, "Compute held-out features").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     at.toggle(key="w.val_among_run").set_value(True).run()  # a 2-way classifier: every photo is in a group

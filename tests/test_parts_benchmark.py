@@ -17,7 +17,9 @@ from scipy import stats
 from protolib.benchmarks.parts import (
     METHODS,
     READINGS,
+    VARIANTS,
     BenchConfig,
+    discovery_table,
     headline_table,
     kmeans_prototypes,
     mean_interval,
@@ -33,6 +35,7 @@ from protolib.data.synthetic import make_parts_dataset, read_image_folder
 from protolib.evaluation.metrics import evaluate_run
 from protolib.evaluation.part_scores import protoeval_scores, prototype_maps
 from protolib.evaluation.protoeval import upsampled_argmax
+from protolib.method.discovery import DISCOVERIES
 from protolib.runs import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -80,6 +83,33 @@ def test_results_structure_intervals_and_per_seed_values(bench):
     assert table.count("\n") == 2 + 2 * len(METHODS) - 1 and "NMF part maps" in table and "true+2" in table
 
 
+def test_every_discovery_is_a_method_with_its_head_error_and_prototypes_only_accuracy(bench):
+    """Each discovery variant is decomposed, saved and scored beside the paper's NMF; its head error is the
+    runs' own, and "prototypes only" is top-1 with every head row replaced by sum alpha p."""
+    root, results = bench
+    assert set(VARIANTS) == set(DISCOVERIES) - {"nmf"} and VARIANTS and set(VARIANTS) <= set(METHODS)
+    out = root / "seed-0"
+    data = prepare_data(out, SMALL)
+    backbone, _ = prepare_model(out, data, SMALL, log=print)
+    for label in ("true", "true+2"):
+        per_seed = results["per_seed"]["0"]["discovery_by_k"][label]
+        assert set(per_seed) == set(DISCOVERIES) and set(results["discovery_by_k"][label]) == set(DISCOVERIES)
+        for name in DISCOVERIES:
+            runs = [load_run(p, backbone) for p in sorted((out / label).iterdir())
+                    if p.name.startswith("run-k") and p.name[5:].partition("-")[2] == ("" if name == "nmf" else name)]
+            assert runs and all(run.discovery == name for run in runs)
+            errors = torch.cat([run.head_error(backbone.head_weight) for run in runs])
+            assert per_seed[name]["head_error"] == pytest.approx(float(errors.mean()), rel=1e-5)
+            assert 0 <= per_seed[name]["prototypes_only"] <= 100 and per_seed[name]["top1"] >= 50
+    run = load_run(out / "true" / f"run-k4-{VARIANTS[0]}", backbone)
+    methods = method_prototypes(backbone, [load_run(out / "true" / "run-k4", backbone)], out / "features", 0,
+                                {VARIANTS[0]: [run]})
+    torch.testing.assert_close(methods[VARIANTS[0]][int(run.classes[0])], run.head(backbone).parts[0])
+    assert not torch.allclose(methods[VARIANTS[0]][int(run.classes[0])], methods["nmf"][int(run.classes[0])])
+    table = discovery_table(results)
+    assert table.count("\n") == 1 + 2 * len(DISCOVERIES) and "the paper's NMF" in table
+
+
 def test_mean_interval_is_a_t_interval():
     values = [70.0, 80.0, 90.0, 75.0, 85.0]
     summary = mean_interval(values)
@@ -125,7 +155,8 @@ def test_headline_maps_are_the_apps_part_maps_and_the_oriented_heatmaps(bench):
     run = load_run(out / "true" / "run-k4", backbone)
     head = run.head(backbone)
     methods = method_prototypes(backbone, [run], out / "features", seed=0)
-    assert READINGS["maps"] == {"nmf": "presence", "refined": "heatmap", "kmeans": "heatmap", "pca": "heatmap"}
+    assert READINGS["maps"] == {"nmf": "presence", "refined": "heatmap", "kmeans": "heatmap", "pca": "heatmap",
+                                **dict.fromkeys(VARIANTS, "presence")}
     sign = torch.where(run.alpha < 0, -1.0, 1.0)
     samples = read_image_folder(data, "test")
     for c, label in enumerate(run.classes.tolist()):
@@ -180,6 +211,7 @@ def test_command_line(monkeypatch, tmp_path, capsys, bench):
     assert seen == {"cfg": BenchConfig(), "out": str(tmp_path), "seeds": [0, 1, 2, 3, 4]}
     printed = capsys.readouterr().out
     assert printed.startswith(f"Protocol: {results['protocol']}") and headline_table(results) in printed
+    assert discovery_table(results) in printed
     assert main(["parts-benchmark", "--out", str(tmp_path), "--seeds", "5", "6", "--k-offsets", "0", "1",
                  "--target-accuracy", "0.95", "--max-epochs", "6"]) == 0
     assert seen["cfg"] == BenchConfig(k_offsets=(0, 1), target_val_accuracy=0.95, max_epochs=6)

@@ -254,6 +254,8 @@ def test_command_line(monkeypatch, tmp_path, capsys, bench):
     assert seen == {"out": str(tmp_path), "cfg": ShortcutConfig(), "seeds": 3}
     assert "worst-group" in capsys.readouterr().out
     assert cli.main(["shortcut-benchmark", "--out", str(tmp_path), "--seeds", "1"]) == 0 and seen["seeds"] == 1
+    assert cli.main(["shortcut-benchmark", "--out", str(tmp_path), "--discovery", "evidence"]) == 0
+    assert seen["cfg"] == ShortcutConfig(discovery="evidence") and "discovery 'evidence'" in seen["cfg"].protocol()
     with pytest.raises(SystemExit):
         cli.main(["shortcut-benchmark", "--out", str(tmp_path), "--seeds", "0"])
 

@@ -90,11 +90,13 @@ def prototype_table(
     shares: torch.Tensor | None = None,
     background: torch.Tensor | None = None,
     colours: Sequence[str] = (),
+    health: Sequence[Sequence[str]] | None = None,
 ) -> list[dict]:
     """One row per prototype of the run, class by class (row ``c * k + i`` is prototype i of class c): whether
     it is selected, its class, name (P1…), colour, label (an unsaved edit in ``pending`` shown), its share of the
     class's logit (``shares`` (C, k), on the class's training photos), the share of its heatmap on the background
-    (``background`` (C, k), where the data has object masks) and its scale now."""
+    (``background`` (C, k), where the data has object masks), its scale now, and whether it is dead or a
+    duplicate (``health`` (C, k) notes of ``prototype_health``, "" when neither)."""
     pending = pending or {}
     rows = []
     for c, name in enumerate(class_names):
@@ -110,6 +112,8 @@ def prototype_table(
             }
             if background is not None:
                 row["on the background"] = float(background[c, i])
+            if health is not None:
+                row["dead or duplicate"] = health[c][i]
             rows.append(row)
     return rows
 

@@ -21,6 +21,7 @@ from pages.common.state import kept, workspace
 from protolib.backbones import BackboneError
 from protolib.data import DataError
 from protolib.data.features import extract_features
+from protolib.evaluation.prototype_health import class_health
 from protolib.explain import heatmap_overlay, prototype_hex, upsample
 from protolib.runs import RunError, save_run
 
@@ -69,13 +70,16 @@ def clear_selection(ctx: Context) -> None:
 
 
 @st.cache_data(max_entries=8, show_spinner="Measuring each prototype's share of its class's logit…")
-def logit_shares(key: str, _ctx: Context) -> np.ndarray | None:
+def logit_shares(key: str, _ctx: Context) -> tuple[np.ndarray, list[list[str]]] | None:
     """(C, k) each prototype's share of its class's logit (|mean contribution| over the class's training
-    photos, from the feature cache), NaN where the photos are gone; None for runs of many classes."""
+    photos, from the feature cache), NaN where the photos are gone, and per prototype what
+    ``prototype_health`` says of it on the same photos ("" when it is neither dead nor a duplicate); None for
+    runs of many classes."""
     run = _ctx.run
     if len(run.classes) > SHARE_CLASSES:
         return None
     shares = np.full((len(run.classes), run.k), np.nan, dtype=np.float32)
+    notes = [[""] * run.k for _ in run.classes]
     for c, entry in enumerate(run.manifest["classes"]):
         paths = [p for p in run.manifest["images"].get(entry["folder"], []) if Path(p).is_file()]
         try:
@@ -85,7 +89,10 @@ def logit_shares(key: str, _ctx: Context) -> np.ndarray | None:
         if features is not None and len(features.paths):
             mean = _ctx.head.contributions(features.pooled)[:, c, :].mean(dim=0)
             shares[c] = viewmodels.contribution_shares(mean).numpy()
-    return shares
+            health = class_health(features.feats.reshape(-1, features.feats.shape[-1]), _ctx.head.prototypes[c],
+                                  _ctx.head.parts[c])
+            notes[c] = [health.note(i) for i in range(run.k)]
+    return shares, notes
 
 
 def prototype_table_section(ctx: Context, scale: torch.Tensor, data: str) -> None:
@@ -98,11 +105,12 @@ def prototype_table_section(ctx: Context, scale: torch.Tensor, data: str) -> Non
         "(“beak”, “water”) and save it with the run. The held-out accuracy below follows every change."
     )
     chosen, pending, grid = selected(ctx), state.get(pending_key(ctx), {}), ctx.run.label_grid()
-    shares = logit_shares(ctx.key, ctx)
+    measured = logit_shares(ctx.key, ctx)
+    shares, health = measured if measured is not None else (None, None)
     background = background_shares(ctx.key, data, ctx)
     rows = prototype_table(
         ctx.class_names, k, grid, scale, chosen, pending,
-        shares=None if shares is None else torch.from_numpy(shares),
+        shares=None if shares is None else torch.from_numpy(shares), health=health,
         background=None if background is None else torch.from_numpy(background),
         colours=[prototype_hex(i) for i in range(k)],
     )
@@ -118,6 +126,9 @@ def prototype_table_section(ctx: Context, scale: torch.Tensor, data: str) -> Non
             min_value=0.0, max_value=1.0, format="percent",
             help="Share of its positive heatmap on the background of masked photos of its class"),
         "scale": st.column_config.TextColumn("scale", help="on, off, or the factor its contribution is scaled by"),
+        "dead or duplicate": st.column_config.TextColumn(
+            "dead or duplicate", help="Dead: below 2 % of its class's logit on the training photos. Duplicate: its part "
+            "map correlates above 0.9 with an earlier prototype's"),
     }
     key = editor_key(ctx)
     st.data_editor(

@@ -17,6 +17,8 @@ from protolib import config
 from protolib.backbones import BackboneError
 from protolib.backbones.probe_models import PROBE_MANIFEST, probe_name, read_probe_manifest
 from protolib.data import Problem
+from protolib.evaluation.prototype_health import ClassHealth
+from protolib.method.discovery import DEFAULT_DISCOVERY, DISCOVERY_LABELS
 from protolib.runs import SavedRun, list_runs, short_backbone
 
 GALLERY_PAGE_SIZE = 24
@@ -68,6 +70,7 @@ def run_rows(runs: Sequence[SavedRun]) -> list[dict]:
                 "backbone": m.get("backbone", "?"),
                 "k": m.get("k"),
                 "strategy": m.get("strategy", ""),
+                "discovery": DISCOVERY_LABELS.get(m.get("discovery", DEFAULT_DISCOVERY), str(m.get("discovery"))),
                 "classes": len(classes),
                 "class names": names,
                 "images": sum(c.get("n_images", 0) for c in classes),
@@ -84,8 +87,10 @@ def run_caption(manifest: Mapping) -> str:
     """One line about a run for the sidebar: backbone, k, strategy and its classes."""
     names = [c["name"] for c in manifest.get("classes", [])]
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    discovery = manifest.get("discovery", DEFAULT_DISCOVERY)
+    found = "" if discovery == DEFAULT_DISCOVERY else f" · {DISCOVERY_LABELS.get(discovery, discovery)}"
     return (
-        f"{short_backbone(manifest.get('backbone') or '?')} · k = {manifest.get('k')} · {manifest.get('strategy')} · "
+        f"{short_backbone(manifest.get('backbone') or '?')} · k = {manifest.get('k')} · {manifest.get('strategy')}{found} · "
         f"{len(names)} classes: {shown}"
     )
 
@@ -205,6 +210,7 @@ class PrototypeCard:
     alpha: float  # weight of its NMF part in the head row, before refinement
     top_classes: list[tuple[str, float]]
     label: str = ""  # the name a person gave it ("" when unnamed)
+    health: str = ""  # "dead: ...", "duplicate of prototype j: ..." (prototype_health), "" when neither
 
     @property
     def title(self) -> str:
@@ -219,6 +225,7 @@ class PrototypeCard:
             "alpha (NMF part)": self.alpha,
             "reading": self.meaning,
             "top classes of its direction": ", ".join(name for name, _ in self.top_classes),
+            "dead or duplicate": self.health,
         }
 
 
@@ -231,11 +238,12 @@ def prototype_cards(
     contributions: torch.Tensor | None = None,
     n_top: int = 3,
     names: Sequence[str] = (),
+    health: ClassHealth | None = None,
 ) -> list[PrototypeCard]:
     """One card per prototype of one class, led by its mean contribution over the class's photos
     (``contributions`` (B, k) from ``PrototypeHead.contributions``: the same prototypes and features
     as the logit), its share, and the reading of its sign; alpha and the top classes follow; ``names`` are the
-    prototypes' labels ("" when unnamed)."""
+    prototypes' labels ("" when unnamed); ``health`` (on the same photos) marks dead and duplicate ones."""
     mean = contributions.float().mean(dim=0) if contributions is not None and len(contributions) else None
     shares = contribution_shares(mean) if mean is not None else None
     cards = []
@@ -254,6 +262,7 @@ def prototype_cards(
                 alpha=float(alpha[i]),
                 top_classes=[(name, score) for _, name, score in top],
                 label=names[i] if i < len(names) else "",
+                health=health.note(i) if health is not None else "",
             )
         )
     return cards

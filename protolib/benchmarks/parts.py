@@ -30,23 +30,29 @@ import torch
 from ..backbones import Backbone
 from ..backbones.parts_net import PartsNetBackbone, build_parts_net, save_parts_net
 from ..data.synthetic import class_names, make_parts_dataset, parts_of_class, read_image_folder, write_image_folder
-from ..evaluation.metrics import oriented_prototypes, training_matrices
+from ..evaluation.metrics import oriented_prototypes, top1, training_matrices
 from ..evaluation.part_scores import protoeval_scores
 from ..files import atomic_path
+from ..method.discovery import DISCOVERIES, DISCOVERY_LABELS
+from ..method.refine import approximation
 from ..pipeline import run_decomposition
 from ..runs import Run, save_run
 from .toy_model import to_input, train_parts_net
 
 BASELINES = ("kmeans", "pca")
-METHODS = ("nmf", "refined", *BASELINES)
+#: the discovery variants other than the paper's NMF, each scored as a method of its own (its part maps)
+VARIANTS = tuple(d for d in DISCOVERIES if d != "nmf")
+METHODS = ("nmf", "refined", *VARIANTS, *BASELINES)
 # column -> {method: map kind} (see part_scores.prototype_maps); "maps" is the headline
 READINGS = {
-    "maps": {"nmf": "presence", "refined": "heatmap", "kmeans": "heatmap", "pca": "heatmap"},
+    "maps": {"nmf": "presence", "refined": "heatmap", **dict.fromkeys(VARIANTS, "presence"), "kmeans": "heatmap",
+             "pca": "heatmap"},
     "coefficients": dict.fromkeys(METHODS, "coefficients"),
 }
 METHOD_LABELS = {
     "nmf": "NMF part maps (as the app draws them)",
     "refined": "refined heatmaps, turned by sign(alpha)",
+    **{v: f"{DISCOVERY_LABELS[v]} part maps" for v in VARIANTS},
     "kmeans": "k-means centroids (heatmaps)",
     "pca": "PCA directions (heatmaps)",
 }
@@ -192,7 +198,8 @@ def prepare_model(out: Path, data: Path, cfg: BenchConfig, log: Log) -> tuple[Pa
     return build_parts_net(path), {**training, "train_seconds": seconds, "reused": False}
 
 
-def _decompose(backbone: Backbone, data: Path, cfg: BenchConfig, offset: int, cache: Path) -> list[Run]:
+def _decompose(backbone: Backbone, data: Path, cfg: BenchConfig, offset: int, cache: Path,
+               discovery: str = "nmf") -> list[Run]:
     """One run per distinct k, each class getting its number of parts + ``offset`` prototypes."""
     names = class_names(cfg.num_classes)
     groups: dict[int, list[str]] = {}
@@ -200,19 +207,25 @@ def _decompose(backbone: Backbone, data: Path, cfg: BenchConfig, offset: int, ca
         groups.setdefault(len(parts_of_class(label)) + offset, []).append(name)
     return [
         run_decomposition(backbone, data, "train", classes, cfg.decompose_per_class, k=k, seed=cfg.seed,
-                          cache_dir=cache)
+                          cache_dir=cache, discovery=discovery)
         for k, classes in sorted(groups.items())
     ]
 
 
-def method_prototypes(backbone: Backbone, runs: list[Run], cache: Path, seed: int) -> dict[str, dict]:
+def method_prototypes(backbone: Backbone, runs: list[Run], cache: Path, seed: int,
+                      variants: dict[str, list[Run]] | None = None) -> dict[str, dict]:
     """Per method, per class label, the (k, D) prototypes whose maps are scored (see ``READINGS``).
 
     ``nmf``: the head's ``parts`` (NMF prototypes / presence scale), which ``PrototypeHead.presence``
-    draws; ``refined``: the head's prototypes turned by the sign of their alpha; the baselines: k-means
+    draws; ``refined``: the head's prototypes turned by the sign of their alpha; each discovery variant
+    (``variants``: its runs of the same classes): its head's ``parts`` likewise; the baselines: k-means
     centroids and PCA directions of the same training features the run factorised.
     """
-    methods: dict[str, dict] = {m: {} for m in METHODS}
+    variants = variants or {}
+    methods: dict[str, dict] = {m: {} for m in METHODS if m not in VARIANTS or m in variants}
+    for name, variant_runs in variants.items():
+        for run in variant_runs:
+            methods[name].update(zip(run.classes.tolist(), run.head(backbone).parts))
     for run in runs:
         matrices = training_matrices(run, backbone, cache)
         parts, oriented = run.head(backbone).parts, oriented_prototypes(run)
@@ -222,6 +235,28 @@ def method_prototypes(backbone: Backbone, runs: list[Run], cache: Path, seed: in
             methods["kmeans"][label] = kmeans_prototypes(matrices[c], run.k, seed)
             methods["pca"][label] = pca_prototypes(matrices[c], run.k)
     return methods
+
+
+@torch.inference_mode()
+def discovery_figures(backbone: Backbone, runs_by_discovery: dict[str, list[Run]], data: Path) -> dict[str, dict]:
+    """Per discovery, what its prototypes explain of the model, on the test images: ``head_error`` (mean
+    over classes of ||v - sum_i alpha_i p_i|| / ||v||: the share of the head row the parts miss) and
+    ``prototypes_only`` top-1 % (Table 3: every class's head row replaced by sum_i alpha_i p_i; every
+    class is decomposed, so this is the paper's setting), beside ``top1`` % of the model itself."""
+    samples = read_image_folder(data, "test")
+    x, labels = to_input([s.image for s in samples]), torch.tensor([s.label for s in samples])
+    pooled = torch.cat([backbone.spatial_features(x[i : i + 64]).float().mean(dim=(2, 3)) for i in range(0, len(x), 64)])
+    weight, bias = backbone.head_weight.float().cpu(), backbone.head_bias.float().cpu()
+    figures = {}
+    for name, runs in runs_by_discovery.items():
+        rows, errors = weight.clone(), []
+        for run in runs:
+            rows[run.classes] = approximation(run.nmf_prototypes, run.alpha)
+            errors += run.head_error(weight).tolist()
+        figures[name] = {"head_error": float(np.mean(errors)),
+                         "prototypes_only": 100 * top1(pooled @ rows.T + bias, labels),
+                         "top1": 100 * top1(pooled @ weight.T + bias, labels)}
+    return figures
 
 
 def _test_classes(data: Path, num_classes: int):
@@ -244,18 +279,22 @@ def run_parts_benchmark(out: str | Path, cfg: BenchConfig | None = None, log: Lo
     data = prepare_data(out, cfg)
     backbone, training = prepare_model(out, data, cfg, log)
     cache = out / "features"
-    scores_by_k, alphas, seconds = {}, {}, {}
+    scores_by_k, alphas, seconds, discovery_by_k = {}, {}, {}, {}
     for offset in cfg.k_offsets:
         label = k_label(offset)
         log(f"k = parts {offset:+d}: decomposing")
         t = time.perf_counter()
-        runs = _decompose(backbone, data, cfg, offset, cache)
-        for run in runs:
-            save_run(run, out / label / f"run-k{run.k}", overwrite=True)
+        by_discovery = {d: _decompose(backbone, data, cfg, offset, cache, d) for d in DISCOVERIES}
+        runs = by_discovery["nmf"]
+        for d, found in by_discovery.items():
+            for run in found:
+                save_run(run, out / label / (f"run-k{run.k}" if d == "nmf" else f"run-k{run.k}-{d}"), overwrite=True)
         log(f"k = parts {offset:+d}: scoring prototypes against the ground-truth parts")
+        variants = {d: by_discovery[d] for d in VARIANTS}
         scores_by_k[label] = protoeval_scores(backbone, _test_classes(data, cfg.num_classes),
-                                              method_prototypes(backbone, runs, cache, cfg.seed), READINGS,
+                                              method_prototypes(backbone, runs, cache, cfg.seed, variants), READINGS,
                                               seed=cfg.seed)
+        discovery_by_k[label] = discovery_figures(backbone, by_discovery, data)
         alpha = torch.cat([run.alpha.flatten() for run in runs])
         alphas[label] = {"negative": int((alpha < 0).sum()), "prototypes": len(alpha)}
         seconds[label] = round(time.perf_counter() - t, 2)
@@ -264,6 +303,7 @@ def run_parts_benchmark(out: str | Path, cfg: BenchConfig | None = None, log: Lo
         "config": asdict(cfg),
         "model": {**training, "fingerprint": backbone.fingerprint},
         "scores_by_k": scores_by_k,
+        "discovery_by_k": discovery_by_k,
         "alphas": alphas,
         "headline_reading": "maps",
         "seconds": {**seconds, "total": round(time.perf_counter() - started, 2)},
@@ -325,6 +365,20 @@ def run_parts_benchmark_seeds(
         }
         for label, per_method in first.items()
     }
+    discovery_by_k = {
+        label: {
+            name: {
+                figure: {
+                    **mean_interval((r["discovery_by_k"][label][name][figure] for r in per_seed.values()),
+                                    bounds=(0.0, 100.0) if figure != "head_error" else (0.0, math.inf)),
+                    "per_seed": {str(seed): r["discovery_by_k"][label][name][figure] for seed, r in per_seed.items()},
+                }
+                for figure in figures
+            }
+            for name, figures in per_name.items()
+        }
+        for label, per_name in next(iter(per_seed.values()))["discovery_by_k"].items()
+    }
     results = {
         "protocol": cfg.protocol(),
         "config": {**asdict(cfg), "seed": None},
@@ -332,7 +386,8 @@ def run_parts_benchmark_seeds(
         "headline_reading": "maps",
         "readings": READINGS,
         "scores_by_k": scores_by_k,
-        "per_seed": {str(seed): {key: r[key] for key in ("model", "alphas", "scores_by_k")}
+        "discovery_by_k": discovery_by_k,
+        "per_seed": {str(seed): {key: r[key] for key in ("model", "alphas", "scores_by_k", "discovery_by_k")}
                      for seed, r in per_seed.items()},
     }
     with atomic_path(out / "results.json") as tmp:
@@ -340,9 +395,9 @@ def run_parts_benchmark_seeds(
     return results
 
 
-def _cell(figure: dict) -> str:
+def _cell(figure: dict, digits: int = 1) -> str:
     interval = figure["ci95"]
-    return f"{figure['mean']:.1f}" + (f" [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else "")
+    return f"{figure['mean']:.{digits}f}" + (f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]" if interval else "")
 
 
 def headline_table(results: dict) -> str:
@@ -358,4 +413,16 @@ def headline_table(results: dict) -> str:
             maps, coefficients = per_reading["maps"], per_reading["coefficients"]
             rows.append(f"| {label} | {METHOD_LABELS.get(method, method)} | {_cell(maps['consistency'])} | "
                         f"{_cell(maps['stability'])} | {_cell(coefficients['consistency'])} |")
+    return "\n".join(rows)
+
+
+def discovery_table(results: dict) -> str:
+    """Per k and discovery (the paper's NMF and each variant), what its prototypes explain of the model:
+    head error ||v - sum alpha p|| / ||v|| and Table 3's "prototypes only" top-1 on the test images, beside
+    the model's own top-1 (mean [95 % interval] over seeds)."""
+    rows = ["| k | discovery | head error | top-1 %, prototypes only | top-1 %, the model |", "|---|---|---|---|---|"]
+    for label, per_name in results["discovery_by_k"].items():
+        for name, figures in per_name.items():
+            rows.append(f"| {label} | {DISCOVERY_LABELS[name]} | {_cell(figures['head_error'], 3)} | "
+                        f"{_cell(figures['prototypes_only'])} | {_cell(figures['top1'])} |")
     return "\n".join(rows)

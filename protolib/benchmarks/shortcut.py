@@ -114,6 +114,7 @@ class ShortcutConfig:
     fit_lr: float = 0.05
     dfr_halves: int = 5
     data_seed: int = 0
+    discovery: str = "nmf"  # how the prototypes are found (method.discovery); "nmf" is the paper's NMF
 
     @property
     def k(self) -> int:
@@ -130,7 +131,8 @@ class ShortcutConfig:
             f"trained on train for exactly {self.epochs} epochs (AdamW lr 3e-3, weight decay 5e-4, batch 32, flips "
             f"and quarter turns, one-cycle schedule), no early stopping or model selection. Decomposition: "
             f"run_decomposition on the heldout split, k = {self.k} for every class (largest number of parts + "
-            f"{self.k_extra}), NMF seed = model seed. dfr: L1 logistic regression (multinomial, scikit-learn's "
+            f"{self.k_extra}), discovery {self.discovery!r}, NMF seed = model seed. dfr: L1 logistic regression "
+            f"(multinomial, scikit-learn's "
             f"objective, FISTA) on pooled "
             f"features standardised with the heldout split's statistics, fitted on the whole val split with C "
             f"chosen from {list(DFR_C)} by mean worst-group accuracy over {self.dfr_halves} random group-balanced "
@@ -406,7 +408,7 @@ def run_shortcut_seed(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log
     cache = out / "features"
     log(f"decomposing the held-out photos, k = {cfg.k}")
     run = run_decomposition(backbone, data, "heldout", images_per_class=cfg.heldout_per_class, k=cfg.k, seed=seed,
-                            cache_dir=cache)
+                            cache_dir=cache, discovery=cfg.discovery)
     save_run(run, out / "run", overwrite=True)
     head = run.head(backbone)
     heldout, val, test = (split_features(backbone, data, s, cache) for s in ("heldout", "val", "test"))

@@ -486,10 +486,13 @@ K_RULE = ("the smallest k after which the head error improves by less than {impr
           "with signed heatmap fidelity of at least {fidelity:.2f} and no flipped prototype")
 
 
-def k_sweep_point(run: Run, weight: torch.Tensor, evaluation: Mapping, stability: Mapping | None = None) -> dict:
+def k_sweep_point(
+    run: Run, weight: torch.Tensor, evaluation: Mapping, stability: Mapping | None = None, health: Mapping | None = None
+) -> dict:
     """One run's point of the k sweep: head and feature errors, the signed held-out fidelity of its own
-    strategy (``evaluation``: ``evaluate_run``'s figures) and the seed stability (``stability``: the
-    report's ``seed_stability_section``; None when not measured)."""
+    strategy (``evaluation``: ``evaluate_run``'s figures), the seed stability (``stability``: the
+    report's ``seed_stability_section``; None when not measured) and how many prototypes are dead or
+    duplicates (``health``: ``prototype_health.health_counts``; None when not measured)."""
     fidelity = evaluation.get("signed_fidelity", {}).get(run.strategy)
     return {
         "run": run_label(run, ""),
@@ -501,6 +504,8 @@ def k_sweep_point(run: Run, weight: torch.Tensor, evaluation: Mapping, stability
         "worst fidelity": fidelity["min"] if fidelity else None,
         "flips": fidelity["flips"] if fidelity else None,
         "seed stability": stability["mean"] if stability else None,
+        "dead": health["dead"] if health else None,
+        "duplicates": health["duplicates"] if health else None,
     }
 
 

@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 import torch
 
+from .discovery import DEFAULT_DISCOVERY, check_discovery, discover
 from .head import PrototypeHead
-from .nmf import SOLVERS, batched_nmf
+from .nmf import SOLVERS
 from .refine import DEFAULT_STRATEGY, MAX_K, STRATEGIES, heatmap_covariance, refine, residual, scale_prototypes
 
 #: "strongly present" for a part = this quantile of its heatmap over the training positions ...
@@ -43,6 +44,7 @@ class PartPrototypes:
     Parameters
     ----------
     k : prototypes per class.
+    discovery : how the prototypes are found (``discovery.DISCOVERIES``); ``"nmf"`` is the paper's NMF.
     strategy : how the residual of the head row is split among the prototypes (``refine.STRATEGIES``).
     solver : ``"hals"`` or ``"mu"`` for the per-class NMF.
     random_state : seed of the NMF initialisation.
@@ -53,7 +55,7 @@ class PartPrototypes:
     Attributes (after ``fit``)
     --------------------------
     classes_ : (C',) labels decomposed, in the order of every other attribute.
-    prototypes_ : (C', k, D) the NMF prototypes p_i.
+    prototypes_ : (C', k, D) the discovered (NMF) prototypes p_i.
     alpha_ : (C', k) least-squares scales of the prototypes to the head rows.
     refined_ : (C', k, D) refined prototypes p~_i of ``strategy``; they sum to the head rows.
     refined_by_strategy_ : {strategy: (C', k, D)} for ``strategy`` and every ``compare`` strategy.
@@ -72,8 +74,10 @@ class PartPrototypes:
         tol: float = 1e-4,
         compare: tuple[str, ...] = (),
         device: str | torch.device = "cpu",
+        discovery: str = DEFAULT_DISCOVERY,
     ):
         self.k = k
+        self.discovery = discovery
         self.strategy = strategy
         self.solver = solver
         self.random_state = random_state
@@ -92,12 +96,14 @@ class PartPrototypes:
             "max_iter": self.max_iter,
             "tol": self.tol,
             "compare": list(self.compare),
+            "discovery": self.discovery,
         }
 
     def validate_params(self) -> None:
         """Raise ValueError for hyperparameters that cannot work (called by ``fit``; callers about to do
         expensive work first call it themselves)."""
         check_k(self.k)
+        check_discovery(self.discovery)
         for strategy in (self.strategy, *self.compare):
             if strategy not in STRATEGIES:
                 raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -146,9 +152,11 @@ class PartPrototypes:
         if too_small:
             raise ValueError(f"classes {too_small} have fewer feature positions than k={self.k} prototypes")
 
-        nmf = batched_nmf(matrices, self.k, self.max_iter, self.tol, self.random_state, self.solver, self.device)
+        v = head_weight.detach().float().cpu()[classes]
+        nmf = discover(self.discovery, matrices, self.k, v, self.max_iter, self.tol, self.random_state, self.solver,
+                       self.device)
         done("nmf")
-        P, v = nmf.prototypes, head_weight.detach().float().cpu()[classes]
+        P = nmf.prototypes
         alpha = scale_prototypes(P, v)
         done("scaling")
         covariance = heatmap_covariance(matrices, P, residual(P, alpha, v))
