@@ -5,7 +5,6 @@ other; the paper's oracle both ways; and the story page to hand over. protolib c
 
 from __future__ import annotations
 
-import html
 import time
 
 import pandas as pd
@@ -13,6 +12,7 @@ import streamlit as st
 
 from pages.common import cache, jobs, navigation
 from pages.common.edits import reset_all, set_scales
+from pages.common.figures import md
 from pages.common.heldout import held_out_controls, held_out_features
 from pages.common.mistake_views import (
     cards,
@@ -61,9 +61,9 @@ def card_view(ctx: Context, card, n: int, split: str) -> None:
         photo_col.image(shown, width="stretch")
         map_col.image(culprit_overlay(ctx.head, feats, shown, label, i), width="stretch")
         st.markdown(
-            f"<b>{html.escape(ctx.labels[card.label])}</b> taken for <b>{html.escape(ctx.labels[card.predicted])}</b>. "
-            f"Switch off <b>{html.escape(ctx.labels[label])} · {html.escape(title)}</b> (right) and it is right, "
-            f"by {card.margin:.2f}.<br><small>{html.escape(card.file)}</small>", unsafe_allow_html=True)
+            f"<b>{md(ctx.labels[card.label])}</b> taken for <b>{md(ctx.labels[card.predicted])}</b>. "
+            f"Switch off <b>{md(ctx.labels[label])} · {md(title)}</b> (right) and it is right, "
+            f"by {card.margin:.2f}.<br><small>{md(card.file)}</small>", unsafe_allow_html=True)
         st.markdown(top_table(top_rows(ctx.labels, card.top_before, card.label),
                               top_rows(ctx.labels, card.top_after, card.label)), unsafe_allow_html=True)
         if st.button("Open in Intervene", key=f"mistake_open.{n}", icon=":material/tune:"):
@@ -72,8 +72,8 @@ def card_view(ctx: Context, card, n: int, split: str) -> None:
 
 def top_table(before: list[dict], after: list[dict]) -> str:
     """Top-5 before and after side by side, as a small HTML table (names escaped)."""
-    rows = "".join(f"<tr><td>{html.escape(b['class'])}</td><td>{b['logit']:.2f}</td>"
-                   f"<td>{html.escape(a['class'])}</td><td>{a['logit']:.2f}</td></tr>" for b, a in zip(before, after))
+    rows = "".join(f"<tr><td>{md(b['class'])}</td><td>{b['logit']:.2f}</td>"
+                   f"<td>{md(a['class'])}</td><td>{a['logit']:.2f}</td></tr>" for b, a in zip(before, after))
     return ("<table style='font-size:0.8rem;width:100%'><tr><th>before</th><th>logit</th><th>after</th><th>logit</th>"
             f"</tr>{rows}</table>")
 
@@ -129,7 +129,7 @@ def harmful_section(figures: dict) -> None:
                  help=f"{edit['scored_on']['photos']} photos that played no part in choosing it.")
     n_col.metric("Prototypes switched off", len(edit["switched_off"]))
     off = ", ".join(f"{s['class']} P{s['prototype'] + 1}" for s in edit["switched_off"]) or "none"
-    st.caption(html.escape(f"The global edit switches off: {off}. Half 0 chose it, half 1 scored it. {edit['rule']}."))
+    st.caption(md(f"The global edit switches off: {off}. Half 0 chose it, half 1 scored it. {edit['rule']}."))
 
 
 def story_button(ctx: Context, data: str, split: str) -> None:
