@@ -200,6 +200,6 @@ def test_the_estimator_rewrites_a_linear_head_exactly():
     linear = features.mean(dim=(1, 2)) @ weight.T + bias
     assert (logits - linear).abs().max() <= 1e-4 and contributions.shape == (24, 3, 3)
     assert model.get_params() == {"k": 3, "strategy": "optimized", "solver": "hals", "random_state": 0, "max_iter": 200,
-                                  "tol": 1e-4, "compare": []}
+                                  "tol": 1e-4, "compare": [], "discovery": "nmf"}
     with pytest.raises(ValueError, match="not fitted"):
         Public().head(weight, bias)
