@@ -153,3 +153,31 @@ def sharing_limits(environ: Mapping[str, str] | None = None) -> SharingLimits:
         int(_number(environ, TOTAL_QUOTA_ENV, DEFAULT_TOTAL_QUOTA_MB) * mb),
         _number(environ, MAX_AGE_ENV, DEFAULT_MAX_AGE_HOURS) * 3600,
     )
+
+
+# -- pretrained weights and the feature cache's size -------------------------------------------------
+WEIGHTS_MIRROR_ENV, CACHE_LIMIT_ENV = "PROTOLIB_WEIGHTS_MIRROR", "PROTOLIB_CACHE_LIMIT_MB"
+#: ~20,000 photos at 7x7x1280 in float16 (1000 ImageNet classes x 4 photos take about 500 MB)
+DEFAULT_CACHE_LIMIT_MB = 10_000
+
+
+def weights_mirror(environ: Mapping[str, str] | None = None) -> str | None:
+    """``$PROTOLIB_WEIGHTS_MIRROR``: a base URL that replaces the public hosts of pretrained weights (the file's
+    name is appended); None when unset."""
+    value = _environ(environ).get(WEIGHTS_MIRROR_ENV, "").strip()
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError(f"${WEIGHTS_MIRROR_ENV} must be an http:// or https:// URL, not {value!r}")
+    return value.rstrip("/") or None
+
+
+def cache_limit_bytes(environ: Mapping[str, str] | None = None) -> int:
+    """``$PROTOLIB_CACHE_LIMIT_MB`` (default 10000): the feature cache's size, beyond which the least recently
+    used entries are removed."""
+    text = _environ(environ).get(CACHE_LIMIT_ENV, "").strip()
+    try:
+        value = float(text) if text else float(DEFAULT_CACHE_LIMIT_MB)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):  # NaN fails the first test
+        raise ValueError(f"${CACHE_LIMIT_ENV} must be a number of megabytes above 0, not {text!r}")
+    return int(value * 1024**2)

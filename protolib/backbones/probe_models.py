@@ -69,7 +69,7 @@ def build_vgg(name: str, weights: str | None = None) -> ConvTrunk:
     default = models.get_model_weights(name).DEFAULT
     features = make_layers(cfgs["D" if name == "vgg16" else "E"], batch_norm=False)
     if weights != "random":
-        source = Path(weights) if weights else pretrained_file(default)
+        source = Path(weights) if weights else pretrained_file(name)
         if weights is None and not source.is_file():
             raise WeightsMissing(f"pretrained weights for {name} are not on this machine: {pretrained_hint(name)}")
         state = load_weights_file(source)
