@@ -15,7 +15,7 @@ from protolib import config
 from protolib.backbones import Backbone
 from protolib.data import BadImage, load_image
 from protolib.data import feature_cache as fc
-from protolib.data.features import _forward, batch_size_for, cache_key, extract_features, stream_features
+from protolib.data.features import CPU_BATCH, _forward, batch_size_for, cache_key, extract_features, stream_features, workers_for
 from protolib.pipeline import run_decomposition
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -73,7 +73,9 @@ def test_batch_size_fits_the_device():
     assert batch_size_for(gpu, free_bytes=80 * 1024**3) == 512  # an idle H100: capped
     assert batch_size_for(gpu, free_bytes=2 * 100 * per_image) == 100
     assert batch_size_for(gpu, free_bytes=10 * 1024**2) == 8  # a nearly full GPU still makes progress
-    assert batch_size_for(SimpleNamespace(device=torch.device("cpu")), free_bytes=None) == 32
+    assert batch_size_for(SimpleNamespace(device=torch.device("cpu")), free_bytes=None) == CPU_BATCH
+    assert workers_for(torch.device("cpu"), 10) == 0 and workers_for(torch.device("cuda"), 1000) >= 1
+    assert workers_for(torch.device("cpu"), 1000) == 0
     assert isinstance(Backbone.device, property)
 
 
