@@ -36,9 +36,9 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, data_dir):
-    """(base URL, file name, the model, the served folder): good/, corrupt/ and truncated/ copies of one resnet18 file."""
+def resnet18_file(data_dir) -> tuple[bytes, str, object]:
+    """(a real resnet18 state dict as torch.save writes it, its torchvision-style name, the model): seeded random
+    weights with BatchNorm statistics from sample photos and a random head, so that its logits mean something."""
     torch.manual_seed(0)
     backbone = load_backbone("resnet18", weights="random")
     paths = [sorted((data_dir / "train" / c).iterdir())[i] for c in CLASSES for i in range(4)]
@@ -47,17 +47,28 @@ def served(tmp_path_factory, data_dir):
     buffer = io.BytesIO()
     torch.save(backbone.model.state_dict(), buffer)
     data = buffer.getvalue()
-    name = f"resnet18-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    return data, f"resnet18-{hashlib.sha256(data).hexdigest()[:8]}.pth", backbone
+
+
+def serve(root: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """A local HTTP server for ``root`` in a thread: (the server, its base URL)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, data_dir):
+    """(base URL, file name, the model, the served folder): good/, corrupt/ and truncated/ copies of one file."""
+    data, name, backbone = resnet18_file(data_dir)
     root = tmp_path_factory.mktemp("mirror")
     corrupt = bytearray(data)
     corrupt[len(data) // 2] ^= 0xFF
     for folder, content in (("good", data), ("corrupt", bytes(corrupt)), ("truncated", data[: len(data) // 2])):
         (root / folder).mkdir()
         (root / folder / name).write_bytes(content)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", name, backbone, root
+    server, base = serve(root)
+    yield base, name, backbone, root
     server.shutdown()
 
 
