@@ -65,6 +65,11 @@ def per_class(backbone, groups):
             for g in groups]
 
 
+def per_class_small_batches(backbone, groups):
+    """A loader per class at the stream's batch size: what the single loader itself brings, apart from the batch."""
+    return [extract_features(backbone, g, num_workers=0, cache_dir=False) for g in groups]
+
+
 def streamed(backbone, groups):
     return list(stream_features(backbone, groups, cache_dir=False))
 
@@ -82,6 +87,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1, help="side-by-side rounds per workload (default 1)")
     p.add_argument("--workloads", nargs="+", default=None, help="CLASSESxPHOTOS (default: 1000x4 10x60)")
     p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--same-batch", action="store_true",
+                   help="also a loader per class at the stream's batch size (what the single loader brings by itself)")
     args = p.parse_args()
     workloads = args.workloads or (["50x4", "5x20"] if args.quick else ["1000x4", "10x60"])
     backbone = load_backbone(args.backbone)
@@ -93,9 +100,10 @@ def main() -> None:
             classes, photos = (int(x) for x in spec.split("x"))
             groups = workload(args.data, classes, photos, Path(scratch) / spec)
             n = sum(map(len, groups))
-            times = {"per class": [], "stream": []}
+            times = {"per class": [], "stream": [], "per class, stream's batch": []}
             for r in range(args.rounds):
                 order = [("per class", per_class), ("stream", streamed)]
+                order += [("per class, stream's batch", per_class_small_batches)] if args.same_batch else []
                 reference = None
                 for name, fn in order if r % 2 == 0 else order[::-1]:
                     start = time.perf_counter()
@@ -111,6 +119,9 @@ def main() -> None:
             old, new = min(times["per class"]), min(times["stream"])
             rows.append([f"{classes} x {photos}", n, f"{old:.1f}", f"{new:.1f}", f"{n / old:.1f}", f"{n / new:.1f}",
                          f"{old / new:.2f}x", f"{equal} of {len(groups)} classes; max rel. diff {worst:.1g}"])
+            if args.same_batch:
+                same = min(times["per class, stream's batch"])
+                rows[-1][-1] += f"; a loader per class at the stream's batch: {same:.1f} s ({same / new:.2f}x the stream's time)"
     print()
     print(table(["workload", "images", "per class s", "stream s", "per class img/s", "stream img/s",
                  "stream speed-up", "features bytewise equal (else: difference)"], rows))
