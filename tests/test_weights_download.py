@@ -14,6 +14,7 @@ import functools
 import hashlib
 import http.server
 import io
+import os
 import threading
 from pathlib import Path
 
@@ -169,3 +170,25 @@ def test_timm_weights_from_a_mirror_land_in_the_hub_cache(served, monkeypatch, t
     path = fetch_weights("timm:resnet10t")
     assert path.is_file() and not needs_download("timm:resnet10t")
     assert load_backbone("timm:resnet10t").fingerprint == model.fingerprint
+
+
+def test_missing_timm_weights_say_what_to_fetch_and_where(monkeypatch, tmp_path):
+    """Offline and without consent: the file, its host (or the mirror) and the cache folder; nothing goes online,
+    and no process-wide setting (HF_HUB_OFFLINE) is changed to achieve that."""
+    from huggingface_hub import constants
+
+    from protolib.backbones import WeightsMissing
+    from protolib.backbones.timm_models import hub_weights
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    repo, filename = hub_weights("resnet10t")
+    with pytest.raises(WeightsMissing) as error:
+        load_backbone("timm:resnet10t")
+    message = str(error.value)
+    assert f"https://huggingface.co/{repo}/resolve/main/{filename}" in message
+    assert str(tmp_path / "hf" / f"models--{repo.replace('/', '--')}") in message and "--download" in message
+    assert "HF_HUB_OFFLINE" not in os.environ
+    monkeypatch.setenv("PROTOLIB_WEIGHTS_MIRROR", "https://models.example.org/ml")
+    with pytest.raises(WeightsMissing, match=f"https://models.example.org/ml/{repo}/{filename}"):
+        load_backbone("timm:resnet10t")
