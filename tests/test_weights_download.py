@@ -192,3 +192,20 @@ def test_missing_timm_weights_say_what_to_fetch_and_where(monkeypatch, tmp_path)
     monkeypatch.setenv("PROTOLIB_WEIGHTS_MIRROR", "https://models.example.org/ml")
     with pytest.raises(WeightsMissing, match=f"https://models.example.org/ml/{repo}/{filename}"):
         load_backbone("timm:resnet10t")
+
+
+def test_every_listed_model_can_be_fetched_with_a_check(monkeypatch, tmp_path):
+    """Every torchvision model of the menu has a file with a sha256 prefix in its name and a size for the button;
+    the embedded models have nothing to fetch; a timm model points at its hub file."""
+    from protolib.backbones import available_backbones
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    for spec in available_backbones():
+        if spec.embedded:
+            assert not needs_download(spec.name)
+            continue
+        source = weights_file(spec.name)
+        assert source.sha256_prefix and len(source.sha256_prefix) >= 8 and source.size_mb > 1, spec.name
+        assert source.dest.parent == tmp_path / "hub" / "checkpoints" and needs_download(spec.name)
+    assert weights_file("timm:resnet50").url.startswith("https://huggingface.co/timm/resnet50")
+    assert not needs_download("probe:runs/p") and not needs_download("parts_net:model.safetensors")

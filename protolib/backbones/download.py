@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -77,9 +78,9 @@ def weights_file(name: str) -> WeightsFile:
     from torchvision import models
 
     file = Path(url).name
-    prefix = file.rsplit("-", 1)[-1].split(".")[0] if "-" in file else None  # torch.hub's HASH_REGEX
+    found = re.search(r"-([a-f0-9]{6,})\.", file)  # torch.hub's HASH_REGEX, at least 6 hex digits
     size = models.get_model_weights(name).DEFAULT.meta.get("_file_size")
-    return WeightsFile(name, url, file, torchvision_models.pretrained_file(name), size, prefix)
+    return WeightsFile(name, url, file, torchvision_models.pretrained_file(name), size, found and found.group(1))
 
 
 def needs_download(name: str) -> bool:
@@ -99,9 +100,11 @@ def fetch_weights(name: str, progress: ByteProgress | None = None) -> Path:
         return wf.dest
     if wf.hf_repo:
         return _fetch_hub(wf, progress)
+    if not wf.sha256_prefix:  # never the case for torchvision's files; an unchecked file is never used
+        raise DownloadRefused(f"{wf.url}: its name carries no sha256 prefix to check it against; refused")
     wf.dest.parent.mkdir(parents=True, exist_ok=True)
     path, digest = _download(wf.url, wf.dest.parent, progress)
-    if not digest.startswith(wf.sha256_prefix or ""):
+    if not digest.startswith(wf.sha256_prefix):
         _refuse(path, f"{wf.url}: its sha256 begins {digest[:len(wf.sha256_prefix)]}, but the file's name says "
                       f"{wf.sha256_prefix} (a corrupt or truncated download); nothing was kept in {wf.dest.parent}")
     os.replace(path, wf.dest)
@@ -117,7 +120,7 @@ def _fetch_hub(wf: WeightsFile, progress: ByteProgress | None) -> Path:
     blobs.mkdir(parents=True, exist_ok=True)
     path, digest = _download(wf.url, blobs, progress)
     if digest != expected:
-        _refuse(path, f"{wf.url}: its sha256 is {digest[:16]}..., the hub reports {expected[:16]}... (a corrupt or "
+        _refuse(path, f"{wf.url}: its sha256 is {digest[:16]}..., expected {expected[:16]}... (a corrupt or "
                       f"truncated download); nothing was kept in {folder}")
     os.replace(path, blobs / digest)
     refs = folder / "refs" / "main"
