@@ -124,3 +124,13 @@ def test_a_decomposition_under_a_small_cache_limit_stays_exact(lite0, data_dir, 
         scale = max(1.0, float(feats.logits.abs().max()))
         assert float((logits - feats.logits).abs().max()) <= 1e-4 * scale, folder
         assert fc.usage(cache)[1] <= 2 * 1024**2
+
+
+def test_a_malformed_cache_limit_stops_the_command_before_any_work(monkeypatch, tmp_path, capsys):
+    from protolib import cli
+
+    monkeypatch.setenv("PROTOLIB_CACHE_LIMIT_MB", "-1")
+    code = cli.main(["decompose", "--classes", "tench", "--images-per-class", "2", "--k", "2", "--device", "cpu",
+                     "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run")])
+    assert code == 2 and "$PROTOLIB_CACHE_LIMIT_MB must be" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()

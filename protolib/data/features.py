@@ -126,6 +126,8 @@ def stream_features(
     """
     groups = [[Path(p) for p in group] for group in groups]
     folder = None if cache_dir is False else Path(cache_dir or config.cache_dir())
+    if folder:
+        config.cache_limit_bytes()  # a malformed limit fails before any backbone time is spent
     keys = [cache_key(backbone, group) for group in groups] if folder else [None] * len(groups)
     todo = [i for i, key in enumerate(keys) if not (folder and feature_cache.entry_path(folder, key).is_file())]
     flat = [path for i in todo for path in groups[i]]
