@@ -81,11 +81,10 @@ def workers_for(device: torch.device, images: int) -> int:
 
 
 def batch_size_for(backbone: Backbone, free_bytes: int | None = None) -> int:
-    """Images per batch. On a CPU 2: the work is memory-bound, and EfficientNet-Lite0 on one thread ran 15.8, 15.9,
-    13.3, 10.2 and 6.7 images/s at batch 1, 2, 4, 8 and 32 (medians of 5 interleaved rounds; larger batches'
-    activations no longer fit the caches). On a GPU,
-    what half of its free memory holds at about 64 input-sized activations per image (``free_bytes``: the free
-    memory, asked of the GPU when None), between 8 and 512."""
+    """Images per batch. On a CPU 2: the work is memory-bound, and EfficientNet-Lite0 on one thread ran 35, 58, 49,
+    37, 28 and 19 images/s at batch 1, 2, 4, 8, 16 and 32 on real sample photos (medians of 3 interleaved rounds;
+    bench/RESULTS.md section 9). On a GPU, what half of its free memory holds at about 64 input-sized activations
+    per image (``free_bytes``: the free memory, asked of the GPU when None), between 8 and 512."""
     if backbone.device.type != "cuda":
         return CPU_BATCH
     if free_bytes is None:
