@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.common import cache, figures, jobs, navigation, state
+from pages.common import cache, figures, jobs, navigation, state, weights
 from pages.common.cache import FolderClass
 from pages.common.jobs import STAGE_TEXT
 from pages.common.sidebar import is_published, probe_roots, runs_by_name, select_run, select_run_path
@@ -385,6 +385,7 @@ def settings_section(backbone: Backbone, images: Images) -> tuple[Settings, bool
             start = st.button(
                 "Run decomposition", type="primary", icon=":material/play_arrow:", disabled=not classes, width="stretch",
             )
+        weights.cache_panel()
     return Settings(list(classes), int(k), int(per_class), strategy, int(seed), name or automatic, discovery), start
 
 

@@ -29,6 +29,7 @@ from .targets import (
 
 DATA_HELP = "DIR/train|val/<class>/<images> or DIR/<class>/<images> (default: the sample photos)"
 RUN_DATA_HELP = "DIR/train|val/<class>/<images> or DIR/<class>/<images> (default: the run's own data folder)"
+DOWNLOAD_HELP = "fetch the pretrained weights (checked) into the torch / Hugging Face cache if they are not there"
 USER_ERRORS = (BackboneError, DataError, RunError, FileExistsError, FileNotFoundError, ValueError,
                PermissionError, IsADirectoryError, NotADirectoryError)
 
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="registry name or timm:<model>")
     p.add_argument("--weights", default=None, help="checkpoint file (safetensors or torch); default: pretrained")
     p.add_argument("--probe", default=None, metavar="DIR", help="a probe folder (from `probe --out`): decompose the probed model")
+    p.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     p.add_argument("--classes", nargs="+", default=None, help="class folders or names (default: all)")
     p.add_argument("--images-per-class", type=positive, default=None)
     p.add_argument("--k", type=positive, default=3, help="prototypes per class (default 3)")
@@ -109,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=str(config.SAMPLE_DATA), help=DATA_HELP)
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="registry name, timm:<model>, or vgg16 / vgg19")
     p.add_argument("--weights", default=None, help="checkpoint file for the backbone; default: pretrained")
+    p.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     p.add_argument("--split", default="train")
     p.add_argument("--val-split", default="val", help="without it, every 5th training image is held out")
     p.add_argument("--images-per-class", type=positive, default=None)
@@ -207,6 +210,7 @@ def cmd_decompose(args) -> int:
     if args.probe and (Path(args.probe) / MANIFEST).is_file():
         raise ValueError(f"{args.probe} is a decomposition run, not a probe: --probe takes a folder written by `probe --out`")
     name = f"probe:{args.probe}" if args.probe else args.backbone
+    download_if_asked(args, name)
     backbone = load_backbone(name, args.weights, args.device)
     data = args.data or (_probe_data(backbone) if args.probe else str(config.SAMPLE_DATA))
     if backbone.note:
@@ -233,6 +237,25 @@ def cmd_decompose(args) -> int:
         f"in {time.perf_counter() - started:.1f}s -> {out}"
     )
     return 0
+
+
+def download_if_asked(args, name: str) -> None:
+    """--download: fetch the pretrained weights of ``name`` (checked, with a progress bar) when they are missing."""
+    from .backbones.download import fetch_weights, needs_download, weights_file
+
+    if not args.download or args.weights or not needs_download(name):
+        return
+    from tqdm import tqdm
+
+    source = weights_file(name)
+    print(f"downloading {source.url} -> {source.dest}", file=sys.stderr)
+    with tqdm(unit="B", unit_scale=True, desc="weights", file=sys.stderr) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total or None
+            bar.update(done - bar.n)
+
+        path = fetch_weights(name, progress)
+    print(f"checked and saved {path}", file=sys.stderr)
 
 
 def _probe_data(backbone) -> str:
@@ -313,6 +336,7 @@ def cmd_probe(args) -> int:
     from .probe import DEFAULT_L2, fit_probe
 
     out = output_folder(args.out, args.overwrite)
+    download_if_asked(args, args.backbone)
     probe = fit_probe(
         args.data, args.backbone, args.weights, args.split, args.val_split, args.images_per_class,
         l2=DEFAULT_L2 if args.l2 is None else args.l2, device=args.device, cache_dir=args.cache,

@@ -206,6 +206,8 @@ def check_settings(environ: Mapping[str, str] | None = None) -> None:
     environ = _environ(environ)
     sharing_limits(environ)
     user_header(environ)
+    weights_mirror(environ)
+    cache_limit_bytes(environ)
     for name, folder in ((RUNS_ENV, runs_dir), (CACHE_ENV, cache_dir), (UPLOADS_ENV, uploads_dir), (DEMOS_ENV, demos_dir)):
         check_folder_setting(folder(environ), f"${name}")
     allowed_data_roots(environ)
@@ -223,3 +225,24 @@ def user_header(environ: Mapping[str, str] | None = None) -> str | None:
     if name and not all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
         raise ConfigError(f"${USER_HEADER_ENV} = {name!r} is not a header name (letters, digits, '-' and '_' only)")
     return name or None
+
+
+# -- pretrained weights and the feature cache's size -------------------------------------------------
+WEIGHTS_MIRROR_ENV, CACHE_LIMIT_ENV = "PROTOLIB_WEIGHTS_MIRROR", "PROTOLIB_CACHE_LIMIT_MB"
+#: ~20,000 photos at 7x7x1280 in float16 (1000 ImageNet classes x 4 photos take about 500 MB)
+DEFAULT_CACHE_LIMIT_MB = 10_000
+
+
+def weights_mirror(environ: Mapping[str, str] | None = None) -> str | None:
+    """``$PROTOLIB_WEIGHTS_MIRROR``: a base URL that replaces the public hosts of pretrained weights (the file's
+    name is appended); None when unset."""
+    value = _environ(environ).get(WEIGHTS_MIRROR_ENV, "").strip()
+    if value and not value.startswith(("http://", "https://")):
+        raise ConfigError(f"${WEIGHTS_MIRROR_ENV} must be an http:// or https:// URL, not {value!r}")
+    return value.rstrip("/") or None
+
+
+def cache_limit_bytes(environ: Mapping[str, str] | None = None) -> int:
+    """``$PROTOLIB_CACHE_LIMIT_MB`` (default 10000): the feature cache's size, beyond which the least recently
+    used entries are removed."""
+    return int(_number(_environ(environ), CACHE_LIMIT_ENV, DEFAULT_CACHE_LIMIT_MB, 1e8, zero_allowed=False) * 1024**2)

@@ -13,7 +13,7 @@ import torch
 
 from .backbones import Backbone
 from .data import BadImage, Problem, scan_split
-from .data.features import Progress, extract_features
+from .data.features import Progress, stream_features
 from .method import DEFAULT_STRATEGY, PartPrototypes, feature_matrix
 from .method.discovery import DEFAULT_DISCOVERY
 from .runs import Run, library_versions
@@ -50,23 +50,19 @@ def run_decomposition(
     problems: list[Problem] = list(images.problems)
     total_images, total_classes = len(images), len(images.classes)
     started = time.perf_counter()
-    kept, used, seen = [], {}, 0
+    kept, used = [], {}
+    # one stream of images for every class (a loader per class would cost more than its images at 4 per class)
+    stream = stream_features(
+        backbone, [images.images[c.folder] for c in images.classes], cache_dir=cache_dir,
+        progress=lambda _stage, done, _total: report("features", done, total_images),
+    )
     for start in range(0, total_classes, chunk_size):
         chunk = images.classes[start : start + chunk_size]
         matrices, chunk_kept = [], []
-        for cls in chunk:
-            try:
-                feats = extract_features(
-                    backbone,
-                    images.images[cls.folder],
-                    cache_dir=cache_dir,
-                    progress=lambda _stage, done, _total, base=seen: report("features", base + done, total_images),
-                )
-            except BadImage as exc:  # not one photo of this class is readable: the others go on
-                problems.append(Problem(cls.folder, f"class skipped: {exc}"))
+        for cls, feats in zip(chunk, stream):  # zip asks the chunk first: the stream never runs ahead of it
+            if isinstance(feats, BadImage):  # not one photo of this class is readable: the others go on
+                problems.append(Problem(cls.folder, f"class skipped: {feats}"))
                 continue
-            finally:
-                seen += len(images.images[cls.folder])
             problems += feats.problems
             if len(feats.paths) < k:  # unreadable images left too few to find k parts
                 problems.append(Problem(cls.folder, f"only {len(feats.paths)} readable images for k={k}; class skipped"))

@@ -19,8 +19,8 @@ from torch import nn
 from . import config
 from .backbones import Backbone, BackboneError, resolve_device
 from .backbones.probe_models import ConvTrunk, ProbeBackbone, load_trunk, probe_name, write_probe
-from .data import DataError, ImageSet, Problem, available_splits, read_class_map, scan_split, split_dir
-from .data.features import Features, Progress, cache_key, extract_features, write_cache
+from .data import BadImage, DataError, ImageSet, Problem, available_splits, read_class_map, scan_split, split_dir
+from .data.features import Features, Progress, cache_key, stream_features, write_cache
 from .runs import library_versions
 
 DEFAULT_L2 = 1e-3  # on standardised features with a mean loss: sklearn's C=1 for about 1000 images
@@ -100,15 +100,14 @@ def _split_images(data: Path, split: str, val_split: str | None, limit: int | No
 def _pooled(
     trunk, images: ImageSet, cache_dir, progress: Progress | None, stage: str
 ) -> tuple[dict[str, Features], list[Problem]]:
-    per_class, problems, seen = {}, list(images.problems), 0
-    for cls in images.classes:
-        feats = extract_features(
-            trunk,
-            images.images[cls.folder],
-            cache_dir=cache_dir,
-            progress=(lambda _s, done, _t, base=seen: progress(stage, base + done, len(images))) if progress else None,
-        )
-        seen += len(images.images[cls.folder])
+    per_class, problems = {}, list(images.problems)
+    stream = stream_features(
+        trunk, [images.images[cls.folder] for cls in images.classes], cache_dir=cache_dir,
+        progress=(lambda _s, done, total: progress(stage, done, total)) if progress else None,
+    )
+    for cls, feats in zip(images.classes, stream):
+        if isinstance(feats, BadImage):
+            raise feats
         per_class[cls.folder], problems = feats, problems + feats.problems
     return per_class, problems
 

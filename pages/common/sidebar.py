@@ -14,6 +14,7 @@ import torch
 from pages.common.figures import md
 from pages.common.state import by_proxy, data_refusal, default_data_dir, forget_me, kept, workspace
 from pages.common.viewmodels import probe_choices, run_caption
+from pages.common.weights import download_weights, downloaded_note
 from protolib.backbones import DEFAULT_BACKBONE, BackboneError, available_backbones
 from protolib.backbones.probe_models import PREFIX as PROBE_PREFIX
 from protolib.backbones.probe_models import read_probe_manifest
@@ -106,7 +107,8 @@ def sidebar() -> None:
         )
         missing = next((s for s in available_backbones() if s.name == st.session_state.get("backbone") and not s.ready()), None)
         if missing is not None:
-            st.info(f"No weights for {missing.name} on this machine. {missing.weights_hint}", icon=":material/download:")
+            download_weights(missing)
+        downloaded_note()
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         kept(st.selectbox, "Device", "device", devices[-1], options=devices, help="Where the backbone runs.")
         st.markdown("#### Data")

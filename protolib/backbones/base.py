@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2 as T
 
+from .. import config
 from ..config import IMAGENET_CLASSES
 
 
@@ -195,6 +196,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     elif device.type != "cpu":
         raise BackboneError(f"device {str(device)!r} is not supported: use auto, cpu, cuda or cuda:N")
     return device
+
+
+def download_url(public_url: str, mirror_name: str) -> str:
+    """Where a pretrained file is fetched from: ``$PROTOLIB_WEIGHTS_MIRROR/<mirror_name>`` when a mirror is set
+    (organisations mirror model files), else its public host."""
+    mirror = config.weights_mirror()
+    return f"{mirror}/{mirror_name}" if mirror else public_url
 
 
 def weights_source(weights: str | Path | None) -> str | None:

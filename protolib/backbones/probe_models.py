@@ -53,10 +53,13 @@ class ConvTrunk(nn.Module):
     def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def head_logits(self, spatial: torch.Tensor) -> torch.Tensor:
+        return spatial.new_zeros(len(spatial), 0)
+
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         spatial = self.spatial_features(x)
-        return spatial.permute(0, 2, 3, 1), spatial.new_zeros(len(x), 0)
+        return spatial.permute(0, 2, 3, 1), self.head_logits(spatial)
 
 
 def build_vgg(name: str, weights: str | None = None) -> ConvTrunk:
@@ -69,7 +72,7 @@ def build_vgg(name: str, weights: str | None = None) -> ConvTrunk:
     default = models.get_model_weights(name).DEFAULT
     features = make_layers(cfgs["D" if name == "vgg16" else "E"], batch_norm=False)
     if weights != "random":
-        source = Path(weights) if weights else pretrained_file(default)
+        source = Path(weights) if weights else pretrained_file(name)
         if weights is None and not source.is_file():
             raise WeightsMissing(f"pretrained weights for {name} are not on this machine: {pretrained_hint(name)}")
         state = load_weights_file(source)

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from torchvision import models
-
 from .base import Backbone, BackboneError, resolve_device, weights_source
 from .timm_models import LITE_FAMILY, build_lite, build_timm
 from .torchvision_models import SPECS as TORCHVISION
@@ -78,7 +76,7 @@ def _specs() -> list[BackboneSpec]:
             name,
             description,
             build,
-            partial(lambda n: pretrained_file(models.get_model_weights(n).DEFAULT), name),
+            partial(pretrained_file, name),
             partial(pretrained_hint, name),
         )
         for name, description, build in TORCHVISION

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from .base import (
     Preprocessing,
     UnsupportedModel,
     WeightsMissing,
+    download_url,
     imagenet_labels,
     load_state,
     load_weights_file,
@@ -157,29 +157,59 @@ def build_lite(arch: str, weights: str | None = None) -> Backbone:
     return TimmBackbone(arch, model, family.preprocessing, names, wnids)
 
 
+def hub_weights(arch: str) -> tuple[str, str]:
+    """(Hugging Face repo, file name) of timm model ``arch``'s default pretrained weights."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(arch)
+    if cfg is None or not cfg.hf_hub_id:
+        raise WeightsMissing(f"timm has no pretrained weights on the Hugging Face hub for {arch!r}; pass --weights FILE")
+    return cfg.hf_hub_id, cfg.hf_hub_filename or "model.safetensors"
+
+
+def hub_cache() -> Path:
+    """The Hugging Face hub cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def cached_hub_file(arch: str) -> Path | None:
+    """The cached pretrained file of timm model ``arch`` (its ``main`` revision), or None; never goes online."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, filename = hub_weights(arch)
+    found = try_to_load_from_cache(repo, filename, cache_dir=hub_cache())
+    return Path(found) if isinstance(found, str) else None
+
+
+def hub_hint(arch: str) -> str:
+    repo, filename = hub_weights(arch)
+    url = download_url(f"https://huggingface.co/{repo}/resolve/main/{filename}", f"{repo}/{filename}")
+    folder = hub_cache() / f"models--{repo.replace('/', '--')}"
+    return (
+        f"download {url} and put it in the Hugging Face cache as {folder}/snapshots/<revision>/{filename} "
+        f"with the revision's name in {folder}/refs/main (or run timm.create_model({arch!r}, pretrained=True) "
+        "where there is a network), or let protoscope fetch it (--download, or Download weights in the app), "
+        "or pass your own checkpoint with --weights FILE"
+    )
+
+
 def build_timm(arch: str, weights: str | None = None) -> Backbone:
-    """Any timm model by name: weights from a file, timm's local cache, or random ('random')."""
+    """Any timm model by name: weights from a file, timm's hub cache (read offline, never downloaded), or random."""
     import timm
 
     if arch not in timm.list_models():
         raise BackboneError(f"timm has no model named {arch!r}")
-    if weights in (None, "random"):
+    if weights == "random":
         model = timm.create_model(arch, pretrained=False)
-        if weights is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never hang on a network that is not there
-            try:
-                model = timm.create_model(arch, pretrained=True)
-            except Exception as exc:
-                raise WeightsMissing(
-                    f"no pretrained weights for timm model {arch!r} on this machine: put them in the Hugging Face "
-                    f"cache (download once with timm.create_model({arch!r}, pretrained=True) where there is a "
-                    "network) or pass a checkpoint with --weights FILE"
-                ) from exc
     else:
-        state = load_weights_file(weights)
-        classes = _classes_in(state, arch)
-        model = timm.create_model(arch, pretrained=False, num_classes=classes)
-        load_state(model, state, str(weights))
+        source = Path(weights) if weights else cached_hub_file(arch)
+        if source is None:
+            raise WeightsMissing(f"no pretrained weights for timm model {arch!r} on this machine: {hub_hint(arch)}")
+        state = load_weights_file(source)
+        model = timm.create_model(arch, pretrained=False, num_classes=_classes_in(state, arch))
+        load_state(model, state, str(source))
     num_classes = model.get_classifier().out_features if isinstance(model.get_classifier(), nn.Linear) else 0
     if num_classes == 1000:
         names, wnids = imagenet_labels()

@@ -15,7 +15,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
-from .base import Backbone, Preprocessing, WeightsMissing, imagenet_labels, load_state, load_weights_file
+from .base import (
+    Backbone,
+    Preprocessing,
+    WeightsMissing,
+    download_url,
+    imagenet_labels,
+    load_state,
+    load_weights_file,
+)
 
 
 class TorchvisionBackbone(Backbone):
@@ -96,17 +104,23 @@ class ViTBackbone(TorchvisionBackbone):
         return self.model.heads(spatial.mean(dim=(2, 3)))
 
 
-def pretrained_file(weights: models.WeightsEnum) -> Path:
-    """Where torch.hub keeps (and where we look for) a set of torchvision weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+def weights_url(name: str) -> str:
+    """The public URL of torchvision model ``name``'s default weights; its file name carries a sha256 prefix."""
+    return models.get_model_weights(name).DEFAULT.url
+
+
+def pretrained_file(name: str) -> Path:
+    """Where torch.hub keeps (and where we look for) the default weights of torchvision model ``name``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_url(name)).name
 
 
 def pretrained_hint(name: str) -> str:
-    """How to supply the pretrained weights of torchvision model ``name`` on a machine without a network."""
-    default = models.get_model_weights(name).DEFAULT
+    """How to supply the pretrained weights of torchvision model ``name``: the file, where from, where to."""
+    file = Path(weights_url(name)).name
     return (
-        f"download {default.url} where there is a network and put it at {pretrained_file(default)} "
-        "(the torch hub cache), or pass your own checkpoint with --weights FILE"
+        f"download {download_url(weights_url(name), file)} and put it at {pretrained_file(name)} "
+        "(the torch hub cache), or let protoscope fetch it (--download, or Download weights in the app), "
+        "or pass your own checkpoint with --weights FILE"
     )
 
 
@@ -124,12 +138,13 @@ def weights_preprocessing(weights: models.WeightsEnum) -> Preprocessing:
 def build(adapter: type[TorchvisionBackbone], name: str, weights: str | None = None) -> Backbone:
     """A torchvision model with pretrained weights from the hub cache (None), random ones, or a user's file.
 
-    Never downloads: a missing pretrained file is an error that says where to put it.
+    Never downloads (``download.fetch_weights`` does, with consent): a missing pretrained file is an error that
+    says what to fetch, from where, and where to put it.
     """
     default = models.get_model_weights(name).DEFAULT
     state = None
     if weights is None:
-        source = pretrained_file(default)
+        source = pretrained_file(name)
         if not source.is_file():
             raise WeightsMissing(f"pretrained weights for {name} are not on this machine: {pretrained_hint(name)}")
         state = load_weights_file(source)

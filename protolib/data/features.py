@@ -1,21 +1,21 @@
-"""Batched feature extraction with a disk cache, so that a second run never reruns the backbone."""
+"""Batched feature extraction with a disk cache (``feature_cache``), so that a second run never reruns the backbone;
+one stream of images for many classes, so that a thousand small classes cost what one large one does."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from .. import config
 from ..backbones import Backbone
-from ..files import atomic_path
+from . import feature_cache
 from .folders import BadImage, Problem, load_image
 
 #: progress(stage, done, total): how every long step reports (the CLI draws bars, the app widgets)
@@ -67,73 +67,151 @@ def cache_key(backbone: Backbone, paths: list[Path]) -> str:
     return digest.hexdigest()[:32]
 
 
+CPU_BATCH = 2
+
+
+def workers_for(device: torch.device, images: int) -> int:
+    """DataLoader workers, for the whole stream: on a GPU up to 8 decode ahead of it (from 64 images: for fewer,
+    starting them costs more). On a CPU none: decoding and resizing a sample photo takes 1.7 ms against 52 ms
+    for EfficientNet-Lite0's forward pass (one thread), so workers could gain 3 % at most, and on a shared
+    machine they took cores from the model (a stream with one worker ran 0.8x of one without)."""
+    if images < 64 or device.type != "cuda":
+        return 0
+    return min(8, os.cpu_count() or 1)
+
+
+def batch_size_for(backbone: Backbone, free_bytes: int | None = None) -> int:
+    """Images per batch. On a CPU 2: the work is memory-bound, and EfficientNet-Lite0 on one thread ran 35, 58, 49,
+    37, 28 and 19 images/s at batch 1, 2, 4, 8, 16 and 32 on real sample photos (medians of 3 interleaved rounds;
+    bench/RESULTS.md section 9). On a GPU, what half of its free memory holds at about 64 input-sized activations
+    per image (``free_bytes``: the free memory, asked of the GPU when None), between 8 and 512."""
+    if backbone.device.type != "cuda":
+        return CPU_BATCH
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(backbone.device)[0]
+    per_image = 3 * backbone.preprocessing.crop_size**2 * 4 * 64
+    return int(max(8, min(512, free_bytes // 2 // per_image)))
+
+
+def _forward(backbone: Backbone, images: torch.Tensor, mixed: bool, stored: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (B, H, W, D) float32, logits): the trunk under autocast when ``mixed``; the head always in
+    float32 on the features exactly as they are kept (float16-rounded when ``stored``), so that the
+    decomposition is exact with respect to the features it is given."""
+    with torch.inference_mode():
+        with torch.autocast(backbone.device.type, dtype=torch.float16, enabled=mixed):
+            spatial = backbone.spatial_features(images)
+        spatial = spatial.to(feature_cache.STORED).float() if stored else spatial.float()
+        return spatial.permute(0, 2, 3, 1).cpu(), backbone.head_logits(spatial).float().cpu()
+
+
+def stream_features(
+    backbone: Backbone,
+    groups: Sequence[Sequence[Path]],
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    cache_dir: Path | bool | None = None,
+    progress: Progress | None = None,
+    stage: str = "features",
+    mixed_precision: bool | None = None,
+) -> Iterator[Features | BadImage]:
+    """Features of each group of images (a class's), in order: those in the cache are read, all the others are
+    walked in ONE loader (its workers live for the whole stream, its batches span classes) and split per group
+    afterwards, each written to the cache under the same key as on its own. A group with no readable image
+    yields its ``BadImage`` instead.
+
+    ``cache_dir``: None for the default cache, False to disable it (features then stay float32).
+    ``batch_size``: None to fit the device (``batch_size_for``). ``mixed_precision``: autocast on a GPU
+    (default there; never on a CPU).
+    """
+    groups = [[Path(p) for p in group] for group in groups]
+    folder = None if cache_dir is False else Path(cache_dir or config.cache_dir())
+    if folder:
+        config.cache_limit_bytes()  # a malformed limit fails before any backbone time is spent
+    keys = [cache_key(backbone, group) for group in groups] if folder else [None] * len(groups)
+    todo = [i for i, key in enumerate(keys) if not (folder and feature_cache.entry_path(folder, key).is_file())]
+    flat = [path for i in todo for path in groups[i]]
+    todo = set(todo)
+    mixed = backbone.device.type == "cuda" if mixed_precision is None else mixed_precision and backbone.device.type == "cuda"
+    num_workers = workers_for(backbone.device, len(flat)) if num_workers is None else num_workers
+    batches = iter(DataLoader(
+        _Images(flat, backbone.preprocessing.transform()),
+        batch_size=batch_size or batch_size_for(backbone),
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=backbone.device.type == "cuda",
+    )) if flat else iter(())
+    total, done, walked, pulled = sum(map(len, groups)), 0, 0, 0
+    rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # index in flat -> (features, logits)
+    errors: dict[int, str] = {}
+    for i, group in enumerate(groups):
+        cached = None if i in todo else _read_cache(feature_cache.entry_path(folder, keys[i]))
+        if cached is None and i not in todo:  # removed or damaged since the stream began: on its own
+            cached = _one(backbone, group, batch_size, folder, mixed)
+        if cached is None:
+            start = walked
+            while pulled < start + len(group):  # the loader keeps the order; a batch may run into the next group
+                images, indices, bad = next(batches)
+                pulled += len(indices) + len(bad)
+                errors.update(bad)
+                if images is not None:
+                    f, z = _forward(backbone, images.to(backbone.device, non_blocking=True), mixed, folder is not None)
+                    rows.update((j, (f[n], z[n])) for n, j in enumerate(indices))
+                if progress:
+                    progress(stage, done + min(pulled - start, len(group)), total)
+            cached = _group(group, [rows.pop(j, None) for j in range(start, start + len(group))],
+                            [errors.pop(j, None) for j in range(start, start + len(group))])
+            walked += len(group)
+            if folder and isinstance(cached, Features):
+                write_cache(feature_cache.entry_path(folder, keys[i]), cached)
+        done += len(group)
+        if progress:
+            progress(stage, done, total)
+        yield cached
+
+
+def _group(paths: list[Path], outputs: list, errors: list) -> Features | BadImage:
+    problems = [Problem(str(p), err.split(": ", 1)[-1]) for p, err in zip(paths, errors) if err is not None]
+    kept = [(str(p), out) for p, out in zip(paths, outputs) if out is not None]
+    if not kept:
+        return BadImage(f"none of the {len(paths)} images could be read" + (f" (first: {problems[0]})" if problems else ""))
+    return Features([p for p, _ in kept], torch.stack([f for _, (f, _) in kept]),
+                    torch.stack([z for _, (_, z) in kept]), problems)
+
+
+def _one(backbone, group, batch_size, folder, mixed) -> Features | BadImage:
+    return next(stream_features(backbone, [group], batch_size, 0, folder or False, mixed_precision=mixed))
+
+
 def extract_features(
     backbone: Backbone,
     paths: list[Path],
-    batch_size: int = 32,
+    batch_size: int | None = None,
     num_workers: int | None = None,
     cache_dir: Path | bool | None = None,
     progress: Progress | None = None,
     stage: str = "features",
 ) -> Features:
-    """Run the backbone over ``paths`` on its device; unreadable images are reported, not fatal.
-
-    ``cache_dir``: None for the default cache, False to disable it.
-    """
-    paths = [Path(p) for p in paths]
-    cache_file = None
-    if cache_dir is not False:
-        cache_file = Path(cache_dir or config.cache_dir()) / f"{cache_key(backbone, paths)}.safetensors"
-        if cache_file.is_file():
-            cached = _read_cache(cache_file)
-            if cached is not None:
-                if progress:
-                    progress(stage, len(paths), len(paths))
-                return cached
-    if num_workers is None:  # workers pay off only once there is enough to decode
-        num_workers = min(4, os.cpu_count() or 1) if len(paths) >= 64 else 0
-    loader = DataLoader(
-        _Images(paths, backbone.preprocessing.transform()),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=_collate,
-        pin_memory=backbone.device.type == "cuda",
-    )
-    feats, logits, kept, problems, done = [], [], [], [], 0
-    for images, indices, bad in loader:
-        problems += [Problem(str(paths[i]), err.split(": ", 1)[-1]) for i, err in bad]
-        if images is not None:
-            f, z = backbone(images.to(backbone.device, non_blocking=True))
-            feats.append(f.float().cpu())
-            logits.append(z.float().cpu())
-            kept += indices
-        done += len(indices) + len(bad)
-        if progress:
-            progress(stage, done, len(paths))
-    if not kept:
-        raise BadImage(f"none of the {len(paths)} images could be read" + (f" (first: {problems[0]})" if problems else ""))
-    result = Features([str(paths[i]) for i in kept], torch.cat(feats), torch.cat(logits), problems)
-    if cache_file is not None:
-        write_cache(cache_file, result)
+    """Run the backbone over ``paths`` on its device; unreadable images are reported, not fatal (``BadImage``
+    when none is readable). ``cache_dir``: None for the default cache, False to disable it."""
+    result = next(stream_features(backbone, [paths], batch_size, num_workers, cache_dir, progress, stage))
+    if isinstance(result, BadImage):
+        raise result
     return result
 
 
 def write_cache(path: Path, features: Features) -> None:
-    meta = {"paths": json.dumps(features.paths), "problems": json.dumps([[p.path, p.reason] for p in features.problems])}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file({"feats": features.feats.contiguous(), "logits": features.logits.contiguous()}, str(tmp), metadata=meta)
+    meta = feature_cache.paths_meta(features.paths, [(p.path, p.reason) for p in features.problems])
+    feature_cache.write_entry(path, features.feats, features.logits, meta)
 
 
 def _read_cache(path: Path) -> Features | None:
     """A cached entry, or None when it is unreadable (it is then recomputed and rewritten)."""
+    entry = feature_cache.read_entry(path)
+    if entry is None:
+        return None
+    feats, logits, meta = entry
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata()
-        tensors = load_file(str(path))
         problems = [Problem(p, r) for p, r in json.loads(meta["problems"])]
-        return Features(json.loads(meta["paths"]), tensors["feats"], tensors["logits"], problems)
+        return Features(json.loads(meta["paths"]), feats, logits, problems)
     except Exception:  # a damaged cache file must never break a run
         return None

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from ..backbones import Backbone
-from ..data import DataError, NoMatchingClasses, Problem, class_folders, scan_split
-from ..data.features import Progress, extract_features
+from ..data import BadImage, DataError, NoMatchingClasses, Problem, class_folders, scan_split
+from ..data.features import Progress, stream_features
 from ..method import feature_matrix
 from ..method.head import PrototypeHead
 from ..method.refine import STRATEGIES, approximation, heatmap_covariance, orientation, refine, residual
@@ -42,16 +42,14 @@ def split_features(
     progress: Progress | None = None,
 ) -> SplitFeatures:
     images = scan_split(data, split, backbone.labels, backbone.wnids, classes, images_per_class)
-    total, seen = len(images), 0
     paths, labels, pooled, logits, matrices, problems = [], [], [], [], {}, list(images.problems)
-    for cls in images.classes:
-        feats = extract_features(
-            backbone,
-            images.images[cls.folder],
-            cache_dir=cache_dir,
-            progress=(lambda _s, done, _t, base=seen: progress("features", base + done, total)) if progress else None,
-        )
-        seen += len(images.images[cls.folder])
+    stream = stream_features(
+        backbone, [images.images[cls.folder] for cls in images.classes], cache_dir=cache_dir,
+        progress=(lambda _s, done, total: progress("features", done, total)) if progress else None,
+    )
+    for cls, feats in zip(images.classes, stream):
+        if isinstance(feats, BadImage):
+            raise feats
         paths += feats.paths
         labels += [cls.label] * len(feats.paths)
         pooled.append(feats.pooled)
@@ -81,13 +79,16 @@ def label_space_problem(run: Run, backbone: Backbone, data: str | Path, split: s
 def training_matrices(run: Run, backbone: Backbone, cache_dir=None) -> list[torch.Tensor]:
     """The features the run factorised, per decomposed class: its manifest's training images, from the
     feature cache."""
-    matrices = []
-    for entry in run.manifest["classes"]:
-        paths = run.manifest["images"][entry["folder"]]
+    groups = [run.manifest["images"][entry["folder"]] for entry in run.manifest["classes"]]
+    for paths in groups:
         missing = [p for p in paths if not Path(p).is_file()]
         if missing:
             raise DataError(f"the run's training image {missing[0]} is gone ({len(missing)} of {len(paths)} missing)")
-        matrices.append(feature_matrix(extract_features(backbone, paths, cache_dir=cache_dir).feats))
+    matrices = []
+    for feats in stream_features(backbone, groups, cache_dir=cache_dir):
+        if isinstance(feats, BadImage):
+            raise feats
+        matrices.append(feature_matrix(feats.feats))
     return matrices
 
 
