@@ -15,7 +15,7 @@ from sklearn.base import clone
 from .backbones import Backbone
 from .data import BadImage, Problem, scan_split
 from .data.features import Progress, stream_features
-from .method import PartPrototypes
+from .method import PartPrototypes, feature_matrix
 from .method.estimator import json_params
 from .runs import Run, library_versions
 
@@ -68,13 +68,13 @@ def run_decomposition(
             if len(feats.paths) < k:  # unreadable images left too few to find k parts
                 problems.append(Problem(cls.folder, f"only {len(feats.paths)} readable images for k={k}; class skipped"))
                 continue
-            chunk_features.append(feats.feats)
+            chunk_features.append(feature_matrix(feats.feats))  # (positions, D): the class's features, held once
             chunk_kept.append(cls)
             used[cls.folder] = feats.paths
         if not chunk_kept:
             continue
         done = len(kept) + len(chunk_kept)
-        labels = torch.cat([torch.full((len(f),), c.label) for f, c in zip(chunk_features, chunk_kept)])
+        labels = torch.cat([torch.full((len(A),), c.label) for A, c in zip(chunk_features, chunk_kept)])
         model.partial_fit(
             chunk_features, labels, backbone.head_weight, backbone.head_bias,
             on_stage=lambda stage, done=done: report(stage, done, total_classes),

@@ -33,8 +33,10 @@ PRESENCE_POSITIONS = 100_000
 def feature_matrix(features: torch.Tensor) -> torch.Tensor:
     """(N, H, W, D) features -> the non-negative (N*H*W, D) matrix A that NMF factorises.
 
-    Negative activations (GELU, SiLU) are set to zero, as the method prescribes."""
-    return features.reshape(-1, features.shape[-1]).clamp_min(0)
+    Negative activations (GELU, SiLU) are set to zero, as the method prescribes; features without any are
+    not copied (the NMF only reads them), so a matrix passed through again costs no memory."""
+    A = features.reshape(-1, features.shape[-1])
+    return A if A.numel() and bool(A.min() >= 0) else A.clamp_min(0)
 
 
 def _is_int(value) -> bool:
