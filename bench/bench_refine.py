@@ -55,7 +55,8 @@ def measure(matrices: list[torch.Tensor], v: torch.Tensor, repeats: int) -> dict
 
 def total(matrices, v, compare: tuple[str, ...]) -> float:
     model = PartPrototypes(k=K, compare=compare)
-    t, _ = timed(lambda: model.partial_fit(matrices, torch.arange(len(matrices)), v))
+    labels = torch.repeat_interleave(torch.arange(len(matrices)), torch.tensor([len(A) for A in matrices]))
+    t, _ = timed(lambda: model.fit(matrices, labels, v))  # (n, D) feature positions, one label each
     return t
 
 

@@ -403,7 +403,7 @@ def decompose(backbone: Backbone, data: str, settings: Settings) -> None:
         started = time.perf_counter()
         run = run_decomposition(
             backbone, data, "train", classes=settings.classes, images_per_class=settings.per_class, k=settings.k,
-            strategy=settings.strategy, seed=settings.seed, progress=progress, discovery=settings.discovery,
+            strategy=settings.strategy, random_state=settings.seed, progress=progress, discovery=settings.discovery,
         )
         path = save_run(run, ws.new_run_path(name))
         return {

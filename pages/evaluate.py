@@ -153,7 +153,7 @@ def choosing_k(ctx: Context, held_out: HeldOut, sf: SplitFeatures | None) -> Non
     st.markdown("##### Which k the data supports")
     same = same_class_runs(same_model_runs(list(runs_by_name().values()), ctx.run.manifest.get("fingerprint")),
                            ctx.run.manifest)
-    if len({r.manifest.get("k") for r in same}) < 2:
+    if len({r.manifest["params"].get("k") for r in same}) < 2:
         st.caption("Make runs of this model and these classes with other values of k on **Decompose** (e.g. 1, 3, 5, "
                    "10) to see which k the data supports.")
         return

@@ -224,7 +224,7 @@ def cmd_decompose(args) -> int:
         images_per_class=args.images_per_class,
         k=args.k,
         strategy=args.strategy,
-        seed=args.seed,
+        random_state=args.seed,
         cache_dir=args.cache,
         progress=StageProgress(),
         discovery=args.discovery,

@@ -16,8 +16,8 @@ class ManifestError(ValueError):
     """A manifest is missing, unreadable, or not of the expected format."""
 
 
-def read_manifest(path: str | Path, format: str) -> dict:
-    """The JSON object at ``path``, checked to be a mapping whose ``format`` is ``format``."""
+def read_manifest(path: str | Path, format: str | tuple[str, ...]) -> dict:
+    """The JSON object at ``path``, checked to be a mapping whose ``format`` is ``format`` (or one of them)."""
     path = Path(path)
     try:
         manifest = json.loads(path.read_text())
@@ -27,7 +27,7 @@ def read_manifest(path: str | Path, format: str) -> dict:
         raise ManifestError(f"{path}: unreadable ({exc})") from exc
     if not isinstance(manifest, dict):
         raise ManifestError(f"{path}: not a JSON object but a {type(manifest).__name__}")
-    if manifest.get("format") != format:
+    if manifest.get("format") not in ((format,) if isinstance(format, str) else format):
         raise ManifestError(f"{path}: unknown format {manifest.get('format')!r} (expected {format})")
     return manifest
 

@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 import torch
+from sklearn.base import clone
 
 from .backbones import Backbone
 from .data import BadImage, Problem, scan_split
 from .data.features import Progress, stream_features
-from .method import DEFAULT_STRATEGY, PartPrototypes, feature_matrix
-from .method.discovery import DEFAULT_DISCOVERY
+from .method import PartPrototypes, feature_matrix
+from .method.estimator import json_params
 from .runs import Run, library_versions
 
 STAGES = ("features", "nmf", "scaling", "refinement")
@@ -27,24 +28,24 @@ def run_decomposition(
     split: str = "train",
     classes: list[str] | None = None,
     images_per_class: int | None = None,
-    k: int = 3,
-    strategy: str = DEFAULT_STRATEGY,
-    seed: int = 0,
-    solver: str = "hals",
-    compare: tuple[str, ...] = (),
+    estimator: PartPrototypes | None = None,
+    *,
     chunk_size: int = 32,
     cache_dir=None,
     progress: Progress | None = None,
-    discovery: str = DEFAULT_DISCOVERY,
+    **params,
 ) -> Run:
     """Decompose the head rows of the classes found in ``data/split``.
 
-    ``compare``: further refinement strategies to keep in the run, for evaluation. ``discovery``: how the
-    prototypes are found (``method.discovery``; "nmf" is the paper's NMF).
+    ``estimator``: the (unfitted) :class:`PartPrototypes` to fit, cloned so it stays as it is; ``params``:
+    its parameters (``k=3, strategy=..., random_state=...``), set on that clone or on a new one. A new one
+    runs on the backbone's device unless ``device`` is given. The run's manifest records them as ``params``.
     """
-    model = PartPrototypes(k=k, strategy=strategy, solver=solver, random_state=seed, compare=compare, device=backbone.device,
-                           discovery=discovery)
+    if estimator is None:
+        params.setdefault("device", backbone.device)
+    model = clone(estimator if estimator is not None else PartPrototypes()).set_params(**params)
     model.validate_params()  # before any backbone time is spent
+    k = model.k
     images = scan_split(data, split, backbone.labels, backbone.wnids, classes, images_per_class, min_images=k)
     report = progress or (lambda stage, done, total: None)
     problems: list[Problem] = list(images.problems)
@@ -58,7 +59,7 @@ def run_decomposition(
     )
     for start in range(0, total_classes, chunk_size):
         chunk = images.classes[start : start + chunk_size]
-        matrices, chunk_kept = [], []
+        chunk_features, chunk_kept = [], []
         for cls, feats in zip(chunk, stream):  # zip asks the chunk first: the stream never runs ahead of it
             if isinstance(feats, BadImage):  # not one photo of this class is readable: the others go on
                 problems.append(Problem(cls.folder, f"class skipped: {feats}"))
@@ -67,31 +68,29 @@ def run_decomposition(
             if len(feats.paths) < k:  # unreadable images left too few to find k parts
                 problems.append(Problem(cls.folder, f"only {len(feats.paths)} readable images for k={k}; class skipped"))
                 continue
-            matrices.append(feature_matrix(feats.feats))
+            chunk_features.append(feature_matrix(feats.feats))  # (positions, D): the class's features, held once
             chunk_kept.append(cls)
             used[cls.folder] = feats.paths
         if not chunk_kept:
             continue
         done = len(kept) + len(chunk_kept)
+        labels = torch.cat([torch.full((len(A),), c.label) for A, c in zip(chunk_features, chunk_kept)])
         model.partial_fit(
-            matrices, torch.tensor([c.label for c in chunk_kept]), backbone.head_weight.cpu(),
+            chunk_features, labels, backbone.head_weight, backbone.head_bias,
             on_stage=lambda stage, done=done: report(stage, done, total_classes),
         )
         kept += chunk_kept
     if not kept:
         raise ValueError("no class could be decomposed: " + "; ".join(str(p) for p in problems[:5]))
+    by_label = {c.label: c for c in kept}
+    kept = [by_label[int(c)] for c in model.classes_]  # the manifest lists the classes in the tensors' order
 
     manifest = {
         "backbone": backbone.name,
         "fingerprint": backbone.fingerprint,
         "weights": backbone.weights_source,
         "note": backbone.note,
-        "k": k,
-        "strategy": strategy,
-        "seed": seed,
-        "solver": solver,
-        "discovery": discovery,
-        "params": model.get_params(),
+        "params": json_params(model.get_params(deep=False)),
         "data": str(Path(data).resolve()),
         "split": split,
         "images_per_class": images_per_class,

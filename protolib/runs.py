@@ -23,12 +23,15 @@ from .backbones import Backbone, load_backbone
 from .backbones.probe_models import PREFIX as PROBE_PREFIX
 from .files import ManifestError, atomic_dir, read_manifest, recover_folder, recover_swap
 from .method import PartPrototypes, PrototypeHead
-from .method.discovery import DEFAULT_DISCOVERY, DISCOVERIES
+from .method.discovery import DEFAULT_DISCOVERY
+from .method.estimator import check_params
 from .method.refine import STRATEGIES, head_error
 from .method.spatial import KEY as SPATIAL_KEY
 from .method.spatial import SpatialEdit, from_manifest, spatial_problem
 
-FORMAT = "protoscope.run/1"
+#: version 2 records the estimator's parameters once, under ``params``; version 1 also had ``k``, ``strategy``,
+#: ``seed``, ``solver`` and ``discovery`` at the top (older runs had them there only): ``upgraded`` reads it
+FORMAT, FORMAT_V1 = "protoscope.run/2", "protoscope.run/1"
 MANIFEST, TENSORS = "manifest.json", "prototypes.safetensors"
 #: the manifest key of the prototypes' names (``Run.labels``), and the longest name allowed
 LABELS_KEY, MAX_LABEL_CHARS = "prototype_labels", 80
@@ -62,19 +65,28 @@ class Run:
     scale: torch.Tensor | None = None  # (C, k) a saved intervention; None = untouched
     path: Path | None = field(default=None, compare=False)
 
+    def __post_init__(self) -> None:
+        self.manifest = upgraded(self.manifest)
+
     @property
     def k(self) -> int:
         return self.nmf_prototypes.shape[1]
 
     @property
+    def params(self) -> dict:
+        """The parameters of the :class:`PartPrototypes` that made the run, as its manifest records them (a
+        copy; runs older than a parameter lack it: the estimator's default applied)."""
+        return dict(self.manifest["params"])
+
+    @property
     def strategy(self) -> str:
-        return self.manifest["strategy"]
+        return self.manifest["params"]["strategy"]
 
     @property
     def discovery(self) -> str:
         """How the run's prototypes were found (``method.discovery``); runs older than the choice used
         the paper's NMF."""
-        return self.manifest.get("discovery", DEFAULT_DISCOVERY)
+        return self.manifest["params"].get("discovery", DEFAULT_DISCOVERY)
 
     @property
     def prototypes(self) -> torch.Tensor:
@@ -219,11 +231,28 @@ def save_run(run: Run, path: str | Path, overwrite: bool = False) -> Path:
 
 
 def read_run_manifest(path: str | Path) -> dict:
-    """The manifest of a run folder (RunError when it is missing or damaged)."""
+    """The manifest of a run folder, an older version read as the current one (RunError when it is missing
+    or damaged). Saving the run again writes the current version."""
     try:
-        return read_manifest(Path(path) / MANIFEST, FORMAT)
+        return upgraded(read_manifest(Path(path) / MANIFEST, (FORMAT, FORMAT_V1)))
     except ManifestError as exc:
         raise RunError(f"{path} is not a run folder, or not a usable run folder: {exc}") from exc
+
+
+#: version 1's top-level keys and the parameter each one records
+_V1_KEYS = {"k": "k", "strategy": "strategy", "seed": "random_state", "solver": "solver", "discovery": "discovery"}
+
+
+def upgraded(manifest):
+    """A version 1 manifest as version 2 (a new dict: ``params`` from its top-level keys, which win over its
+    own ``params``, the way version 1 was read); anything else unchanged. Version 2 never has those keys at
+    the top, so any found there (a hand-made manifest) are read the same way."""
+    if not isinstance(manifest, dict) or (manifest.get("format") != FORMAT_V1 and not _V1_KEYS.keys() & manifest.keys()):
+        return manifest
+    params = dict(manifest["params"]) if isinstance(manifest.get("params"), dict) else {}
+    params.update({new: manifest[old] for old, new in _V1_KEYS.items() if old in manifest})
+    rest = {key: value for key, value in manifest.items() if key not in _V1_KEYS}
+    return {**rest, "format": FORMAT, "params": params}
 
 
 def load_run(path: str | Path, backbone: Backbone | None = None) -> Run:
@@ -263,7 +292,7 @@ def load_run(path: str | Path, backbone: Backbone | None = None) -> Run:
 #: how far the refined prototypes may sum from the head rows (relative to the largest weight): float error only
 SUM_TOLERANCE = 1e-4
 #: manifest keys every run has, and their types
-REQUIRED_KEYS = {"backbone": str, "fingerprint": str, "k": int, "strategy": str, "classes": list, "images": dict}
+REQUIRED_KEYS = {"backbone": str, "fingerprint": str, "params": dict, "classes": list, "images": dict}
 
 
 def run_problem(run: Run) -> str | None:
@@ -273,9 +302,9 @@ def run_problem(run: Run) -> str | None:
     problem = manifest_problem(m)
     if problem:
         return problem
-    unknown = sorted(set(run.refined) - set(STRATEGIES))
-    if unknown or m["strategy"] not in run.refined:
-        return f"strategy {m['strategy']!r} has no prototypes" if not unknown else f"unknown strategies {unknown}"
+    unknown, strategy = sorted(set(run.refined) - set(STRATEGIES)), m["params"]["strategy"]
+    if unknown or strategy not in run.refined:
+        return f"strategy {strategy!r} has no prototypes" if not unknown else f"unknown strategies {unknown}"
     tensors = {"classes": run.classes, "nmf_prototypes": run.nmf_prototypes, "alpha": run.alpha,
                "feature_error": run.feature_error, "presence_scale": run.presence_scale,
                **{f"refined.{s}": p for s, p in run.refined.items()}, **({"scale": run.scale} if run.scale is not None else {})}
@@ -290,8 +319,7 @@ def run_problem(run: Run) -> str | None:
     for name, tensor in tensors.items():
         if name != "classes" and not bool(torch.isfinite(tensor).all()):
             return f"{name} holds NaN or infinite values"
-    k = m["k"]
-    return labels_problem(m.get(LABELS_KEY) or {}, k, run.classes.tolist())
+    return labels_problem(m.get(LABELS_KEY) or {}, m["params"]["k"], run.classes.tolist())
 
 
 _INTEGER = {torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8}
@@ -302,7 +330,7 @@ def tensors_problem(tensors: Mapping[str, tuple[torch.dtype, tuple[int, ...]]], 
     """Why tensors of these dtypes and shapes cannot be a run with ``manifest``, or None: integer class labels
     (C,), float prototypes (C, k, D), float alpha, presence scale and intervention scale (C, k), feature error
     (C,), C the manifest's number of classes and k its k. Needs no tensor data (a listing reads headers only)."""
-    C, k = len(manifest["classes"]), manifest["k"]
+    C, k = len(manifest["classes"]), upgraded(manifest)["params"]["k"]
     if "classes" not in tensors:
         return "no tensor 'classes'"
     dtype, shape = tensors["classes"]
@@ -383,30 +411,43 @@ def labels_problem(labels, k: int, classes: Sequence[int] | None = None) -> str 
 
 def manifest_problem(manifest) -> str | None:
     """Why a run's manifest cannot be listed or opened as it is, or None: the checks of ``run_problem``
-    that need no tensors (keys and types, a known strategy, a positive k, one readable entry per class).
-    A listing marks such a run damaged instead of letting a page trip over it."""
+    that need no tensors (keys and types, parameters an estimator accepts, one readable entry per class).
+    A listing marks such a run damaged instead of letting a page trip over it. Reads either version."""
+    manifest = upgraded(manifest)
     if not isinstance(manifest, dict):
         return f"the manifest is a JSON {type(manifest).__name__}, not an object"
     for key, kind in REQUIRED_KEYS.items():
-        if not isinstance(manifest.get(key), kind) or (kind is int and isinstance(manifest.get(key), bool)):
+        if not isinstance(manifest.get(key), kind):
             return f"manifest key {key!r} is missing or not a {kind.__name__}"
-    if manifest["strategy"] not in STRATEGIES:
-        return f"unknown strategy {manifest['strategy']!r}"
-    if manifest["k"] < 1:
-        return f"k = {manifest['k']}"
-    if manifest.get("discovery", DEFAULT_DISCOVERY) not in DISCOVERIES:
-        return f"unknown discovery {manifest['discovery']!r}"
+    problem = params_problem(manifest["params"])
+    if problem:
+        return problem
+    k = manifest["params"]["k"]
     for entry in manifest["classes"]:
         if not (isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("folder"), str)):
             return "a class entry of the manifest has no name or folder"
     if manifest.get(SPATIAL_KEY) is not None:
         listed = [e.get("label") for e in manifest["classes"]]
-        problem = spatial_problem(manifest[SPATIAL_KEY], manifest["k"], listed if all(type(c) is int for c in listed) else None)
+        problem = spatial_problem(manifest[SPATIAL_KEY], k, listed if all(type(c) is int for c in listed) else None)
         if problem:
             return problem
     if manifest.get(LABELS_KEY) is not None:
         listed = [e["label"] for e in manifest["classes"] if isinstance(e.get("label"), int)]
-        return labels_problem(manifest[LABELS_KEY], manifest["k"], listed if len(listed) == len(manifest["classes"]) else None)
+        return labels_problem(manifest[LABELS_KEY], k, listed if len(listed) == len(manifest["classes"]) else None)
+    return None
+
+
+def params_problem(params: dict) -> str | None:
+    """Why a manifest's ``params`` are not those of a :class:`PartPrototypes`, or None: ``k`` and ``strategy``
+    recorded, every parameter known and accepted (a missing one reads as the estimator's default)."""
+    missing = [key for key in ("k", "strategy") if key not in params]
+    unknown = sorted(set(params) - set(PartPrototypes().get_params(deep=False)))
+    if missing or unknown:
+        return f"the manifest's params lack {missing}" if missing else f"the manifest's params hold unknown {unknown}"
+    try:
+        check_params({**PartPrototypes().get_params(deep=False), **params})
+    except ValueError as exc:
+        return str(exc)
     return None
 
 

@@ -85,7 +85,7 @@ def test_run_round_trips_and_refuses_other_weights(small_run, lite0, tmp_path):
     loaded = load_run(path, lite0)
     for name, value in small_run.refined.items():
         assert torch.equal(loaded.refined[name], value)
-    assert loaded.manifest["versions"]["torch"] and loaded.manifest["k"] == 3
+    assert loaded.manifest["versions"]["torch"] and loaded.params["k"] == loaded.k == 3
     with pytest.raises(RunError, match="cannot be applied"):
         load_run(path, load_backbone(weights="random"))
     with pytest.raises(FileExistsError):

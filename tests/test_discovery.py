@@ -41,11 +41,11 @@ def test_the_choice_travels_with_the_run(discovered, tmp_path, lite0):
     path = save_run(run, tmp_path / "run")
     assert load_run(path, lite0).discovery == name
     manifest = json.loads((path / "manifest.json").read_text())
-    older = {key: value for key, value in manifest.items() if key != "discovery"}
+    older = {**manifest, "params": {key: value for key, value in manifest["params"].items() if key != "discovery"}}
     assert manifest_problem(older) is None  # runs made before the choice read as the paper's NMF
     (path / "manifest.json").write_text(json.dumps(older))
     assert load_run(path, lite0).discovery == DEFAULT_DISCOVERY == "nmf"
-    assert "unknown discovery" in manifest_problem({**manifest, "discovery": "magic"})
+    assert "unknown discovery" in manifest_problem({**manifest, "params": {**manifest["params"], "discovery": "magic"}})
 
 
 def test_evidence_weighting_finds_other_parts_from_the_cells_that_make_the_logit(lite0, data_dir, feature_cache):
@@ -71,7 +71,7 @@ def test_command_line_discovery(tmp_path, data_dir, feature_cache, capsys):
     args = ["decompose", "--data", str(data_dir), "--classes", "n01440764", "n02102040", "--images-per-class", "4",
             "--k", "2", "--cache", str(feature_cache), "--out", str(out)]
     assert main([*args, "--discovery", "evidence"]) == 0
-    assert json.loads((out / "manifest.json").read_text())["discovery"] == "evidence"
+    assert json.loads((out / "manifest.json").read_text())["params"]["discovery"] == "evidence"
     with pytest.raises(SystemExit) as exit_info:
         main([*args[:-1], str(tmp_path / "other"), "--discovery", "magic"])
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
@@ -83,6 +83,6 @@ def test_the_report_refits_with_the_runs_own_discovery(discovered, lite0, featur
     refined prototypes sum to: with the run's seed that gives back the run's own prototypes."""
     name, run = discovered
     matrices = training_matrices(run, lite0, feature_cache)
-    again = discover(name, matrices, run.k, run.refined[run.strategy].sum(dim=1), seed=run.manifest["seed"])
+    again = discover(name, matrices, run.k, run.refined[run.strategy].sum(dim=1), seed=run.params["random_state"])
     torch.testing.assert_close(again.prototypes, run.nmf_prototypes, atol=1e-4, rtol=1e-3)
     assert 0 < seed_stability_section(run, matrices, 2)["mean"] <= 1 + 1e-6

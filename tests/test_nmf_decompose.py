@@ -27,6 +27,11 @@ from protolib.method.refine import (
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+def position_labels(classes: list[int], matrices: list[torch.Tensor]) -> torch.Tensor:
+    """The class of every row of the feature matrices: the estimator takes (N, D) feature positions too."""
+    return torch.repeat_interleave(torch.tensor(classes), torch.tensor([len(A) for A in matrices]))
+
+
 @pytest.fixture(scope="module")
 def matrices(lite0, data_dir, feature_cache):
     """Real feature matrices of three classes, of unequal heights (12, 9 and 15 images)."""
@@ -82,7 +87,7 @@ def test_bad_arguments_are_refused(matrices):
     with pytest.raises(ValueError, match="solver"):
         batched_nmf(matrices, 3, solver="als")
     with pytest.raises(ValueError, match="not sensible"):
-        PartPrototypes(k=50).partial_fit(matrices, torch.arange(3), torch.randn(3, matrices[0].shape[1]))
+        PartPrototypes(k=50).partial_fit(matrices, position_labels([0, 1, 2], matrices), torch.randn(3, matrices[0].shape[1]))
 
 
 def test_scaling_is_the_least_squares_solution(matrices, lite0):
@@ -99,7 +104,8 @@ def test_scaling_is_the_least_squares_solution(matrices, lite0):
 @pytest.mark.parametrize("k", [1, 2, 3, 10])
 def test_every_strategy_sums_to_the_head_exactly(matrices, lite0, k):
     v = lite0.head_weight[[0, 217, 566]]
-    model = PartPrototypes(k=k, compare=STRATEGIES).partial_fit(matrices, torch.tensor([0, 217, 566]), lite0.head_weight)
+    model = PartPrototypes(k=k, compare=STRATEGIES).partial_fit(matrices, position_labels([0, 217, 566], matrices),
+                                                                lite0.head_weight)
     for strategy in STRATEGIES:
         refined = model.refined_by_strategy_[strategy]
         assert refined.shape == (3, k, v.shape[1])
@@ -137,7 +143,7 @@ def _degenerate(case: str) -> list[torch.Tensor]:
 def test_every_strategy_stays_finite_and_exact_on_degenerate_features(case, k):
     matrices = _degenerate(case)
     head = torch.randn(4, matrices[0].shape[1], generator=torch.Generator().manual_seed(1))
-    model = PartPrototypes(k=k, compare=STRATEGIES).partial_fit(matrices, torch.tensor([0, 2]), head)
+    model = PartPrototypes(k=k, compare=STRATEGIES).partial_fit(matrices, position_labels([0, 2], matrices), head)
     for strategy, refined in model.refined_by_strategy_.items():
         assert torch.isfinite(refined).all(), (case, strategy)
         assert (refined.sum(dim=1) - head[[0, 2]]).abs().max() <= 1e-4, (case, strategy)
@@ -191,15 +197,15 @@ def test_the_estimator_rewrites_a_linear_head_exactly():
     features = torch.rand(24, 5, 5, 32, generator=generator) ** 2
     labels = torch.tensor([1, 4, 6]).repeat(8)
     weight, bias = torch.randn(7, 32, generator=generator), torch.randn(7, generator=generator)
-    model = Public(k=3, random_state=0).fit(features, labels, weight)
+    model = Public(k=3, random_state=0).fit(features, labels, weight, bias)
     assert model.classes_.tolist() == [1, 4, 6]
     assert model.prototypes_.shape == model.refined_.shape == (3, 3, 32) and model.alpha_.shape == (3, 3)
     assert (model.prototypes_ >= 0).all() and (model.n_iter_ > 0).all()
     assert (model.refined_.sum(dim=1) - weight[model.classes_]).abs().max() <= 1e-4
-    logits, contributions = model.head(weight, bias)(features)
+    logits, contributions = model.head()(features)
     linear = features.mean(dim=(1, 2)) @ weight.T + bias
     assert (logits - linear).abs().max() <= 1e-4 and contributions.shape == (24, 3, 3)
     assert model.get_params() == {"k": 3, "strategy": "optimized", "solver": "hals", "random_state": 0, "max_iter": 200,
-                                  "tol": 1e-4, "compare": [], "discovery": "nmf"}
+                                  "tol": 1e-4, "compare": (), "device": "cpu", "discovery": "nmf"}
     with pytest.raises(ValueError, match="not fitted"):
-        Public().head(weight, bias)
+        Public().head()

@@ -269,7 +269,7 @@ def damage(folder: Path, how: str) -> Path:
     manifest = json.loads((path / MANIFEST).read_text())
     value = DAMAGED[how]
     if how == "unknown-strategy":
-        manifest["strategy"] = "magic"
+        manifest["params"]["strategy"] = "magic"
     elif how == "bad-classes":
         manifest["classes"] = ["tench", "dog"]
     elif isinstance(value, str):
@@ -297,10 +297,10 @@ def test_manifest_problems():
             "classes": [{"name": "a", "folder": "a"}]}
     assert manifest_problem(good) is None
     assert "JSON list" in manifest_problem([good])
-    assert "'k'" in manifest_problem(good | {"k": True})
+    assert "k=True is not sensible" in manifest_problem(good | {"k": True})
     assert "unknown strategy" in manifest_problem(good | {"strategy": "magic"})
     assert "class entry" in manifest_problem(good | {"classes": [{"name": "a"}]})
-    assert "k = 0" in manifest_problem(good | {"k": 0})
+    assert "k=0 is not sensible" in manifest_problem(good | {"k": 0})
 
 
 # -- one heavy job at a time --------------------------------------------------------------------------

@@ -62,15 +62,15 @@ def run_rows(runs: Sequence[SavedRun]) -> list[dict]:
         if m is None:
             rows.append({"run": run.name, "backbone": "(damaged)", "k": None, "strategy": "", "classes": 0})
             continue
-        classes = m.get("classes", [])
+        classes, params = m.get("classes", []), m.get("params") or {}
         names = ", ".join(c["name"] for c in classes[:4]) + (f" +{len(classes) - 4}" if len(classes) > 4 else "")
         rows.append(
             {
                 "run": run.name,
                 "backbone": m.get("backbone", "?"),
-                "k": m.get("k"),
-                "strategy": m.get("strategy", ""),
-                "discovery": DISCOVERY_LABELS.get(m.get("discovery", DEFAULT_DISCOVERY), str(m.get("discovery"))),
+                "k": params.get("k"),
+                "strategy": params.get("strategy", ""),
+                "discovery": DISCOVERY_LABELS.get(params.get("discovery", DEFAULT_DISCOVERY), str(params.get("discovery"))),
                 "classes": len(classes),
                 "class names": names,
                 "images": sum(c.get("n_images", 0) for c in classes),
@@ -87,10 +87,11 @@ def run_caption(manifest: Mapping) -> str:
     """One line about a run for the sidebar: backbone, k, strategy and its classes."""
     names = [c["name"] for c in manifest.get("classes", [])]
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    discovery = manifest.get("discovery", DEFAULT_DISCOVERY)
+    params = manifest.get("params") or {}
+    discovery = params.get("discovery", DEFAULT_DISCOVERY)
     found = "" if discovery == DEFAULT_DISCOVERY else f" · {DISCOVERY_LABELS.get(discovery, discovery)}"
     return (
-        f"{short_backbone(manifest.get('backbone') or '?')} · k = {manifest.get('k')} · {manifest.get('strategy')}{found} · "
+        f"{short_backbone(manifest.get('backbone') or '?')} · k = {params.get('k')} · {params.get('strategy')}{found} · "
         f"{len(names)} classes: {shown}"
     )
 

@@ -206,7 +206,7 @@ def _decompose(backbone: Backbone, data: Path, cfg: BenchConfig, offset: int, ca
     for label, name in enumerate(names):
         groups.setdefault(len(parts_of_class(label)) + offset, []).append(name)
     return [
-        run_decomposition(backbone, data, "train", classes, cfg.decompose_per_class, k=k, seed=cfg.seed,
+        run_decomposition(backbone, data, "train", classes, cfg.decompose_per_class, k=k, random_state=cfg.seed,
                           cache_dir=cache, discovery=discovery)
         for k, classes in sorted(groups.items())
     ]

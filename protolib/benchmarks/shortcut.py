@@ -407,7 +407,7 @@ def run_shortcut_seed(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log
     backbone, training = prepare_model(out, data, cfg, seed, log)
     cache = out / "features"
     log(f"decomposing the held-out photos, k = {cfg.k}")
-    run = run_decomposition(backbone, data, "heldout", images_per_class=cfg.heldout_per_class, k=cfg.k, seed=seed,
+    run = run_decomposition(backbone, data, "heldout", images_per_class=cfg.heldout_per_class, k=cfg.k, random_state=seed,
                             cache_dir=cache, discovery=cfg.discovery)
     save_run(run, out / "run", overwrite=True)
     head = run.head(backbone)
@@ -474,7 +474,7 @@ def build_shortcut_demo(runs_root: str | Path, log: Log | None = None, cfg: Shor
     data = prepare_shortcut_data(out, cfg)
     backbone, _ = prepare_model(out / "seed-0", data, cfg, 0, log)
     log(f"decomposing the held-out photos, k = {cfg.k}")
-    run = run_decomposition(backbone, data, "heldout", images_per_class=cfg.heldout_per_class, k=cfg.k, seed=0,
+    run = run_decomposition(backbone, data, "heldout", images_per_class=cfg.heldout_per_class, k=cfg.k, random_state=0,
                             cache_dir=out / "seed-0" / "features")
     try:
         save_run(run, path)

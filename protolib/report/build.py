@@ -111,8 +111,8 @@ def table3_section(run: Run, backbone: Backbone, sf: SplitFeatures, matrices: li
     rows = {space: {"prototypes_only": [], "residual_only": [], "both": []} for space in spaces}
     errors = {"feature_reconstruction_error": [], "head_reconstruction_error": []}
     for k in used:
-        nmf = discover(run.discovery, matrices, k, v, seed=run.manifest.get("seed", 0),
-                       solver=run.manifest.get("solver", "hals"))
+        nmf = discover(run.discovery, matrices, k, v, seed=run.params.get("random_state", 0),
+                       solver=run.params.get("solver", "hals"))
         alpha = scale_prototypes(nmf.prototypes, v)
         scores = table3(head, approximation(nmf.prototypes, alpha), sf.pooled, sf.labels)
         for space in spaces:
@@ -129,13 +129,13 @@ def table3_section(run: Run, backbone: Backbone, sf: SplitFeatures, matrices: li
 def seed_stability_section(run: Run, matrices: list[torch.Tensor], seeds: int) -> dict:
     """NMF with other seeds on the same features (the run's discovery), matched to the run's prototypes
     (Hungarian on cosine)."""
-    own = run.manifest.get("seed", 0)
+    own = run.params.get("random_state", 0)
     head_rows = run.refined[run.strategy].sum(dim=1)  # the refined prototypes sum to the head rows exactly
     reference = torch.nn.functional.normalize(run.nmf_prototypes.float(), dim=-1)
     similarity = torch.zeros(len(run.classes), max(seeds - 1, 0))
     for s in range(1, seeds):
         other = discover(run.discovery, matrices, run.k, head_rows, seed=own + s,
-                         solver=run.manifest.get("solver", "hals")).prototypes
+                         solver=run.params.get("solver", "hals")).prototypes
         cosine = reference @ torch.nn.functional.normalize(other.float(), dim=-1).transpose(1, 2)  # (C, k, k)
         for c in range(len(cosine)):
             rows, cols = linear_sum_assignment(cosine[c].numpy(), maximize=True)
