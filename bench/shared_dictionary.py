@@ -17,9 +17,8 @@ like any other prototypes, so the head stays exact.
 from __future__ import annotations
 
 import torch
+from _register import register_variant
 
-from protolib.method import estimator
-from protolib.method.discovery import check_discovery
 from protolib.method.nmf import CHECK_EVERY, EPS, HALS_SWEEPS, NMFResult, batched_nmf
 
 #: shared parts per run when none is named (the scripts try 1 to 4)
@@ -82,18 +81,8 @@ def shared_discovery(matrices: list[torch.Tensor], k: int, max_iter: int = 200, 
 
 
 def register(s: int) -> None:
-    """Make ``discovery="shared"`` (with ``s`` shared parts) run through the estimator, for these scripts only:
-    steps 2-3 are then exactly those of every discovery (the library does not offer the variant)."""
+    """Make ``discovery="shared"`` (with ``s`` shared parts) run through the estimator, for these scripts only."""
     global SHARED_PARTS
     SHARED_PARTS = s
-    library_discover = estimator.discover
-
-    def discover(name, matrices, k, head_rows, max_iter=200, tol=1e-4, seed=0, solver="hals", device=None):
-        if name == NAME:
-            return shared_discovery(matrices, k, max_iter, tol, seed)
-        return library_discover(name, matrices, k, head_rows, max_iter, tol, seed, solver, device)
-
-    estimator.discover = getattr(library_discover, "library", library_discover)
-    discover.library = estimator.discover
-    estimator.discover = discover
-    estimator.check_discovery = lambda name: None if name == NAME else check_discovery(name)
+    register_variant(NAME, lambda matrices, k, head_rows, max_iter, tol, seed: shared_discovery(
+        matrices, k, max_iter, tol, seed))
