@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from shared_dictionary import shared_discovery
+from smooth_nmf import smooth_nmf
 from sparse_nmf import sparse_nmf
 
 from protolib.backbones.parts_net import build_parts_net
@@ -72,6 +73,14 @@ def _shared(n: int) -> Callable[[list[torch.Tensor], int, int], torch.Tensor]:
     return lambda matrices, k, seed: shared_discovery(matrices, k, seed=seed, s=n).prototypes
 
 
+#: ideas that read the feature grid: (A, v, k, seed, grid) -> P (k, D)
+def _smooth(gamma: float):
+    return lambda A, v, k, s, grid: smooth_nmf(A * evidence_weights(A, v, 6)[:, None], k, grid, gamma, s)
+
+
+GRID_IDEAS = {f"spatially smooth NMF (gamma {g:g}) of evidence^6-weighted cells": _smooth(g) for g in (0.1, 0.3, 1)}
+
+
 #: ideas that read every class of the run at once: (matrices, k, seed) -> P (C, k, D)
 JOINT_IDEAS = {f"shared dictionary, {n} shared": _shared(n) for n in (1, 2, 3)}
 
@@ -80,8 +89,9 @@ def seed_scores(root: Path, seed: int, label: str, only: str = "") -> dict[str, 
     """Consistency per idea whose name contains ``only`` (and always the paper's NMF and k-means)."""
     ideas = {name: idea for name, idea in IDEAS.items() if only in name or name == "the paper's NMF"}
     joint = {name: idea for name, idea in JOINT_IDEAS.items() if only in name}
+    gridded = {name: idea for name, idea in GRID_IDEAS.items() if only in name}
     backbone = build_parts_net(root / "parts_net.safetensors")
-    methods: dict[str, dict] = {name: {} for name in [*ideas, *joint, "k-means centroids (heatmaps)"]}
+    methods: dict[str, dict] = {name: {} for name in [*ideas, *joint, *gridded, "k-means centroids (heatmaps)"]}
     weight = backbone.head_weight.float()
     for path in sorted((root / label).glob("run-k*")):
         if not path.name[5:].isdigit():  # another discovery's run of the same classes
@@ -91,7 +101,10 @@ def seed_scores(root: Path, seed: int, label: str, only: str = "") -> dict[str, 
         for name, idea in joint.items():
             for c, P in zip(run.classes.tolist(), idea(matrices, run.k, seed)):
                 methods[name][c] = P
-        for A, c in zip(training_matrices(run, backbone, root / "features"), run.classes.tolist()):
+        for A, c, entry in zip(matrices, run.classes.tolist(), run.manifest["classes"]):
+            side = round((len(A) / len(run.manifest["images"][entry["folder"]])) ** 0.5)  # square photos, square grid
+            for name, idea in gridded.items():
+                methods[name][c] = idea(A, weight[c], run.k, seed, (side, side))
             for name, idea in ideas.items():
                 methods[name][c] = idea(A.float(), weight[c], run.k, seed)
             methods["k-means centroids (heatmaps)"][c] = kmeans_prototypes(A, run.k, seed)
