@@ -103,8 +103,9 @@ def allowed_data_roots(environ: Mapping[str, str] | None = None) -> list[Path]:
     never one."""
     environ = _environ(environ)
     roots = [SAMPLE_DATA, demos_dir(environ)]
-    if data_dir_from_env(environ):
-        roots.append(data_dir_from_env(environ))
+    env_data = data_dir_from_env(environ)
+    if env_data:
+        roots.append(env_data)
     roots += [expand(p, f"${DATA_ROOTS_ENV}") for p in environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
     return roots
 

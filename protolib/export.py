@@ -45,6 +45,8 @@ class PrototypeModel(nn.Module):
     ``spatial`` (optional) is an edit in space: the cells where its parts are present are left out of the pooling.
     """
 
+    leave_out_parts: torch.Tensor  # a registered buffer, declared so that reading it is typed as a tensor
+
     def __init__(self, backbone: Backbone, head: PrototypeHead, prototype_labels: dict[str, list[str]] | None = None,
                  info: dict | None = None, spatial: SpatialEdit | None = None):
         super().__init__()

@@ -24,6 +24,7 @@ import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 from .workspace import Workspace
 
@@ -44,12 +45,12 @@ def new_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
 
 
-def valid_token(text: object) -> bool:
+def valid_token(text: object) -> TypeGuard[str]:
     """Whether ``text`` has the exact shape of a token (43 base64url characters); nothing else is looked at."""
     return isinstance(text, str) and TOKEN_PATTERN.fullmatch(text) is not None
 
 
-def valid_user(text: object) -> bool:
+def valid_user(text: object) -> TypeGuard[str]:
     """Whether a proxy's user header is a usable name: 1 to 256 printable characters, not only spaces."""
     return isinstance(text, str) and 0 < len(text) <= MAX_USER and text.isprintable() and bool(text.strip())
 

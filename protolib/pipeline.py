@@ -13,7 +13,7 @@ import torch
 from sklearn.base import clone
 
 from .backbones import Backbone
-from .data import BadImage, Problem, scan_split
+from .data import BadImage, ClassFolder, Problem, scan_split
 from .data.features import Progress, stream_features
 from .method import PartPrototypes, feature_matrix
 from .method.estimator import json_params
@@ -51,7 +51,8 @@ def run_decomposition(
     problems: list[Problem] = list(images.problems)
     total_images, total_classes = len(images), len(images.classes)
     started = time.perf_counter()
-    kept, used = [], {}
+    kept: list[ClassFolder] = []
+    used: dict[str, list[str]] = {}
     # one stream of images for every class (a loader per class would cost more than its images at 4 per class)
     stream = stream_features(
         backbone, [images.images[c.folder] for c in images.classes], cache_dir=cache_dir,

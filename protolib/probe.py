@@ -93,7 +93,7 @@ def _split_images(data: Path, split: str, val_split: str | None, limit: int | No
     if missing:
         raise DataError(f"class folders of {folder_root} without images: {', '.join(missing)}")
     has_val = val_split and val_split in available_splits(data)
-    val = scan_split(data, val_split, names, folders, limit=val_limit) if has_val else None
+    val = scan_split(data, val_split, names, folders, limit=val_limit) if val_split and has_val else None
     return train, val, folders, names
 
 
@@ -192,9 +192,9 @@ def fit_probe(
         raise ValueError("a probe cannot be fit on another probe: pass the backbone it was fit on")
     train, val, folders, names = _split_images(data, split, val_split, images_per_class, val_images_per_class)
     label_of = {folder: i for i, folder in enumerate(folders)}
-    features, problems = {}, []
+    features: dict[str, dict[str, Features]] = {}
     features[split], problems = _pooled(trunk, train, cache_dir, progress, "features")
-    if val is not None:
+    if val is not None and val_split:  # val is only scanned for a named split
         features[val_split], val_problems = _pooled(trunk, val, cache_dir, progress, "features (val)")
         problems += val_problems
         x, y = _stack(features[split], label_of)

@@ -326,7 +326,7 @@ _INTEGER = {torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8}
 _FLOAT = {torch.float32, torch.float64, torch.float16, torch.bfloat16}
 
 
-def tensors_problem(tensors: Mapping[str, tuple[torch.dtype, tuple[int, ...]]], manifest: dict) -> str | None:
+def tensors_problem(tensors: Mapping[str, tuple[torch.dtype | None, tuple[int, ...]]], manifest: dict) -> str | None:
     """Why tensors of these dtypes and shapes cannot be a run with ``manifest``, or None: integer class labels
     (C,), float prototypes (C, k, D), float alpha, presence scale and intervention scale (C, k), feature error
     (C,), C the manifest's number of classes and k its k. Needs no tensor data (a listing reads headers only)."""

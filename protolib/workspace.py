@@ -222,7 +222,7 @@ def clean_up(runs_root: str | Path, uploads_root: str | Path, max_age: float, no
     which a session refreshes on every use: ``Workspace.touch``), except those in ``keep``. Returns them."""
     now = time.time() if now is None else now
     removed = []
-    keep = {Path(k) for k in keep}
+    kept = {Path(k) for k in keep}
     for parent in (Path(uploads_root), Path(runs_root) / SESSIONS):
         try:
             folders = [p for p in parent.iterdir() if p.is_dir() and not p.is_symlink()]
@@ -233,7 +233,7 @@ def clean_up(runs_root: str | Path, uploads_root: str | Path, max_age: float, no
                 age = now - folder.stat().st_mtime
             except OSError:
                 continue
-            if age > max_age and folder not in keep:
+            if age > max_age and folder not in kept:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
     return removed
@@ -301,7 +301,7 @@ def _published_manifest(workspace: Workspace, manifest: dict, tmp: Path, target:
     if manifest.get("parent") and workspace.owns(manifest["parent"]):
         manifest["parent"] = Path(manifest["parent"]).name
     uploads = workspace.uploads.resolve()
-    images = {}
+    images: dict[str, list[str]] = {}
     for folder, paths in (manifest.get("images") or {}).items():
         images[folder] = []
         for source in paths:

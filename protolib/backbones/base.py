@@ -82,6 +82,16 @@ def imagenet_labels() -> tuple[list[str], list[str]]:
     return [r["name"] for r in rows], [r["wnid"] for r in rows]
 
 
+def weights_fingerprint(name: str, model: nn.Module) -> str:
+    """A stable hash of a model's weights (names, shapes and values), short enough to show."""
+    digest = hashlib.sha256(name.encode())
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(str(tuple(value.shape)).encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 class Backbone(nn.Module, ABC):
     """A classifier split into spatial features and a linear head.
 
@@ -155,12 +165,7 @@ class Backbone(nn.Module, ABC):
     @cached_property
     def fingerprint(self) -> str:
         """A stable hash of the weights (names, shapes and values), short enough to show."""
-        digest = hashlib.sha256(self.name.encode())
-        for key, value in self.model.state_dict().items():
-            digest.update(key.encode())
-            digest.update(str(tuple(value.shape)).encode())
-            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return weights_fingerprint(self.name, self.model)
 
     def check_linear_head(self, atol: float = 1e-3) -> None:
         """Refuse a model whose head is not linear on mean-pooled features (one probe forward)."""
@@ -217,6 +222,7 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsMissing(f"weights file {path} does not exist")
     if path.stat().st_size == 0:
         raise BackboneError(f"weights file {path} is empty")
+    state: object  # whatever the file holds, checked below
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

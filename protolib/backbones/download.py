@@ -113,6 +113,7 @@ def fetch_weights(name: str, progress: ByteProgress | None = None) -> Path:
 
 def _fetch_hub(wf: WeightsFile, progress: ByteProgress | None) -> Path:
     """A timm file into the Hugging Face cache layout: blobs/<sha256>, snapshots/<revision>/<file>, refs/main."""
+    assert wf.hf_repo, "only called for files on the hub"
     repo, filename = wf.hf_repo, wf.mirror_name.rsplit("/", 1)[-1]
     expected, revision = _expected_hub_sha256(wf)
     folder = hub_cache() / f"models--{repo.replace('/', '--')}"

@@ -69,6 +69,8 @@ class PartsNetBackbone(Backbone):
     """PartsNet as a backbone: spatial = ``forward_features``, head = its Linear, its own normalisation.
     ``labels`` name the classes and are also their folder names (generated data maps by name)."""
 
+    model: PartsNet
+
     def __init__(self, model: PartsNet, size: int, labels: list[str], name: str = "parts_net"):
         preprocessing = Preprocessing(crop_size=size, resize_size=size, mean=MEAN, std=STD)
         super().__init__(name, model, preprocessing, labels, wnids=labels)

@@ -20,7 +20,16 @@ from torchvision import models
 from torchvision.models.vgg import cfgs, make_layers
 
 from ..files import ManifestError, atomic_dir, read_manifest
-from .base import Backbone, BackboneError, WeightsMissing, load_state, load_weights_file, resolve_device, weights_source
+from .base import (
+    Backbone,
+    BackboneError,
+    WeightsMissing,
+    load_state,
+    load_weights_file,
+    resolve_device,
+    weights_fingerprint,
+    weights_source,
+)
 from .registry import load_registered
 from .torchvision_models import pretrained_file, pretrained_hint, weights_preprocessing
 
@@ -40,11 +49,14 @@ class ConvTrunk(nn.Module):
 
     note = ""
     weights_source: str | None = None
-    fingerprint = Backbone.fingerprint  # the same weights hash as every backbone
-
     def __init__(self, name: str, features: nn.Module, preprocessing):
         super().__init__()
         self.name, self.model, self.preprocessing = name, features.eval(), preprocessing
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The same weights hash as every backbone."""
+        return weights_fingerprint(self.name, self.model)
 
     @property
     def device(self) -> torch.device:
@@ -107,11 +119,15 @@ class ProbeBackbone(Backbone):
 
     @property
     def head(self) -> nn.Linear:
-        return self.model["head"]
+        head = self.model.get_submodule("head")
+        assert isinstance(head, nn.Linear)
+        return head
 
     @property
     def trunk(self) -> Backbone | ConvTrunk:
-        return self.model["trunk"]
+        trunk = self.model.get_submodule("trunk")
+        assert isinstance(trunk, Backbone | ConvTrunk)
+        return trunk
 
     def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk.spatial_features(x)

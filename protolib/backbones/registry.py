@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 
 from .base import Backbone, BackboneError, resolve_device, weights_source
-from .timm_models import LITE_FAMILY, build_lite, build_timm
+from .timm_models import LITE_FAMILY, EmbeddedWeights, build_lite, build_timm
 from .torchvision_models import SPECS as TORCHVISION
 from .torchvision_models import pretrained_file, pretrained_hint
 
@@ -66,9 +66,13 @@ class BackboneSpec:
         return self.description if self.embedded and self.ready() else f"{self.description} · {self.status}"
 
 
+def _hint_of(family: EmbeddedWeights) -> Callable[[], str]:
+    return lambda: family.hint
+
+
 def _specs() -> list[BackboneSpec]:
     specs = [
-        BackboneSpec(arch, family.description, partial(build_lite, arch), family.weights_file, lambda f=family: f.hint, True)
+        BackboneSpec(arch, family.description, partial(build_lite, arch), family.weights_file, _hint_of(family), True)
         for arch, family in LITE_FAMILY.items()
     ]
     specs += [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,8 +26,12 @@ from .base import (
 class TimmBackbone(Backbone):
     """A timm model whose ``forward_head`` is average pooling followed by one linear layer."""
 
+    # Any timm model: get_classifier / forward_features / forward_head are timm's conventions, not a typed base class.
+    model: Any
+
     def __init__(self, name: str, model: nn.Module, preprocessing: Preprocessing, labels, wnids=None):
-        classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+        get_classifier = getattr(model, "get_classifier", None)
+        classifier = get_classifier() if callable(get_classifier) else None
         if not isinstance(classifier, nn.Linear) or not hasattr(model, "forward_features"):
             raise UnsupportedModel(
                 f"{name}: its head is {type(classifier).__name__}, not a single linear layer on pooled "
@@ -36,7 +41,9 @@ class TimmBackbone(Backbone):
 
     @property
     def head(self) -> nn.Linear:
-        return self.model.get_classifier()
+        head = self.model.get_classifier()
+        assert isinstance(head, nn.Linear)  # checked in __init__
+        return head
 
     def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.model.forward_features(x)
@@ -201,6 +208,7 @@ def build_timm(arch: str, weights: str | None = None) -> Backbone:
 
     if arch not in timm.list_models():
         raise BackboneError(f"timm has no model named {arch!r}")
+    model: Any  # timm's models share get_classifier by convention, not by a typed base class
     if weights == "random":
         model = timm.create_model(arch, pretrained=False)
     else:
@@ -224,6 +232,7 @@ def _classes_in(state: dict[str, torch.Tensor], arch: str) -> int:
     """The number of classes a checkpoint's head was trained for (its own head is kept)."""
     import timm
 
-    head_name = timm.create_model(arch, pretrained=False, num_classes=1).default_cfg.get("classifier", "head")
+    model: Any = timm.create_model(arch, pretrained=False, num_classes=1)  # default_cfg is timm's, untyped on nn.Module
+    head_name = model.default_cfg.get("classifier", "head")
     weight = state.get(f"{head_name}.weight")
     return int(weight.shape[0]) if weight is not None else 1000

@@ -33,7 +33,9 @@ class TorchvisionBackbone(Backbone):
 
     @property
     def head(self) -> nn.Linear:
-        return self.model.get_submodule(self.head_path)
+        head = self.model.get_submodule(self.head_path)
+        assert isinstance(head, nn.Linear)
+        return head
 
     @staticmethod
     def upgrade_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -45,12 +47,13 @@ class ResNetBackbone(TorchvisionBackbone):
     head_path = "fc"
 
     def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.model
+        m: models.ResNet = self.model
         x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
         return m.layer4(m.layer3(m.layer2(m.layer1(x))))
 
     def head_logits(self, spatial: torch.Tensor) -> torch.Tensor:
-        return self.model.fc(torch.flatten(self.model.avgpool(spatial), 1))
+        m: models.ResNet = self.model
+        return m.fc(torch.flatten(m.avgpool(spatial), 1))
 
 
 # torchvision's published DenseNet files still use 'norm.1'-style keys (see torchvision's densenet.py).
@@ -65,20 +68,24 @@ class DenseNetBackbone(TorchvisionBackbone):
         return {_DENSENET_LEGACY_KEY.sub(r"\1\2", key): value for key, value in state.items()}
 
     def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.model.features(x))  # torchvision's forward applies this ReLU before pooling
+        m: models.DenseNet = self.model
+        return F.relu(m.features(x))  # torchvision's forward applies this ReLU before pooling
 
     def head_logits(self, spatial: torch.Tensor) -> torch.Tensor:
-        return self.model.classifier(torch.flatten(F.adaptive_avg_pool2d(spatial, (1, 1)), 1))
+        m: models.DenseNet = self.model
+        return m.classifier(torch.flatten(F.adaptive_avg_pool2d(spatial, (1, 1)), 1))
 
 
 class EfficientNetBackbone(TorchvisionBackbone):
     head_path = "classifier.1"  # classifier[0] is Dropout, the identity in eval mode
 
     def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.features(x)
+        m: models.EfficientNet = self.model
+        return m.features(x)
 
     def head_logits(self, spatial: torch.Tensor) -> torch.Tensor:
-        return self.model.classifier(torch.flatten(self.model.avgpool(spatial), 1))
+        m: models.EfficientNet = self.model
+        return m.classifier(torch.flatten(m.avgpool(spatial), 1))
 
 
 class ViTBackbone(TorchvisionBackbone):
@@ -86,22 +93,23 @@ class ViTBackbone(TorchvisionBackbone):
 
     head_path = "heads.head"
 
-    @property
-    def note(self) -> str:
-        return (
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.note = (
             f"{self.name} classifies here from the mean of its patch tokens instead of its class token, "
             "so its logits and accuracy differ from the original model's."
         )
 
     def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.model
+        m: models.VisionTransformer = self.model
         tokens = m._process_input(x)  # torchvision's own patchify; it insists on the trained image size
         tokens = m.encoder(torch.cat([m.class_token.expand(len(tokens), -1, -1), tokens], dim=1))[:, 1:]
         side = x.shape[-1] // m.patch_size
         return tokens.transpose(1, 2).reshape(len(x), m.hidden_dim, -1, side)
 
     def head_logits(self, spatial: torch.Tensor) -> torch.Tensor:
-        return self.model.heads(spatial.mean(dim=(2, 3)))
+        m: models.VisionTransformer = self.model
+        return m.heads(spatial.mean(dim=(2, 3)))
 
 
 def weights_url(name: str) -> str:
@@ -143,6 +151,7 @@ def build(adapter: type[TorchvisionBackbone], name: str, weights: str | None = N
     """
     default = models.get_model_weights(name).DEFAULT
     state = None
+    source: Path | str
     if weights is None:
         source = pretrained_file(name)
         if not source.is_file():
@@ -164,7 +173,7 @@ def build(adapter: type[TorchvisionBackbone], name: str, weights: str | None = N
     return adapter(name, model, weights_preprocessing(default), names, wnids)
 
 
-_FAMILIES = [
+_FAMILIES: list[tuple[type[TorchvisionBackbone], str, list[str]]] = [
     (ResNetBackbone, "ResNet-{}", ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]),
     (DenseNetBackbone, "DenseNet-{}", ["densenet121", "densenet161"]),
     (EfficientNetBackbone, "EfficientNet-{}", ["efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3"]),

@@ -324,9 +324,9 @@ def dfr_head(
     for c in DFR_C:
         worst = []
         for fit, score in splits:
-            fit, score = torch.from_numpy(fit), torch.from_numpy(score)
-            w, b = l1_logistic_regression(x[fit], y[fit], num_classes, c)
-            worst.append(group_accuracy(x[score] @ w.T + b, y[score], [groups[n] for n in score])["worst_group"])
+            fit_rows, score_rows = torch.from_numpy(fit), torch.from_numpy(score)
+            w, b = l1_logistic_regression(x[fit_rows], y[fit_rows], num_classes, c)
+            worst.append(group_accuracy(x[score_rows] @ w.T + b, y[score_rows], [groups[n] for n in score_rows])["worst_group"])
         scores[c] = float(np.mean(worst))
     best = max(DFR_C, key=lambda c: scores[c])  # ties: the first (weakest regularisation), as argmax does
     w, b = l1_logistic_regression(x, y, num_classes, best)

@@ -65,7 +65,7 @@ def space_by_discovered_parts(
     edit = SpatialEdit(tuple(chosen), level)
     pooling = edited_pooling(head, feats.feats, edit)
     accuracy = group_accuracy(head(pooling.pooled)[0], labels, groups)
-    background = background_cells(data, files, tuple(feats.feats.shape[1:3]))
+    background = background_cells(data, files, (feats.feats.shape[1], feats.feats.shape[2]))
 
     def shares(lvl: float) -> dict:
         mask = left_out_cells(feats.feats, torch.stack([head.parts[head.position(c), i] for c, i in chosen]), lvl) \

@@ -21,7 +21,7 @@ DEFAULT_EPOCHS = 5
 
 def to_input(images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
     """uint8 RGB images (N, H, W, 3) -> normalised float tensor (N, 3, H, W), as the model was trained."""
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)
+    x = torch.from_numpy(np.stack(list(images))).permute(0, 3, 1, 2).float().div_(255)
     return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
 
 
@@ -94,7 +94,7 @@ def train_parts_net(
         val_accuracy = accuracy(model, val_samples) if last or target_accuracy is not None else None
         if progress is not None:
             progress(epoch + 1, epochs, total / len(images), val_accuracy)
-        if target_accuracy is not None and val_accuracy >= target_accuracy:
+        if target_accuracy is not None and val_accuracy is not None and val_accuracy >= target_accuracy:
             break
     model.eval()
     return model, accuracy(model, val_samples)

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import csv
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -26,6 +28,8 @@ from PIL import Image
 from ..files import atomic_dir
 from .features import Progress
 from .folders import DataError, load_image
+
+T = TypeVar("T")
 
 REQUIRED = (
     "images.txt",
@@ -90,7 +94,7 @@ def _rows(root: Path, name: str, columns: int) -> list[list[str]]:
     return rows
 
 
-def _by_id(root: Path, name: str, columns: int, convert) -> dict[int, object]:
+def _by_id(root: Path, name: str, columns: int, convert: Callable[[list[str]], T]) -> dict[int, T]:
     path, table = root / name, {}
     for row in _rows(root, name, columns):
         try:
@@ -108,7 +112,7 @@ def read_cub(root: str | Path) -> Cub:
     paths = _by_id(root, "images.txt", 2, lambda r: r[0].strip())
     labels = _by_id(root, "image_class_labels.txt", 2, lambda r: int(r[0]) - 1)
     train = _by_id(root, "train_test_split.txt", 2, lambda r: bool(int(r[0])))
-    boxes = _by_id(root, "bounding_boxes.txt", 5, lambda r: tuple(float(v) for v in r))
+    boxes = _by_id(root, "bounding_boxes.txt", 5, lambda r: (float(r[0]), float(r[1]), float(r[2]), float(r[3])))
     part_rows = _rows(root, "parts/parts.txt", 2)
     try:
         part_ids = [int(r[0]) for r in part_rows]
@@ -122,14 +126,14 @@ def read_cub(root: str | Path) -> Cub:
     locs = root / "parts/part_locs.txt"
     for row in _rows(root, "parts/part_locs.txt", 5):
         try:
-            image, part, x, y, seen = int(row[0]), int(row[1]), float(row[2]), float(row[3]), int(row[4])
+            image_id, part, x, y, seen = int(row[0]), int(row[1]), float(row[2]), float(row[3]), int(row[4])
         except ValueError as exc:
             raise DataError(f"{locs}: bad row {' '.join(row)!r} ({exc})") from exc
-        if image not in keypoints or not 1 <= part <= P:
-            raise DataError(f"{locs}: image {image} or part {part} is not in images.txt / parts.txt")
+        if image_id not in keypoints or not 1 <= part <= P:
+            raise DataError(f"{locs}: image {image_id} or part {part} is not in images.txt / parts.txt")
         if seen == 1:  # CUB writes 0 0 for parts that are not visible: they have no location
-            keypoints[image][part - 1] = x, y
-            visible[image][part - 1] = True
+            keypoints[image_id][part - 1] = x, y
+            visible[image_id][part - 1] = True
     for name, table in (("image_class_labels.txt", labels), ("train_test_split.txt", train),
                         ("bounding_boxes.txt", boxes)):
         missing = sorted(set(paths) - set(table))
@@ -175,7 +179,7 @@ def load_example(image: CubImage, size: int | None = None, crop: bool = True) ->
     picture = picture.crop(box)
     out_size = (size, size) if size else picture.size
     if size:
-        picture = picture.resize(out_size, Image.BILINEAR)
+        picture = picture.resize(out_size, Image.Resampling.BILINEAR)
     return picture, map_keypoints(image.keypoints, box, out_size)
 
 
@@ -204,7 +208,8 @@ def export_image_folder(
     unknown = wanted - set(cub.class_folders)
     if unknown:
         raise DataError(f"unknown CUB classes: {', '.join(sorted(unknown))}")
-    chosen, counts = [], {}
+    chosen = []
+    counts: dict[tuple[bool, str], int] = {}
     for image in cub.images:
         key = (image.is_train, image.folder)
         if image.folder in wanted and (images_per_class is None or counts.get(key, 0) < images_per_class):

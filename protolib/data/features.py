@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -57,7 +58,7 @@ def _collate(batch):
     return images, [i for _, i in good], bad
 
 
-def cache_key(backbone: Backbone, paths: list[Path]) -> str:
+def cache_key(backbone: Backbone, paths: Sequence[Path]) -> str:
     """Weights, preprocessing and the exact files (path, size, mtime) decide the cache entry."""
     digest = hashlib.sha256()
     digest.update(f"{backbone.name}|{backbone.fingerprint}|{backbone.preprocessing}".encode())
@@ -109,7 +110,7 @@ def stream_features(
     groups: Sequence[Sequence[Path]],
     batch_size: int | None = None,
     num_workers: int | None = None,
-    cache_dir: Path | bool | None = None,
+    cache_dir: Path | str | Literal[False] | None = None,
     progress: Progress | None = None,
     stage: str = "features",
     mixed_precision: bool | None = None,
@@ -127,13 +128,15 @@ def stream_features(
     folder = None if cache_dir is False else Path(cache_dir or config.cache_dir())
     if folder:
         config.cache_limit_bytes()  # a malformed limit fails before any backbone time is spent
-    keys = [cache_key(backbone, group) for group in groups] if folder else [None] * len(groups)
-    todo = [i for i, key in enumerate(keys) if not (folder and feature_cache.entry_path(folder, key).is_file())]
-    flat = [path for i in todo for path in groups[i]]
-    todo = set(todo)
+    # where each group's features are cached (None: no cache)
+    entries: list[Path | None] = (
+        [feature_cache.entry_path(folder, cache_key(backbone, group)) for group in groups] if folder else [None] * len(groups)
+    )
+    todo = {i for i, entry in enumerate(entries) if not (entry is not None and entry.is_file())}
+    flat = [path for i in sorted(todo) for path in groups[i]]
     mixed = backbone.device.type == "cuda" if mixed_precision is None else mixed_precision and backbone.device.type == "cuda"
     num_workers = workers_for(backbone.device, len(flat)) if num_workers is None else num_workers
-    batches = iter(DataLoader(
+    batches: Iterator[tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]] = iter(DataLoader(
         _Images(flat, backbone.preprocessing.transform()),
         batch_size=batch_size or batch_size_for(backbone),
         num_workers=num_workers,
@@ -144,7 +147,8 @@ def stream_features(
     rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # index in flat -> (features, logits)
     errors: dict[int, str] = {}
     for i, group in enumerate(groups):
-        cached = None if i in todo else _read_cache(feature_cache.entry_path(folder, keys[i]))
+        entry = entries[i]
+        cached: Features | BadImage | None = _read_cache(entry) if entry is not None and i not in todo else None
         if cached is None and i not in todo:  # removed or damaged since the stream began: on its own
             cached = _one(backbone, group, batch_size, folder, mixed)
         if cached is None:
@@ -161,15 +165,15 @@ def stream_features(
             cached = _group(group, [rows.pop(j, None) for j in range(start, start + len(group))],
                             [errors.pop(j, None) for j in range(start, start + len(group))])
             walked += len(group)
-            if folder and isinstance(cached, Features):
-                write_cache(feature_cache.entry_path(folder, keys[i]), cached)
+            if entry is not None and isinstance(cached, Features):
+                write_cache(entry, cached)
         done += len(group)
         if progress:
             progress(stage, done, total)
         yield cached
 
 
-def _group(paths: list[Path], outputs: list, errors: list) -> Features | BadImage:
+def _group(paths: Sequence[Path], outputs: list, errors: list) -> Features | BadImage:
     problems = [Problem(str(p), err.split(": ", 1)[-1]) for p, err in zip(paths, errors) if err is not None]
     kept = [(str(p), out) for p, out in zip(paths, outputs) if out is not None]
     if not kept:
@@ -187,7 +191,7 @@ def extract_features(
     paths: list[Path],
     batch_size: int | None = None,
     num_workers: int | None = None,
-    cache_dir: Path | bool | None = None,
+    cache_dir: Path | str | Literal[False] | None = None,
     progress: Progress | None = None,
     stage: str = "features",
 ) -> Features:

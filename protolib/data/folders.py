@@ -239,8 +239,9 @@ def class_folders(
     by_wnid = {w: i for i, w in enumerate(wnids)} if wnids else {}
     # A model whose classes are its own folders (a linear probe) maps folders by name only: classes.csv's
     # ImageNet indices, or a numeric folder name, would land ImageNet photos on its first classes.
-    own_space = bool(wnids) and list(wnids) != imagenet_wnids()
-    classes, problems, seen = [], [Problem(str(p), "a link leading out of the data folder; skipped") for p in outside], {}
+    own_space = bool(wnids and list(wnids) != imagenet_wnids())
+    classes, problems = [], [Problem(str(p), "a link leading out of the data folder; skipped") for p in outside]
+    seen: dict[int, str] = {}
     for folder in folders:
         number = ascii_number(folder)
         if folder in by_wnid:  # the model names this class itself (ImageNet wnids, a probe's class folders)
@@ -264,7 +265,7 @@ def class_folders(
                             f"({name}): merge them or fix {root / 'classes.csv'}")
         seen[label] = folder
         classes.append(ClassFolder(folder, label, name))
-    if not classes and own_space:
+    if not classes and own_space and wnids:
         shown = ", ".join(list(wnids)[:5]) + ("…" if len(wnids) > 5 else "")
         raise NoMatchingClasses(f"no class folder of {folder_root} is one of the model's own class folders ({shown})")
     if not classes:

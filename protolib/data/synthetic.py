@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,8 @@ class PartKind:
 
     @property
     def rgb_dark(self) -> tuple[int, int, int]:
-        return tuple(int(c * 0.45) for c in self.rgb)
+        r, g, b = self.rgb
+        return int(r * 0.45), int(g * 0.45), int(b * 0.45)
 
 
 # Per class, parts as "shape colour texture" in slot order (slot j sits at angle j * 360/n around the hub).
@@ -295,7 +297,7 @@ def make_parts_dataset(n_per_class: int, seed: int, size: int = 112, num_classes
 _CSV_FIELDS = ("file", "part", "x", "y", "visible")
 
 
-def write_image_folder(samples: list[PartsSample], root: Path, split: str) -> Path:
+def write_image_folder(samples: Sequence[PartsSample], root: Path, split: str) -> Path:
     """Write ``root/split/<class>/<i:05d>.png`` and ``root/split/keypoints.csv``, and return ``root/split``.
 
     The split folder appears complete or not at all, and replaces any earlier one.
@@ -461,6 +463,8 @@ def write_shortcut_split(samples: list[ShortcutSample], root: Path, split: str) 
         for i, sample in enumerate(samples):
             rel = f"{names[sample.label]}/{i:05d}.png"
             (tmp / names[sample.label]).mkdir(exist_ok=True)
+            if sample.object_mask is None:
+                raise ValueError(f"sample {i} has no object mask")
             if not cv2.imwrite(str(tmp / rel), sample.object_mask.astype(np.uint8) * 255):
                 raise OSError(f"could not write the mask of {rel}")
             cls, bg = names[sample.label], backgrounds[sample.background]

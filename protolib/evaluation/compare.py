@@ -519,13 +519,18 @@ class KChoice:
     per_k: list[dict]  # one point per k (the run that stands for it), sorted by k
 
 
+def _fidelity(point: Mapping) -> float:
+    """A point's fidelity; one without counts as the worst."""
+    fidelity = point.get("fidelity")
+    return -np.inf if fidelity is None else fidelity
+
+
 def _per_k(points: Sequence[Mapping]) -> list[dict]:
     """One point per k: the run with the best fidelity at that k (errors do not depend on the strategy)."""
     best: dict[int, Mapping] = {}
     for p in points:
         current = best.get(p["k"])
-        score = p.get("fidelity") if p.get("fidelity") is not None else -np.inf
-        if current is None or score > (current.get("fidelity") if current.get("fidelity") is not None else -np.inf):
+        if current is None or _fidelity(p) > _fidelity(current):
             best[p["k"]] = p
     return [dict(best[k]) for k in sorted(best)]
 

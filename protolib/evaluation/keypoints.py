@@ -89,7 +89,7 @@ def csv_class_batches(
                     keypoints[part] = x, y
                     visible[part] = True
             keypoints = map_keypoints(keypoints, (0, 0, *picture.size), (size, size))
-            xs.append(backbone.preprocessing.normalize(picture.resize((size, size), Image.BILINEAR)))
+            xs.append(backbone.preprocessing.normalize(picture.resize((size, size), Image.Resampling.BILINEAR)))
             kps.append(keypoints)
             vis.append(visible)
         done += len(xs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ def _readings(maps: tuple[str, ...] | Readings, methods: Iterable[str]) -> dict[
 def protoeval_scores(
     backbone: Backbone,
     classes: Iterable[tuple[object, torch.Tensor, np.ndarray, np.ndarray]],
-    prototypes: dict[str, dict[object, torch.Tensor]],
+    prototypes: Mapping[str, Mapping[Any, torch.Tensor]],
     maps: tuple[str, ...] | Readings = MAPS,
     seed: int = 0,
     batch_size: int = 32,
@@ -86,8 +87,8 @@ def protoeval_scores(
     """
     readings = _readings(maps, prototypes)
     generator = torch.Generator().manual_seed(seed)
-    clean = {(m, column): [] for m in prototypes for column in readings}
-    noisy = {(m, column): [] for m in prototypes for column in readings}
+    clean: dict[tuple[str, str], list[np.ndarray]] = {(m, column): [] for m in prototypes for column in readings}
+    noisy: dict[tuple[str, str], list[np.ndarray]] = {(m, column): [] for m in prototypes for column in readings}
     visibles = []
     for key, x, keypoints, visible in classes:
         size = x.shape[-1]

@@ -115,7 +115,7 @@ def consistent_prototypes(
     """
     if np.asarray(marks).shape[0] == 0:
         raise ValueError("consistency needs at least one image of the class")
-    return (part_rates(marks, visible) >= threshold).any(axis=1)
+    return np.asarray((part_rates(marks, visible) >= threshold).any(axis=1))
 
 
 def consistency(marks: np.ndarray, visible: np.ndarray, threshold: float = CONSISTENCY_THRESHOLD) -> float:

@@ -66,7 +66,7 @@ def check_params(params: dict) -> None:
     if not _is_int(params["max_iter"]) or params["max_iter"] < 1:
         raise ValueError(f"max_iter={params['max_iter']!r} must be a positive integer")
     tol = params["tol"]
-    if not isinstance(tol, Real) or isinstance(tol, bool) or not 0 <= tol < float("inf"):
+    if not isinstance(tol, Real) or isinstance(tol, bool) or not 0 <= float(tol) < float("inf"):
         raise ValueError(f"tol={tol!r} must be a finite number >= 0")
     try:
         torch.device(params["device"])
@@ -139,6 +139,11 @@ class PartPrototypes(BaseEstimator):
     n_iter_ : (C',) NMF updates each class took.
     presence_scale_ : (C', k) the heatmap level of each part that counts as "strongly present".
     """
+
+    # Fitted attributes read back by ``partial_fit`` (set only by fitting, so ``check_is_fitted`` still works).
+    n_features_in_: int
+    head_weight_: torch.Tensor
+    head_bias_: torch.Tensor
 
     def __init__(
         self,

@@ -20,6 +20,13 @@ class PrototypeHead(nn.Module):
     part is strongly present": they draw part maps, while ``prototypes`` give contributions.
     """
 
+    # Registered buffers, declared so that reading them is typed as tensors (not ``Tensor | Module``).
+    weight: torch.Tensor
+    bias: torch.Tensor
+    classes: torch.Tensor
+    prototypes: torch.Tensor
+    parts: torch.Tensor
+
     def __init__(
         self,
         weight: torch.Tensor,
@@ -89,7 +96,7 @@ class PrototypeHead(nn.Module):
 
     def position(self, label: int) -> int:
         """Where a label sits among the decomposed classes."""
-        hits = (self.classes == label).nonzero()
+        hits = torch.eq(self.classes, label).nonzero()
         if len(hits) == 0:
             raise KeyError(f"class {label} was not decomposed in this run")
         return int(hits[0])

@@ -89,7 +89,7 @@ def batched_nmf(
         if step % CHECK_EVERY == 0 or step == max_iter:
             # ||A - EP||^2 from products the update needs anyway
             error = (sq_norm_A[live] - 2 * (EtA * P).sum(dim=(1, 2)) + (EtE * PPt).sum(dim=(1, 2))).clamp_min(0).sqrt()
-            if initial is None:
+            if initial is None or previous is None:
                 initial = previous = error.clamp_min(EPS)
                 going = torch.ones_like(live, dtype=torch.bool)
             else:

@@ -91,7 +91,7 @@ class ReportSettings:
 def png(image: np.ndarray, size: int = 128) -> str:
     """An RGB uint8 image as base64 PNG, downsized for the page."""
     buffer = io.BytesIO()
-    Image.fromarray(image).resize((size, size), Image.BILINEAR).save(buffer, format="PNG", optimize=True)
+    Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR).save(buffer, format="PNG", optimize=True)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -108,8 +108,8 @@ def table3_section(run: Run, backbone: Backbone, sf: SplitFeatures, matrices: li
     cap = min(MAX_K, min(e["n_images"] for e in run.manifest["classes"]))  # the pipeline's own rule: k <= images
     used = [k for k in ks if k <= cap]
     spaces = ("among_run_classes", "all_classes")
-    rows = {space: {"prototypes_only": [], "residual_only": [], "both": []} for space in spaces}
-    errors = {"feature_reconstruction_error": [], "head_reconstruction_error": []}
+    rows: dict[str, dict[str, list[float]]] = {space: {"prototypes_only": [], "residual_only": [], "both": []} for space in spaces}
+    errors: dict[str, list[float]] = {"feature_reconstruction_error": [], "head_reconstruction_error": []}
     for k in used:
         nmf = discover(run.discovery, matrices, k, v, seed=run.params.get("random_state", 0),
                        solver=run.params.get("solver", "hals"))
@@ -176,7 +176,8 @@ def protoeval_section(
 def _spread(sf: SplitFeatures, n: int) -> list[int]:
     """Indices of n held-out images taken round-robin over the classes (so every class is seen)."""
     by_class = [(sf.labels == label).nonzero().flatten().tolist() for label in sf.labels.unique().tolist()]
-    picked, rank = [], 0
+    picked: list[int] = []
+    rank = 0
     while len(picked) < n and any(rank < len(members) for members in by_class):
         picked += [members[rank] for members in by_class if rank < len(members)]
         rank += 1
@@ -193,7 +194,7 @@ def refinement_section(run: Run, backbone: Backbone, sf: SplitFeatures, evaluati
     """Signed held-out fidelity per strategy, and a few images' heatmaps before (the scaled NMF part
     alpha_i p_i) and after refinement (the run's p~_i), with their correlation on that image."""
     head = run.head(backbone)
-    shown = []
+    shown: list[dict] = []
     for n in _spread(sf, examples):
         label = int(sf.labels[n])
         position = head.position(label)
@@ -239,7 +240,7 @@ def faithfulness_section(run: Run, backbone: Backbone, sf: SplitFeatures, n_imag
     and a random map (the floor). Paired differences against Grad-CAM say whether a gap is real."""
     head = run.head(backbone)
     generator = torch.Generator().manual_seed(0)
-    curves = {m: {"deletion": [], "insertion": []} for m in SALIENCY_MAPS}
+    curves: dict[str, dict[str, list]] = {m: {"deletion": [], "insertion": []} for m in SALIENCY_MAPS}
     per_image = []
     for j, n in enumerate(_spread(sf, n_images)):
         label = int(sf.labels[n])

@@ -179,7 +179,7 @@ def render_story(story: Story) -> str:
         f"(lead {c['margin']:+.2f})<br><span class='muted'>{html.escape(Path(c['file']).name)}</span></p>"
         f"<table><tr><th>before</th><th>after</th></tr><tr><td class='text'>{_top(c['top_before'])}</td>"
         f"<td class='text'>{_top(c['top_after'])}</td></tr></table></div>" for c in story.cards)
-    rows = [[label, v["mistakes"], v["fixed_by_one"], v["fixed_by_two"], v["not_decomposed"], v["not_fixed_by_two"],
+    mistake_rows = [[label, v["mistakes"], v["fixed_by_one"], v["fixed_by_two"], v["not_decomposed"], v["not_fixed_by_two"],
              _pct(v["oracle_paper"]["top1_before"]), _pct(v["oracle_paper"]["top1_after"]),
              _pct(v["oracle_smallest"]["top1_after"])]
             for label, v in ((m["label_space"], m), *(((m["run_classes"]["label_space"], m["run_classes"]),)
@@ -190,7 +190,7 @@ def render_story(story: Story) -> str:
         "Table 4 switches off the predicted class's largest prototype in every mistake; the smallest-culprit rule "
         "uses the one or two switches found here.</p>" + where
         + _table(["label space", "mistakes", "fixed by one", "by two", "competitor not decomposed", "needs more",
-                  "top-1", "oracle (paper)", "oracle (smallest culprit)"], [[html.escape(str(x[0])), *x[1:]] for x in rows],
+                  "top-1", "oracle (paper)", "oracle (smallest culprit)"], [[html.escape(str(x[0])), *x[1:]] for x in mistake_rows],
                  text=(0,))
         + (f"<div class='mcards'>{cards}</div>" if cards else "<p class='muted'>No mistake is fixed by one switch.</p>"))))
     harm, edit = m["harmful"][:10], m["harmful_edit"]  # the model as it would be shipped: its own label space
