@@ -79,8 +79,11 @@ def main() -> None:
         preloaded[name] = [x for x, _ in batches(backbone, mixed[: n_batches * args.batch_size], args.batch_size)]
         pre = backbone.preprocessing
         info[name] = (pre.crop_size, pre.resize_size, sum(t.numel() for t in backbone.model.parameters()) / 1e6)
-        print(f"{name}: top-1 {correct}/{len(photos)} = {correct / len(photos):.3f} "
-              f"({time.perf_counter() - started:.0f} s, loading and the pass included)", flush=True)
+        print(
+            f"{name}: top-1 {correct}/{len(photos)} = {correct / len(photos):.3f} "
+            f"({time.perf_counter() - started:.0f} s, loading and the pass included)",
+            flush=True,
+        )
 
     rates = {name: [] for name in MODELS}
     for name in MODELS:  # warm-up: one batch each
@@ -95,21 +98,30 @@ def main() -> None:
         print(f"round {r + 1}/{rounds}: " + ", ".join(f"{n} {rates[n][-1]:.1f} img/s" for n in MODELS), flush=True)
 
     rows = [
-        [name, f"{info[name][0]} px (resize {info[name][1]})", f"{info[name][2]:.2f}",
-         f"{top1[name][0] / top1[name][1]:.3f} ({top1[name][0]}/{top1[name][1]})",
-         f"{median(rates[name]):.1f}", f"{max(rates[name]):.1f}",
-         f"{median([a / b for a, b in zip(rates[name], rates[MODELS[0]])]):.2f}x"]
+        [
+            name,
+            f"{info[name][0]} px (resize {info[name][1]})",
+            f"{info[name][2]:.2f}",
+            f"{top1[name][0] / top1[name][1]:.3f} ({top1[name][0]}/{top1[name][1]})",
+            f"{median(rates[name]):.1f}",
+            f"{max(rates[name]):.1f}",
+            f"{median([a / b for a, b in zip(rates[name], rates[MODELS[0]])]):.2f}x",
+        ]
         for name in MODELS
     ]
-    print(f"\ntorch threads {torch.get_num_threads()}, batch {args.batch_size}, "
-          f"{n_batches} batches x {rounds} rounds per model; load average at end: {open('/proc/loadavg').read().split()[:3]}")
+    print(
+        f"\ntorch threads {torch.get_num_threads()}, batch {args.batch_size}, "
+        f"{n_batches} batches x {rounds} rounds per model; load average at end: {open('/proc/loadavg').read().split()[:3]}"
+    )
     header = ["backbone", "input", "params (M)", "top-1 (val, 1000-way)", "median img/s", "best img/s", "vs Lite0"]
     print(table(header, rows))
     for name in ("efficientnet_lite1", "efficientnet_lite2"):
         correct, total = top1[name]
         if total == 500:
-            print(f"{name}: top-1 {correct / total:.3f} {'>=' if correct / total >= 0.68 else '<'} 0.68 "
-                  f"({'met' if correct / total >= 0.68 else 'NOT met'})")
+            print(
+                f"{name}: top-1 {correct / total:.3f} {'>=' if correct / total >= 0.68 else '<'} 0.68 "
+                f"({'met' if correct / total >= 0.68 else 'NOT met'})"
+            )
 
 
 if __name__ == "__main__":

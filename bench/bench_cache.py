@@ -33,8 +33,10 @@ def main() -> None:
     classes = args.classes or (50 if args.quick else 1000)
     limit = args.limit_mb if not args.quick else args.limit_mb * classes / 1000
     os.environ["PROTOLIB_CACHE_LIMIT_MB"] = str(limit)
-    print(f"{machine_info()}\nOMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, limit {limit:g} MB, "
-          f"load average at start {os.getloadavg()[0]:.1f}\n")
+    print(
+        f"{machine_info()}\nOMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, limit {limit:g} MB, "
+        f"load average at start {os.getloadavg()[0]:.1f}\n"
+    )
     backbone = load_backbone("efficientnet_lite0")
     with tempfile.TemporaryDirectory(prefix="bench-cache-") as scratch:
         scratch = Path(scratch)
@@ -51,10 +53,30 @@ def main() -> None:
                 logits, _ = head(feats.feats)
                 worst = max(worst, float((logits - feats.logits).abs().max()) / max(1.0, float(feats.logits.abs().max())))
                 checked += 1
-        print(table(["classes x photos", "limit MB", "cache MB after the run", "entries kept", "run s",
-                     "classes checked", "max rel. |logit difference|"],
-                    [[f"{len(run.classes)} x 4", f"{limit:g}", f"{size / 1024**2:.1f}", f"{entries} of {classes}",
-                      f"{seconds:.0f}", checked, f"{worst:.1e}"]]))
+        print(
+            table(
+                [
+                    "classes x photos",
+                    "limit MB",
+                    "cache MB after the run",
+                    "entries kept",
+                    "run s",
+                    "classes checked",
+                    "max rel. |logit difference|",
+                ],
+                [
+                    [
+                        f"{len(run.classes)} x 4",
+                        f"{limit:g}",
+                        f"{size / 1024**2:.1f}",
+                        f"{entries} of {classes}",
+                        f"{seconds:.0f}",
+                        checked,
+                        f"{worst:.1e}",
+                    ]
+                ],
+            )
+        )
     assert size <= limit * 1024**2, "the cache outgrew its limit"
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 

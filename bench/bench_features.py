@@ -50,8 +50,7 @@ def main() -> None:
     transform = backbone.preprocessing.transform()
     pixels = torch.stack([transform(load_image(p)) for p in paths])
     batches = list(pixels.split(bs))
-    print(f"{len(paths)} images preloaded as {len(batches)} batches of <= {bs}, {tuple(pixels.shape[1:])}; "
-          f"rounds={rounds}")
+    print(f"{len(paths)} images preloaded as {len(batches)} batches of <= {bs}, {tuple(pixels.shape[1:])}; rounds={rounds}")
 
     def ours(x):
         f, z = backbone(x)
@@ -85,25 +84,37 @@ def main() -> None:
             ratios.append(pair["bare"] / pair["ours"])
         for name in spent:
             per_round[name].append(len(paths) / spent[name])
-        print(f"round {r + 1}/{rounds}: ours {per_round['ours'][-1]:.2f} img/s, bare {per_round['bare'][-1]:.2f} img/s",
-              flush=True)
+        print(f"round {r + 1}/{rounds}: ours {per_round['ours'][-1]:.2f} img/s, bare {per_round['bare'][-1]:.2f} img/s", flush=True)
 
     rows = []
-    for name, label in (("bare", "bare `backbone.model(x)` (timm forward)"),
-                        ("ours", "ours `backbone(x)` (features + own-head logits, to CPU)")):
+    for name, label in (
+        ("bare", "bare `backbone.model(x)` (timm forward)"),
+        ("ours", "ours `backbone(x)` (features + own-head logits, to CPU)"),
+    ):
         best_batch = min(times[name])
-        rows.append([label, f"{max(per_round[name]):.2f}", f"{median(per_round[name]):.2f}",
-                     f"{bs / median(times[name]):.2f}", f"{1000 * best_batch:.0f}"])
+        rows.append(
+            [
+                label,
+                f"{max(per_round[name]):.2f}",
+                f"{median(per_round[name]):.2f}",
+                f"{bs / median(times[name]):.2f}",
+                f"{1000 * best_batch:.0f}",
+            ]
+        )
     print()
     print(table(["path", "img/s (best pass)", "img/s (median pass)", "img/s (median batch)", "best batch ms"], rows))
     best_ratio = max(per_round["ours"]) / max(per_round["bare"])
     print()
-    print(table(
-        ["ratio ours / bare", "value"],
-        [["best pass / best pass", f"{best_ratio:.3f}x"],
-         [f"median of {len(ratios)} paired batches", f"{median(ratios):.3f}x"],
-         ["min .. max paired batch", f"{min(ratios):.3f} .. {max(ratios):.3f}"]],
-    ))
+    print(
+        table(
+            ["ratio ours / bare", "value"],
+            [
+                ["best pass / best pass", f"{best_ratio:.3f}x"],
+                [f"median of {len(ratios)} paired batches", f"{median(ratios):.3f}x"],
+                ["min .. max paired batch", f"{min(ratios):.3f} .. {max(ratios):.3f}"],
+            ],
+        )
+    )
 
     # end to end, for information: decoding + preprocessing in DataLoader workers, no cache
     e2e = []
@@ -112,8 +123,7 @@ def main() -> None:
         feats = extract_features(backbone, paths, batch_size=bs, num_workers=workers, cache_dir=False)
         seconds = time.perf_counter() - start
         used = f"default (min(4, cpus) = {min(4, os.cpu_count() or 1)})" if workers is None else "0 (main process)"
-        e2e.append([f"`extract_features`, workers {used}", len(feats.paths), f"{seconds:.1f}",
-                    f"{len(feats.paths) / seconds:.2f}"])
+        e2e.append([f"`extract_features`, workers {used}", len(feats.paths), f"{seconds:.1f}", f"{len(feats.paths) / seconds:.2f}"])
         if args.quick:
             break
     print()

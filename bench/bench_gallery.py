@@ -90,7 +90,9 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="protoscope-bench-gallery-"))
     os.environ.update(
-        PROTOLIB_RUNS=str(root / "runs"), PROTOLIB_CACHE=str(args.cache), PROTOLIB_DATA=str(args.data),
+        PROTOLIB_RUNS=str(root / "runs"),
+        PROTOLIB_CACHE=str(args.cache),
+        PROTOLIB_DATA=str(args.data),
         STREAMLIT_LOGGER_LEVEL="error",  # bare-mode notices, once per session
     )
     backbone = load_backbone()
@@ -113,18 +115,29 @@ def main() -> None:
             switch_images.append(calls["images"] - before)
         seconds, _ = timed(lambda: gallery_baseline(backbone, first_page, head))
         baseline.append(seconds)
-        print(f"session {r + 1}/{repeats}: Prototypes opened in {opened[-1]:.2f} s "
-              f"({opened_images} backbone images), baseline {seconds:.2f} s, switches: {switch_images[-2:]} images")
+        print(
+            f"session {r + 1}/{repeats}: Prototypes opened in {opened[-1]:.2f} s "
+            f"({opened_images} backbone images), baseline {seconds:.2f} s, switches: {switch_images[-2:]} images"
+        )
 
-    rows.append(["Prototypes page opened (gallery page 1 of 24, cards, top photos)", f"{median(opened):.2f}",
-                 f"{min(opened):.2f}", "cached run features"])
-    rows.append(["baseline: 24 part maps with the backbone rerun", f"{median(baseline):.2f}", f"{min(baseline):.2f}",
-                 "features recomputed"])
+    rows.append(
+        [
+            "Prototypes page opened (gallery page 1 of 24, cards, top photos)",
+            f"{median(opened):.2f}",
+            f"{min(opened):.2f}",
+            "cached run features",
+        ]
+    )
+    rows.append(
+        ["baseline: 24 part maps with the backbone rerun", f"{median(baseline):.2f}", f"{min(baseline):.2f}", "features recomputed"]
+    )
     print()
     print(table(["what", "median s", "best s", "features"], rows))
     print(f"\nopened / baseline (medians): {median(opened) / median(baseline):.2f}x")
-    print(f"backbone images run during page switches, per round of 6 switches: {switch_images} "
-          "(first round of each session, then the second)")
+    print(
+        f"backbone images run during page switches, per round of 6 switches: {switch_images} "
+        "(first round of each session, then the second)"
+    )
 
 
 if __name__ == "__main__":

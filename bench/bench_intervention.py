@@ -79,9 +79,7 @@ def main() -> None:
     scale = torch.ones(C, K)
     scale[int(labels[0]), 0] = 0  # switch one prototype of the image's class off
     assert torch.allclose(head.logits(x, cached, scale), head(x, scale)[0], atol=1e-4)
-    single = interleaved(
-        {"cached": lambda: head.logits(x, cached, scale), "recompute": lambda: head(x, scale)}, single_repeats
-    )
+    single = interleaved({"cached": lambda: head.logits(x, cached, scale), "recompute": lambda: head(x, scale)}, single_repeats)
 
     # --- 500 images ----------------------------------------------------------------------------------------------
     contributions = head.contributions(pooled)
@@ -105,23 +103,54 @@ def main() -> None:
         return 1000 * median(values)
 
     rows = [
-        ["1 image", "`head.logits(pooled, cached, scale)`", single_repeats, f"{ms(single['cached']):.3f}",
-         f"{1000 * min(single['cached']):.3f}", f"{ms(single['recompute']) / ms(single['cached']):.1f}x"],
-        ["1 image", "baseline: `head(pooled, scale)` (recomputes contributions)", single_repeats,
-         f"{ms(single['recompute']):.3f}", f"{1000 * min(single['recompute']):.3f}", "1.0x"],
-        [f"{len(pooled)} images", "`intervention_effect` given the cached contributions + predictions (what the app does)",
-         split_repeats, f"{ms(split['cached']):.1f}", f"{1000 * min(split['cached']):.1f}",
-         f"{ms(split['recompute']) / ms(split['cached']):.1f}x"],
-        [f"{len(pooled)} images", "baseline: `intervention_effect` recomputing the contributions each call", split_repeats,
-         f"{ms(split['recompute']):.1f}", f"{1000 * min(split['recompute']):.1f}", "1.0x"],
-        [f"{len(pooled)} images", "(one-off) `head.contributions(pooled)`", len(setup["contributions"]),
-         f"{ms(setup['contributions']):.1f}", f"{1000 * min(setup['contributions']):.1f}", ""],
+        [
+            "1 image",
+            "`head.logits(pooled, cached, scale)`",
+            single_repeats,
+            f"{ms(single['cached']):.3f}",
+            f"{1000 * min(single['cached']):.3f}",
+            f"{ms(single['recompute']) / ms(single['cached']):.1f}x",
+        ],
+        [
+            "1 image",
+            "baseline: `head(pooled, scale)` (recomputes contributions)",
+            single_repeats,
+            f"{ms(single['recompute']):.3f}",
+            f"{1000 * min(single['recompute']):.3f}",
+            "1.0x",
+        ],
+        [
+            f"{len(pooled)} images",
+            "`intervention_effect` given the cached contributions + predictions (what the app does)",
+            split_repeats,
+            f"{ms(split['cached']):.1f}",
+            f"{1000 * min(split['cached']):.1f}",
+            f"{ms(split['recompute']) / ms(split['cached']):.1f}x",
+        ],
+        [
+            f"{len(pooled)} images",
+            "baseline: `intervention_effect` recomputing the contributions each call",
+            split_repeats,
+            f"{ms(split['recompute']):.1f}",
+            f"{1000 * min(split['recompute']):.1f}",
+            "1.0x",
+        ],
+        [
+            f"{len(pooled)} images",
+            "(one-off) `head.contributions(pooled)`",
+            len(setup["contributions"]),
+            f"{ms(setup['contributions']):.1f}",
+            f"{1000 * min(setup['contributions']):.1f}",
+            "",
+        ],
     ]
     print()
     print(table(["scope", "operation", "calls", "median ms", "best ms", "speed-up vs baseline"], rows))
-    print(f"\n1-image target <= 100 ms: {'met' if ms(single['cached']) <= 100 else 'NOT met'}; "
-          f"effect of the test intervention: top-1 {effect['top1_before']:.3f} -> {effect['top1_after']:.3f}, "
-          f"{effect['predictions_changed']} predictions changed")
+    print(
+        f"\n1-image target <= 100 ms: {'met' if ms(single['cached']) <= 100 else 'NOT met'}; "
+        f"effect of the test intervention: top-1 {effect['top1_before']:.3f} -> {effect['top1_after']:.3f}, "
+        f"{effect['predictions_changed']} predictions changed"
+    )
     print(f"load average at end: {open('/proc/loadavg').read().split()[:3]}")
 
 

@@ -62,8 +62,13 @@ def child(mode: str, data: Path, cache: Path, classes: int, images_per_class: in
     backbone = load_backbone()
     images = scan_split(data, "train", backbone.labels, backbone.wnids, limit=images_per_class)
     folders = [c.folder for c in images.classes][:classes]
-    info = {"mode": mode, "torch_threads": torch.get_num_threads(), "hwm_after_imports_mib": after_imports,
-            "hwm_after_backbone_mib": status_mib("VmHWM"), "rss_after_backbone_mib": status_mib("VmRSS")}
+    info = {
+        "mode": mode,
+        "torch_threads": torch.get_num_threads(),
+        "hwm_after_imports_mib": after_imports,
+        "hwm_after_backbone_mib": status_mib("VmHWM"),
+        "rss_after_backbone_mib": status_mib("VmRSS"),
+    }
     if mode in ("baseline", "nmf", "warm"):
         feats = [extract_features(backbone, images.images[f], cache_dir=cache) for f in folders]
         info["features_mib"] = sum(f.feats.numel() * 4 for f in feats) / 2**20
@@ -72,17 +77,25 @@ def child(mode: str, data: Path, cache: Path, classes: int, images_per_class: in
         if mode == "nmf":
             batched_nmf([feature_matrix(f.feats) for f in feats], k)
     elif mode == "decomposition":
-        run = run_decomposition(
-            backbone, data, classes=folders, images_per_class=images_per_class, k=k, cache_dir=cache
-        )
+        run = run_decomposition(backbone, data, classes=folders, images_per_class=images_per_class, k=k, cache_dir=cache)
         info["classes_decomposed"] = len(run.classes)
     info["ru_maxrss_mib"], info["vmhwm_mib"], info["vmrss_mib"] = peak_mib()
     print("RESULT " + json.dumps(info))
 
 
 def measure(mode: str, args, classes: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--data", str(args.data), "--cache", str(args.cache),
-           "--classes", str(classes)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--data",
+        str(args.data),
+        "--cache",
+        str(args.cache),
+        "--classes",
+        str(classes),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode or not lines:
@@ -104,8 +117,10 @@ def main() -> None:
     print(f"parent: nproc={os.cpu_count()}, python {sys.version.split()[0]} (torch not imported here)")
     print(f"load average at start: {open('/proc/loadavg').read().split()[:3]}")
     warm = measure("warm", args, classes)  # fills the feature cache if needed; not a measurement
-    print(f"{classes} classes x 60 images, k=3; features in cache: {warm['features_mib']:.0f} MiB of float32; "
-          f"torch threads in children: {warm['torch_threads']}; {repeats} fresh process(es) per row")
+    print(
+        f"{classes} classes x 60 images, k=3; features in cache: {warm['features_mib']:.0f} MiB of float32; "
+        f"torch threads in children: {warm['torch_threads']}; {repeats} fresh process(es) per row"
+    )
     results = {mode: [] for mode in MODES}
     for _ in range(repeats):
         for mode in MODES:
@@ -116,20 +131,44 @@ def main() -> None:
         maxrss = statistics.median(r["ru_maxrss_mib"] for r in results[mode])
         spread = max(r["vmhwm_mib"] for r in results[mode]) - min(r["vmhwm_mib"] for r in results[mode])
         rss = statistics.median(r["vmrss_mib"] for r in results[mode])
-        rows.append([LABELS[mode], f"{peaks[mode]:.0f}", f"{maxrss:.0f}", f"{spread:.0f}", f"{rss:.0f}",
-                     f"{peaks[mode] - peaks['baseline']:+.0f}" if mode != "imports" else "",
-                     f"{peaks[mode] - peaks['imports']:+.0f}"])
+        rows.append(
+            [
+                LABELS[mode],
+                f"{peaks[mode]:.0f}",
+                f"{maxrss:.0f}",
+                f"{spread:.0f}",
+                f"{rss:.0f}",
+                f"{peaks[mode] - peaks['baseline']:+.0f}" if mode != "imports" else "",
+                f"{peaks[mode] - peaks['imports']:+.0f}",
+            ]
+        )
     print()
-    print(table(["process", "peak RSS MiB (VmHWM, median)", "ru_maxrss MiB (median)", "spread MiB",
-                 "RSS at end MiB", "increment over baseline MiB", "over imports MiB"], rows))
+    print(
+        table(
+            [
+                "process",
+                "peak RSS MiB (VmHWM, median)",
+                "ru_maxrss MiB (median)",
+                "spread MiB",
+                "RSS at end MiB",
+                "increment over baseline MiB",
+                "over imports MiB",
+            ],
+            rows,
+        )
+    )
     base = results["baseline"][0]
-    print(f"\nbaseline: RSS {base['rss_after_backbone_mib']:.0f} MiB after the backbone, "
-          f"{base['rss_before_touch_mib']:.0f} MiB after loading the cached features, "
-          f"{base['vmrss_mib']:.0f} MiB after reading them once")
+    print(
+        f"\nbaseline: RSS {base['rss_after_backbone_mib']:.0f} MiB after the backbone, "
+        f"{base['rss_before_touch_mib']:.0f} MiB after loading the cached features, "
+        f"{base['vmrss_mib']:.0f} MiB after reading them once"
+    )
     first = results["imports"][0]
-    print(f"in the imports process: peak {first['hwm_after_imports_mib']:.0f} MiB after `import torch, protolib` "
-          f"(before the backbone), {first['hwm_after_backbone_mib']:.0f} MiB after `load_backbone()`, "
-          f"RSS then {first['rss_after_backbone_mib']:.0f} MiB")
+    print(
+        f"in the imports process: peak {first['hwm_after_imports_mib']:.0f} MiB after `import torch, protolib` "
+        f"(before the backbone), {first['hwm_after_backbone_mib']:.0f} MiB after `load_backbone()`, "
+        f"RSS then {first['rss_after_backbone_mib']:.0f} MiB"
+    )
     print(f"load average at end: {open('/proc/loadavg').read().split()[:3]}")
 
 

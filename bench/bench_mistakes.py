@@ -94,8 +94,18 @@ def main() -> None:
             slow.append(time.perf_counter() - start)
         assert [c.reason for c in found.culprits] == kinds, "the two searches disagree"
         counts = {kind: kinds.count(kind) for kind in ("one", "two", "more")}
-        rows.append([k, len(kinds), counts["one"], counts["two"], counts["more"], median(fast), median(slow),
-                     f"{median(slow) / median(fast):.1f}x"])
+        rows.append(
+            [
+                k,
+                len(kinds),
+                counts["one"],
+                counts["two"],
+                counts["more"],
+                median(fast),
+                median(slow),
+                f"{median(slow) / median(fast):.1f}x",
+            ]
+        )
     print(table(["k", "mistakes", "fixed by one", "by two", "more", "find_culprits s", "naive loop s", "speed-up"], rows))
 
 

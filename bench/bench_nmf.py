@@ -89,8 +89,7 @@ def main() -> None:
     if args.quick:
         mats = mats[:3]
     arrays = [A.numpy() for A in mats]
-    print(f"{len(mats)} classes, A_c {tuple(mats[0].shape)} float32 each; tol={TOL}, max_iter={MAX_ITER}; "
-          f"repeats={repeats}")
+    print(f"{len(mats)} classes, A_c {tuple(mats[0].shape)} float32 each; tol={TOL}, max_iter={MAX_ITER}; repeats={repeats}")
 
     inits = {}
     for k in ks:
@@ -141,32 +140,67 @@ def main() -> None:
         ours_err = outcome[(k, ours_hals)][0]
         for name in names:
             err, iters_text = outcome[(k, name)]
-            rows.append([
-                k, name, f"{best(1, k, name):.2f}", f"{median(times[(1, k, name)]):.2f}",
-                f"{best(1, k, name, cpu):.2f}", iters_text, f"{err:.5f}", f"{err - ours_err:+.5f}",
-                f"{best(1, k, name) / best(1, k, ours_hals):.2f}x",
-            ])
+            rows.append(
+                [
+                    k,
+                    name,
+                    f"{best(1, k, name):.2f}",
+                    f"{median(times[(1, k, name)]):.2f}",
+                    f"{best(1, k, name, cpu):.2f}",
+                    iters_text,
+                    f"{err:.5f}",
+                    f"{err - ours_err:+.5f}",
+                    f"{best(1, k, name) / best(1, k, ours_hals):.2f}x",
+                ]
+            )
     print("\n1 thread (torch and BLAS):")
-    print(table(["k", "method", "wall s (best)", "wall s (median)", "CPU s (best)", "iters mean / max",
-                 "mean rel. error", "error - ours HALS", "time / ours HALS"], rows))
+    print(
+        table(
+            [
+                "k",
+                "method",
+                "wall s (best)",
+                "wall s (median)",
+                "CPU s (best)",
+                "iters mean / max",
+                "mean rel. error",
+                "error - ours HALS",
+                "time / ours HALS",
+            ],
+            rows,
+        )
+    )
 
     summary = []
     for k in ks:
         sk = {n: best(1, k, n) for n in names[2:]}
         fastest = min(sk, key=sk.get)
-        row = [k, f"{best(1, k, ours_hals):.2f}", f"{fastest} {sk[fastest]:.2f}",
-               f"{sk[fastest] / best(1, k, ours_hals):.2f}x",
-               f"{best(1, k, 'sklearn cd, init=ours') / best(1, k, ours_hals):.2f}x",
-               f"{best(1, k, 'sklearn mu, init=ours') / best(1, k, ours_mu):.2f}x"]
+        row = [
+            k,
+            f"{best(1, k, ours_hals):.2f}",
+            f"{fastest} {sk[fastest]:.2f}",
+            f"{sk[fastest] / best(1, k, ours_hals):.2f}x",
+            f"{best(1, k, 'sklearn cd, init=ours') / best(1, k, ours_hals):.2f}x",
+            f"{best(1, k, 'sklearn mu, init=ours') / best(1, k, ours_mu):.2f}x",
+        ]
         if (default_threads, k, ours_hals) in times:
             ours_t, sk_t = best(default_threads, k, ours_hals), best(default_threads, k, "sklearn cd, init=ours")
             row += [f"{ours_t:.2f}", f"{sk_t:.2f}", f"{sk_t / ours_t:.2f}x"]
         summary.append(row)
-    header = ["k", "ours HALS s", "fastest sklearn s", "speed-up vs fastest", "speed-up vs sklearn cd (same init)",
-              "MU vs MU, same init (sklearn / ours)"]
+    header = [
+        "k",
+        "ours HALS s",
+        "fastest sklearn s",
+        "speed-up vs fastest",
+        "speed-up vs sklearn cd (same init)",
+        "MU vs MU, same init (sklearn / ours)",
+    ]
     if default_threads > 1 and not args.quick:
-        header += [f"ours HALS s, {default_threads} threads", f"sklearn cd s, {default_threads} threads",
-                   f"speed-up, {default_threads} threads"]
+        header += [
+            f"ours HALS s, {default_threads} threads",
+            f"sklearn cd s, {default_threads} threads",
+            f"speed-up, {default_threads} threads",
+        ]
     print("\nsummary (speed-up = sklearn wall time / ours, best of the repeats):")
     print(table(header, summary))
     print(f"\nload average at end: {loadavg()}")
@@ -174,6 +208,7 @@ def main() -> None:
 
 def loadavg() -> str:
     return " ".join(open("/proc/loadavg").read().split()[:3])
+
 
 if __name__ == "__main__":
     main()

@@ -70,8 +70,7 @@ def main() -> None:
     real = [feature_matrix(f.feats) for _, f in features]
     real_v = backbone.head_weight[[cls.label for cls, _ in features]]
     synthetic = generated(20 if args.quick else 100)
-    settings = {f"{len(real)} classes (sample photos)": (real, real_v),
-                f"{len(synthetic[0])} classes (generated)": synthetic}
+    settings = {f"{len(real)} classes (sample photos)": (real, real_v), f"{len(synthetic[0])} classes (generated)": synthetic}
 
     per_class = {name: measure(m, v, repeats) for name, (m, v) in settings.items()}
     stages = list(next(iter(per_class.values())))

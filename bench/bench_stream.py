@@ -61,8 +61,10 @@ def workload(data: Path, classes: int, per_class: int, scratch: Path) -> list[li
 
 def per_class(backbone, groups):
     old_workers = min(4, os.cpu_count() or 1)
-    return [extract_features(backbone, g, batch_size=32, num_workers=old_workers if len(g) >= 64 else 0, cache_dir=False)
-            for g in groups]
+    return [
+        extract_features(backbone, g, batch_size=32, num_workers=old_workers if len(g) >= 64 else 0, cache_dir=False)
+        for g in groups
+    ]
 
 
 def per_class_small_batches(backbone, groups):
@@ -87,13 +89,18 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1, help="side-by-side rounds per workload (default 1)")
     p.add_argument("--workloads", nargs="+", default=None, help="CLASSESxPHOTOS (default: 1000x4 10x60)")
     p.add_argument("--backbone", default="efficientnet_lite0")
-    p.add_argument("--same-batch", action="store_true",
-                   help="also a loader per class at the stream's batch size (what the single loader brings by itself)")
+    p.add_argument(
+        "--same-batch",
+        action="store_true",
+        help="also a loader per class at the stream's batch size (what the single loader brings by itself)",
+    )
     args = p.parse_args()
     workloads = args.workloads or (["50x4", "5x20"] if args.quick else ["1000x4", "10x60"])
     backbone = load_backbone(args.backbone)
-    print(f"{machine_info()}\nOMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, backbone {args.backbone}, "
-          f"cpu count {os.cpu_count()}, load average at start {os.getloadavg()[0]:.1f}\n")
+    print(
+        f"{machine_info()}\nOMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, backbone {args.backbone}, "
+        f"cpu count {os.cpu_count()}, load average at start {os.getloadavg()[0]:.1f}\n"
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as scratch:
         for spec in workloads:
@@ -117,14 +124,37 @@ def main() -> None:
                     del result
                     print(f"{spec} round {r}: {name} {times[name][-1]:.1f} s (load {os.getloadavg()[0]:.1f})", flush=True)
             old, new = min(times["per class"]), min(times["stream"])
-            rows.append([f"{classes} x {photos}", n, f"{old:.1f}", f"{new:.1f}", f"{n / old:.1f}", f"{n / new:.1f}",
-                         f"{old / new:.2f}x", f"{equal} of {len(groups)} classes; max rel. diff {worst:.1g}"])
+            rows.append(
+                [
+                    f"{classes} x {photos}",
+                    n,
+                    f"{old:.1f}",
+                    f"{new:.1f}",
+                    f"{n / old:.1f}",
+                    f"{n / new:.1f}",
+                    f"{old / new:.2f}x",
+                    f"{equal} of {len(groups)} classes; max rel. diff {worst:.1g}",
+                ]
+            )
             if args.same_batch:
                 same = min(times["per class, stream's batch"])
                 rows[-1][-1] += f"; a loader per class at the stream's batch: {same:.1f} s ({same / new:.2f}x the stream's time)"
     print()
-    print(table(["workload", "images", "per class s", "stream s", "per class img/s", "stream img/s",
-                 "stream speed-up", "features bytewise equal (else: difference)"], rows))
+    print(
+        table(
+            [
+                "workload",
+                "images",
+                "per class s",
+                "stream s",
+                "per class img/s",
+                "stream img/s",
+                "stream speed-up",
+                "features bytewise equal (else: difference)",
+            ],
+            rows,
+        )
+    )
     print(f"\ntorch threads {torch.get_num_threads()}; load average at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -23,8 +23,12 @@ from protolib.evaluation.metrics import evaluate_run
 from protolib.method import DEFAULT_STRATEGY
 from protolib.pipeline import run_decomposition
 
-VARIANTS = {"the paper's NMF": "nmf", "evidence-weighted NMF": "evidence",
-            "shared dictionary, 2 shared": "shared", "sparse NMF of evidence^6-weighted cells, beta 0.1": "sparse"}
+VARIANTS = {
+    "the paper's NMF": "nmf",
+    "evidence-weighted NMF": "evidence",
+    "shared dictionary, 2 shared": "shared",
+    "sparse NMF of evidence^6-weighted cells, beta 0.1": "sparse",
+}
 
 
 def main(cache: Path | None) -> None:
@@ -38,8 +42,11 @@ def main(cache: Path | None) -> None:
         run = run_decomposition(backbone, data, images_per_class=20, k=3, cache_dir=cache, discovery=name)
         figures = evaluate_run(run, backbone, data, "val", cache_dir=cache)
         fidelity = figures["signed_fidelity"][DEFAULT_STRATEGY]
-        print(f"| {label} | {figures['max_abs_logit_diff']:.1e} | {figures['top1_prototype'] == figures['top1_original']} "
-              f"| {fidelity['mean']:.3f} | {fidelity['min']:.3f} | {fidelity['flips']} |", flush=True)
+        print(
+            f"| {label} | {figures['max_abs_logit_diff']:.1e} | {figures['top1_prototype'] == figures['top1_original']} "
+            f"| {fidelity['mean']:.3f} | {fidelity['min']:.3f} | {fidelity['flips']} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,7 @@ IDEAS: dict[str, Idea] = {
     "the paper's NMF": lambda A, v, k, s: _nmf(A, k, s),
     "NMF of unit-length cells": lambda A, v, k, s: _nmf(_unit(A), k, s),
     "NMF of the half of the cells with the most evidence": lambda A, v, k, s: _nmf(_top_half(A, v), k, s),
-    "NMF of unit-length cells weighted by evidence^2":
-        lambda A, v, k, s: _nmf(_unit(A) * evidence_weights(A, v, 2)[:, None], k, s),
+    "NMF of unit-length cells weighted by evidence^2": lambda A, v, k, s: _nmf(_unit(A) * evidence_weights(A, v, 2)[:, None], k, s),
     **{f"evidence-weighted NMF, exponent {p:g}": _weighted(p) for p in (1.5, 2, 3, 4, 6, 8)},
     **{f"sparse NMF (L1 on E, beta {b:g}) of evidence^6-weighted cells": _sparse(b) for b in (0.1, 0.3, 1)},
 }
@@ -109,8 +108,7 @@ def seed_scores(root: Path, seed: int, label: str, only: str = "") -> dict[str, 
                 methods[name][c] = idea(A.float(), weight[c], run.k, seed)
             methods["k-means centroids (heatmaps)"][c] = kmeans_prototypes(A, run.k, seed)
     readings = {"maps": {m: "heatmap" if m.startswith("k-means") else "presence" for m in methods}}
-    scores = protoeval_scores(backbone, _test_classes(root / "data", BenchConfig().num_classes), methods, readings,
-                              seed=seed)
+    scores = protoeval_scores(backbone, _test_classes(root / "data", BenchConfig().num_classes), methods, readings, seed=seed)
     return {m: scores[m]["maps"]["consistency"] for m in methods}
 
 

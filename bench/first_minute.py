@@ -39,7 +39,10 @@ def one_pass(browser, runs: Path, cache: Path, uploads: Path) -> dict:
     started = time.perf_counter()
     proc = subprocess.Popen(
         [str(ROOT / ".venv/bin/streamlit"), "run", "app.py", "--server.port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     try:
         url = f"http://localhost:{port}"
@@ -62,8 +65,12 @@ def one_pass(browser, runs: Path, cache: Path, uploads: Path) -> dict:
             ".filter(i => i.complete && i.naturalWidth > 0).length >= 20"
         )
         gallery = time.perf_counter() - started
-        return {"server answers": round(serving, 1), "app open with the button": round(opened, 1),
-                "first gallery": round(gallery, 1), "click to gallery": round(gallery - opened, 1)}
+        return {
+            "server answers": round(serving, 1),
+            "app open with the button": round(opened, 1),
+            "first gallery": round(gallery, 1),
+            "click to gallery": round(gallery - opened, 1),
+        }
     finally:
         page.context.close()
         proc.terminate()

@@ -73,9 +73,15 @@ def decompose(backbone, data: Path, per_class: int, cache: Path, label: str) -> 
         model = backbone.model(x).float()
     own, _ = head(feats32)
     vs_model = float((own - model).abs().max()) / max(1.0, float(model.abs().max()))
-    return [label, len(run.classes), sum(map(len, groups)), f"{total:.1f}",
-            *(f"{stages.get(s, 0):.2f}" for s in ("features", "nmf", "scaling", "refinement")),
-            f"{worst:.1e}", f"{vs_model:.1e}"]
+    return [
+        label,
+        len(run.classes),
+        sum(map(len, groups)),
+        f"{total:.1f}",
+        *(f"{stages.get(s, 0):.2f}" for s in ("features", "nmf", "scaling", "refinement")),
+        f"{worst:.1e}",
+        f"{vs_model:.1e}",
+    ]
 
 
 def extraction_speed(backbone, paths: list[Path]) -> list[list]:
@@ -111,8 +117,23 @@ def main() -> None:
         workload(args.data, classes, 4, scratch / "generated")
         rows.append(decompose(backbone, scratch / "generated", 4, scratch / "cache-generated", f"{classes} classes x 4"))
         speed = extraction_speed(backbone, sorted((args.data / "val").rglob("*.JPEG"))[: 16 if args.quick else 256])
-    print(table(["workload", "classes", "images", "total s", "features s", "nmf s", "scaling s", "refinement s",
-                 "max rel. error vs features' own logits", "max rel. error vs the model (float32)"], rows))
+    print(
+        table(
+            [
+                "workload",
+                "classes",
+                "images",
+                "total s",
+                "features s",
+                "nmf s",
+                "scaling s",
+                "refinement s",
+                "max rel. error vs features' own logits",
+                "max rel. error vs the model (float32)",
+            ],
+            rows,
+        )
+    )
     print()
     print(table(["extraction", "images", "images/s"], speed))
 

@@ -62,8 +62,9 @@ def _fit_on_top(A: torch.Tensor, fixed: torch.Tensor, k_own: int, max_iter: int,
     return P[:k_own], float((A - E @ P).norm() / sq_norm.sqrt()), step
 
 
-def shared_discovery(matrices: list[torch.Tensor], k: int, max_iter: int = 200, tol: float = 1e-4, seed: int = 0,
-                     s: int | None = None) -> NMFResult:
+def shared_discovery(
+    matrices: list[torch.Tensor], k: int, max_iter: int = 200, tol: float = 1e-4, seed: int = 0, s: int | None = None
+) -> NMFResult:
     """The prototypes (C, k, D) of every class: its own ``k - s`` parts, then the ``s`` shared ones
     (``s`` defaults to ``SHARED_PARTS``, read at call time)."""
     s = min(SHARED_PARTS if s is None else s, k - 1)
@@ -84,5 +85,4 @@ def register(s: int) -> None:
     """Make ``discovery="shared"`` (with ``s`` shared parts) run through the estimator, for these scripts only."""
     global SHARED_PARTS
     SHARED_PARTS = s
-    register_variant(NAME, lambda matrices, k, head_rows, max_iter, tol, seed: shared_discovery(
-        matrices, k, max_iter, tol, seed))
+    register_variant(NAME, lambda matrices, k, head_rows, max_iter, tol, seed: shared_discovery(matrices, k, max_iter, tol, seed))

@@ -48,8 +48,10 @@ def main(out: Path) -> None:
     print(f"prototypes >= {100 * ISOLATED:.0f} % on the background: {isolated} of {n}, in {classes_with} of {n_classes} classes")
     if carried:
         print(f"their share of their class's logit: {100 * min(carried):.0f}-{100 * max(carried):.0f} %")
-    print(f"background share of the prototype carrying most of the logit: {100 * min(top_fraction):.0f}-"
-          f"{100 * max(top_fraction):.0f} %")
+    print(
+        f"background share of the prototype carrying most of the logit: {100 * min(top_fraction):.0f}-"
+        f"{100 * max(top_fraction):.0f} %"
+    )
     worst = {name: 100 * m["worst_group_acc"] for name, m in results["methods"].items()}
     print("worst group %: " + ", ".join(f"{name} {value:.1f}" for name, value in worst.items()))
 

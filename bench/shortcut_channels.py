@@ -43,8 +43,10 @@ def main(out: Path) -> None:
     torch.set_num_threads(1)
     data = out / "data"
     files = [row["file"] for row in read_groups(data).values() if row["split"] == "val"]
-    print("| seed | background share of cells | best channel, cells as they are | best channel, unit-length cells | "
-          "mean cell norm, background / object | object cells left out with half the background, best channel |")
+    print(
+        "| seed | background share of cells | best channel, cells as they are | best channel, unit-length cells | "
+        "mean cell norm, background / object | object cells left out with half the background, best channel |"
+    )
     print("|---|---|---|---|---|---|")
     for root in sorted(out.glob("seed-*")):
         backbone = build_parts_net(root / "parts_net.safetensors")
@@ -52,10 +54,12 @@ def main(out: Path) -> None:
         background = background_cells(data, files, tuple(f.shape[1:3]))
         unit = f / f.norm(dim=-1, keepdim=True).clamp_min(1e-10)
         norms = f.norm(dim=-1)
-        print(f"| {root.name[5:]} | {100 * float(background.float().mean()):.0f} % | "
-              f"{100 * best_channel_share(f, background):.0f} % | {100 * best_channel_share(unit, background):.0f} % | "
-              f"{float(norms[background].mean()):.1f} / {float(norms[~background].mean()):.1f} | "
-              f"{100 * object_cells_at_half(f, background):.0f} % |")
+        print(
+            f"| {root.name[5:]} | {100 * float(background.float().mean()):.0f} % | "
+            f"{100 * best_channel_share(f, background):.0f} % | {100 * best_channel_share(unit, background):.0f} % | "
+            f"{float(norms[background].mean()):.1f} / {float(norms[~background].mean()):.1f} | "
+            f"{100 * object_cells_at_half(f, background):.0f} % |"
+        )
 
 
 if __name__ == "__main__":

@@ -30,9 +30,12 @@ from protolib.data.features import extract_features
 from protolib.pipeline import run_decomposition
 
 #: (label, discovery, shared parts or None)
-VARIANTS = [("the paper's NMF", "nmf", None), ("evidence-weighted NMF", "evidence", None),
-            *((f"shared dictionary, {s} shared", "shared", s) for s in (1, 2, 3, 4)),
-            ("sparse NMF of evidence^6-weighted cells, beta 0.1", "sparse", None)]
+VARIANTS = [
+    ("the paper's NMF", "nmf", None),
+    ("evidence-weighted NMF", "evidence", None),
+    *((f"shared dictionary, {s} shared", "shared", s) for s in (1, 2, 3, 4)),
+    ("sparse NMF of evidence^6-weighted cells, beta 0.1", "sparse", None),
+]
 
 
 def isolation(backbone, run, head, fractions: torch.Tensor, cache: Path) -> dict[str, float]:
@@ -59,15 +62,28 @@ def seed_figures(root: Path, data: Path, cfg: ShortcutConfig, seed: int, split: 
     for label, discovery, s in VARIANTS:
         if s is not None:
             register(s)
-        run = run_decomposition(backbone, data, "heldout", images_per_class=cfg.heldout_per_class, k=cfg.k,
-                                seed=seed, cache_dir=cache, discovery=discovery)
+        run = run_decomposition(
+            backbone,
+            data,
+            "heldout",
+            images_per_class=cfg.heldout_per_class,
+            k=cfg.k,
+            seed=seed,
+            cache_dir=cache,
+            discovery=discovery,
+        )
         head = run.head(backbone)
         fractions = background_fractions(backbone, run, data, "heldout", cfg.mask_photos_per_class, cache)
         by_mask = (fractions <= cfg.mask_threshold).float()
         result, diag = space.space_by_discovered_parts(backbone, run, head, data, by_mask, split, cache)
-        figures[label] = {"worst": result["worst_group_acc"], "mean": result["mean_acc"],
-                          "chosen": result["numbers_changed"], "bg": diag["background_cells_left_out"],
-                          "obj": diag["object_cells_left_out"], **isolation(backbone, run, head, fractions, cache)}
+        figures[label] = {
+            "worst": result["worst_group_acc"],
+            "mean": result["mean_acc"],
+            "chosen": result["numbers_changed"],
+            "bg": diag["background_cells_left_out"],
+            "obj": diag["object_cells_left_out"],
+            **isolation(backbone, run, head, fractions, cache),
+        }
         print(seed, label, figures[label], flush=True)
     return figures
 
@@ -79,13 +95,17 @@ def main(out: Path, split: str) -> None:
     seeds = sorted(int(p.name[5:]) for p in out.glob("seed-*"))
     per_seed = [seed_figures(out / f"seed-{s}", out / "data", cfg, s, split) for s in seeds]
     print(f"\nEdit in space on the {split} split, mean over seeds {', '.join(map(str, seeds))}\n")
-    print("| discovery | worst group % | mean % | parts left out | background cells left out % | object cells left out % "
-          "| prototypes >= 90 % background (of 24) | their logit share % | background share of the top prototype % |")
+    print(
+        "| discovery | worst group % | mean % | parts left out | background cells left out % | object cells left out % "
+        "| prototypes >= 90 % background (of 24) | their logit share % | background share of the top prototype % |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for label, *_ in VARIANTS:
         m = {key: np.mean([f[label][key] for f in per_seed]) for key in per_seed[0][label]}
-        print(f"| {label} | {100 * m['worst']:.1f} | {100 * m['mean']:.1f} | {m['chosen']:.1f} | {100 * m['bg']:.0f} | "
-              f"{100 * m['obj']:.0f} | {m['isolated']:.1f} | {100 * m['carried']:.0f} | {100 * m['top']:.0f} |")
+        print(
+            f"| {label} | {100 * m['worst']:.1f} | {100 * m['mean']:.1f} | {m['chosen']:.1f} | {100 * m['bg']:.0f} | "
+            f"{100 * m['obj']:.0f} | {m['isolated']:.1f} | {100 * m['carried']:.0f} | {100 * m['top']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

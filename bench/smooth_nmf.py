@@ -25,8 +25,9 @@ def _neighbours(e: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, t
     return total, count
 
 
-def smooth_nmf(A: torch.Tensor, k: int, grid: tuple[int, int], gamma: float, seed: int = 0,
-               max_iter: int = 200, tol: float = 1e-4) -> torch.Tensor:
+def smooth_nmf(
+    A: torch.Tensor, k: int, grid: tuple[int, int], gamma: float, seed: int = 0, max_iter: int = 200, tol: float = 1e-4
+) -> torch.Tensor:
     """(k, D): the parts of A (rows = photos x grid cells, row-major, as ``feature_matrix`` flattens), started from
     the plain NMF with the same seed."""
     if len(A) % (grid[0] * grid[1]):
@@ -55,4 +56,3 @@ def smooth_nmf(A: torch.Tensor, k: int, grid: tuple[int, int], gamma: float, see
             break
         previous = error
     return P
-

@@ -14,8 +14,9 @@ from protolib.method.discovery import evidence_weights
 from protolib.method.nmf import CHECK_EVERY, EPS, HALS_SWEEPS, NMFResult, batched_nmf
 
 
-def sparse_nmf(A: torch.Tensor, k: int, beta: float, seed: int = 0, max_iter: int = 200, tol: float = 1e-4,
-               return_error: bool = False):
+def sparse_nmf(
+    A: torch.Tensor, k: int, beta: float, seed: int = 0, max_iter: int = 200, tol: float = 1e-4, return_error: bool = False
+):
     """(k, D): the parts, started from the plain NMF of A with the same seed (with ``return_error``, also
     ||A - E P|| / ||A||)."""
     A = A.float()
@@ -47,16 +48,26 @@ def sparse_nmf(A: torch.Tensor, k: int, beta: float, seed: int = 0, max_iter: in
     return P
 
 
-def sparse_discovery(matrices: list[torch.Tensor], k: int, head_rows: torch.Tensor, beta: float, seed: int = 0,
-                     max_iter: int = 200, tol: float = 1e-4) -> NMFResult:
+def sparse_discovery(
+    matrices: list[torch.Tensor],
+    k: int,
+    head_rows: torch.Tensor,
+    beta: float,
+    seed: int = 0,
+    max_iter: int = 200,
+    tol: float = 1e-4,
+) -> NMFResult:
     """The variant as a discovery: per class, sparse NMF of its evidence^6-weighted cells."""
-    found = [sparse_nmf(A.float() * evidence_weights(A, v, 6.0)[:, None], k, beta, seed, max_iter, tol, True)
-             for A, v in zip(matrices, head_rows)]
-    return NMFResult(torch.stack([P for P, _ in found]), torch.tensor([e for _, e in found]),
-                     torch.full((len(found),), max_iter))
+    found = [
+        sparse_nmf(A.float() * evidence_weights(A, v, 6.0)[:, None], k, beta, seed, max_iter, tol, True)
+        for A, v in zip(matrices, head_rows)
+    ]
+    return NMFResult(torch.stack([P for P, _ in found]), torch.tensor([e for _, e in found]), torch.full((len(found),), max_iter))
 
 
 def register(beta: float) -> None:
     """Make ``discovery="sparse"`` run through the estimator, for these scripts only."""
-    register_variant("sparse", lambda matrices, k, head_rows, max_iter, tol, seed: sparse_discovery(
-        matrices, k, head_rows, beta, seed, max_iter, tol))
+    register_variant(
+        "sparse",
+        lambda matrices, k, head_rows, max_iter, tol, seed: sparse_discovery(matrices, k, head_rows, beta, seed, max_iter, tol),
+    )

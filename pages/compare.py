@@ -40,8 +40,9 @@ SPLIT = "val"
 
 
 @st.cache_resource(max_entries=4, show_spinner="Comparing the runs on the photos…")
-def comparison_of(key: str, _runs, _backbones, _heads, names: tuple, data: str, class_name: str, photos: int,
-                  maps: str) -> Comparison:
+def comparison_of(
+    key: str, _runs, _backbones, _heads, names: tuple, data: str, class_name: str, photos: int, maps: str
+) -> Comparison:
     """A comparison, shared between sessions (``key`` names the run versions and the device)."""
     return compare_runs(_runs, _backbones, data, class_name, SPLIT, photos, list(names), _heads, maps=maps)
 
@@ -55,8 +56,12 @@ def pick_runs(runs: dict[str, SavedRun]) -> list[str]:
     """Two or three runs, the session's run and another sharing a class with it to start with."""
     names = comparable_runs(runs)
     return kept(
-        st.multiselect, "Runs side by side", "cmp_runs", compare_defaults(runs, st.session_state.get("run")),
-        options=names, max_selections=MAX_RUNS,
+        st.multiselect,
+        "Runs side by side",
+        "cmp_runs",
+        compare_defaults(runs, st.session_state.get("run")),
+        options=names,
+        max_selections=MAX_RUNS,
         help="Two or three saved runs that decomposed a common class: other backbones, other k, other strategies, "
         "probes of your own data.",
     )
@@ -67,17 +72,38 @@ def controls(shared: list) -> tuple[str, int, str]:
     class_col, photos_col, maps_col = st.columns([3, 1, 2])
     with class_col:
         names = [c.name for c in shared]
-        class_name = kept(st.selectbox, "Class", "cmp_class", names[0], options=names,
-                          help="The classes every chosen run decomposed (matched by class folder, else by name).")
+        class_name = kept(
+            st.selectbox,
+            "Class",
+            "cmp_class",
+            names[0],
+            options=names,
+            help="The classes every chosen run decomposed (matched by class folder, else by name).",
+        )
     with photos_col:
-        photos = kept(st.number_input, "Held-out photos", "cmp_photos", 8, min_value=2, max_value=32, step=1,
-                      help=f"Photos of the class from the data folder's {SPLIT}/ that no chosen run was trained on.")
+        photos = kept(
+            st.number_input,
+            "Held-out photos",
+            "cmp_photos",
+            8,
+            min_value=2,
+            max_value=32,
+            step=1,
+            help=f"Photos of the class from the data folder's {SPLIT}/ that no chosen run was trained on.",
+        )
     with maps_col:
-        maps = kept(st.radio, "Match prototypes on", "cmp_maps", "heatmaps", options=list(MAPS), horizontal=True,
-                    format_func=lambda m: {"heatmaps": "heatmaps f·p̃", "coefficients": "coefficient maps"}[m],
-                    help="Heatmaps are the maps shown; two prototypes of one run often share most of theirs (where the "
-                    "features are strong), so matches can be near ties. Coefficient maps f·pinv(P̃) read the prototypes "
-                    "together and separate them.")
+        maps = kept(
+            st.radio,
+            "Match prototypes on",
+            "cmp_maps",
+            "heatmaps",
+            options=list(MAPS),
+            horizontal=True,
+            format_func=lambda m: {"heatmaps": "heatmaps f·p̃", "coefficients": "coefficient maps"}[m],
+            help="Heatmaps are the maps shown; two prototypes of one run often share most of theirs (where the "
+            "features are strong), so matches can be near ties. Coefficient maps f·pinv(P̃) read the prototypes "
+            "together and separate them.",
+        )
     return class_name, int(photos), maps
 
 
@@ -111,18 +137,27 @@ def load_comparison(runs: dict[str, SavedRun], chosen: list[str], class_name: st
 def summary(c: Comparison) -> None:
     """The agreement, per pair of runs, and the matched prototypes table."""
     cols = st.columns(1 + len(c.pairs))
-    cols[0].metric("Agreement", f"{c.agreement:.2f}", help="Mean matched correlation over the pairs of runs: 1 = the "
-                   "runs point at the same parts on these photos.")
+    cols[0].metric(
+        "Agreement",
+        f"{c.agreement:.2f}",
+        help="Mean matched correlation over the pairs of runs: 1 = the runs point at the same parts on these photos.",
+    )
     for col, pair in zip(cols[1:], c.pairs):
         col.metric(f"{c.sides[pair.a].name} ↔ {c.sides[pair.b].name}", f"{pair.agreement:.2f}")
-    st.caption(f"On these {len(c.photos)} photos {agreement_reading(c.agreement)}. Prototypes are matched one to one "
-               f"(Hungarian assignment) by the correlation of their {MAPS[c.maps]}, upsampled to one grid.")
+    st.caption(
+        f"On these {len(c.photos)} photos {agreement_reading(c.agreement)}. Prototypes are matched one to one "
+        f"(Hungarian assignment) by the correlation of their {MAPS[c.maps]}, upsampled to one grid."
+    )
     st.markdown("##### Matched prototypes")
     st.dataframe(
-        pd.DataFrame(match_table(c.match_rows(), AMBIGUOUS_MARGIN)), hide_index=True, width="stretch",
-        column_config={"r": st.column_config.NumberColumn(format="%.2f"),
-                       "match": st.column_config.TextColumn(width="large"),
-                       "reading": st.column_config.TextColumn(width="large")},
+        pd.DataFrame(match_table(c.match_rows(), AMBIGUOUS_MARGIN)),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "r": st.column_config.NumberColumn(format="%.2f"),
+            "match": st.column_config.TextColumn(width="large"),
+            "reading": st.column_config.TextColumn(width="large"),
+        },
     )
 
 
@@ -131,14 +166,20 @@ def side_by_side(c: Comparison) -> int:
     run's matched prototypes. Returns the photo shown."""
     order = c.per_photo.argsort().tolist()
     photo = kept(
-        st.selectbox, "Photo", "cmp_photo", order[0], options=order,
+        st.selectbox,
+        "Photo",
+        "cmp_photo",
+        order[0],
+        options=order,
         format_func=lambda i: photo_label(i, c.photos[i], float(c.per_photo[i])),
         help="Sorted from the photo where the runs disagree most.",
     )
     columns = [c.columns(s) for s in range(len(c.sides))]
     width = 1 + max(len(col) for col in columns)
-    st.caption(f"Columns line up with the prototypes of {figures.md(c.sides[0].name)}: under each heatmap of another run, “↔ P2” "
-               "names the prototype it is matched to, with the correlation r of their maps over all the photos.")
+    st.caption(
+        f"Columns line up with the prototypes of {figures.md(c.sides[0].name)}: under each heatmap of another run, “↔ P2” "
+        "names the prototype it is matched to, with the correlation r of their maps over all the photos."
+    )
     for s, side in enumerate(c.sides):
         st.markdown(f"**{figures.md(side.title)}** · logit {side.logit:.2f} on average")
         cells = st.columns(width)
@@ -161,8 +202,10 @@ def side_by_side(c: Comparison) -> int:
 
 def contributions(c: Comparison) -> None:
     st.markdown("##### Contributions and shares")
-    st.caption("Each prototype's mean contribution to the class's logit over the photos; the label is its share of "
-               "the evidence (|contribution| over the sum of all the run's).")
+    st.caption(
+        "Each prototype's mean contribution to the class's logit over the photos; the label is its share of "
+        "the evidence (|contribution| over the sum of all the run's)."
+    )
     st.plotly_chart(figures.contribution_bars(contribution_table(c.sides)), width="stretch", config=figures.PLAIN)
 
 
@@ -172,12 +215,12 @@ def disagreeing(c: Comparison) -> None:
     st.caption("Each photo's agreement: the mean matched correlation on that photo alone. Lowest in red.")
     st.plotly_chart(
         figures.photo_agreement_bars([f"photo {i + 1}" for i in range(len(c.photos))], c.per_photo.tolist(), lowest),
-        width="stretch", config=figures.PLAIN,
+        width="stretch",
+        config=figures.PLAIN,
     )
     cols = st.columns(len(lowest))
     for col, i in zip(cols, lowest):
-        col.image(c.sides[0].images[i], caption=figures.md(photo_label(i, c.photos[i], float(c.per_photo[i]))),
-                  width="stretch")
+        col.image(c.sides[0].images[i], caption=figures.md(photo_label(i, c.photos[i], float(c.per_photo[i]))), width="stretch")
 
 
 def export(c: Comparison, key: str, photo: int) -> None:
@@ -186,8 +229,12 @@ def export(c: Comparison, key: str, photo: int) -> None:
     name = f"compare-{'-'.join(s.name for s in c.sides)}-{c.class_name}".replace(" ", "_")[:120]
     png_col, html_col = st.columns(2)
     png_col.download_button(
-        "Download as PNG", png_of(key, photo, c), file_name=f"{name}.png", mime="image/png",
-        icon=":material/image:", width="stretch",
+        "Download as PNG",
+        png_of(key, photo, c),
+        file_name=f"{name}.png",
+        mime="image/png",
+        icon=":material/image:",
+        width="stretch",
     )
     built = st.session_state.get("cmp_html")  # (key, page): only the latest comparison's page is kept
     if built is None or built[0] != key:
@@ -198,11 +245,17 @@ def export(c: Comparison, key: str, photo: int) -> None:
             st.rerun()
     else:
         html_col.download_button(
-            "Download the HTML page", built[1], file_name=f"{name}.html", mime="text/html",
-            icon=":material/download:", width="stretch",
+            "Download the HTML page",
+            built[1],
+            file_name=f"{name}.html",
+            mime="text/html",
+            icon=":material/download:",
+            width="stretch",
         )
-    st.caption("The same comparison is a section of the evaluation report: on **Evaluate**, choose the runs to compare "
-               "with before building it.")
+    st.caption(
+        "The same comparison is a section of the evaluation report: on **Evaluate**, choose the runs to compare "
+        "with before building it."
+    )
 
 
 # -- the page --------------------------------------------------------------------------------------
@@ -214,8 +267,10 @@ st.caption(
 )
 runs = runs_by_name()
 if len(comparable_runs(runs)) < 2:
-    st.info("Compare needs two runs that decomposed a common class: make another on **Decompose** (another backbone, "
-            "another k or another strategy).")
+    st.info(
+        "Compare needs two runs that decomposed a common class: make another on **Decompose** (another backbone, "
+        "another k or another strategy)."
+    )
     st.page_link(navigation.DECOMPOSE, label="Go to Decompose", icon=":material/arrow_forward:")
     st.stop()
 chosen = pick_runs(runs)
@@ -224,8 +279,10 @@ if len(chosen) < 2:
     st.stop()
 shared = shared_classes([runs[n].manifest for n in chosen])
 if not shared:
-    st.error("These runs share no class, so they cannot be compared on the same photos: "
-             + "; ".join(f"{n} has {', '.join(c['name'] for c in runs[n].manifest['classes'][:8])}" for n in chosen))
+    st.error(
+        "These runs share no class, so they cannot be compared on the same photos: "
+        + "; ".join(f"{n} has {', '.join(c['name'] for c in runs[n].manifest['classes'][:8])}" for n in chosen)
+    )
     st.stop()
 class_name, n_photos, maps = controls(shared)
 comparison = load_comparison(runs, chosen, class_name, n_photos, maps)

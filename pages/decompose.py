@@ -83,8 +83,12 @@ def images_section(backbone: Backbone) -> Images:
     with st.container(border=True):
         st.markdown("##### 1 · Images")
         source = state.kept(
-            st.segmented_control, "Images from", "dec_source", SOURCE_DATA,
-            options=[SOURCE_DATA, SOURCE_PHOTOS, SOURCE_ZIP], required=True,
+            st.segmented_control,
+            "Images from",
+            "dec_source",
+            SOURCE_DATA,
+            options=[SOURCE_DATA, SOURCE_PHOTOS, SOURCE_ZIP],
+            required=True,
         )
         if source == SOURCE_ZIP:
             zip_upload()
@@ -135,13 +139,19 @@ def photo_upload(backbone: Backbone, data: str, version: int) -> None:
     label_col, file_col = st.columns([1, 2])
     with label_col:
         label = state.kept(
-            st.selectbox, "Class of these photos", "upload_label", 0,
-            options=list(range(len(backbone.labels))), format_func=lambda i: backbone.labels[i],
+            st.selectbox,
+            "Class of these photos",
+            "upload_label",
+            0,
+            options=list(range(len(backbone.labels))),
+            format_func=lambda i: backbone.labels[i],
             help="Type to search the model's classes.",
         )
     with file_col:
         files = st.file_uploader(
-            "Photos", accept_multiple_files=True, key=f"dec_uploader.{version}",
+            "Photos",
+            accept_multiple_files=True,
+            key=f"dec_uploader.{version}",
             help="JPEG, PNG, BMP, GIF, TIFF or WebP; other files are refused with a message.",
         )
     if st.button("Add these photos", disabled=not files, icon=":material/add_photo_alternate:"):
@@ -150,7 +160,9 @@ def photo_upload(backbone: Backbone, data: str, version: int) -> None:
         )
         session["uploads_added"] = version + 1
         session["upload_messages"] = {
-            "saved": len(saved), "class": backbone.labels[label], "problems": [p.reason for p in problems]
+            "saved": len(saved),
+            "class": backbone.labels[label],
+            "problems": [p.reason for p in problems],
         }
         st.rerun()
     messages = session.get("upload_messages")
@@ -171,7 +183,9 @@ def zip_upload() -> None:
     session = st.session_state
     version = session.get("zip_n", 0)
     file = st.file_uploader(
-        "A .zip of an image folder", type=["zip"], key=f"dec_zip.{version}",
+        "A .zip of an image folder",
+        type=["zip"],
+        key=f"dec_zip.{version}",
         help="Either train/<class>/<images> (and val/<class>/<images> for the accuracy), or just "
         "<class>/<images>, which go to train/; a classes.csv (wnid,imagenet_index,name) beside them is kept.",
     )
@@ -188,7 +202,9 @@ def zip_upload() -> None:
             return
         session["zip_n"] = version + 1
         session["last_zip"] = {
-            "name": file.name, "root": str(out.root), "summary": out.summary(),
+            "name": file.name,
+            "root": str(out.root),
+            "summary": out.summary(),
             "problems": [[p.path, p.reason] for p in out.problems],
         }
         session["data_dir"], session["dec_source"] = str(out.root), SOURCE_DATA  # the sidebar shows it next run
@@ -227,17 +243,32 @@ def probe_section(data: str, expanded: bool) -> None:
         trunk_col, per_class_col, l2_col = st.columns(3)
         with trunk_col:
             trunk = state.kept(
-                st.selectbox, "Backbone to probe", "probe_trunk", current if current in trunks else DEFAULT_BACKBONE,
-                options=list(trunks), format_func=lambda n: trunks.get(n, n),
+                st.selectbox,
+                "Backbone to probe",
+                "probe_trunk",
+                current if current in trunks else DEFAULT_BACKBONE,
+                options=list(trunks),
+                format_func=lambda n: trunks.get(n, n),
             )
         with per_class_col:
             per_class = state.kept(
-                st.number_input, "Probe images per class", "probe_per_class", 100, min_value=2, max_value=100_000, step=10,
+                st.number_input,
+                "Probe images per class",
+                "probe_per_class",
+                100,
+                min_value=2,
+                max_value=100_000,
+                step=10,
                 help="The first N images of each class in train/ (and in val/).",
             )
         with l2_col:
             l2 = state.kept(
-                st.select_slider, "L2 penalty", "probe_l2", DEFAULT_L2, options=L2_CHOICES, format_func=lambda v: f"{v:g}",
+                st.select_slider,
+                "L2 penalty",
+                "probe_l2",
+                DEFAULT_L2,
+                options=L2_CHOICES,
+                format_func=lambda v: f"{v:g}",
                 help="On standardised features; larger for few images per class. The head is fit to convergence "
                 "(full-batch L-BFGS), so there are no epochs to choose.",
             )
@@ -246,7 +277,10 @@ def probe_section(data: str, expanded: bool) -> None:
         name_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
         with name_col:
             name = state.kept(
-                st.text_input, "Probe name", "probe_name", automatic,
+                st.text_input,
+                "Probe name",
+                "probe_name",
+                automatic,
                 help="Saved with your runs: only your workspace sees it until a run made from it is published.",
             )
         with button_col:
@@ -258,7 +292,9 @@ def probe_section(data: str, expanded: bool) -> None:
         rows = [row for root in probe_roots() for row in probe_rows(root)]
         if rows:
             st.dataframe(
-                pd.DataFrame(rows), hide_index=True, width="stretch",
+                pd.DataFrame(rows),
+                hide_index=True,
+                width="stretch",
                 column_config={"val accuracy": st.column_config.NumberColumn(format="percent")},
             )
 
@@ -275,15 +311,27 @@ def fit_and_use_probe(data: str, trunk: str, per_class: int, l2: float, name: st
             progress("val" if "val" in stage else "train", done, total)
 
         probe = fit_probe(
-            data, model, device=device, images_per_class=per_class, val_images_per_class=per_class, l2=l2,
+            data,
+            model,
+            device=device,
+            images_per_class=per_class,
+            val_images_per_class=per_class,
+            l2=l2,
             progress=features,
         )
         path = probe.save(ws.new_run_path(name))
         m = probe.manifest
         return {
-            "name": path.name, "path": str(path), "backbone": m["backbone"], "classes": len(m["classes"]),
-            "n_train": m["n_train"], "n_val": m["n_val"], "validation": m["validation"],
-            "val_accuracy": m["val_accuracy"], "train_accuracy": m["train_accuracy"], "seconds": m["seconds"],
+            "name": path.name,
+            "path": str(path),
+            "backbone": m["backbone"],
+            "classes": len(m["classes"]),
+            "n_train": m["n_train"],
+            "n_val": m["n_val"],
+            "validation": m["validation"],
+            "val_accuracy": m["val_accuracy"],
+            "train_accuracy": m["train_accuracy"],
+            "seconds": m["seconds"],
             "problems": m["problems"],
         }
 
@@ -336,7 +384,10 @@ def settings_section(backbone: Backbone, images: Images) -> tuple[Settings, bool
         st.markdown("##### 2 · Classes and settings")
         if by_folder:
             classes = state.kept(  # one choice per data folder: switching folders does not empty it
-                st.multiselect, "Classes", f"dec_classes|{images.data}", list(by_folder) if len(by_folder) <= 12 else [],
+                st.multiselect,
+                "Classes",
+                f"dec_classes|{images.data}",
+                list(by_folder) if len(by_folder) <= 12 else [],
                 options=list(by_folder),
                 format_func=lambda f: f"{by_folder[f].name} · {by_folder[f].n_images} images",
                 placeholder="Type to search classes by name",
@@ -348,12 +399,22 @@ def settings_section(backbone: Backbone, images: Images) -> tuple[Settings, bool
             k = state.kept(st.slider, "Prototypes per class (k)", "dec_k", 3, min_value=1, max_value=MAX_K)
         with per_class_col:
             per_class = state.kept(
-                st.number_input, "Images per class", "dec_per_class", 60, min_value=1, max_value=5000, step=10,
+                st.number_input,
+                "Images per class",
+                "dec_per_class",
+                60,
+                min_value=1,
+                max_value=5000,
+                step=10,
                 help="The first N training images of each class (sorted by file name, so runs are reproducible).",
             )
         with strategy_col:
             strategy = state.kept(
-                st.selectbox, "Refinement", "dec_strategy", DEFAULT_STRATEGY, options=list(STRATEGIES),
+                st.selectbox,
+                "Refinement",
+                "dec_strategy",
+                DEFAULT_STRATEGY,
+                options=list(STRATEGIES),
                 format_func=lambda s: STRATEGY_TEXT.get(s, s),
                 help="How the residual of the head row is shared among the prototypes: **optimized** keeps each "
                 "prototype's heatmap best on held-out images; **paper** is the paper's objective (L-BFGS); **uniform** "
@@ -365,7 +426,11 @@ def settings_section(backbone: Backbone, images: Images) -> tuple[Settings, bool
         discovery_col, _ = st.columns([2, 2])
         with discovery_col:
             discovery = state.kept(
-                st.selectbox, "Discovery", "dec_discovery", DEFAULT_DISCOVERY, options=list(DISCOVERIES),
+                st.selectbox,
+                "Discovery",
+                "dec_discovery",
+                DEFAULT_DISCOVERY,
+                options=list(DISCOVERIES),
                 format_func=lambda d: DISCOVERY_LABELS.get(d, d),
                 help="How the parts are found. **The paper's NMF** factorises every cell of the class's photos; "
                 "**evidence-weighted NMF** weights each cell by its share of the class's evidence (f · v), so the cells "
@@ -378,12 +443,19 @@ def settings_section(backbone: Backbone, images: Images) -> tuple[Settings, bool
         name_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
         with name_col:
             name = state.kept(
-                st.text_input, "Run name", "dec_name", automatic,
+                st.text_input,
+                "Run name",
+                "dec_name",
+                automatic,
                 help="Saved with your runs: only your workspace sees it until you publish it (sidebar).",
             )
         with button_col:
             start = st.button(
-                "Run decomposition", type="primary", icon=":material/play_arrow:", disabled=not classes, width="stretch",
+                "Run decomposition",
+                type="primary",
+                icon=":material/play_arrow:",
+                disabled=not classes,
+                width="stretch",
             )
         weights.cache_panel()
     return Settings(list(classes), int(k), int(per_class), strategy, int(seed), name or automatic, discovery), start
@@ -402,18 +474,31 @@ def decompose(backbone: Backbone, data: str, settings: Settings) -> None:
     def work(progress) -> dict:
         started = time.perf_counter()
         run = run_decomposition(
-            backbone, data, "train", classes=settings.classes, images_per_class=settings.per_class, k=settings.k,
-            strategy=settings.strategy, random_state=settings.seed, progress=progress, discovery=settings.discovery,
+            backbone,
+            data,
+            "train",
+            classes=settings.classes,
+            images_per_class=settings.per_class,
+            k=settings.k,
+            strategy=settings.strategy,
+            random_state=settings.seed,
+            progress=progress,
+            discovery=settings.discovery,
         )
         path = save_run(run, ws.new_run_path(name))
         return {
-            "run": path.name, "path": str(path), "seconds": time.perf_counter() - started, "classes": len(run.classes),
-            "images": sum(c["n_images"] for c in run.manifest["classes"]), "k": run.k,
+            "run": path.name,
+            "path": str(path),
+            "seconds": time.perf_counter() - started,
+            "classes": len(run.classes),
+            "images": sum(c["n_images"] for c in run.manifest["classes"]),
+            "k": run.k,
             "problems": run.manifest["problems"],
         }
 
-    jobs.start("decomposition", "decomposition", work,
-               {"label": f"Decomposing {len(settings.classes)} classes with k = {settings.k}…"})
+    jobs.start(
+        "decomposition", "decomposition", work, {"label": f"Decomposing {len(settings.classes)} classes with k = {settings.k}…"}
+    )
 
 
 def decomposition_job() -> None:
@@ -435,9 +520,15 @@ def decomposition_job() -> None:
     st.session_state["last_decomposition"] = {
         **{k: v for k, v in result.items() if k != "path"},
         "stages": [
-            {"stage": STAGE_TEXT[s][0], "done": t["done"], "total": t["total"], "unit": STAGE_TEXT[s][1],
-             "seconds": round(t["seconds"], 2)}
-            for s, t in job.progress.items() if s in STAGE_TEXT
+            {
+                "stage": STAGE_TEXT[s][0],
+                "done": t["done"],
+                "total": t["total"],
+                "unit": STAGE_TEXT[s][1],
+                "seconds": round(t["seconds"], 2),
+            }
+            for s, t in job.progress.items()
+            if s in STAGE_TEXT
         ],
     }
     state.restart_automatic("dec_name")
@@ -459,7 +550,9 @@ def last_decomposition() -> None:
         stages_col, links_col = st.columns([3, 2])
         with stages_col:
             st.dataframe(
-                pd.DataFrame(last["stages"]), hide_index=True, width="stretch",
+                pd.DataFrame(last["stages"]),
+                hide_index=True,
+                width="stretch",
                 column_config={"seconds": st.column_config.NumberColumn(format="%.2f s")},
             )
         with links_col:
@@ -481,7 +574,9 @@ def saved_runs_section() -> None:
         return
     published = {name for name, run in runs.items() if is_published(run)}
     st.dataframe(
-        pd.DataFrame(visible_run_rows(runs, published)), hide_index=True, width="stretch",
+        pd.DataFrame(visible_run_rows(runs, published)),
+        hide_index=True,
+        width="stretch",
         column_config={"seconds": st.column_config.NumberColumn(format="%.1f s")},
     )
     pick_col, load_col = st.columns([3, 1], vertical_alignment="bottom")

@@ -38,8 +38,10 @@ def held_out_figures(ctx: Context, held_out: HeldOut, sf: SplitFeatures) -> None
     original_col, prototype_col, exact_col, photos_col = st.columns(4)
     original_col.metric("Top-1, original model", f"{100 * m['top1_original']:.1f} %")
     prototype_col.metric(
-        "Top-1, prototype network", f"{100 * m['top1_prototype']:.1f} %",
-        delta=f"{100 * (m['top1_prototype'] - m['top1_original']):+.1f} pts", delta_color="off",
+        "Top-1, prototype network",
+        f"{100 * m['top1_prototype']:.1f} %",
+        delta=f"{100 * (m['top1_prototype'] - m['top1_original']):+.1f} pts",
+        delta_color="off",
     )
     exact_col.metric("Max |logit difference|", f"{m['max_abs_logit_diff']:.1e}", help="Exactness; ≤ 1e-4 in fp32.")
     photos_col.metric("Held-out photos", m["n_images"], help=f"{len(set(sf.labels.tolist()))} classes")
@@ -55,16 +57,23 @@ def held_out_figures(ctx: Context, held_out: HeldOut, sf: SplitFeatures) -> None
     st.markdown("##### All figures")
     table = pd.DataFrame(evaluation_rows(m))
     st.dataframe(
-        table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3,
-        column_config={name: st.column_config.TextColumn(width=size) for name, size in (
-            ("figure", "medium"), ("value", "medium"), ("meaning", "large"))},
+        table,
+        hide_index=True,
+        width="stretch",
+        height=35 * (len(table) + 1) + 3,
+        column_config={
+            name: st.column_config.TextColumn(width=size)
+            for name, size in (("figure", "medium"), ("value", "medium"), ("meaning", "large"))
+        },
     )
     per_class = fidelity_per_class_rows(m, ctx.labels)
     if per_class:
         with st.expander("Heatmap fidelity per class"):
             strategies = [c for c in per_class[0] if c != "class"]
             st.dataframe(
-                pd.DataFrame(per_class), hide_index=True, width="stretch",
+                pd.DataFrame(per_class),
+                hide_index=True,
+                width="stretch",
                 column_config={s: st.column_config.NumberColumn(format="%.3f") for s in strategies},
             )
     for note in m.get("notes", []):
@@ -95,7 +104,9 @@ def errors_against_k(ctx: Context) -> None:
         by_k = table.groupby("k")[["feature reconstruction error", "head reconstruction error"]].mean().reset_index()
         st.plotly_chart(figures.errors_against_k(by_k), width="stretch", config=figures.PLAIN)
     st.dataframe(
-        table, hide_index=True, width="stretch",
+        table,
+        hide_index=True,
+        width="stretch",
         column_config={
             "feature reconstruction error": st.column_config.NumberColumn(format="%.3f"),
             "head reconstruction error": st.column_config.NumberColumn(format="%.3f"),
@@ -135,8 +146,14 @@ def k_points(ctx: Context, held_out: HeldOut, sf: SplitFeatures, saved_runs: lis
             if run.manifest["backbone"] != ctx.backbone.name:
                 continue
             version = f"{saved.path}|{saved.modified}|{cache.backbone_key(ctx.backbone)}"
-            evaluation = cache.evaluation(f"{version}|{held_out.data}|{held_out.split}|{held_out.per_class}|{held_out.classes}",
-                                          held_out.data, held_out.split, run, ctx.backbone, sf)
+            evaluation = cache.evaluation(
+                f"{version}|{held_out.data}|{held_out.split}|{held_out.per_class}|{held_out.classes}",
+                held_out.data,
+                held_out.split,
+                run,
+                ctx.backbone,
+                sf,
+            )
             stability = seed_stability_of(version, run, ctx.backbone)
             health = health_of(version, run, ctx.backbone)
         except (RunError, DataError, OSError) as exc:
@@ -151,48 +168,61 @@ def choosing_k(ctx: Context, held_out: HeldOut, sf: SplitFeatures | None) -> Non
     """Against k, for the saved runs of this model and these classes: head and feature errors, signed
     fidelity and seed stability, and the k the data supports by a stated rule (protolib's ``suggest_k``)."""
     st.markdown("##### Which k the data supports")
-    same = same_class_runs(same_model_runs(list(runs_by_name().values()), ctx.run.manifest.get("fingerprint")),
-                           ctx.run.manifest)
+    same = same_class_runs(same_model_runs(list(runs_by_name().values()), ctx.run.manifest.get("fingerprint")), ctx.run.manifest)
     if len({r.manifest["params"].get("k") for r in same}) < 2:
-        st.caption("Make runs of this model and these classes with other values of k on **Decompose** (e.g. 1, 3, 5, "
-                   "10) to see which k the data supports.")
+        st.caption(
+            "Make runs of this model and these classes with other values of k on **Decompose** (e.g. 1, 3, 5, "
+            "10) to see which k the data supports."
+        )
         return
     if sf is None:
-        st.caption(f"{len(same)} runs of this model and these classes: evaluate on the held-out split above to measure "
-                   "their fidelity and stability against k.")
+        st.caption(
+            f"{len(same)} runs of this model and these classes: evaluate on the held-out split above to measure "
+            "their fidelity and stability against k."
+        )
         return
     ready = st.session_state.setdefault("k_choice_ready", [])
     key = held_out.key(ctx)
     if key not in ready:
         if not st.button("Measure fidelity and stability for each k", icon=":material/straighten:"):
-            st.caption(f"{len(same)} runs: the signed fidelity of each on the held-out photos, and its NMF prototypes "
-                       "against a second seed's (cached per run).")
+            st.caption(
+                f"{len(same)} runs: the signed fidelity of each on the held-out photos, and its NMF prototypes "
+                "against a second seed's (cached per run)."
+            )
             return
         ready.append(key)
     points = k_points(ctx, held_out, sf, same)
     choice = suggest_k(points, K_IMPROVEMENT, K_MIN_FIDELITY)
     st.plotly_chart(figures.k_choice_chart(choice.per_k, choice.k, K_MIN_FIDELITY), width="stretch", config=figures.PLAIN)
     (st.success if choice.k is not None else st.info)(choice.sentence, icon=":material/straighten:")
-    st.caption(f"Rule: {choice.rule}. With several runs of one k, the one with the best fidelity stands for it. "
-               f"**dead**: prototypes below {100 * DEAD_SHARE:g} % of their class's logit on its training photos; "
-               f"**duplicates**: prototypes whose part map correlates above {DUPLICATE_CORRELATION:g} with another's "
-               "there (as on Prototypes).")
+    st.caption(
+        f"Rule: {choice.rule}. With several runs of one k, the one with the best fidelity stands for it. "
+        f"**dead**: prototypes below {100 * DEAD_SHARE:g} % of their class's logit on its training photos; "
+        f"**duplicates**: prototypes whose part map correlates above {DUPLICATE_CORRELATION:g} with another's "
+        "there (as on Prototypes)."
+    )
     st.dataframe(
-        pd.DataFrame(k_point_rows(points)), hide_index=True, width="stretch",
-        column_config={c: st.column_config.NumberColumn(format="%.3f") for c in (
-            "head error", "feature error", "fidelity", "worst fidelity", "seed stability")},
+        pd.DataFrame(k_point_rows(points)),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            c: st.column_config.NumberColumn(format="%.3f")
+            for c in ("head error", "feature error", "fidelity", "worst fidelity", "seed stability")
+        },
     )
 
 
 def compare_choice(ctx: Context) -> list[str]:
     """Other runs to show side by side with this one in the report (its "comparison" section)."""
     runs = runs_by_name()
-    options = [n for n in comparable_runs(runs)
-               if n != ctx.name and shares_a_class(ctx.run.manifest, runs[n].manifest)]
+    options = [n for n in comparable_runs(runs) if n != ctx.name and shares_a_class(ctx.run.manifest, runs[n].manifest)]
     if not options:
         return []
     names = st.multiselect(
-        "Compare with (side by side in the report)", options, key="report_compare_with", max_selections=MAX_RUNS - 1,
+        "Compare with (side by side in the report)",
+        options,
+        key="report_compare_with",
+        max_selections=MAX_RUNS - 1,
         help="Runs that decomposed a class of this one: the report gains a section with them side by side on the same "
         "held-out photos of every shared class (as the Compare page shows one).",
     )
@@ -209,7 +239,11 @@ def report_section(ctx: Context, held_out: HeldOut) -> None:
         "It uses the held-out images of the run's classes, with the images-per-class setting above."
     )
     faith_images = st.number_input(
-        "Images for the deletion / insertion curves", min_value=1, max_value=64, value=8, key="report_faith_images",
+        "Images for the deletion / insertion curves",
+        min_value=1,
+        max_value=64,
+        value=8,
+        key="report_faith_images",
         help="Each image costs about 2 x 16 backbone passes; 8 take under a minute on a CPU.",
     )
     compare_with = compare_choice(ctx)
@@ -230,7 +264,9 @@ REPORT_TEXT = {"report": ("Report sections", "sections"), "val": ("Held-out feat
 def start_report(ctx: Context, held_out: HeldOut, faith_images: int, compare_with: tuple[str, ...], key: str) -> None:
     """Build the report in the background (it goes on when the page is reloaded); ``report_job`` follows it."""
     settings = ReportSettings(
-        split=held_out.split, images_per_class=held_out.per_class or None, faithfulness_images=faith_images,
+        split=held_out.split,
+        images_per_class=held_out.per_class or None,
+        faithfulness_images=faith_images,
         compare_with=tuple(compare_with),
     )
     run, backbone, data = ctx.run, ctx.backbone, held_out.data
@@ -275,16 +311,26 @@ def report_downloads(ctx: Context, page_html: str, page_json: str, report: dict)
         shown = [m for m in ("refined heatmap", "Grad-CAM") if m in faith["methods"]] or list(faith["methods"])[:2]
         for col, method in zip(cols[1:], shown):
             values = faith["methods"][method]
-            col.metric(f"{method}: deletion / insertion AUC", f"{auc_mean(values['deletion_auc']):.3f} / "
-                       f"{auc_mean(values['insertion_auc']):.3f}")
+            col.metric(
+                f"{method}: deletion / insertion AUC",
+                f"{auc_mean(values['deletion_auc']):.3f} / {auc_mean(values['insertion_auc']):.3f}",
+            )
     html_col, json_col = st.columns(2)
     html_col.download_button(
-        "Download the report (HTML)", page_html, file_name=f"{ctx.name}-report.html", mime="text/html",
-        icon=":material/download:", width="stretch",
+        "Download the report (HTML)",
+        page_html,
+        file_name=f"{ctx.name}-report.html",
+        mime="text/html",
+        icon=":material/download:",
+        width="stretch",
     )
     json_col.download_button(
-        "Download the figures (JSON)", page_json, file_name=f"{ctx.name}-report.json", mime="application/json",
-        icon=":material/data_object:", width="stretch",
+        "Download the figures (JSON)",
+        page_json,
+        file_name=f"{ctx.name}-report.json",
+        mime="application/json",
+        icon=":material/data_object:",
+        width="stretch",
     )
 
 

@@ -48,7 +48,11 @@ def class_to_explain(ctx: Context, picked: Picked, logits: torch.Tensor) -> int:
             "showing the highest-scoring decomposed class instead."
         )
     return kept(
-        st.selectbox, "Class to explain", f"explain_class.{picked.key}", first, options=ctx.decomposed,
+        st.selectbox,
+        "Class to explain",
+        f"explain_class.{picked.key}",
+        first,
+        options=ctx.decomposed,
         format_func=lambda c: ctx.labels[c] + ("  (predicted)" if c == predicted else ""),
     )
 
@@ -64,9 +68,9 @@ def contributions_and_part_map(ctx: Context, e: Explanation) -> None:
     chart_col, map_col = st.columns([3, 2], gap="large")
     with chart_col:
         st.plotly_chart(
-            figures.waterfall(e.contributions, e.bias, f"“{ctx.labels[e.label]}”: logit {e.logit:.2f} = bias + prototypes",
-                              names),
-            width="stretch", config=figures.PLAIN,
+            figures.waterfall(e.contributions, e.bias, f"“{ctx.labels[e.label]}”: logit {e.logit:.2f} = bias + prototypes", names),
+            width="stretch",
+            config=figures.PLAIN,
         )
     with map_col:
         st.markdown(f"##### Part map of “{figures.md(ctx.labels[e.label])}”")

@@ -80,8 +80,15 @@ def controls(ctx: Context, photo: Photo, labels: list[int], spaced: torch.Tensor
                     on = kept(st.toggle, f"P{i + 1} on", on_key, True, label_visibility="collapsed")
                 with scale_col:
                     kept(
-                        st.slider, f"Scale of P{i + 1}", scale_key, 1.0, min_value=0.0, max_value=2.0, step=0.05,
-                        disabled=not on, label_visibility="collapsed",
+                        st.slider,
+                        f"Scale of P{i + 1}",
+                        scale_key,
+                        1.0,
+                        min_value=0.0,
+                        max_value=2.0,
+                        step=0.05,
+                        disabled=not on,
+                        label_visibility="collapsed",
                     )
                 space_toggle(ctx, label, i)
 
@@ -97,11 +104,13 @@ def photo_results(ctx: Context, photo: Photo, edited: torch.Tensor, labels: list
     if space is not None:
         pooling, cells = space
         kept_all = " (every cell would go: the photo keeps them all)" if bool(pooling.all_left_out[0]) else ""
-        image_col.caption(f"Pooling: {int(cells.sum())} of {cells.numel()} cells left out (hatched){kept_all} · "
-                          f"logit {float(edited[label]):.4f}")
+        image_col.caption(
+            f"Pooling: {int(cells.sum())} of {cells.numel()} cells left out (hatched){kept_all} · logit {float(edited[label]):.4f}"
+        )
     change = float(edited[label] - original[label])
-    logit_col.metric(f"Logit of “{figures.md(ctx.labels[label])}”", f"{float(edited[label]):.2f}",
-                     delta=f"{change:+.2f}" if change else None)
+    logit_col.metric(
+        f"Logit of “{figures.md(ctx.labels[label])}”", f"{float(edited[label]):.2f}", delta=f"{change:+.2f}" if change else None
+    )
     with predicted_col:
         st.markdown(
             f"<small>Predicted class</small><br><span style='font-size:1.5rem'>{figures.md(ctx.labels[new_predicted])}</span>",
@@ -130,7 +139,8 @@ def photo_results(ctx: Context, photo: Photo, edited: torch.Tensor, labels: list
     index = {name: i for i, name in enumerate(ctx.labels)}
     st.plotly_chart(
         figures.logit_bars(shown, [float(original[index[n]]) for n in shown], [float(edited[index[n]]) for n in shown]),
-        width="stretch", config=figures.PLAIN,
+        width="stretch",
+        config=figures.PLAIN,
     )
 
 
@@ -150,7 +160,10 @@ def held_out_section(ctx: Context, scale: torch.Tensor, labels: list[int], summa
             summary.caption("Compute the held-out features (below) to see what the edit does to accuracy.")
             return
     among = kept(
-        st.toggle, "Classify among the run's classes only", "val_among_run", False,
+        st.toggle,
+        "Classify among the run's classes only",
+        "val_among_run",
+        False,
         help="As in the paper, which decomposes every class: the model chooses between the run's classes only. "
         "Otherwise it keeps all its classes, and a mistake towards a class outside the run cannot be undone "
         "by editing the run's prototypes.",
@@ -188,8 +201,9 @@ def accuracy_metrics(effect: dict, n_photos: int) -> None:
     changed_col.metric("Predictions changed", f"{effect['predictions_changed']} / {n_photos}")
 
 
-def group_section(held_out: HeldOut, paths: list[str], original: torch.Tensor, edited: torch.Tensor,
-                  truth: torch.Tensor) -> tuple[dict, dict] | None:
+def group_section(
+    held_out: HeldOut, paths: list[str], original: torch.Tensor, edited: torch.Tensor, truth: torch.Tensor
+) -> tuple[dict, dict] | None:
     """Worst-group accuracy before and after, and every group's, when the data folder has groups.csv; the
     figures (before, after) of ``group_accuracy``, or None."""
     table = groups_table(held_out.data)
@@ -206,15 +220,18 @@ def group_section(held_out: HeldOut, paths: list[str], original: torch.Tensor, e
     before_col, after_col, groups_col = st.columns(3)
     before_col.metric("Worst group before", f"{100 * before['worst_group']:.1f} %")
     change = after["worst_group"] - before["worst_group"]
-    after_col.metric("Worst group after", f"{100 * after['worst_group']:.1f} %",
-                     delta=f"{100 * change:+.1f} pts" if change else None)
+    after_col.metric(
+        "Worst group after", f"{100 * after['worst_group']:.1f} %", delta=f"{100 * change:+.1f} pts" if change else None
+    )
     groups_col.metric("Groups", f"{len(after['per_group'])} · {int(rows.sum())} photos")
     percent = {c: st.column_config.NumberColumn(format="%.1f %%") for c in ("before", "after")}
     with st.expander("Accuracy per group (groups.csv)"):
         st.dataframe(
             pd.DataFrame(group_rows(before, after)).assign(
-                before=lambda d: 100 * d["before"], after=lambda d: 100 * d["after"], change=lambda d: 100 * d["change"]),
-            hide_index=True, width="stretch",
+                before=lambda d: 100 * d["before"], after=lambda d: 100 * d["after"], change=lambda d: 100 * d["change"]
+            ),
+            hide_index=True,
+            width="stretch",
             column_config={**percent, "change": st.column_config.NumberColumn(format="%+.1f pts")},
         )
     return before, after
@@ -235,10 +252,15 @@ def class_table(rows: list[dict]) -> None:
     for column in ("before", "after", "change"):
         table[column] = 100 * table[column]
     st.dataframe(
-        table, hide_index=True, width="stretch", height=min(36 * (len(rows) + 1) + 3, 320),
-        column_config={"before": st.column_config.NumberColumn(format="%.1f %%"),
-                       "after": st.column_config.NumberColumn(format="%.1f %%"),
-                       "change": st.column_config.NumberColumn(format="%+.1f pts")},
+        table,
+        hide_index=True,
+        width="stretch",
+        height=min(36 * (len(rows) + 1) + 3, 320),
+        column_config={
+            "before": st.column_config.NumberColumn(format="%.1f %%"),
+            "after": st.column_config.NumberColumn(format="%.1f %%"),
+            "change": st.column_config.NumberColumn(format="%+.1f pts"),
+        },
     )
 
 
@@ -272,7 +294,8 @@ def oracle_section(key: str, head, pooled: torch.Tensor, truth: torch.Tensor) ->
         before_col, after_col, photos_col = st.columns(3)
         before_col.metric("Top-1 before", f"{100 * oracle['top1_before']:.1f} %")
         after_col.metric(
-            "Top-1 with the oracle", f"{100 * oracle['top1_after']:.1f} %",
+            "Top-1 with the oracle",
+            f"{100 * oracle['top1_after']:.1f} %",
             delta=f"{100 * (oracle['top1_after'] - oracle['top1_before']):+.1f} pts",
         )
         photos_col.metric("Photos intervened on", oracle["intervened_images"])
@@ -313,10 +336,14 @@ def save_section(ctx: Context, scale: torch.Tensor, spatial=None) -> None:
             select_run(saved)
             st.rerun(scope="app")
         download_col.download_button(
-            "Download the model (TorchScript)", data=exporter(state["iv_saved_path"], ctx),
-            file_name=f"{safe_name(saved)}.pt", mime="application/octet-stream", icon=":material/download:",
-            on_click="ignore", key=f"iv_download.{edit_key(Path(state['iv_saved_path']))}",
-            help="The backbone and the edited prototype head in one file: torch.jit.load(\"model.pt\")(images) "
+            "Download the model (TorchScript)",
+            data=exporter(state["iv_saved_path"], ctx),
+            file_name=f"{safe_name(saved)}.pt",
+            mime="application/octet-stream",
+            icon=":material/download:",
+            on_click="ignore",
+            key=f"iv_download.{edit_key(Path(state['iv_saved_path']))}",
+            help='The backbone and the edited prototype head in one file: torch.jit.load("model.pt")(images) '
             "gives the logits, with no protoscope installed (class names, labels and preprocessing inside).",
         )
 
@@ -335,7 +362,11 @@ def exporter(path: str, ctx: Context):
 def live(ctx: Context, photo: Photo, data: str) -> None:
     """Everything that follows the controls; redraws alone when they change."""
     labels = kept(
-        st.multiselect, "Classes to edit", f"iv_classes.{photo.picked.key}", [photo.first], options=ctx.decomposed,
+        st.multiselect,
+        "Classes to edit",
+        f"iv_classes.{photo.picked.key}",
+        [photo.first],
+        options=ctx.decomposed,
         format_func=lambda c: ctx.labels[c] + ("  (predicted)" if c == photo.predicted else ""),
     )
     scale = current_scale(ctx)

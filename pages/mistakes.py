@@ -63,19 +63,27 @@ def card_view(ctx: Context, card, n: int, split: str) -> None:
         st.markdown(
             f"<b>{md(ctx.labels[card.label])}</b> taken for <b>{md(ctx.labels[card.predicted])}</b>. "
             f"Switch off <b>{md(ctx.labels[label])} · {md(title)}</b> (right) and it is right, "
-            f"by {card.margin:.2f}.<br><small>{md(card.file)}</small>", unsafe_allow_html=True)
-        st.markdown(top_table(top_rows(ctx.labels, card.top_before, card.label),
-                              top_rows(ctx.labels, card.top_after, card.label)), unsafe_allow_html=True)
+            f"by {card.margin:.2f}.<br><small>{md(card.file)}</small>",
+            unsafe_allow_html=True,
+        )
+        st.markdown(
+            top_table(top_rows(ctx.labels, card.top_before, card.label), top_rows(ctx.labels, card.top_after, card.label)),
+            unsafe_allow_html=True,
+        )
         if st.button("Open in Intervene", key=f"mistake_open.{n}", icon=":material/tune:"):
             open_in_intervene(ctx, card, split)
 
 
 def top_table(before: list[dict], after: list[dict]) -> str:
     """Top-5 before and after side by side, as a small HTML table (names escaped)."""
-    rows = "".join(f"<tr><td>{md(b['class'])}</td><td>{b['logit']:.2f}</td>"
-                   f"<td>{md(a['class'])}</td><td>{a['logit']:.2f}</td></tr>" for b, a in zip(before, after))
-    return ("<table style='font-size:0.8rem;width:100%'><tr><th>before</th><th>logit</th><th>after</th><th>logit</th>"
-            f"</tr>{rows}</table>")
+    rows = "".join(
+        f"<tr><td>{md(b['class'])}</td><td>{b['logit']:.2f}</td><td>{md(a['class'])}</td><td>{a['logit']:.2f}</td></tr>"
+        for b, a in zip(before, after)
+    )
+    return (
+        "<table style='font-size:0.8rem;width:100%'><tr><th>before</th><th>logit</th><th>after</th><th>logit</th>"
+        f"</tr>{rows}</table>"
+    )
 
 
 def probe_demo_offer(figures: dict) -> None:
@@ -85,11 +93,15 @@ def probe_demo_offer(figures: dict) -> None:
         f"{figures['not_decomposed']} of them a class above the true one was not decomposed (it keeps its own row, "
         "which no switch lowers). The paper decomposes every class of its model. The sample photos' linear probe "
         "is such a model: EfficientNet-Lite0's features, a 10-way head fit on 20 photos per class, every class "
-        "decomposed (k = 3). It is built once and shared.", icon=":material/info:")
+        "decomposed (k = 3). It is built once and shared.",
+        icon=":material/info:",
+    )
     if figures.get("run_classes"):
         r = figures["run_classes"]
-        st.caption(f"Read as a classifier of {r['label_space']} only: {r['mistakes']} mistakes, {r['fixed_by_one']} "
-                   f"fixed by one switch, {r['fixed_by_two']} by two (Table 4 below).")
+        st.caption(
+            f"Read as a classifier of {r['label_space']} only: {r['mistakes']} mistakes, {r['fixed_by_one']} "
+            f"fixed by one switch, {r['fixed_by_two']} by two (Table 4 below)."
+        )
     if st.button("Open the mistakes demo (the sample photos' probe)", icon=":material/rocket_launch:", key="probe_demo"):
         with st.status("Preparing the mistakes demo…", expanded=True) as status:
             started = time.perf_counter()
@@ -115,18 +127,26 @@ def probe_demo_offer(figures: dict) -> None:
 def harmful_section(figures: dict) -> None:
     edit = figures["harmful_edit"]
     st.markdown("##### Prototypes that do more harm than good")
-    st.caption(f"Each prototype switched off alone, over these {figures['photos']} held-out photos: the predictions "
-               "it fixes and breaks. Only prototypes that change a prediction are listed.")
+    st.caption(
+        f"Each prototype switched off alone, over these {figures['photos']} held-out photos: the predictions "
+        "it fixes and breaks. Only prototypes that change a prediction are listed."
+    )
     rows = harmful_rows(figures)
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     half0, half1, n_col = st.columns(3)
-    half0.metric("Chosen on half 0", f"{100 * edit['chosen_on']['top1_after']:.1f} %",
-                 delta=f"{100 * (edit['chosen_on']['top1_after'] - edit['chosen_on']['top1_before']):+.1f} pts (in-sample)",
-                 help=f"{edit['chosen_on']['photos']} photos: where the edit was chosen.")
-    half1.metric("Scored on half 1 (held out)", f"{100 * edit['top1_after']:.1f} %",
-                 delta=f"{100 * (edit['top1_after'] - edit['top1_before']):+.1f} pts",
-                 help=f"{edit['scored_on']['photos']} photos that played no part in choosing it.")
+    half0.metric(
+        "Chosen on half 0",
+        f"{100 * edit['chosen_on']['top1_after']:.1f} %",
+        delta=f"{100 * (edit['chosen_on']['top1_after'] - edit['chosen_on']['top1_before']):+.1f} pts (in-sample)",
+        help=f"{edit['chosen_on']['photos']} photos: where the edit was chosen.",
+    )
+    half1.metric(
+        "Scored on half 1 (held out)",
+        f"{100 * edit['top1_after']:.1f} %",
+        delta=f"{100 * (edit['top1_after'] - edit['top1_before']):+.1f} pts",
+        help=f"{edit['scored_on']['photos']} photos that played no part in choosing it.",
+    )
     n_col.metric("Prototypes switched off", len(edit["switched_off"]))
     off = ", ".join(f"{s['class']} P{s['prototype'] + 1}" for s in edit["switched_off"]) or "none"
     st.caption(md(f"The global edit switches off: {off}. Half 0 chose it, half 1 scored it. {edit['rule']}."))
@@ -137,23 +157,34 @@ def story_button(ctx: Context, data: str, split: str) -> None:
         story = story_figures(ctx.run, ctx.backbone, data, split)
         return render_story(story).encode()
 
-    st.download_button("Write the story (one offline HTML page)", data=make, file_name=f"{ctx.name}-story.html",
-                       mime="text/html", icon=":material/auto_stories:", on_click="ignore",
-                       help="The model and its exactness, a few classes' prototypes, the fixed mistakes and the "
-                       "harmful prototypes: one page that opens offline, to hand to someone who will not open the app.")
+    st.download_button(
+        "Write the story (one offline HTML page)",
+        data=make,
+        file_name=f"{ctx.name}-story.html",
+        mime="text/html",
+        icon=":material/auto_stories:",
+        on_click="ignore",
+        help="The model and its exactness, a few classes' prototypes, the fixed mistakes and the "
+        "harmful prototypes: one page that opens offline, to hand to someone who will not open the app.",
+    )
 
 
 # -- the page --------------------------------------------------------------------------------------
 navigation.entry()
 st.title("Mistakes")
-st.caption("Which of the model's mistakes does a part explain? For every held-out photo it gets wrong, the smallest "
-           "edit that puts the true class on top: one prototype switched off, else two. No backbone pass: "
-           "every logit is a sum of prototype contributions.")
+st.caption(
+    "Which of the model's mistakes does a part explain? For every held-out photo it gets wrong, the smallest "
+    "edit that puts the true class on top: one prototype switched off, else two. No backbone pass: "
+    "every logit is a sum of prototype contributions."
+)
 ctx = require_run()
 if ctx.run.path is not None and ctx.run.path.name == PROBE_RUN:
-    st.info("This is the mistakes demo: the sample photos' linear probe (EfficientNet-Lite0's features, a 10-way "
-            "head fit on 20 photos per class), every class decomposed with k = 3. The 1000-way demo's mistakes all "
-            "go to classes it did not decompose, which no switch can lower.", icon=":material/info:")
+    st.info(
+        "This is the mistakes demo: the sample photos' linear probe (EfficientNet-Lite0's features, a 10-way "
+        "head fit on 20 photos per class), every class decomposed with k = 3. The 1000-way demo's mistakes all "
+        "go to classes it did not decompose, which no switch can lower.",
+        icon=":material/info:",
+    )
 held_out = held_out_controls(ctx)
 sf = held_out_features(ctx, held_out, compute=False)
 if sf is None:
@@ -181,11 +212,18 @@ if gallery:
         with columns[n % 3]:
             card_view(ctx, card, n, held_out.split)
 st.markdown("##### The oracle two ways (the paper's Table 4)")
-st.caption("The paper's rule switches off the predicted class's largest prototype in every mistake; the smallest-"
-           "culprit rule uses the switches found here.")
+st.caption(
+    "The paper's rule switches off the predicted class's largest prototype in every mistake; the smallest-"
+    "culprit rule uses the switches found here."
+)
 percent = st.column_config.NumberColumn(format="percent")
-st.dataframe(pd.DataFrame(table4_rows(figures)), hide_index=True, width="stretch",
-             column_config={c: percent for c in ("top-1", "oracle (paper's rule)", "smallest culprit, one switch",
-                                                 "smallest culprit, one or two")})
+st.dataframe(
+    pd.DataFrame(table4_rows(figures)),
+    hide_index=True,
+    width="stretch",
+    column_config={
+        c: percent for c in ("top-1", "oracle (paper's rule)", "smallest culprit, one switch", "smallest culprit, one or two")
+    },
+)
 harmful_section(figures)
 story_button(ctx, held_out.data, held_out.split)

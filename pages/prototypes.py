@@ -27,8 +27,13 @@ CARD_WIDTH = 250  # px: cards wrap onto more rows for large k
 def chosen_class(ctx: Context) -> int:
     """The position of the class shown, among the run's classes."""
     return kept(
-        st.selectbox, "Class", "proto_class", 0, options=list(range(len(ctx.run.classes))),
-        format_func=lambda c: ctx.class_names[c], help="The decomposed classes of this run.",
+        st.selectbox,
+        "Class",
+        "proto_class",
+        0,
+        options=list(range(len(ctx.run.classes))),
+        format_func=lambda c: ctx.class_names[c],
+        help="The decomposed classes of this run.",
     )
 
 
@@ -57,7 +62,8 @@ def card_sections(ctx: Context, position: int, features: Features | None, cards:
             with st.container(border=True, width=CARD_WIDTH):
                 st.markdown(figures.chip(i, f"<b>{figures.md(card.title)}</b>"), unsafe_allow_html=True)
                 st.metric(
-                    "mean contribution", "–" if card.contribution is None else signed(card.contribution),
+                    "mean contribution",
+                    "–" if card.contribution is None else signed(card.contribution),
                     help=f"Its mean contribution to the logit of “{figures.md(class_name)}” over the class's training photos "
                     "(pooled features · refined prototype, as in the logit).",
                 )
@@ -80,9 +86,7 @@ def part_map_gallery(ctx: Context, position: int, features: Features) -> None:
     n_pages = viewmodels.page_bounds(n, 1, per_page)[2]
     page = kept(st.pagination, None, f"proto_page.{ctx.key}.{position}", 1, num_pages=n_pages) if n_pages > 1 else 1
     start, stop, _ = viewmodels.page_bounds(n, page, per_page)
-    maps = cache.part_maps(
-        ctx.key, position, start, stop, features, ctx.head, shown_images(ctx, features.paths[start:stop])
-    )
+    maps = cache.part_maps(ctx.key, position, start, stop, features, ctx.head, shown_images(ctx, features.paths[start:stop]))
     logits = ctx.head(features.feats[start:stop])[0][:, int(ctx.run.classes[position])]
     for row_start in range(0, len(maps), COLUMNS):
         for j, col in enumerate(st.columns(COLUMNS)):
@@ -94,9 +98,7 @@ def part_map_gallery(ctx: Context, position: int, features: Features) -> None:
 
 
 # -- each prototype on its top images ------------------------------------------------------------
-def top_images(
-    ctx: Context, position: int, features: Features, contributions: torch.Tensor, cards: list[PrototypeCard]
-) -> None:
+def top_images(ctx: Context, position: int, features: Features, contributions: torch.Tensor, cards: list[PrototypeCard]) -> None:
     """Per prototype, the photos where it moves the logit most, with its heatmap."""
     st.subheader("Each prototype on its top images")
     st.caption(
@@ -130,7 +132,9 @@ def cards_table(cards: list[PrototypeCard]) -> None:
     with st.expander("All prototypes as a table"):
         table = pd.DataFrame([{**c.row(), "colour": prototype_hex(c.prototype - 1)} for c in cards])
         st.dataframe(
-            table, hide_index=True, width="stretch",
+            table,
+            hide_index=True,
+            width="stretch",
             column_config={
                 "mean contribution": st.column_config.NumberColumn(format="%+.2f"),
                 "share": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
@@ -153,11 +157,20 @@ ctx = require_run()
 position = chosen_class(ctx)
 features = run_class_features(ctx, position)
 contributions = ctx.head.contributions(features.pooled)[:, position, :] if features is not None else None
-health = None if features is None else class_health(
-    features.feats.reshape(-1, features.feats.shape[-1]), ctx.head.prototypes[position], ctx.head.parts[position])
+health = (
+    None
+    if features is None
+    else class_health(features.feats.reshape(-1, features.feats.shape[-1]), ctx.head.prototypes[position], ctx.head.parts[position])
+)
 cards = prototype_cards(
-    ctx.run.alpha[position], ctx.head.prototypes[position], ctx.backbone.head_weight, ctx.labels,
-    ctx.class_names[position], contributions, names=ctx.run.label_grid()[position], health=health,
+    ctx.run.alpha[position],
+    ctx.head.prototypes[position],
+    ctx.backbone.head_weight,
+    ctx.labels,
+    ctx.class_names[position],
+    contributions,
+    names=ctx.run.label_grid()[position],
+    health=health,
 )
 card_sections(ctx, position, features, cards)
 if features is None:

@@ -91,8 +91,9 @@ class BackgroundJobs:
         self._lock = threading.Lock()
         self._jobs: dict[tuple[str, str], Job] = {}
 
-    def start(self, owner: str, kind: str, what: str, work: Callable[[Callable[[str, int, int], None]], object],
-              meta: dict | None = None) -> Job:
+    def start(
+        self, owner: str, kind: str, what: str, work: Callable[[Callable[[str, int, int], None]], object], meta: dict | None = None
+    ) -> Job:
         """Run ``work(progress)`` in a thread of its own once the server's queue gives it its turn; its return
         value becomes the job's result, an exception its error. ``JobBusy`` when one of the kind is not over."""
         with self._lock:

@@ -30,8 +30,17 @@ from .targets import (
 DATA_HELP = "DIR/train|val/<class>/<images> or DIR/<class>/<images> (default: the sample photos)"
 RUN_DATA_HELP = "DIR/train|val/<class>/<images> or DIR/<class>/<images> (default: the run's own data folder)"
 DOWNLOAD_HELP = "fetch the pretrained weights (checked) into the torch / Hugging Face cache if they are not there"
-USER_ERRORS = (BackboneError, DataError, RunError, FileExistsError, FileNotFoundError, ValueError,
-               PermissionError, IsADirectoryError, NotADirectoryError)
+USER_ERRORS = (
+    BackboneError,
+    DataError,
+    RunError,
+    FileExistsError,
+    FileNotFoundError,
+    ValueError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
 
 
 class StageProgress:
@@ -83,8 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-class", type=positive, default=None)
     p.add_argument("--k", type=positive, default=3, help="prototypes per class (default 3)")
     p.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY)
-    p.add_argument("--discovery", choices=DISCOVERIES, default=DEFAULT_DISCOVERY,
-                   help="how prototypes are found: nmf = the paper's NMF (default), evidence = evidence-weighted NMF")
+    p.add_argument(
+        "--discovery",
+        choices=DISCOVERIES,
+        default=DEFAULT_DISCOVERY,
+        help="how prototypes are found: nmf = the paper's NMF (default), evidence = evidence-weighted NMF",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--overwrite", action="store_true")
@@ -122,20 +135,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("parts-benchmark", help="score prototypes against ground-truth parts (generated data)")
     p.add_argument("--out", default="runs/parts-bench", help="folder for data, model, runs and results.json")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
-                   help="one data set and model per seed; mean and 95%% interval over them (default: 0 1 2 3 4)")
-    p.add_argument("--k-offsets", type=int, nargs="+", default=None,
-                   help="prototypes per class = its number of parts + each offset (default: 0 2)")
-    p.add_argument("--target-accuracy", type=float, default=None,
-                   help="stop training at the first epoch with this val accuracy (default: 0.98)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2, 3, 4],
+        help="one data set and model per seed; mean and 95%% interval over them (default: 0 1 2 3 4)",
+    )
+    p.add_argument(
+        "--k-offsets",
+        type=int,
+        nargs="+",
+        default=None,
+        help="prototypes per class = its number of parts + each offset (default: 0 2)",
+    )
+    p.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=None,
+        help="stop training at the first epoch with this val accuracy (default: 0.98)",
+    )
     p.add_argument("--max-epochs", type=int, default=None, help="PartsNet training epochs at most (default: 10)")
 
-    p = sub.add_parser("shortcut-benchmark",
-                       help="repair a model that leans on the background: prototype edits against DFR (generated data)")
+    p = sub.add_parser(
+        "shortcut-benchmark", help="repair a model that leans on the background: prototype edits against DFR (generated data)"
+    )
     p.add_argument("--out", required=True, help="folder: data/ (with groups.csv and masks), seed-<s>/, shortcut.json")
     p.add_argument("--seeds", type=positive, default=3, help="models trained, seeds 0..N-1 (default 3)")
-    p.add_argument("--discovery", choices=DISCOVERIES, default=DEFAULT_DISCOVERY,
-                   help="how prototypes are found (default: nmf, the paper's NMF)")
+    p.add_argument(
+        "--discovery",
+        choices=DISCOVERIES,
+        default=DEFAULT_DISCOVERY,
+        help="how prototypes are found (default: nmf, the paper's NMF)",
+    )
 
     p = sub.add_parser("cub-export", help="write CUB-200-2011 (native layout) as an image folder for the pipeline")
     p.add_argument("--cub", required=True, help="the CUB_200_2011 folder")
@@ -172,31 +204,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("streamlit_args", nargs="*", help="options for streamlit, after --, e.g. -- --server.port 8600")
     p = sub.add_parser("compare", help="2 or 3 runs side by side on the same photos of one class (a PNG and an HTML page)")
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="2 or 3 run folders")
-    p.add_argument("--class", dest="class_name", required=True, metavar="NAME",
-                   help="a class every run decomposed (name or folder)")
+    p.add_argument(
+        "--class", dest="class_name", required=True, metavar="NAME", help="a class every run decomposed (name or folder)"
+    )
     p.add_argument("--data", default=None, help=RUN_DATA_HELP + " (of the first run); the held-out photos of the class")
     p.add_argument("--split", default="val")
     p.add_argument("--photos", type=positive, default=8, help="held-out photos of the class (default 8)")
-    p.add_argument("--maps", choices=("heatmaps", "coefficients"), default="heatmaps",
-                   help="what prototypes are matched on: their heatmaps f.p (default) or coefficient maps f.pinv(P)")
+    p.add_argument(
+        "--maps",
+        choices=("heatmaps", "coefficients"),
+        default="heatmaps",
+        help="what prototypes are matched on: their heatmaps f.p (default) or coefficient maps f.pinv(P)",
+    )
     p.add_argument("--out", required=True, help="PNG file to write (the HTML page goes beside it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing PNG and HTML page")
     _add_common(p)
     p = sub.add_parser("export", help="a run (an edited head too) as one TorchScript file that runs without protoscope")
     p.add_argument("--run", required=True, help="run folder")
-    p.add_argument("--out", required=True,
-                   help="file to write: model.pt (TorchScript, torch.jit.load reads it) or model.pt2 (torch.export.load)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="file to write: model.pt (TorchScript, torch.jit.load reads it) or model.pt2 (torch.export.load)",
+    )
     p.add_argument("--device", default="cpu", help="cpu | cuda: where the exported model's weights live (default: cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     # -- mistakes and their culprits, and the story page that shows them --
-    for name, help_text in (("mistakes", "the held-out mistakes one or two prototype switches fix, and the harmful prototypes"),
-                            ("story", "one offline HTML page to hand over: the model, its prototypes, its fixed mistakes")):
+    for name, help_text in (
+        ("mistakes", "the held-out mistakes one or two prototype switches fix, and the harmful prototypes"),
+        ("story", "one offline HTML page to hand over: the model, its prototypes, its fixed mistakes"),
+    ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--run", required=True)
         p.add_argument("--data", default=None, help=RUN_DATA_HELP)
         p.add_argument("--split", default="val")
-        p.add_argument("--json" if name == "mistakes" else "--out", required=True,
-                       help="JSON file to write" if name == "mistakes" else "HTML file to write")
+        p.add_argument(
+            "--json" if name == "mistakes" else "--out",
+            required=True,
+            help="JSON file to write" if name == "mistakes" else "HTML file to write",
+        )
         p.add_argument("--overwrite", action="store_true")
         _add_common(p)
     return parser
@@ -250,6 +295,7 @@ def download_if_asked(args, name: str) -> None:
     source = weights_file(name)
     print(f"downloading {source.url} -> {source.dest}", file=sys.stderr)
     with tqdm(unit="B", unit_scale=True, desc="weights", file=sys.stderr) as bar:
+
         def progress(done: int, total: int) -> None:
             bar.total = total or None
             bar.update(done - bar.n)
@@ -288,9 +334,7 @@ def cmd_evaluate(args) -> int:
     run, backbone = _run_and_model(args)
     data = run_data(args, run)
     check_label_space(run, backbone, data, args.split)
-    figures = evaluate_run(
-        run, backbone, data, args.split, args.images_per_class, cache_dir=args.cache, progress=StageProgress()
-    )
+    figures = evaluate_run(run, backbone, data, args.split, args.images_per_class, cache_dir=args.cache, progress=StageProgress())
     if target:
         _write_json(figures, target)
     for key in ("top1_original", "top1_prototype", "max_abs_logit_diff"):
@@ -338,8 +382,15 @@ def cmd_probe(args) -> int:
     out = output_folder(args.out, args.overwrite)
     download_if_asked(args, args.backbone)
     probe = fit_probe(
-        args.data, args.backbone, args.weights, args.split, args.val_split, args.images_per_class,
-        l2=DEFAULT_L2 if args.l2 is None else args.l2, device=args.device, cache_dir=args.cache,
+        args.data,
+        args.backbone,
+        args.weights,
+        args.split,
+        args.val_split,
+        args.images_per_class,
+        l2=DEFAULT_L2 if args.l2 is None else args.l2,
+        device=args.device,
+        cache_dir=args.cache,
         progress=StageProgress(),
     )
     probe.save(out, overwrite=args.overwrite, cache_dir=args.cache)
@@ -377,8 +428,9 @@ def cmd_parts_benchmark(args) -> int:
 def cmd_shortcut_benchmark(args) -> int:
     from .benchmarks.shortcut import ShortcutConfig, run_shortcut_benchmark, shortcut_table
 
-    results = run_shortcut_benchmark(args.out, ShortcutConfig(discovery=args.discovery), args.seeds,
-                                     log=lambda message: print(message, file=sys.stderr))
+    results = run_shortcut_benchmark(
+        args.out, ShortcutConfig(discovery=args.discovery), args.seeds, log=lambda message: print(message, file=sys.stderr)
+    )
     print(f"Protocol: {results['protocol']}\n")
     print(shortcut_table(results))
     print(f"-> {Path(args.out) / 'shortcut.json'} and {Path(args.out) / 'shortcut.md'}", file=sys.stderr)
@@ -389,8 +441,14 @@ def cmd_cub_export(args) -> int:
     from .data.cub import export_image_folder
 
     out = export_image_folder(
-        args.cub, args.out, crop=not args.no_crop, classes=args.classes, images_per_class=args.images_per_class,
-        class_map=args.class_map, overwrite=args.overwrite, progress=StageProgress(),
+        args.cub,
+        args.out,
+        crop=not args.no_crop,
+        classes=args.classes,
+        images_per_class=args.images_per_class,
+        class_map=args.class_map,
+        overwrite=args.overwrite,
+        progress=StageProgress(),
     )
     print(f"-> {out} (train/: the official train split, val/: the official test split)")
     return 0
@@ -401,8 +459,7 @@ def cmd_cub_eval(args) -> int:
 
     target = args.json and output_file(args.json, args.overwrite, "--json")
     run, backbone = _run_and_model(args)
-    report = cub_protoeval(run, backbone, args.cub, args.images_per_class, crop=not args.no_crop,
-                           progress=StageProgress())
+    report = cub_protoeval(run, backbone, args.cub, args.images_per_class, crop=not args.no_crop, progress=StageProgress())
     if target:
         _write_json(report, target)
     for method, per_map in report["scores"].items():
@@ -422,8 +479,12 @@ def cmd_report(args) -> int:
     data = run_data(args, run)
     check_label_space(run, backbone, data, args.split)
     settings = ReportSettings(
-        split=args.split, images_per_class=args.images_per_class, keypoints=args.keypoints,
-        faithfulness_images=args.faithfulness_images, steps=args.steps, seeds=args.seeds,
+        split=args.split,
+        images_per_class=args.images_per_class,
+        keypoints=args.keypoints,
+        faithfulness_images=args.faithfulness_images,
+        steps=args.steps,
+        seeds=args.seeds,
     )
     started = time.perf_counter()
     report = build_report(run, backbone, data, settings, cache_dir=args.cache, progress=StageProgress())
@@ -484,8 +545,9 @@ def cmd_compare(args) -> int:
     data = run_data(args, runs[0])
     for run, backbone in zip(runs, backbones):
         check_label_space(run, backbone, data, args.split)
-    report, comparison = comparison_report(runs, backbones, data, args.class_name, args.split, args.photos,
-                                           args.maps, cache_dir=args.cache)
+    report, comparison = comparison_report(
+        runs, backbones, data, args.class_name, args.split, args.photos, args.maps, cache_dir=args.cache
+    )
     comparison_png(comparison, path=out)
     page = out.with_suffix(".html")
     with atomic_path(page) as tmp:
@@ -493,8 +555,10 @@ def cmd_compare(args) -> int:
     for row in comparison.match_rows():
         print(row["match"])
     worst = comparison.disagreeing(1)[0]
-    print(f"agreement {comparison.agreement:.3f} on {len(comparison.photos)} photos of {comparison.class_name} "
-          f"(least: {comparison.per_photo[worst]:.3f}, {comparison.photos[worst]})")
+    print(
+        f"agreement {comparison.agreement:.3f} on {len(comparison.photos)} photos of {comparison.class_name} "
+        f"(least: {comparison.per_photo[worst]:.3f}, {comparison.photos[worst]})"
+    )
     print(f"-> {out} and {page}")
     return 0
 
@@ -505,13 +569,16 @@ def cmd_export(args) -> int:
 
     out = output_file(args.out, args.overwrite)
     if out.suffix not in EXPORT_SUFFIXES:
-        raise ValueError(f"--out {out}: name a .pt file (TorchScript) or a .pt2 file (torch.export); "
-                         "other formats (ONNX...) are not written")
+        raise ValueError(
+            f"--out {out}: name a .pt file (TorchScript) or a .pt2 file (torch.export); other formats (ONNX...) are not written"
+        )
     model = load_model(args.run, resolve_device(args.device))
     out = export_model(model, out)
     named = sum(bool(name) for names in model.prototype_labels.values() for name in names)
-    print(f"{len(model.decomposed)} classes as prototypes (k = {model.k}, {named} named), "
-          f"{len(model.class_names)} logits; intervention: {model.info.get('intervention') or 'none'} -> {out}")
+    print(
+        f"{len(model.decomposed)} classes as prototypes (k = {model.k}, {named} named), "
+        f"{len(model.class_names)} logits; intervention: {model.info.get('intervention') or 'none'} -> {out}"
+    )
     return 0
 
 
@@ -526,8 +593,9 @@ def cmd_mistakes(args) -> int:
     run, backbone = _run_and_model(args)
     data = run_data(args, run)
     check_label_space(run, backbone, data, args.split)
-    story = story_figures(run, backbone, data, args.split, cache_dir=args.cache, progress=StageProgress(),
-                          pictures=args.command == "story")
+    story = story_figures(
+        run, backbone, data, args.split, cache_dir=args.cache, progress=StageProgress(), pictures=args.command == "story"
+    )
     f = story.mistakes
     if args.command == "mistakes":
         _write_json(f, target)
@@ -535,10 +603,12 @@ def cmd_mistakes(args) -> int:
         write_story(story, target)
     for space in (f, f.get("run_classes")):
         if space:
-            print(f"{space['label_space']}: {space['mistakes']} mistakes of {space['photos']}, fixed by one switch "
-                  f"{space['fixed_by_one']}, by two {space['fixed_by_two']}; oracle (paper) "
-                  f"{space['oracle_paper']['top1_after']:.3f}, (smallest) {space['oracle_smallest']['top1_after']:.3f}; "
-                  f"harmful edit on half 1 {space['harmful_edit']['top1_before']:.3f} -> {space['harmful_edit']['top1_after']:.3f}")
+            print(
+                f"{space['label_space']}: {space['mistakes']} mistakes of {space['photos']}, fixed by one switch "
+                f"{space['fixed_by_one']}, by two {space['fixed_by_two']}; oracle (paper) "
+                f"{space['oracle_paper']['top1_after']:.3f}, (smallest) {space['oracle_smallest']['top1_after']:.3f}; "
+                f"harmful edit on half 1 {space['harmful_edit']['top1_before']:.3f} -> {space['harmful_edit']['top1_after']:.3f}"
+            )
     print(f"-> {target}")
     return 0
 

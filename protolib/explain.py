@@ -104,9 +104,7 @@ def model_input(backbone: Backbone, image) -> tuple[torch.Tensor, np.ndarray]:
     return x, shown
 
 
-def explain_features(
-    head: PrototypeHead, feats: torch.Tensor, image: np.ndarray, label: int | None = None
-) -> Explanation:
+def explain_features(head: PrototypeHead, feats: torch.Tensor, image: np.ndarray, label: int | None = None) -> Explanation:
     """Explain one image from its features (H, W, D); ``label`` defaults to the predicted
     class if it was decomposed, else the highest-scoring decomposed class."""
     logits, contributions = head(feats.unsqueeze(0))

@@ -47,8 +47,14 @@ class PrototypeModel(nn.Module):
 
     leave_out_parts: torch.Tensor  # a registered buffer, declared so that reading it is typed as a tensor
 
-    def __init__(self, backbone: Backbone, head: PrototypeHead, prototype_labels: dict[str, list[str]] | None = None,
-                 info: dict | None = None, spatial: SpatialEdit | None = None):
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: PrototypeHead,
+        prototype_labels: dict[str, list[str]] | None = None,
+        info: dict | None = None,
+        spatial: SpatialEdit | None = None,
+    ):
         super().__init__()
         # the chosen parts' vectors (m, D; m = 0: the original pooling) and their presence level
         self.register_buffer("leave_out_parts", chosen_parts(head, spatial).clone())
@@ -105,9 +111,11 @@ class PrototypeModel(nn.Module):
             "prototype_labels": self.prototype_labels,
             "preprocessing": asdict(self.preprocessing),
             "input": "float32 images (B, 3, S, S): RGB in [0, 1] resized (shorter side resize_size, interpolation), "
-                     "centre-cropped to crop_size, then normalised with mean and std",
-            "outputs": {"forward": "logits (B, len(class_names))",
-                        "contributions": "(B, len(decomposed), k): class c's logit = their sum over k + its bias"},
+            "centre-cropped to crop_size, then normalised with mean and std",
+            "outputs": {
+                "forward": "logits (B, len(class_names))",
+                "contributions": "(B, len(decomposed), k): class c's logit = their sum over k + its bias",
+            },
         }
 
 
@@ -199,8 +207,10 @@ def _readable(path: Path) -> Path:
 def export_model(model: PrototypeModel | Run | str | Path, out: str | Path) -> Path:
     """``export_program`` for a ``.pt2`` file, ``export_torchscript`` for any other name (``model.pt``)."""
     if Path(out).suffix not in (".pt", ".pt2"):  # TorchScript in a file named .onnx would mislead whoever loads it
-        raise ValueError(f"{out}: a model is written as .pt (TorchScript) or .pt2 (torch.export), "
-                         f"not {Path(out).suffix or 'without an extension'}")
+        raise ValueError(
+            f"{out}: a model is written as .pt (TorchScript) or .pt2 (torch.export), "
+            f"not {Path(out).suffix or 'without an extension'}"
+        )
     return export_program(model, out) if Path(out).suffix == ".pt2" else export_torchscript(model, out)
 
 

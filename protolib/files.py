@@ -86,8 +86,11 @@ def _old(target: Path) -> Path:
 def _tmp_dirs(target: Path) -> list[Path]:
     """The temporary folders ``atomic_dir`` made beside ``target`` (``.<name>.<random>.tmp``)."""
     try:
-        return [p for p in target.parent.glob(f".{glob_escape(target.name)}.*.tmp")
-                if p.is_dir() and not p.is_symlink() and "." not in p.name[len(target.name) + 2 : -4]]
+        return [
+            p
+            for p in target.parent.glob(f".{glob_escape(target.name)}.*.tmp")
+            if p.is_dir() and not p.is_symlink() and "." not in p.name[len(target.name) + 2 : -4]
+        ]
     except OSError:
         return []
 

@@ -80,8 +80,10 @@ def server_secret(runs_root: str | Path) -> bytes:
     except OSError as exc:
         raise IdentityError(f"the server's workspace secret {path} cannot be read ({exc.strerror})") from exc
     if not re.fullmatch(r"[0-9a-f]{64}", text):
-        raise IdentityError(f"the server's workspace secret {path} is malformed: remove it to make a new one "
-                            "(every private link then starts a new workspace)")
+        raise IdentityError(
+            f"the server's workspace secret {path} is malformed: remove it to make a new one "
+            "(every private link then starts a new workspace)"
+        )
     _SECRETS[path] = bytes.fromhex(text)
     return _SECRETS[path]
 
@@ -121,8 +123,13 @@ def is_issued(workspace: Workspace) -> bool:
     return (workspace.private_runs / ISSUED).is_file()
 
 
-def identify(runs_root: str | Path, uploads_root: str | Path, token: str | None = None,
-             user: str | None = None, user_header: str | None = None) -> Identity:
+def identify(
+    runs_root: str | Path,
+    uploads_root: str | Path,
+    token: str | None = None,
+    user: str | None = None,
+    user_header: str | None = None,
+) -> Identity:
     """The workspace of a visitor who brings ``token`` (from the address) and ``user`` (the value of the header
     ``user_header``, when the operator named one). The proxy's user wins when the header is configured and
     holds a usable name; otherwise a token this server gave out finds its workspace again, and anything else

@@ -25,8 +25,7 @@ def probe_demo_path(runs_root: str | Path) -> Path:
     return Path(runs_root) / SHARED / RUN_NAME
 
 
-def build_probe_demo(runs_root: str | Path, backbone, progress=None, data: str | Path | None = None,
-                     cache_dir=None) -> Path:
+def build_probe_demo(runs_root: str | Path, backbone, progress=None, data: str | Path | None = None, cache_dir=None) -> Path:
     """Fit the probe on ``data`` (default: the sample photos), decompose it with k = 3 and publish both; when the
     run exists already (built by another session), nothing is computed. Call it inside ``JOBS.turn()``."""
     from .backbones import load_backbone
@@ -47,8 +46,7 @@ def build_probe_demo(runs_root: str | Path, backbone, progress=None, data: str |
         except FileExistsError:  # saved meanwhile by another process: the same probe
             pass
     probed = load_backbone(probe_name(probe_folder), None, backbone.device)
-    run = run_decomposition(probed, data, "train", images_per_class=IMAGES_PER_CLASS, k=K, cache_dir=cache_dir,
-                            progress=progress)
+    run = run_decomposition(probed, data, "train", images_per_class=IMAGES_PER_CLASS, k=K, cache_dir=cache_dir, progress=progress)
     try:
         save_run(run, path)
     except FileExistsError:

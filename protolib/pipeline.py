@@ -55,7 +55,9 @@ def run_decomposition(
     used: dict[str, list[str]] = {}
     # one stream of images for every class (a loader per class would cost more than its images at 4 per class)
     stream = stream_features(
-        backbone, [images.images[c.folder] for c in images.classes], cache_dir=cache_dir,
+        backbone,
+        [images.images[c.folder] for c in images.classes],
+        cache_dir=cache_dir,
         progress=lambda _stage, done, _total: report("features", done, total_images),
     )
     for start in range(0, total_classes, chunk_size):
@@ -77,7 +79,10 @@ def run_decomposition(
         done = len(kept) + len(chunk_kept)
         labels = torch.cat([torch.full((len(A),), c.label) for A, c in zip(chunk_features, chunk_kept)])
         model.partial_fit(
-            chunk_features, labels, backbone.head_weight, backbone.head_bias,
+            chunk_features,
+            labels,
+            backbone.head_weight,
+            backbone.head_bias,
             on_stage=lambda stage, done=done: report(stage, done, total_classes),
         )
         kept += chunk_kept
@@ -95,9 +100,7 @@ def run_decomposition(
         "data": str(Path(data).resolve()),
         "split": split,
         "images_per_class": images_per_class,
-        "classes": [
-            {"label": c.label, "name": c.name, "folder": c.folder, "n_images": len(used[c.folder])} for c in kept
-        ],
+        "classes": [{"label": c.label, "name": c.name, "folder": c.folder, "n_images": len(used[c.folder])} for c in kept],
         "images": used,
         "problems": [[p.path, p.reason] for p in problems],
         "seconds": round(time.perf_counter() - started, 2),

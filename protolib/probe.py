@@ -54,8 +54,9 @@ class Probe:
             head = nn.Linear(self.head.in_features, self.head.out_features).to(self.trunk.device)
             head.load_state_dict(self.head.state_dict())
             # the model build_probe(folder) rebuilds, without loading the backbone's weights a second time
-            probed = ProbeBackbone(probe_name(folder), self.trunk, head, [c["name"] for c in classes],
-                                   [c["folder"] for c in classes])
+            probed = ProbeBackbone(
+                probe_name(folder), self.trunk, head, [c["name"] for c in classes], [c["folder"] for c in classes]
+            )
             root = Path(cache_dir or config.cache_dir())
             for per_class in self.features.values():
                 for feats in per_class.values():
@@ -97,12 +98,12 @@ def _split_images(data: Path, split: str, val_split: str | None, limit: int | No
     return train, val, folders, names
 
 
-def _pooled(
-    trunk, images: ImageSet, cache_dir, progress: Progress | None, stage: str
-) -> tuple[dict[str, Features], list[Problem]]:
+def _pooled(trunk, images: ImageSet, cache_dir, progress: Progress | None, stage: str) -> tuple[dict[str, Features], list[Problem]]:
     per_class, problems = {}, list(images.problems)
     stream = stream_features(
-        trunk, [images.images[cls.folder] for cls in images.classes], cache_dir=cache_dir,
+        trunk,
+        [images.images[cls.folder] for cls in images.classes],
+        cache_dir=cache_dir,
         progress=(lambda _s, done, total: progress(stage, done, total)) if progress else None,
     )
     for cls, feats in zip(images.classes, stream):
@@ -121,9 +122,7 @@ def _stack(per_class: dict[str, Features], label_of: dict[str, int], keep=lambda
     return torch.cat(xs), torch.tensor(ys)
 
 
-def fit_linear_head(
-    x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float = DEFAULT_L2, max_iter: int = 500
-) -> nn.Linear:
+def fit_linear_head(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float = DEFAULT_L2, max_iter: int = 500) -> nn.Linear:
     """Multinomial logistic regression by full-batch L-BFGS, on the device of ``x``.
 
     Features are standardised for the solver's sake and the standardisation is folded back into

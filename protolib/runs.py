@@ -123,16 +123,28 @@ class Run:
         if clean:
             manifest[LABELS_KEY] = clean
         return Run(
-            manifest, self.classes, self.nmf_prototypes, self.alpha, self.refined, self.feature_error,
-            self.presence_scale, self.scale, self.path,
+            manifest,
+            self.classes,
+            self.nmf_prototypes,
+            self.alpha,
+            self.refined,
+            self.feature_error,
+            self.presence_scale,
+            self.scale,
+            self.path,
         )
 
     @classmethod
     def from_model(cls, manifest: dict, model: PartPrototypes) -> Run:
         """A run of a fitted estimator (``manifest`` says where its features came from)."""
         return cls(
-            manifest, model.classes_, model.prototypes_, model.alpha_, model.refined_by_strategy_,
-            model.feature_error_, model.presence_scale_,
+            manifest,
+            model.classes_,
+            model.prototypes_,
+            model.alpha_,
+            model.refined_by_strategy_,
+            model.feature_error_,
+            model.presence_scale_,
         )
 
     def head_error(self, weight: torch.Tensor) -> torch.Tensor:
@@ -195,16 +207,30 @@ class Run:
             manifest[SPATIAL_KEY] = edit.to_manifest()
         if edit or self.spatial_edit:  # a run that never had one is left as it is
             manifest.update(spatial_note=note, parent=str(self.path) if self.path else manifest.get("parent"))
-        return Run(manifest, self.classes, self.nmf_prototypes, self.alpha, self.refined, self.feature_error,
-                   self.presence_scale, self.scale)
+        return Run(
+            manifest,
+            self.classes,
+            self.nmf_prototypes,
+            self.alpha,
+            self.refined,
+            self.feature_error,
+            self.presence_scale,
+            self.scale,
+        )
 
     def with_scale(self, scale: torch.Tensor, note: str) -> Run:
         """A copy of this run whose head carries an intervention (saved as a run of its own)."""
         manifest = dict(self.manifest, intervention=note, parent=str(self.path) if self.path else None)
         combined = scale.float() if self.scale is None else self.scale * scale.float()
         return Run(
-            manifest, self.classes, self.nmf_prototypes, self.alpha, self.refined, self.feature_error,
-            self.presence_scale, combined,
+            manifest,
+            self.classes,
+            self.nmf_prototypes,
+            self.alpha,
+            self.refined,
+            self.feature_error,
+            self.presence_scale,
+            combined,
         )
 
 
@@ -305,9 +331,15 @@ def run_problem(run: Run) -> str | None:
     unknown, strategy = sorted(set(run.refined) - set(STRATEGIES)), m["params"]["strategy"]
     if unknown or strategy not in run.refined:
         return f"strategy {strategy!r} has no prototypes" if not unknown else f"unknown strategies {unknown}"
-    tensors = {"classes": run.classes, "nmf_prototypes": run.nmf_prototypes, "alpha": run.alpha,
-               "feature_error": run.feature_error, "presence_scale": run.presence_scale,
-               **{f"refined.{s}": p for s, p in run.refined.items()}, **({"scale": run.scale} if run.scale is not None else {})}
+    tensors = {
+        "classes": run.classes,
+        "nmf_prototypes": run.nmf_prototypes,
+        "alpha": run.alpha,
+        "feature_error": run.feature_error,
+        "presence_scale": run.presence_scale,
+        **{f"refined.{s}": p for s, p in run.refined.items()},
+        **({"scale": run.scale} if run.scale is not None else {}),
+    }
     problem = tensors_problem({name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()}, m)
     if problem:
         return problem
@@ -339,8 +371,14 @@ def tensors_problem(tensors: Mapping[str, tuple[torch.dtype | None, tuple[int, .
     if shape[0] != C:
         return f"{C} classes in the manifest for {shape[0]} in the tensors"
     D = tensors.get("nmf_prototypes", (None, ()))[1][-1:] or (0,)
-    expected = {"nmf_prototypes": (C, k, *D), "alpha": (C, k), "presence_scale": (C, k), "feature_error": (C,),
-                "scale": (C, k), **{name: (C, k, *D) for name in tensors if name.startswith("refined.")}}
+    expected = {
+        "nmf_prototypes": (C, k, *D),
+        "alpha": (C, k),
+        "presence_scale": (C, k),
+        "feature_error": (C,),
+        "scale": (C, k),
+        **{name: (C, k, *D) for name in tensors if name.startswith("refined.")},
+    }
     for name, want in expected.items():
         if name not in tensors:
             if name == "scale":
@@ -367,8 +405,18 @@ def tensors_header_problem(path: Path, manifest: dict) -> str | None:
     return tensors_problem(found, manifest)
 
 
-_DTYPES = {"I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "U8": torch.uint8, "I8": torch.int8,
-           "F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16, "BOOL": torch.bool}
+_DTYPES = {
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "U8": torch.uint8,
+    "I8": torch.int8,
+    "F32": torch.float32,
+    "F64": torch.float64,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "BOOL": torch.bool,
+}
 
 
 def normalise_labels(labels: Mapping[object, Mapping[object, str]] | None) -> dict[str, dict[str, str]]:

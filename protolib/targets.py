@@ -38,8 +38,9 @@ def output_file(path: str | Path, overwrite: bool, option: str = "--out") -> Pat
     target = check_target(path, overwrite, option)
     inside = run_folder_above(target)
     if inside is not None:
-        raise ValueError(f"{option} {target} is inside the run folder {inside}: only a save of the run writes there; "
-                         "choose a file outside it")
+        raise ValueError(
+            f"{option} {target} is inside the run folder {inside}: only a save of the run writes there; choose a file outside it"
+        )
     return target
 
 

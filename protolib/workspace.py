@@ -138,8 +138,11 @@ class Workspace:
 
     def probes(self) -> list[Path]:
         """The probe folders this session may use: its own, then the published ones."""
-        return [*list_runs(self.private_runs, PROBE_MANIFEST), *list_runs(self.shared_runs, PROBE_MANIFEST),
-                *list_runs(self.runs_root, PROBE_MANIFEST)]
+        return [
+            *list_runs(self.private_runs, PROBE_MANIFEST),
+            *list_runs(self.shared_runs, PROBE_MANIFEST),
+            *list_runs(self.runs_root, PROBE_MANIFEST),
+        ]
 
     def may_use_probe(self, name: str) -> bool:
         """Whether the backbone ``probe:<folder>`` is one of the probes this session may see."""
@@ -216,8 +219,9 @@ def folder_bytes(folder: str | Path) -> int:
 
 
 # -- clean-up --------------------------------------------------------------------------------------
-def clean_up(runs_root: str | Path, uploads_root: str | Path, max_age: float, now: float | None = None,
-             keep: tuple[Path, ...] = ()) -> list[Path]:
+def clean_up(
+    runs_root: str | Path, uploads_root: str | Path, max_age: float, now: float | None = None, keep: tuple[Path, ...] = ()
+) -> list[Path]:
     """Remove the session folders (uploads, private runs) not used for ``max_age`` seconds (their mtime,
     which a session refreshes on every use: ``Workspace.touch``), except those in ``keep``. Returns them."""
     now = time.time() if now is None else now
@@ -368,9 +372,14 @@ def build_demo(backbone, runs_root: str | Path, progress=None, demo: Demo = DEMO
     if (path / MANIFEST).is_file():
         return path
     run = run_decomposition(
-        backbone, data or config.SAMPLE_DATA, "train", classes=list(demo.classes) if demo.classes else None,
+        backbone,
+        data or config.SAMPLE_DATA,
+        "train",
+        classes=list(demo.classes) if demo.classes else None,
         images_per_class=demo.images_per_class,
-        k=demo.k, strategy=demo.strategy, progress=progress,
+        k=demo.k,
+        strategy=demo.strategy,
+        progress=progress,
     )
     try:
         save_run(run, path)

@@ -582,18 +582,23 @@ def test_run_listing_survives_a_damaged_run(tmp_path, env):
 
 def test_evaluation_tables():
     metrics = {
-        "top1_original": 0.9, "top1_prototype": 0.9, "max_abs_logit_diff": 2e-6,
+        "top1_original": 0.9,
+        "top1_prototype": 0.9,
+        "max_abs_logit_diff": 2e-6,
         "table3": {
             "every_class_decomposed": False,
             "among_run_classes": {"prototypes_only": 0.5, "residual_only": 0.1, "both": 0.9},
             "all_classes": {"prototypes_only": 0.4, "residual_only": 0.0, "both": 0.8},
         },
-        "feature_reconstruction_error": 0.6, "head_reconstruction_error": 0.8,
+        "feature_reconstruction_error": 0.6,
+        "head_reconstruction_error": 0.8,
         "signed_fidelity": {
             "optimized": {"mean": 0.99, "min": 0.97, "flips": 0, "per_class": {"0": 0.99}},
             "uniform": {"mean": 0.9, "min": -0.2, "flips": 1, "per_class": {"0": 0.9}},
         },
-        "strategy": "optimized", "n_images": 20, "k": 3,
+        "strategy": "optimized",
+        "n_images": 20,
+        "k": 3,
     }
     rows = {r["figure"]: r["value"] for r in viewmodels.evaluation_rows(metrics)}
     assert rows["Top-1, original model"] == "90.0 %" and rows["Max |logit difference|"] == "2e-06"
@@ -625,7 +630,8 @@ def test_no_per_user_state_in_module_globals():
     for info in pkgutil.iter_modules(pages.common.__path__):
         module = importlib.import_module(f"pages.common.{info.name}")
         mutable = {
-            name for name, value in vars(module).items()
+            name
+            for name, value in vars(module).items()
             if not name.startswith("__") and isinstance(value, (dict, list, set)) and not name.isupper()
         }
         assert not mutable, (info.name, mutable)
@@ -650,9 +656,12 @@ def test_page_functions_take_what_they_need_as_arguments():
     for path in sorted((ROOT / "pages").glob("*.py")):
         tree = ast.parse(path.read_text())
         script = {
-            n.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            n.id
+            for node in tree.body
+            if isinstance(node, (ast.Assign, ast.AnnAssign))
             for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
-            for n in ast.walk(target) if isinstance(n, ast.Name) and not n.id.isupper()
+            for n in ast.walk(target)
+            if isinstance(n, ast.Name) and not n.id.isupper()
         }
         for function in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
             own = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)} | {

@@ -31,8 +31,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-
-
 def make_nontrivial(backbone, x):
     """Random-init logits are degenerate (ViT's head is zeros, EfficientNet's features ~1e-13):
     calibrate BatchNorm statistics on ``x`` and draw a random head, so exactness checks mean something."""

@@ -130,8 +130,22 @@ def test_command_line_end_to_end(data_dir, tmp_path, monkeypatch, feature_cache,
     out = tmp_path / "run"
     args = ["--data", str(data_dir), "--classes", TENCH, HORN, "--images-per-class", "8", "--k", "3"]
     assert main(["decompose", *args, "--out", str(out), "--device", "cpu"]) == 0
-    assert main(["evaluate", "--run", str(out), "--data", str(data_dir), "--images-per-class", "5",
-                 "--json", str(tmp_path / "eval.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--run",
+                str(out),
+                "--data",
+                str(data_dir),
+                "--images-per-class",
+                "5",
+                "--json",
+                str(tmp_path / "eval.json"),
+            ]
+        )
+        == 0
+    )
     figures = json.loads((tmp_path / "eval.json").read_text())
     assert figures["max_abs_logit_diff"] <= 1e-4 and figures["k"] == 3
     image = sorted((data_dir / "val" / HORN).iterdir())[0]

@@ -80,8 +80,19 @@ def test_a_device_that_does_not_exist(capsys, tmp_path):
 
 def test_explain_a_class_the_run_did_not_decompose(saved, data_dir, capsys, tmp_path):
     photo = sorted((data_dir / "val" / TENCH).iterdir())[0]
-    code, err = cli(capsys, "explain", "--run", str(saved), str(photo), "--label", "goldfish", "--device", "cpu",
-                    "--out", str(tmp_path / "e.png"))
+    code, err = cli(
+        capsys,
+        "explain",
+        "--run",
+        str(saved),
+        str(photo),
+        "--label",
+        "goldfish",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "e.png"),
+    )
     assert code == 2 and "not a class this run decomposed" in err and "tench" in err
 
 
@@ -90,21 +101,27 @@ def _manifest(path):
     return json.loads((path / MANIFEST).read_text())
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (lambda m: [m], "not a JSON object"),
-    (lambda m: {k: v for k, v in m.items() if k != "fingerprint"}, "fingerprint"),
-    (lambda m: {**m, "strategy": "magic"}, "magic"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda m: [m], "not a JSON object"),
+        (lambda m: {k: v for k, v in m.items() if k != "fingerprint"}, "fingerprint"),
+        (lambda m: {**m, "strategy": "magic"}, "magic"),
+    ],
+)
 def test_a_damaged_manifest_is_refused_with_its_reason(saved, damage, reason):
     (saved / MANIFEST).write_text(json.dumps(damage(_manifest(saved))))
     with pytest.raises(RunError, match=reason):
         load_run(saved)
 
 
-@pytest.mark.parametrize("change, reason", [
-    (lambda t: t.__setitem__("classes", torch.tensor([0, -1])), "negative"),
-    (lambda t: t["refined.optimized"].__setitem__((0, 0, 0), float("nan")), "NaN"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda t: t.__setitem__("classes", torch.tensor([0, -1])), "negative"),
+        (lambda t: t["refined.optimized"].__setitem__((0, 0, 0), float("nan")), "NaN"),
+    ],
+)
 def test_damaged_tensors_are_refused(saved, change, reason):
     from safetensors.torch import load_file, save_file
 
@@ -141,8 +158,7 @@ def test_weights_files_that_cannot_be_used(tmp_path):
 
     torch.save({"head": Code()}, tmp_path / "pickle.pt")
     torch.save({"weight": torch.tensor([1.0, float("nan")])}, tmp_path / "nan.pt")
-    expected = {"empty.pt": "is empty", "random.pt": "not a weights file", "pickle.pt": "state_dict",
-                "nan.pt": "NaN"}
+    expected = {"empty.pt": "is empty", "random.pt": "not a weights file", "pickle.pt": "state_dict", "nan.pt": "NaN"}
     for name, words in expected.items():
         with pytest.raises(BackboneError) as error:
             load_weights_file(tmp_path / name)
@@ -155,8 +171,9 @@ def test_a_model_with_a_nan_head_is_refused(tmp_path, lite0, capsys):
     head = next(k for k in state if k.endswith("classifier.weight"))
     state[head][3, 7] = float("nan")
     torch.save(state, tmp_path / "nan-head.pt")
-    code, err = cli(capsys, "decompose", "--weights", str(tmp_path / "nan-head.pt"), "--out", str(tmp_path / "r"),
-                    "--device", "cpu")
+    code, err = cli(
+        capsys, "decompose", "--weights", str(tmp_path / "nan-head.pt"), "--out", str(tmp_path / "r"), "--device", "cpu"
+    )
     assert code == 2 and "NaN" in err and not (tmp_path / "r").exists()
 
 
@@ -198,7 +215,25 @@ def test_an_image_folder_without_splits_is_split_by_file_name(lite0, data_dir, t
     out = tmp_path / "run"
     common = ["--data", str(root), "--k", "2", "--images-per-class", "8", "--device", "cpu", "--cache", str(tmp_path / "c")]
     assert main(["decompose", "--out", str(out), *common]) == 0
-    assert main(["evaluate", "--run", str(out), "--data", str(root), "--device", "cpu", "--cache", str(tmp_path / "c"),
-                 "--images-per-class", "4", "--json", str(tmp_path / "eval.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--run",
+                str(out),
+                "--data",
+                str(root),
+                "--device",
+                "cpu",
+                "--cache",
+                str(tmp_path / "c"),
+                "--images-per-class",
+                "4",
+                "--json",
+                str(tmp_path / "eval.json"),
+            ]
+        )
+        == 0
+    )
     figures = json.loads((tmp_path / "eval.json").read_text())
     assert figures["n_images"] == 8 and figures["max_abs_logit_diff"] <= 1e-4

@@ -55,8 +55,23 @@ def test_row0_a_probe_run_is_evaluated_on_its_own_photos_and_refuses_the_sample(
     data = own_folder(data_dir, tmp_path / "mine")
     common = ["--device", "cpu", "--cache", str(tmp_path / "cache")]
     assert main(["probe", "--data", str(data), "--images-per-class", "10", "--out", str(tmp_path / "probe"), *common]) == 0
-    assert main(["decompose", "--probe", str(tmp_path / "probe"), "--k", "2", "--images-per-class", "6",
-                 "--out", str(tmp_path / "run"), *common]) == 0
+    assert (
+        main(
+            [
+                "decompose",
+                "--probe",
+                str(tmp_path / "probe"),
+                "--k",
+                "2",
+                "--images-per-class",
+                "6",
+                "--out",
+                str(tmp_path / "run"),
+                *common,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     before = sorted(p.name for p in (tmp_path / "run").iterdir())
     code, err = cli(capsys, "evaluate", "--run", str(tmp_path / "run"), "--json", str(tmp_path / "e.json"), *common)
@@ -68,8 +83,9 @@ def test_row0_a_probe_run_is_evaluated_on_its_own_photos_and_refuses_the_sample(
     # the sample photos' ImageNet folders are not the probe's classes: refused, not mapped onto classes 0 and 1
     code, err = cli(capsys, "evaluate", "--run", str(tmp_path / "run"), "--data", str(data_dir), *common)
     assert code == 2 and "not the run's" in err and "fish" in err
-    code, err = cli(capsys, "report", "--run", str(tmp_path / "run"), "--data", str(data_dir),
-                    "--out", str(tmp_path / "r.html"), *common)
+    code, err = cli(
+        capsys, "report", "--run", str(tmp_path / "run"), "--data", str(data_dir), "--out", str(tmp_path / "r.html"), *common
+    )
     assert code == 2 and "not the run's" in err and not (tmp_path / "r.html").exists()
 
 
@@ -78,11 +94,14 @@ def test_row0_a_folder_run_defaults_to_its_data_folder(lite0, data_dir, tmp_path
     for wnid in (TENCH, SPRINGER):
         shutil.copytree(data_dir / "train" / wnid, root / wnid)
     common = ["--device", "cpu", "--cache", str(tmp_path / "cache")]
-    assert main(["decompose", "--data", str(root), "--k", "2", "--images-per-class", "6", "--out", str(tmp_path / "r"),
-                 *common]) == 0
+    assert (
+        main(["decompose", "--data", str(root), "--k", "2", "--images-per-class", "6", "--out", str(tmp_path / "r"), *common]) == 0
+    )
     capsys.readouterr()
-    assert main(["evaluate", "--run", str(tmp_path / "r"), "--images-per-class", "3", "--json", str(tmp_path / "e.json"),
-                 *common]) == 0
+    assert (
+        main(["evaluate", "--run", str(tmp_path / "r"), "--images-per-class", "3", "--json", str(tmp_path / "e.json"), *common])
+        == 0
+    )
     assert f"data: {root.resolve()}" in capsys.readouterr().err
     assert json.loads((tmp_path / "e.json").read_text())["n_images"] == 6  # 2 classes x 3, not the sample's 10 x 3
 
@@ -125,8 +144,7 @@ def test_row2_outputs_that_are_never_written(saved, data_dir, tmp_path, capsys):
         (["evaluate", "--run", str(saved), "--json", str(saved / MANIFEST), "--overwrite"], "inside the run folder"),
         (["evaluate", "--run", str(saved), "--json", str(tmp_path)], "is a folder"),
         (["report", "--run", str(saved), "--out", str(saved / "report.html")], "inside the run folder"),
-        (["compare", "--runs", str(saved), str(saved), "--class", "tench", "--out", str(tmp_path / "link.png")],
-         "symbolic link"),
+        (["compare", "--runs", str(saved), str(saved), "--class", "tench", "--out", str(tmp_path / "link.png")], "symbolic link"),
         (["decompose", "--out", str(tmp_path / "link.pt"), "--overwrite"], "symbolic link"),
         (["probe", "--out", str(saved)], "already exists"),
         (["probe", "--out", "/dev/null", "--overwrite"], "not a folder"),
@@ -166,11 +184,19 @@ def test_row3_max_age_0_means_never(tmp_path):
     assert clean_up(tmp_path / "runs", tmp_path / "uploads", limits.max_age) == [] and folder.is_dir()
 
 
-@pytest.mark.parametrize("name, value", [
-    (config.SESSION_QUOTA_ENV, "inf"), (config.SESSION_QUOTA_ENV, "1e400"), (config.TOTAL_QUOTA_ENV, "nan"),
-    (config.SESSION_QUOTA_ENV, "0"), (config.MAX_AGE_ENV, "-1"), (config.MAX_AGE_ENV, "a day"),
-    (config.CACHE_ENV, "/dev/null"), (config.RUNS_ENV, "~nosuchuser/x"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        (config.SESSION_QUOTA_ENV, "inf"),
+        (config.SESSION_QUOTA_ENV, "1e400"),
+        (config.TOTAL_QUOTA_ENV, "nan"),
+        (config.SESSION_QUOTA_ENV, "0"),
+        (config.MAX_AGE_ENV, "-1"),
+        (config.MAX_AGE_ENV, "a day"),
+        (config.CACHE_ENV, "/dev/null"),
+        (config.RUNS_ENV, "~nosuchuser/x"),
+    ],
+)
 def test_row6_a_bad_setting_is_one_message_naming_it(name, value):
     with pytest.raises(config.ConfigError, match=name):
         config.check_settings({name: value})
@@ -202,10 +228,8 @@ def test_row4_the_report_draws_class_names_as_text(run, lite0, data_dir, feature
     from protolib.report.html import render_comparison
 
     evil = dict(run.manifest, classes=[dict(c, name=EVIL if i == 0 else c["name"]) for i, c in enumerate(run.manifest["classes"])])
-    other = type(run)(evil, run.classes, run.nmf_prototypes, run.alpha, run.refined, run.feature_error,
-                      run.presence_scale)
-    report, _ = comparison_report([other, other], [lite0, lite0], data_dir, EVIL, "val", 2, "heatmaps",
-                                  cache_dir=feature_cache)
+    other = type(run)(evil, run.classes, run.nmf_prototypes, run.alpha, run.refined, run.feature_error, run.presence_scale)
+    report, _ = comparison_report([other, other], [lite0, lite0], data_dir, EVIL, "val", 2, "heatmaps", cache_dir=feature_cache)
     page = render_comparison(report)
     assert "<img src=http://127.0.0.1:9" not in page and 'href="http://127.0.0.1:9' not in page  # (plotly.js has links)
     assert "&lt;img src=http://127.0.0.1:9/x&gt;" in page
@@ -231,15 +255,21 @@ def test_row5_links_leading_out_of_a_data_folder_are_refused_at_every_depth(data
 
 
 # -- row 7: runs validated down to dtypes and shapes --------------------------------------------------------
-@pytest.mark.parametrize("change, reason", [
-    (lambda t: t.__setitem__("classes", t["classes"].float()), "not integer labels"),
-    (lambda t: t.__setitem__("alpha", torch.tensor(1.0)), "alpha has shape"),
-    (lambda t: t.__setitem__("alpha", torch.zeros(2, 5)), "alpha has shape"),
-    (lambda t: t.__setitem__("presence_scale", torch.ones(2, 3, dtype=torch.bool)), "not a floating-point"),
-    (lambda t: t.__setitem__("refined.optimized", t["refined.optimized"][..., :100].contiguous()), "refined.optimized has shape"),
-    (lambda t: t.__setitem__("scale", torch.full((2, 3), float("nan"))), "scale holds NaN"),
-    (lambda t: t.__setitem__("feature_error", torch.tensor([1.0, float("inf")])), "feature_error holds NaN"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda t: t.__setitem__("classes", t["classes"].float()), "not integer labels"),
+        (lambda t: t.__setitem__("alpha", torch.tensor(1.0)), "alpha has shape"),
+        (lambda t: t.__setitem__("alpha", torch.zeros(2, 5)), "alpha has shape"),
+        (lambda t: t.__setitem__("presence_scale", torch.ones(2, 3, dtype=torch.bool)), "not a floating-point"),
+        (
+            lambda t: t.__setitem__("refined.optimized", t["refined.optimized"][..., :100].contiguous()),
+            "refined.optimized has shape",
+        ),
+        (lambda t: t.__setitem__("scale", torch.full((2, 3), float("nan"))), "scale holds NaN"),
+        (lambda t: t.__setitem__("feature_error", torch.tensor([1.0, float("inf")])), "feature_error holds NaN"),
+    ],
+)
 def test_row7_damaged_tensors_are_refused_and_listed_with_their_reason(saved, change, reason):
     tensors = load_file(str(saved / TENSORS))
     change(tensors)
@@ -264,8 +294,9 @@ def test_row8_two_folders_mapped_to_one_label_are_refused_before_any_work(data_d
     root = own_folder(data_dir, tmp_path / "data", names=("a", "b"), n=4)
     (root / "classes.csv").write_text("wnid,imagenet_index,name\na,0,tench\nb,0,tench again\n")
     cache = tmp_path / "cache"
-    code, err = cli(capsys, "decompose", "--data", str(root), "--out", str(tmp_path / "r"), "--device", "cpu",
-                    "--cache", str(cache))
+    code, err = cli(
+        capsys, "decompose", "--data", str(root), "--out", str(tmp_path / "r"), "--device", "cpu", "--cache", str(cache)
+    )
     assert code == 2 and "both map to label 0" in err and not (tmp_path / "r").exists()
     assert not cache.exists() or not any(cache.rglob("*.safetensors"))
 
@@ -320,8 +351,9 @@ def test_row10_a_write_refused_by_the_system_is_one_line(saved, data_dir, tmp_pa
         raise PermissionError(13, "Permission denied", str(kwargs.get("dir", "")))
 
     monkeypatch.setattr(files.tempfile, "mkstemp", refused)  # as in a read-only folder (tests run as root here)
-    code, err = cli(capsys, "explain", "--run", str(saved), str(photo(data_dir)), "--out", str(tmp_path / "e.png"),
-                    "--device", "cpu")
+    code, err = cli(
+        capsys, "explain", "--run", str(saved), str(photo(data_dir)), "--out", str(tmp_path / "e.png"), "--device", "cpu"
+    )
     assert code == 2 and "Permission denied" in err and len(err.strip().splitlines()) == 1
 
 
@@ -332,8 +364,19 @@ def test_row11_superscript_and_arabic_digits_are_not_labels(data_dir, tmp_path, 
     classes, problems = class_folders(root, "train", lite0.labels, lite0.wnids)
     assert [(c.folder, c.label) for c in classes] == [("5", 5)]
     assert sorted(os.path.basename(p.path) for p in problems) == ["²", "٣"]
-    code, err = cli(capsys, "explain", "--run", str(saved), str(photo(data_dir)), "--label", "٣", "--device", "cpu",
-                    "--out", str(tmp_path / "e.png"))
+    code, err = cli(
+        capsys,
+        "explain",
+        "--run",
+        str(saved),
+        str(photo(data_dir)),
+        "--label",
+        "٣",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "e.png"),
+    )
     assert code == 2 and "not a class this run decomposed" in err
     (root / "classes.csv").write_text("wnid,imagenet_index,name\n²,²,two\n")
     with pytest.raises(DataError, match="ASCII digits"):
@@ -342,8 +385,9 @@ def test_row11_superscript_and_arabic_digits_are_not_labels(data_dir, tmp_path, 
 
 # -- row 12: file names that do not say what is written ----------------------------------------------------------
 def test_row12_output_names_must_say_their_format(saved, data_dir, tmp_path, capsys):
-    code, err = cli(capsys, "explain", "--run", str(saved), str(photo(data_dir)), "--out", str(tmp_path / "name"),
-                    "--device", "cpu")
+    code, err = cli(
+        capsys, "explain", "--run", str(saved), str(photo(data_dir)), "--out", str(tmp_path / "name"), "--device", "cpu"
+    )
     assert code == 2 and ".png" in err and not list(tmp_path.glob("name*"))
     code, err = cli(capsys, "export", "--run", str(saved), "--out", str(tmp_path / "model.onnx"))
     assert code == 2 and ".pt" in err and "ONNX" in err and not (tmp_path / "model.onnx").exists()

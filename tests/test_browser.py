@@ -29,8 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHOTS = Path(os.environ.get("PROTOLIB_SCREENSHOTS") or ROOT / "test-artifacts" / "screenshots")
 DATA = SAMPLE_DATA
 ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 WAIT = 60_000  # ms: the bound on any single wait
 RUN_WAIT = 150_000  # ms: a decomposition, first backbone load included
@@ -60,7 +64,10 @@ def app_server(tmp: Path, **env_vars: str):
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -90,8 +97,9 @@ def app_server(tmp: Path, **env_vars: str):
 def server(tmp_path_factory):
     """The app on a free port, with its runs and feature cache in temporary folders."""
     tmp = tmp_path_factory.mktemp("browser")
-    with app_server(tmp, PROTOLIB_RUNS=str(tmp / "runs"), PROTOLIB_CACHE=str(tmp / "cache"),
-                    PROTOLIB_UPLOADS=str(tmp / "uploads")) as url:
+    with app_server(
+        tmp, PROTOLIB_RUNS=str(tmp / "runs"), PROTOLIB_CACHE=str(tmp / "cache"), PROTOLIB_UPLOADS=str(tmp / "uploads")
+    ) as url:
         yield {"url": url, "log": tmp / "server.log", "tmp": tmp}
 
 
@@ -116,7 +124,7 @@ def compute_held_out_of_run_classes(page, per_class: int) -> None:
     held_out.fill(str(per_class))
     held_out.press("Enter")
     settle(page)
-    page.locator("label:has(input[aria-label=\"Only the run's classes\"])").click()
+    page.locator('label:has(input[aria-label="Only the run\'s classes"])').click()
     settle(page)
     page.get_by_role("button", name="Compute held-out features").click()
     page.get_by_test_id("stMetric").filter(has_text="Top-1 after").wait_for()
@@ -215,8 +223,7 @@ def choose_run(page, name: str) -> None:
 def cut_off(page, testid: str) -> list[str]:
     """The texts of the elements ``testid`` that do not fit their box (shown truncated, e.g. "−0…")."""
     return page.get_by_test_id(testid).evaluate_all(
-        "els => els.filter(e => [e, ...e.querySelectorAll('*')].some(n => n.scrollWidth > n.clientWidth + 1))"
-        ".map(e => e.innerText)"
+        "els => els.filter(e => [e, ...e.querySelectorAll('*')].some(n => n.scrollWidth > n.clientWidth + 1)).map(e => e.innerText)"
     )
 
 

@@ -85,14 +85,21 @@ def server(tmp_path_factory, hits):
     assert model.labels == [text["a"], text["b"]]
     run = run_decomposition(model, data, k=2, images_per_class=4, cache_dir=cache)
     save_run(run.with_labels({0: {0: text["label"]}}), runs / "shared" / RUN)
-    with app_server(tmp, PROTOLIB_RUNS=str(runs), PROTOLIB_CACHE=str(cache), PROTOLIB_UPLOADS=str(tmp / "uploads"),
-                    PROTOLIB_DATA_ROOTS=str(data.parent)) as url:
+    with app_server(
+        tmp,
+        PROTOLIB_RUNS=str(runs),
+        PROTOLIB_CACHE=str(cache),
+        PROTOLIB_UPLOADS=str(tmp / "uploads"),
+        PROTOLIB_DATA_ROOTS=str(data.parent),
+    ) as url:
         yield {"url": url, "log": tmp / "server.log", "tmp": tmp}
 
 
 #: where an element sits: the Streamlit test ids of its ancestors, and the text around it
-WHERE = ("e => { const ids = []; for (let p = e; p; p = p.parentElement) if (p.dataset?.testid) ids.push(p.dataset.testid);"
-         " return ids.slice(0, 3).join(' < ') + ': ' + e.parentElement.innerText.slice(0, 120); }")
+WHERE = (
+    "e => { const ids = []; for (let p = e; p; p = p.parentElement) if (p.dataset?.testid) ids.push(p.dataset.testid);"
+    " return ids.slice(0, 3).join(' < ') + ': ' + e.parentElement.innerText.slice(0, 120); }"
+)
 
 
 def rss(pid: int, field: str) -> int:

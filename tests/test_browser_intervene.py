@@ -109,7 +109,7 @@ def test_select_switch_off_label_save_and_download(browser, server, tmp_path):
         # the held-out photos of the run's classes, as a 2-way classifier
         compute_held_out_of_run_classes(page, PER_CLASS)
         settle(page)
-        page.locator("label:has(input[aria-label=\"Classify among the run's classes only\"])").click()
+        page.locator('label:has(input[aria-label="Classify among the run\'s classes only"])').click()
         settle(page)
         before = metric_value(page, "Top-1 after")
         assert before == metric_value(page, "Top-1 before")

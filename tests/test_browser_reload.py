@@ -34,8 +34,11 @@ pytestmark = [
 
 
 def folders(tmp: Path, name: str) -> dict[str, str]:
-    return {"PROTOLIB_RUNS": str(tmp / name / "runs"), "PROTOLIB_CACHE": str(tmp / "cache"),
-            "PROTOLIB_UPLOADS": str(tmp / name / "uploads")}
+    return {
+        "PROTOLIB_RUNS": str(tmp / name / "runs"),
+        "PROTOLIB_CACHE": str(tmp / "cache"),
+        "PROTOLIB_UPLOADS": str(tmp / name / "uploads"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +131,12 @@ def test_a_private_run_survives_a_reload_and_a_second_tab_but_not_another_browse
         tab.close()
 
         # -- another browser, with no key, a made-up key, a malformed one, or the folder's name as key ------
-        for address in (server["url"], f"{server['url']}/?ws={'A' * 43}", f"{server['url']}/?ws={link[:-1]}%21",
-                        f"{server['url']}/?ws={private.parent.name}"):
+        for address in (
+            server["url"],
+            f"{server['url']}/?ws={'A' * 43}",
+            f"{server['url']}/?ws={link[:-1]}%21",
+            f"{server['url']}/?ws={private.parent.name}",
+        ):
             other_context, other = open_context(browser, address)
             others.append(other_context)
             assert link_of(other) not in (None, link)
@@ -191,8 +198,9 @@ def test_the_user_header_decides_only_when_the_setting_names_it(browser, server,
 
     env = folders(tmp_path, "team")
     alice = identity.workspace_for(Path(env["PROTOLIB_RUNS"]), Path(env["PROTOLIB_UPLOADS"]), "user", "alice")
-    run = run_decomposition(load_backbone(), DATA, classes=["n01440764"], images_per_class=3, k=2,
-                            cache_dir=Path(env["PROTOLIB_CACHE"]))
+    run = run_decomposition(
+        load_backbone(), DATA, classes=["n01440764"], images_per_class=3, k=2, cache_dir=Path(env["PROTOLIB_CACHE"])
+    )
     save_run(run, alice.private_runs / USER_RUN)  # what alice made earlier, on any device
     contexts = []
     try:

@@ -130,8 +130,10 @@ def test_a_session_sees_nothing_of_another_sessions_uploads_and_runs(browser, se
         settle(b)
         refusal = b.get_by_test_id("stSidebar").get_by_test_id("stAlert").filter(has_text="cannot be opened here")
         refusal.wait_for()
-        assert ("only the sample photos, the generated demos, the server's data folders (none configured) and this "
-                "session's own uploads") in refusal.inner_text()
+        assert (
+            "only the sample photos, the generated demos, the server's data folders (none configured) and this "
+            "session's own uploads"
+        ) in refusal.inner_text()
         assert PHOTO not in b.content() and "tench · 4 images" not in b.get_by_test_id("stMain").inner_text()
         assert b.get_by_test_id("stException").count() == 0
     except Exception:

@@ -64,8 +64,18 @@ def server(tmp_path_factory):
     cells = backbone.spatial_features(photo.unsqueeze(0)).shape[-1] ** 2
     i = next(i for i, (n, _) in found.items() if 0 < n < cells)
     with app_server(tmp, PROTOLIB_RUNS=str(runs), PROTOLIB_CACHE=str(cache), PROTOLIB_UPLOADS=str(tmp / "uploads")) as url:
-        yield {"url": url, "log": tmp / "server.log", "tmp": tmp, "runs": runs, "prototype": i, "cells": cells,
-               "left_out": found[i][0], "logits": found[i][1], "photo": photo, "tench": int(run.classes[0])}
+        yield {
+            "url": url,
+            "log": tmp / "server.log",
+            "tmp": tmp,
+            "runs": runs,
+            "prototype": i,
+            "cells": cells,
+            "left_out": found[i][0],
+            "logits": found[i][1],
+            "photo": photo,
+            "tench": int(run.classes[0]),
+        }
 
 
 def photo_image(page) -> str:
@@ -83,7 +93,7 @@ def test_leave_out_where_a_part_is_redraws_the_photo_changes_the_logit_saves_and
         before_image = photo_image(page)
         assert page.get_by_text("cells left out (hatched)").count() == 0
 
-        page.locator(f"label:has(input[aria-label=\"Leave out where this part is (P{i + 1})\"])").first.click()
+        page.locator(f'label:has(input[aria-label="Leave out where this part is (P{i + 1})"])').first.click()
         caption = page.get_by_text("cells left out (hatched)")
         caption.wait_for()
         settle(page)

@@ -21,12 +21,12 @@ from tests.test_weights_download import CLASSES, resnet18_file, serve
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
 
-SITE = '''# written by tests/test_browser_weights.py: the test's resnet18 file stands in for torchvision's
+SITE = """# written by tests/test_browser_weights.py: the test's resnet18 file stands in for torchvision's
 from protolib.backbones import torchvision_models as _tv
 
 _real = _tv.weights_url
 _tv.weights_url = lambda name: "https://download.pytorch.org/models/{name}" if name == "resnet18" else _real(name)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,11 @@ def server(tmp_path_factory, data_dir):
     http, base = serve(tmp / "mirror")
     folders = {key: tmp / key for key in ("runs", "cache", "uploads", "torch")}
     env = {f"PROTOLIB_{key.upper()}": str(folders[key]) for key in ("runs", "cache", "uploads")}
-    env |= {"TORCH_HOME": str(folders["torch"]), "PROTOLIB_WEIGHTS_MIRROR": base,
-            "PYTHONPATH": os.pathsep.join([str(tmp / "site"), str(ROOT)])}
+    env |= {
+        "TORCH_HOME": str(folders["torch"]),
+        "PROTOLIB_WEIGHTS_MIRROR": base,
+        "PYTHONPATH": os.pathsep.join([str(tmp / "site"), str(ROOT)]),
+    }
     try:
         with app_server(tmp, **env) as url:
             yield {"url": url, "log": tmp / "server.log", "tmp": tmp, "data": data, "name": name, "model": model, **folders}

@@ -54,8 +54,12 @@ def runs(lite0, data_dir, feature_cache, tmp_path_factory, one_thread) -> dict[s
     """Saved runs: Lite0 k = 1, 3, 5 of tench and springer; Lite0 k = 3 of two other classes; Lite1 k = 3."""
     root = tmp_path_factory.mktemp("compare-runs")
     made = {}
-    for name, classes, k in (("lite0-k3", CLASSES, 3), ("lite0-k5", CLASSES, 5), ("lite0-k1", CLASSES, 1),
-                             ("lite0-other-k3", OTHER, 3)):
+    for name, classes, k in (
+        ("lite0-k3", CLASSES, 3),
+        ("lite0-k5", CLASSES, 5),
+        ("lite0-k1", CLASSES, 1),
+        ("lite0-other-k3", OTHER, 3),
+    ):
         run = run_decomposition(lite0, data_dir, classes=classes, images_per_class=6, k=k, cache_dir=feature_cache)
         made[name] = save_run(run, root / name)
     if has_lite1():
@@ -108,7 +112,7 @@ def test_k3_against_k5_is_a_partial_one_to_one_matching(runs, lite0, data_dir, f
     # the Hungarian assignment maximises the summed correlation: no swap of two matches does better
     r = pair.correlation
     for a, (i, j, _) in enumerate(pair.pairs):
-        for i2, j2, _ in pair.pairs[a + 1:]:
+        for i2, j2, _ in pair.pairs[a + 1 :]:
             assert r[i, j] + r[i2, j2] >= r[i, j2] + r[i2, j] - 1e-6
     columns = c.columns(1)
     assert sorted(columns) == list(range(5)) and columns[:3] == [j for _, j, _ in pair.pairs]
@@ -149,14 +153,24 @@ def test_runs_with_no_class_in_common_are_refused_with_the_classes(runs, lite0, 
 def test_classes_are_matched_by_folder_or_name_not_by_label():
     """A probe of one's own data numbers its classes from 0: "tench" is label 0 there and in ImageNet by chance,
     but "dog" (label 1 in the probe) is matched to ImageNet's "English springer" only by folder."""
-    imagenet = {"classes": [{"label": 0, "name": "tench", "folder": "n01440764"},
-                            {"label": 217, "name": "English springer", "folder": "n02102040"}]}
-    probe = {"classes": [{"label": 0, "name": "Tench", "folder": "fish"},
-                         {"label": 1, "name": "dog", "folder": "n02102040"},
-                         {"label": 2, "name": "cat", "folder": "cat"}]}
+    imagenet = {
+        "classes": [
+            {"label": 0, "name": "tench", "folder": "n01440764"},
+            {"label": 217, "name": "English springer", "folder": "n02102040"},
+        ]
+    }
+    probe = {
+        "classes": [
+            {"label": 0, "name": "Tench", "folder": "fish"},
+            {"label": 1, "name": "dog", "folder": "n02102040"},
+            {"label": 2, "name": "cat", "folder": "cat"},
+        ]
+    }
     shared = shared_classes([imagenet, probe])
     assert [(c.name, c.folders, c.positions) for c in shared] == [
-        ("tench", ("n01440764", "fish"), (0, 0)), ("English springer", ("n02102040", "n02102040"), (1, 1))]
+        ("tench", ("n01440764", "fish"), (0, 0)),
+        ("English springer", ("n02102040", "n02102040"), (1, 1)),
+    ]
     assert find_shared_class([imagenet, probe], "dog", ["a", "b"]).name == "English springer"  # by the probe's folder
     with pytest.raises(CompareError, match="a did not decompose the class “cat”; the runs share: tench, English springer"):
         find_shared_class([imagenet, probe], "cat", ["a", "b"])
@@ -175,8 +189,24 @@ def test_the_png_is_a_valid_image(runs, lite0, data_dir, feature_cache, tmp_path
 
 def test_the_command_line_writes_the_png_and_an_html_page(runs, data_dir, feature_cache, tmp_path, capsys):
     out = tmp_path / "cmp.png"
-    argv = ["compare", "--runs", str(runs["lite0-k3"]), str(runs["lite0-k5"]), "--class", "tench",
-            "--data", str(data_dir), "--photos", "3", "--out", str(out), "--cache", str(feature_cache), "--device", "cpu"]
+    argv = [
+        "compare",
+        "--runs",
+        str(runs["lite0-k3"]),
+        str(runs["lite0-k5"]),
+        "--class",
+        "tench",
+        "--data",
+        str(data_dir),
+        "--photos",
+        "3",
+        "--out",
+        str(out),
+        "--cache",
+        str(feature_cache),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "lite0-k3 P1 ↔ lite0-k5 P" in printed and "agreement" in printed
@@ -192,8 +222,16 @@ def test_the_command_line_writes_the_png_and_an_html_page(runs, data_dir, featur
 
 def test_the_report_gains_a_comparison_section(runs, lite0, data_dir, feature_cache):
     run = load_run(runs["lite0-k3"])
-    settings = ReportSettings(images_per_class=2, ks=(1,), seeds=2, examples=1, faithfulness_images=1, steps=1,
-                              compare_with=[runs["lite0-k5"]], compare_photos=3)
+    settings = ReportSettings(
+        images_per_class=2,
+        ks=(1,),
+        seeds=2,
+        examples=1,
+        faithfulness_images=1,
+        steps=1,
+        compare_with=[runs["lite0-k5"]],
+        compare_photos=3,
+    )
     assert settings.compare_with == (str(runs["lite0-k5"]),)
     report = build_report(run, lite0, data_dir, settings, cache_dir=feature_cache)
     section = report.figures["comparison"]
@@ -204,33 +242,59 @@ def test_the_report_gains_a_comparison_section(runs, lite0, data_dir, feature_ca
     assert '<section id="comparison">' in page and "Runs side by side on the same photos" in page
     assert '"comparison"' in text and report.images["compare0.run1.part"]
     # without compare_with the report is as before: no such section
-    assert "comparison" not in build_report(run, lite0, data_dir, ReportSettings(
-        images_per_class=2, ks=(1,), seeds=2, examples=1, faithfulness_images=1, steps=1), cache_dir=feature_cache).figures
+    assert (
+        "comparison"
+        not in build_report(
+            run,
+            lite0,
+            data_dir,
+            ReportSettings(images_per_class=2, ks=(1,), seeds=2, examples=1, faithfulness_images=1, steps=1),
+            cache_dir=feature_cache,
+        ).figures
+    )
     with pytest.raises(ValueError, match="at most 2 other runs"):
         ReportSettings(compare_with=["a", "b", "c"])
 
 
 def test_a_report_comparison_the_runs_cannot_make_says_why(runs, lite0, data_dir, feature_cache):
-    report, _ = comparison_report([load_run(runs["lite0-k3"]), load_run(runs["lite0-k1"])], [lite0, lite0], data_dir,
-                                  "English springer", photos=2, cache_dir=feature_cache)
+    report, _ = comparison_report(
+        [load_run(runs["lite0-k3"]), load_run(runs["lite0-k1"])],
+        [lite0, lite0],
+        data_dir,
+        "English springer",
+        photos=2,
+        cache_dir=feature_cache,
+    )
     assert report.figures["comparison"]["classes"][0]["class"] == "English springer"
     assert "English springer" in render_comparison(report)
     run = load_run(runs["lite0-k3"])
-    settings = ReportSettings(images_per_class=2, ks=(1,), seeds=2, examples=1, faithfulness_images=1, steps=1,
-                              compare_with=[runs["lite0-other-k3"]])
+    settings = ReportSettings(
+        images_per_class=2, ks=(1,), seeds=2, examples=1, faithfulness_images=1, steps=1, compare_with=[runs["lite0-other-k3"]]
+    )
     section = build_report(run, lite0, data_dir, settings, cache_dir=feature_cache).figures["comparison"]
     assert section["available"] is False and "share no class" in section["reason"]
 
 
 # -- the pages' view models ----------------------------------------------------------------------------------
 def saved(name: str, fingerprint: str, folders: list[str], k: int = 3) -> SavedRun:
-    return SavedRun(Path(name), {"fingerprint": fingerprint, "k": k,
-                                 "classes": [{"folder": f, "name": f.upper(), "label": i} for i, f in enumerate(folders)]})
+    return SavedRun(
+        Path(name),
+        {
+            "fingerprint": fingerprint,
+            "k": k,
+            "classes": [{"folder": f, "name": f.upper(), "label": i} for i, f in enumerate(folders)],
+        },
+    )
 
 
 def test_compare_defaults_and_same_class_runs():
-    runs = {"a": saved("a", "x", ["f1", "f2"]), "b": saved("b", "x", ["f1"]), "c": saved("c", "y", ["f2", "f3"]),
-            "d": saved("d", "x", ["f9"]), "broken": SavedRun(Path("broken"), None, "damaged")}
+    runs = {
+        "a": saved("a", "x", ["f1", "f2"]),
+        "b": saved("b", "x", ["f1"]),
+        "c": saved("c", "y", ["f2", "f3"]),
+        "d": saved("d", "x", ["f9"]),
+        "broken": SavedRun(Path("broken"), None, "damaged"),
+    }
     assert compare_views.comparable_runs(runs) == ["a", "b", "c", "d"]
     assert compare_views.compare_defaults(runs, "a") == ["a", "c"]  # another model first (Figure 3 compares backbones)
     assert compare_views.compare_defaults(runs, "b") == ["b", "a"]
@@ -238,22 +302,53 @@ def test_compare_defaults_and_same_class_runs():
     assert compare_views.compare_defaults(runs, None) == ["a", "c"]
     same = compare_views.same_class_runs(list(runs.values()), runs["a"].manifest)
     assert [r.name for r in same] == ["a"]
-    rows = compare_views.match_table([
-        {"match": "A P1 ↔ B P2, r = 0.95", "run": "A", "prototype": "P1", "matched run": "B", "matched prototype": "P2",
-         "r": 0.95, "margin": 0.3},
-        {"match": "A P2 ↔ B P1, r = 0.90 (ambiguous)", "run": "A", "prototype": "P2", "matched run": "B",
-         "matched prototype": "P1", "r": 0.9, "margin": 0.01},
-        {"match": "B P3: no counterpart in A", "run": "B", "prototype": "P3", "matched run": "A", "matched prototype": None,
-         "r": None, "margin": None},
-    ], 0.05)
+    rows = compare_views.match_table(
+        [
+            {
+                "match": "A P1 ↔ B P2, r = 0.95",
+                "run": "A",
+                "prototype": "P1",
+                "matched run": "B",
+                "matched prototype": "P2",
+                "r": 0.95,
+                "margin": 0.3,
+            },
+            {
+                "match": "A P2 ↔ B P1, r = 0.90 (ambiguous)",
+                "run": "A",
+                "prototype": "P2",
+                "matched run": "B",
+                "matched prototype": "P1",
+                "r": 0.9,
+                "margin": 0.01,
+            },
+            {
+                "match": "B P3: no counterpart in A",
+                "run": "B",
+                "prototype": "P3",
+                "matched run": "A",
+                "matched prototype": None,
+                "r": None,
+                "margin": None,
+            },
+        ],
+        0.05,
+    )
     readings = [r["reading"].split(":")[0] for r in rows]
     assert readings == ["the same part", "ambiguous", "no counterpart (the other run has fewer prototypes)"]
 
 
 # -- which k the data supports ----------------------------------------------------------------------------------
 def point(k, head, fidelity=0.99, flips=0, run=None):
-    return {"run": run or f"k{k}", "k": k, "head error": head, "feature error": head / 2, "fidelity": fidelity,
-            "flips": flips, "seed stability": 0.9}
+    return {
+        "run": run or f"k{k}",
+        "k": k,
+        "head error": head,
+        "feature error": head / 2,
+        "fidelity": fidelity,
+        "flips": flips,
+        "seed stability": 0.9,
+    }
 
 
 def test_the_k_rule():

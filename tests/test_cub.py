@@ -58,14 +58,17 @@ def write_cub(root):
         lines["labels"].append(f"{image_id} {label}")
         lines["split"].append(f"{image_id} {train}")
         lines["boxes"].append(f"{image_id} " + " ".join(f"{v:.1f}" for v in box))
-    files = {"images.txt": "images", "image_class_labels.txt": "labels", "train_test_split.txt": "split",
-             "bounding_boxes.txt": "boxes", "parts/part_locs.txt": "locs"}
+    files = {
+        "images.txt": "images",
+        "image_class_labels.txt": "labels",
+        "train_test_split.txt": "split",
+        "bounding_boxes.txt": "boxes",
+        "parts/part_locs.txt": "locs",
+    }
     for name, key in files.items():
         (root / name).write_text("\n".join(lines[key]) + "\n")
     (root / "parts/parts.txt").write_text("".join(f"{i + 1} {name}\n" for i, name in enumerate(PARTS)))
     return root
-
-
 
 
 @pytest.fixture
@@ -166,8 +169,22 @@ def test_export_then_probe_decompose_and_protoeval(cub_root, tmp_path, capsys):
             assert 0 <= report["scores"][method][kind]["stability"] <= 100
 
     save_run(run, tmp_path / "run")  # the same from the command line, the run reloading its probed model
-    assert main(["cub-eval", "--run", str(tmp_path / "run"), "--cub", str(cub_root), "--device", "cpu",
-                 "--json", str(tmp_path / "cub.json")]) == 0
+    assert (
+        main(
+            [
+                "cub-eval",
+                "--run",
+                str(tmp_path / "run"),
+                "--cub",
+                str(cub_root),
+                "--device",
+                "cpu",
+                "--json",
+                str(tmp_path / "cub.json"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "cub.json").read_text())["scores"] == report["scores"]
     assert "consistency" in capsys.readouterr().out
     assert main(["cub-export", "--cub", str(cub_root), "--out", str(tmp_path / "cli"), "--classes", FOLDERS[1]]) == 0

@@ -68,8 +68,22 @@ def test_evidence_weighting_finds_other_parts_from_the_cells_that_make_the_logit
 
 def test_command_line_discovery(tmp_path, data_dir, feature_cache, capsys):
     out = tmp_path / "run"
-    args = ["decompose", "--data", str(data_dir), "--classes", "n01440764", "n02102040", "--images-per-class", "4",
-            "--k", "2", "--cache", str(feature_cache), "--out", str(out)]
+    args = [
+        "decompose",
+        "--data",
+        str(data_dir),
+        "--classes",
+        "n01440764",
+        "n02102040",
+        "--images-per-class",
+        "4",
+        "--k",
+        "2",
+        "--cache",
+        str(feature_cache),
+        "--out",
+        str(out),
+    ]
     assert main([*args, "--discovery", "evidence"]) == 0
     assert json.loads((out / "manifest.json").read_text())["params"]["discovery"] == "evidence"
     with pytest.raises(SystemExit) as exit_info:

@@ -36,10 +36,17 @@ from protolib import PartPrototypes
 from protolib.data.features import extract_features
 
 DATA_FREE = [
-    "check_estimator_cloneable", "check_estimator_repr", "check_no_attributes_set_in_init",
-    "check_get_params_invariance", "check_set_params", "check_parameters_default_constructible",
-    "check_do_not_raise_errors_in_init_or_set_params", "check_estimators_unfitted", "check_mixin_order",
-    "check_estimator_tags_renamed", "check_valid_tag_types",
+    "check_estimator_cloneable",
+    "check_estimator_repr",
+    "check_no_attributes_set_in_init",
+    "check_get_params_invariance",
+    "check_set_params",
+    "check_parameters_default_constructible",
+    "check_do_not_raise_errors_in_init_or_set_params",
+    "check_estimators_unfitted",
+    "check_mixin_order",
+    "check_estimator_tags_renamed",
+    "check_valid_tag_types",
 ]
 _CONVERSION = "converts numpy/scipy inputs; PartPrototypes takes float torch tensors and never receives these"
 NOT_APPLICABLE = {
@@ -80,8 +87,11 @@ def _name(check) -> str:
     return getattr(check, "func", check).__name__
 
 
-CHECKS = list(estimator_checks.estimator_checks_generator(
-    OnArrays(k=1), legacy=True, expected_failed_checks=NOT_APPLICABLE, mark="xfail", xfail_strict=True))
+CHECKS = list(
+    estimator_checks.estimator_checks_generator(
+        OnArrays(k=1), legacy=True, expected_failed_checks=NOT_APPLICABLE, mark="xfail", xfail_strict=True
+    )
+)
 
 
 @pytest.mark.parametrize("estimator, check", CHECKS, ids=[_name((c.values if hasattr(c, "values") else c)[1]) for c in CHECKS])
@@ -103,8 +113,10 @@ CLASSES = {0: "n01440764", 217: "n02102040"}  # tench, English springer: their l
 @pytest.fixture(scope="module")
 def features(lite0, data_dir, feature_cache):
     """Real spatial features (N, H, W, D) of 5 photos of each of two classes, and their labels."""
-    feats = {c: extract_features(lite0, sorted((data_dir / "train" / wnid).iterdir())[:5], cache_dir=feature_cache).feats
-             for c, wnid in CLASSES.items()}
+    feats = {
+        c: extract_features(lite0, sorted((data_dir / "train" / wnid).iterdir())[:5], cache_dir=feature_cache).feats
+        for c, wnid in CLASSES.items()
+    }
     return list(feats.values()), torch.cat([torch.full((len(f),), c) for c, f in feats.items()])
 
 
@@ -112,8 +124,9 @@ def test_clone_keeps_every_parameter_unchanged_and_nothing_learned(features, lit
     device = torch.device("cpu")
     model = PartPrototypes(k=5, compare=["uniform"], device=device, discovery="evidence", tol=1e-3)
     assert model.compare == ["uniform"] and model.device is device  # __init__ converts nothing
-    assert " ".join(repr(model).split()) == ("PartPrototypes(compare=['uniform'], device=device(type='cpu'), "
-                                             "discovery='evidence', k=5, tol=0.001)")
+    assert " ".join(repr(model).split()) == (
+        "PartPrototypes(compare=['uniform'], device=device(type='cpu'), discovery='evidence', k=5, tol=0.001)"
+    )
     chunks, labels = features
     model.fit(torch.cat(chunks), labels, lite0.head_weight, lite0.head_bias)
     copy = clone(model)
@@ -122,13 +135,23 @@ def test_clone_keeps_every_parameter_unchanged_and_nothing_learned(features, lit
     assert copy.set_params(k=2, strategy="paper") is copy and (copy.k, copy.strategy) == (2, "paper")
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"k": 0}, "not sensible"), ({"k": 3.0}, "not sensible"), ({"strategy": "magic"}, "unknown strategy"),
-    ({"compare": ["magic"]}, "unknown strategy"), ({"compare": "uniform"}, "not a list"),
-    ({"solver": "als"}, "unknown solver"), ({"random_state": -1}, "random_state"),
-    ({"random_state": None}, "random_state"), ({"max_iter": 0}, "max_iter"), ({"tol": float("nan")}, "tol"),
-    ({"device": "abacus"}, "not a torch device"), ({"discovery": "magic"}, "unknown discovery"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"k": 0}, "not sensible"),
+        ({"k": 3.0}, "not sensible"),
+        ({"strategy": "magic"}, "unknown strategy"),
+        ({"compare": ["magic"]}, "unknown strategy"),
+        ({"compare": "uniform"}, "not a list"),
+        ({"solver": "als"}, "unknown solver"),
+        ({"random_state": -1}, "random_state"),
+        ({"random_state": None}, "random_state"),
+        ({"max_iter": 0}, "max_iter"),
+        ({"tol": float("nan")}, "tol"),
+        ({"device": "abacus"}, "not a torch device"),
+        ({"discovery": "magic"}, "unknown discovery"),
+    ],
+)
 def test_parameters_are_checked_at_fit_not_before(features, lite0, params, message):
     model = PartPrototypes().set_params(**params)  # set_params stores anything
     chunks, labels = features

@@ -105,13 +105,19 @@ files = {{"protoscope.json": ""}}
 model = torch.jit.load({str(out)!r}, _extra_files=files)
 meta = json.loads(files["protoscope.json"])
 with torch.no_grad():
-    logits = model(torch.load({str(tmp_path / 'photos.pt')!r}))
-torch.save(logits, {str(tmp_path / 'logits.pt')!r})
+    logits = model(torch.load({str(tmp_path / "photos.pt")!r}))
+torch.save(logits, {str(tmp_path / "logits.pt")!r})
 print(json.dumps({{"protolib": any(m.startswith("protolib") for m in sys.modules), "k": meta["k"],
                   "top": meta["class_names"][int(logits[0].argmax())]}}))
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["protolib"] is False and answer["k"] == 3

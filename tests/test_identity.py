@@ -27,8 +27,18 @@ def test_a_token_is_long_random_and_checked_strictly():
     assert len(tokens) == 200 and all(identity.valid_token(t) for t in tokens)
     token = next(iter(tokens))
     assert len(token) == 43
-    for bad in ["", token[:-1], token + "A", token[:-1] + "=", token[:-1] + "/", token[:-1] + "é",
-                "../" + token[3:], token[:-1] + "\n", None, 42]:
+    for bad in [
+        "",
+        token[:-1],
+        token + "A",
+        token[:-1] + "=",
+        token[:-1] + "/",
+        token[:-1] + "é",
+        "../" + token[3:],
+        token[:-1] + "\n",
+        None,
+        42,
+    ]:
         assert not identity.valid_token(bad), bad
 
 

@@ -46,8 +46,16 @@ def test_prototype_table_rows_and_edits():
     scale = torch.ones(2, 3)
     scale[0, 1], scale[1, 2] = 0, 0.5
     labels = [["", "fins", ""], ["", "", ""]]
-    rows = prototype_table(["tench", "springer"], 3, labels, scale, {(1, 0)}, {(1, 1): "ears"},
-                           shares=torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]]), colours=["#111111", "#222222"])
+    rows = prototype_table(
+        ["tench", "springer"],
+        3,
+        labels,
+        scale,
+        {(1, 0)},
+        {(1, 1): "ears"},
+        shares=torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]]),
+        colours=["#111111", "#222222"],
+    )
     assert len(rows) == 6 and [r["prototype"] for r in rows[:3]] == ["P1", "P2", "P3"]
     assert [r["select"] for r in rows] == [False, False, False, True, False, False]
     assert [r["label"] for r in rows] == ["", "fins", "", "", "ears", ""]  # an unsaved edit is shown
@@ -60,8 +68,8 @@ def test_prototype_table_rows_and_edits():
 
     # st.data_editor's edited_rows: ticks and labels, other columns and stray rows ignored
     chosen, pending = merge_table_edits(
-        {0: {"select": True}, "4": {"select": True, "label": " ears "}, 9: {"select": True}, 2: {"class": "x"}},
-        3, 6, {(1, 0)}, {})
+        {0: {"select": True}, "4": {"select": True, "label": " ears "}, 9: {"select": True}, 2: {"class": "x"}}, 3, 6, {(1, 0)}, {}
+    )
     assert chosen == {(0, 0), (1, 0), (1, 1)} and pending == {(1, 1): " ears "}
     chosen, pending = merge_table_edits({3: {"select": False}, 1: {"label": None}}, 3, 6, chosen, pending)
     assert chosen == {(0, 0), (1, 1)} and pending == {(1, 1): " ears ", (0, 1): ""}
@@ -130,8 +138,12 @@ def test_labels_are_saved_validated_and_carried(small_run, tmp_path, lite0):
     assert edited.label_grid()[0][0] == "body"
     assert load_run(save_run(edited, tmp_path / "edited")).labels == {str(tench): {"0": "body"}}
 
-    for bad, why in (({999: {0: "x"}}, "did not decompose"), ({tench: {3: "x"}}, "prototypes 0..2"),
-                     ({tench: {0: "two\nlines"}}, "line break"), ({tench: {0: "x" * 81}}, "longer than 80")):
+    for bad, why in (
+        ({999: {0: "x"}}, "did not decompose"),
+        ({tench: {3: "x"}}, "prototypes 0..2"),
+        ({tench: {0: "two\nlines"}}, "line break"),
+        ({tench: {0: "x" * 81}}, "longer than 80"),
+    ):
         with pytest.raises(ValueError, match=why):
             run.with_labels(bad)
     # a manifest whose labels were damaged by hand: listed as damaged, refused on load
@@ -159,8 +171,15 @@ def env(small_run, tmp_path_factory):
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(photo, target)
             background = "water" if n % 2 == 0 else "land"
-            rows.append({"file": f"val/{folder}/{photo.name}", "split": "val", "class": folder,
-                         "background": background, "group": f"{folder} on {background}"})
+            rows.append(
+                {
+                    "file": f"val/{folder}/{photo.name}",
+                    "split": "val",
+                    "class": folder,
+                    "background": background,
+                    "group": f"{folder} on {background}",
+                }
+            )
     with open(data / "groups.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -298,11 +317,22 @@ def test_the_report_names_the_labelled_prototypes():
     from protolib.report.build import Report
     from protolib.report.html import render
 
-    run = {"backbone": "efficientnet_lite0", "fingerprint": "f", "k": 3, "strategy": "optimized", "classes": ["tench"],
-           "n_images": 6, "data": "/d", "split": "val", "created": "now", "seconds": {"total": 1.0},
-           "intervention": "tench: P1 off", "prototype_labels": {"tench": ["", "fins <b>", ""]}}
+    run = {
+        "backbone": "efficientnet_lite0",
+        "fingerprint": "f",
+        "k": 3,
+        "strategy": "optimized",
+        "classes": ["tench"],
+        "n_images": 6,
+        "data": "/d",
+        "split": "val",
+        "created": "now",
+        "seconds": {"total": 1.0},
+        "intervention": "tench: P1 off",
+        "prototype_labels": {"tench": ["", "fins <b>", ""]},
+    }
     page = render(Report({"run": run}, {}))
-    assert "Named prototypes" in page and "<td class=\"text\">P2</td><td class=\"text\">fins &lt;b&gt;</td>" in page
+    assert "Named prototypes" in page and '<td class="text">P2</td><td class="text">fins &lt;b&gt;</td>' in page
     assert "Named prototypes" not in render(Report({"run": {**run, "prototype_labels": {}}}, {}))
 
 
@@ -362,8 +392,9 @@ def test_leave_out_where_a_part_is_on_the_held_out_split(env):
     run, backbone = env["run"], load_backbone()
     paths = [p for folder in CLASSES for p in image_files(env["data"] / "val" / folder)]
     with torch.no_grad():
-        grids = backbone.spatial_features(torch.stack([backbone.preprocessing.transform()(load_image(p))
-                                                       for p in paths])).permute(0, 2, 3, 1)
+        grids = backbone.spatial_features(torch.stack([backbone.preprocessing.transform()(load_image(p)) for p in paths])).permute(
+            0, 2, 3, 1
+        )
     truth = run.classes.repeat_interleave(3)  # the model's 1000 classes (not only the run's)
     groups = [f"{p.parent.name} on {'water' if n % 3 % 2 == 0 else 'land'}" for n, p in enumerate(paths)]
     weight, bias = backbone.head_weight, backbone.head_bias
@@ -371,8 +402,7 @@ def test_leave_out_where_a_part_is_on_the_held_out_split(env):
     def edited(c, i):
         part = run.nmf_prototypes[c, i] / run.presence_scale[c, i]
         out = (grids.clamp_min(0) @ part) >= LEVEL
-        pooled = torch.stack([g[~o].mean(dim=0) if bool((~o).any()) else g.flatten(0, 1).mean(dim=0)
-                              for g, o in zip(grids, out)])
+        pooled = torch.stack([g[~o].mean(dim=0) if bool((~o).any()) else g.flatten(0, 1).mean(dim=0) for g, o in zip(grids, out)])
         return group_accuracy(pooled @ weight.T + bias, truth, groups), int(out.sum())
 
     original = group_accuracy(grids.flatten(1, 2).mean(dim=1) @ weight.T + bias, truth, groups)
@@ -394,5 +424,4 @@ def test_leave_out_where_a_part_is_on_the_held_out_split(env):
     at.session_state["run"] = at.session_state["iv_saved"]
     at.switch_page("pages/explain.py").run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any(c.value.startswith("This run carries an edit in space (cells left out of the pooling where")
-               for c in at.caption)
+    assert any(c.value.startswith("This run carries an edit in space (cells left out of the pooling where") for c in at.caption)

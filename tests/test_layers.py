@@ -36,9 +36,9 @@ def imports(path: Path, known: set[str]) -> tuple[set[str], set[str]]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                (inside if alias.name.startswith("protolib") else outside).add(alias.name.split(".")[0]
-                                                                                if not alias.name.startswith("protolib")
-                                                                                else alias.name)
+                (inside if alias.name.startswith("protolib") else outside).add(
+                    alias.name.split(".")[0] if not alias.name.startswith("protolib") else alias.name
+                )
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")

@@ -134,8 +134,7 @@ def test_top1_on_val_photos_is_sensible(lite, name):
 @pytest.mark.parametrize("name", NEW)
 def test_prototype_head_reproduces_the_real_logits(lite, name, tmp_path):
     backbone = lite(name)
-    run = run_decomposition(backbone, SAMPLE_DATA, split="train", classes=CLASSES, images_per_class=4, k=3,
-                            cache_dir=tmp_path)
+    run = run_decomposition(backbone, SAMPLE_DATA, split="train", classes=CLASSES, images_per_class=4, k=3, cache_dir=tmp_path)
     assert sorted(run.classes.tolist()) == sorted(imagenet_index()[c] for c in CLASSES)
     head = run.head(backbone)
     x, _ = val_batch(backbone, CLASSES, 2)

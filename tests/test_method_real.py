@@ -110,8 +110,11 @@ def test_oriented_prototypes_light_up_where_their_parts_are(run, lite0, data_dir
 
 def test_more_prototypes_reconstruct_features_better(lite0, data_dir, feature_cache):
     errors = [
-        float(run_decomposition(lite0, data_dir, classes=["n01440764", "n03394916"], images_per_class=20, k=k,
-                                cache_dir=feature_cache).feature_error.mean())
+        float(
+            run_decomposition(
+                lite0, data_dir, classes=["n01440764", "n03394916"], images_per_class=20, k=k, cache_dir=feature_cache
+            ).feature_error.mean()
+        )
         for k in (1, 3, 5)
     ]
     assert errors[0] > errors[1] > errors[2]

@@ -181,8 +181,12 @@ def test_story_opens_offline_in_chromium_with_every_section(decomposed, feature_
     assert main(["story", "--run", str(path), "--out", str(out), "--cache", str(feature_cache)]) == 2  # no overwrite
     blocked, failed = [], []
     page = browser.new_page()
-    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
-               else (blocked.append(route.request.url), route.abort()))
+    page.route(
+        "**/*",
+        lambda route: (
+            route.continue_() if route.request.url.startswith("file:") else (blocked.append(route.request.url), route.abort())
+        ),
+    )
     page.on("requestfailed", lambda request: failed.append(request.url))
     page.goto(out.as_uri())
     for section in ("model", "prototypes", "mistakes", "harmful"):

@@ -104,8 +104,9 @@ def test_scaling_is_the_least_squares_solution(matrices, lite0):
 @pytest.mark.parametrize("k", [1, 2, 3, 10])
 def test_every_strategy_sums_to_the_head_exactly(matrices, lite0, k):
     v = lite0.head_weight[[0, 217, 566]]
-    model = PartPrototypes(k=k, compare=STRATEGIES).partial_fit(matrices, position_labels([0, 217, 566], matrices),
-                                                                lite0.head_weight)
+    model = PartPrototypes(k=k, compare=STRATEGIES).partial_fit(
+        matrices, position_labels([0, 217, 566], matrices), lite0.head_weight
+    )
     for strategy in STRATEGIES:
         refined = model.refined_by_strategy_[strategy]
         assert refined.shape == (3, k, v.shape[1])
@@ -175,8 +176,10 @@ def test_optimized_is_never_worse_than_the_closed_form_on_training_data(matrices
     G = heatmap_covariance(matrices, P, residual(P, alpha, v))
     sign = orientation(alpha).double()
     variance = refine("variance", P, alpha, v, covariance=G)
-    mixing = {name: _optimal_mixing(alpha, G, penalty, OPTIMIZER_STEPS) for name, penalty in
-              (("default", ENERGY_PENALTY), ("astray", -50.0))}
+    mixing = {
+        name: _optimal_mixing(alpha, G, penalty, OPTIMIZER_STEPS)
+        for name, penalty in (("default", ENERGY_PENALTY), ("astray", -50.0))
+    }
     start = _optimal_mixing(alpha, G, ENERGY_PENALTY, steps=0)
     for name, Q in mixing.items():
         ours, closed = _signed_correlations(Q, G.double(), sign), _signed_correlations(start, G.double(), sign)
@@ -205,7 +208,16 @@ def test_the_estimator_rewrites_a_linear_head_exactly():
     logits, contributions = model.head()(features)
     linear = features.mean(dim=(1, 2)) @ weight.T + bias
     assert (logits - linear).abs().max() <= 1e-4 and contributions.shape == (24, 3, 3)
-    assert model.get_params() == {"k": 3, "strategy": "optimized", "solver": "hals", "random_state": 0, "max_iter": 200,
-                                  "tol": 1e-4, "compare": (), "device": "cpu", "discovery": "nmf"}
+    assert model.get_params() == {
+        "k": 3,
+        "strategy": "optimized",
+        "solver": "hals",
+        "random_state": 0,
+        "max_iter": 200,
+        "tol": 1e-4,
+        "compare": (),
+        "device": "cpu",
+        "discovery": "nmf",
+    }
     with pytest.raises(ValueError, match="not fitted"):
         Public().head()

@@ -40,8 +40,16 @@ from protolib.runs import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SMALL = BenchConfig(num_classes=3, size=64, train_per_class=40, val_per_class=20, test_per_class=12,
-                    decompose_per_class=16, target_val_accuracy=0.9, max_epochs=4)
+SMALL = BenchConfig(
+    num_classes=3,
+    size=64,
+    train_per_class=40,
+    val_per_class=20,
+    test_per_class=12,
+    decompose_per_class=16,
+    target_val_accuracy=0.9,
+    max_epochs=4,
+)
 SEEDS = (0, 1)
 
 
@@ -95,15 +103,17 @@ def test_every_discovery_is_a_method_with_its_head_error_and_prototypes_only_acc
         per_seed = results["per_seed"]["0"]["discovery_by_k"][label]
         assert set(per_seed) == set(DISCOVERIES) and set(results["discovery_by_k"][label]) == set(DISCOVERIES)
         for name in DISCOVERIES:
-            runs = [load_run(p, backbone) for p in sorted((out / label).iterdir())
-                    if p.name.startswith("run-k") and p.name[5:].partition("-")[2] == ("" if name == "nmf" else name)]
+            runs = [
+                load_run(p, backbone)
+                for p in sorted((out / label).iterdir())
+                if p.name.startswith("run-k") and p.name[5:].partition("-")[2] == ("" if name == "nmf" else name)
+            ]
             assert runs and all(run.discovery == name for run in runs)
             errors = torch.cat([run.head_error(backbone.head_weight) for run in runs])
             assert per_seed[name]["head_error"] == pytest.approx(float(errors.mean()), rel=1e-5)
             assert 0 <= per_seed[name]["prototypes_only"] <= 100 and per_seed[name]["top1"] >= 50
     run = load_run(out / "true" / f"run-k4-{VARIANTS[0]}", backbone)
-    methods = method_prototypes(backbone, [load_run(out / "true" / "run-k4", backbone)], out / "features", 0,
-                                {VARIANTS[0]: [run]})
+    methods = method_prototypes(backbone, [load_run(out / "true" / "run-k4", backbone)], out / "features", 0, {VARIANTS[0]: [run]})
     torch.testing.assert_close(methods[VARIANTS[0]][int(run.classes[0])], run.head(backbone).parts[0])
     assert not torch.allclose(methods[VARIANTS[0]][int(run.classes[0])], methods["nmf"][int(run.classes[0])])
     table = discovery_table(results)
@@ -124,14 +134,21 @@ def test_training_stops_at_the_val_accuracy_target(bench):
     and with the same seed the schedule does not depend on where it stops."""
     train, val = make_parts_dataset(24, seed=0, size=48, num_classes=2), make_parts_dataset(10, seed=1, size=48, num_classes=2)
     history = []
-    _, last = train_parts_net(train, val, epochs=5, seed=3, target_accuracy=1.01,  # never reached: all 5 epochs
-                              progress=lambda e, n, loss, acc: history.append(acc))
+    _, last = train_parts_net(
+        train,
+        val,
+        epochs=5,
+        seed=3,
+        target_accuracy=1.01,  # never reached: all 5 epochs
+        progress=lambda e, n, loss, acc: history.append(acc),
+    )
     assert len(history) == 5 and last == history[-1]
     target = max(history[1:]) if max(history[1:]) > history[0] else max(history)  # prefer one first met after epoch 1
     first = next(e for e, acc in enumerate(history, 1) if acc >= target)
     stopped = []
-    _, accuracy = train_parts_net(train, val, epochs=5, seed=3, target_accuracy=target,
-                                  progress=lambda e, n, loss, acc: stopped.append(acc))
+    _, accuracy = train_parts_net(
+        train, val, epochs=5, seed=3, target_accuracy=target, progress=lambda e, n, loss, acc: stopped.append(acc)
+    )
     assert stopped == history[:first] and accuracy == history[first - 1] >= target
     # the benchmark's seeds followed the same rule, and say how long they trained
     _, results = bench
@@ -155,8 +172,13 @@ def test_headline_maps_are_the_apps_part_maps_and_the_oriented_heatmaps(bench):
     run = load_run(out / "true" / "run-k4", backbone)
     head = run.head(backbone)
     methods = method_prototypes(backbone, [run], out / "features", seed=0)
-    assert READINGS["maps"] == {"nmf": "presence", "refined": "heatmap", "kmeans": "heatmap", "pca": "heatmap",
-                                **dict.fromkeys(VARIANTS, "presence")}
+    assert READINGS["maps"] == {
+        "nmf": "presence",
+        "refined": "heatmap",
+        "kmeans": "heatmap",
+        "pca": "heatmap",
+        **dict.fromkeys(VARIANTS, "presence"),
+    }
     sign = torch.where(run.alpha < 0, -1.0, 1.0)
     samples = read_image_folder(data, "test")
     for c, label in enumerate(run.classes.tolist()):
@@ -168,8 +190,9 @@ def test_headline_maps_are_the_apps_part_maps_and_the_oriented_heatmaps(bench):
         torch.testing.assert_close(read, shown)
         assert np.array_equal(upsampled_argmax(read, SMALL.size), upsampled_argmax(shown, SMALL.size))
         torch.testing.assert_close(methods["refined"][label], run.prototypes[c] * sign[c].unsqueeze(-1))
-        torch.testing.assert_close(prototype_maps(f, methods["refined"][label]),
-                                   head.heatmaps(f.permute(0, 2, 3, 1), c) * sign[c].view(1, -1, 1, 1))
+        torch.testing.assert_close(
+            prototype_maps(f, methods["refined"][label]), head.heatmaps(f.permute(0, 2, 3, 1), c) * sign[c].view(1, -1, 1, 1)
+        )
     figures = evaluate_run(run, backbone, data, "val", cache_dir=out / "features")  # the runs stay exact
     assert figures["max_abs_logit_diff"] <= 1e-4 and figures["top1_prototype"] == figures["top1_original"]
 
@@ -212,7 +235,25 @@ def test_command_line(monkeypatch, tmp_path, capsys, bench):
     printed = capsys.readouterr().out
     assert printed.startswith(f"Protocol: {results['protocol']}") and headline_table(results) in printed
     assert discovery_table(results) in printed
-    assert main(["parts-benchmark", "--out", str(tmp_path), "--seeds", "5", "6", "--k-offsets", "0", "1",
-                 "--target-accuracy", "0.95", "--max-epochs", "6"]) == 0
+    assert (
+        main(
+            [
+                "parts-benchmark",
+                "--out",
+                str(tmp_path),
+                "--seeds",
+                "5",
+                "6",
+                "--k-offsets",
+                "0",
+                "1",
+                "--target-accuracy",
+                "0.95",
+                "--max-epochs",
+                "6",
+            ]
+        )
+        == 0
+    )
     assert seen["cfg"] == BenchConfig(k_offsets=(0, 1), target_val_accuracy=0.95, max_epochs=6)
     assert seen["seeds"] == [5, 6]

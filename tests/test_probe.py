@@ -39,8 +39,6 @@ def write_folder(root, splits=(("train", 4), ("val", 2)), names=COLOURS):
     return root
 
 
-
-
 @pytest.fixture
 def folder(tmp_path):
     return write_folder(tmp_path / "data")
@@ -181,13 +179,49 @@ def test_fine_tuned_checkpoint_decomposes_with_its_own_head(name, folder, tmp_pa
 
 def test_command_line_probe_then_decompose(folder, r10_weights, tmp_path, capsys):
     out = tmp_path / "probe-x"
-    assert main(["probe", "--data", str(folder), "--backbone", "timm:resnet10t", "--weights", r10_weights,
-                 "--out", str(out), "--device", "cpu", "--cache", str(tmp_path / "cache")]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "--data",
+                str(folder),
+                "--backbone",
+                "timm:resnet10t",
+                "--weights",
+                r10_weights,
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--cache",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "val accuracy" in printed and f"decompose --probe {out}" in printed
     assert json.loads((out / "probe.json").read_text())["n_val"] == 6
-    assert main(["decompose", "--probe", str(out), "--data", str(folder), "--k", "2", "--out", str(tmp_path / "run"),
-                 "--device", "cpu", "--cache", str(tmp_path / "cache")]) == 0
+    assert (
+        main(
+            [
+                "decompose",
+                "--probe",
+                str(out),
+                "--data",
+                str(folder),
+                "--k",
+                "2",
+                "--out",
+                str(tmp_path / "run"),
+                "--device",
+                "cpu",
+                "--cache",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     assert load_run(tmp_path / "run").manifest["backbone"] == f"probe:{out.resolve()}"
     assert main(["probe", "--data", str(folder), "--out", str(out)]) == 2  # exists: a clear error, no traceback
     assert "already exists" in capsys.readouterr().err

@@ -45,13 +45,21 @@ def test_shares_and_correlations_are_the_cards_numbers(run, health, lite0, featu
         mean = head.contributions(feats.mean(dim=(1, 2)))[:, position].mean(dim=0)
         torch.testing.assert_close(h.share, contribution_shares(mean), atol=1e-5, rtol=1e-4)
         maps = head.presence(feats, position).permute(1, 0, 2, 3).reshape(run.k, -1)  # the part maps the app draws
-        torch.testing.assert_close(h.correlation, torch.from_numpy(np.corrcoef(maps.double().numpy())).float(),
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            h.correlation, torch.from_numpy(np.corrcoef(maps.double().numpy())).float(), atol=1e-4, rtol=1e-4
+        )
         assert h.dead == tuple(bool(s < DEAD_SHARE) for s in h.share)
         for i, j in enumerate(h.duplicate_of):
             assert (j is None) == all(float(h.correlation[i, m]) <= DUPLICATE_CORRELATION for m in range(i))
-        cards = prototype_cards(run.alpha[position], head.prototypes[position], lite0.head_weight, lite0.labels,
-                                entry["name"], head.contributions(feats.mean(dim=(1, 2)))[:, position], health=h)
+        cards = prototype_cards(
+            run.alpha[position],
+            head.prototypes[position],
+            lite0.head_weight,
+            lite0.labels,
+            entry["name"],
+            head.contributions(feats.mean(dim=(1, 2)))[:, position],
+            health=h,
+        )
         for i, card in enumerate(cards):
             assert card.share == pytest.approx(float(h.share[i]), abs=1e-5)
             assert ("dead" in card.health) == h.dead[i] and ("duplicate" in card.health) == (h.duplicate_of[i] is not None)
@@ -69,8 +77,7 @@ def test_a_prototype_that_carries_nothing_is_marked_dead(health, run):
     live = [(lb, j) for lb, h in health.items() for j in range(run.k) if not h.dead[j] and h.duplicate_of[j] is None]
     assert live and all(health[lb].note(j) == "" for lb, j in live)
     notes = [[health[int(c)].note(j) for j in range(run.k)] for c in run.classes]
-    rows = prototype_table(run.class_names, run.k, run.label_grid(), torch.ones(len(run.classes), run.k),
-                           health=notes)
+    rows = prototype_table(run.class_names, run.k, run.label_grid(), torch.ones(len(run.classes), run.k), health=notes)
     position = run.classes.tolist().index(label)
     assert rows[position * run.k + i]["dead or duplicate"] == note
 
@@ -90,16 +97,22 @@ def test_a_repeated_part_map_is_a_duplicate(run, lite0, feature_cache):
 
 def test_the_k_choice_aid_counts_them(run, health, lite0, tmp_path):
     counts = health_counts(health)
-    assert counts == {"dead": sum(h.n_dead for h in health.values()),
-                      "duplicates": sum(h.n_duplicate for h in health.values())}
+    assert counts == {"dead": sum(h.n_dead for h in health.values()), "duplicates": sum(h.n_duplicate for h in health.values())}
     assert counts["dead"] >= 1
     point = k_sweep_point(run, lite0.head_weight, {}, None, counts)
     assert point["dead"] == counts["dead"] and point["duplicates"] == counts["duplicates"]
     assert k_sweep_point(run, lite0.head_weight, {})["dead"] is None  # not measured: not zero
     moved = save_run(run, tmp_path / "run")
     manifest = run.manifest
-    gone = type(run)({**manifest, "images": {f: [str(tmp_path / "gone.jpg")] for f in manifest["images"]}},
-                     run.classes, run.nmf_prototypes, run.alpha, run.refined, run.feature_error, run.presence_scale,
-                     path=moved)
+    gone = type(run)(
+        {**manifest, "images": {f: [str(tmp_path / "gone.jpg")] for f in manifest["images"]}},
+        run.classes,
+        run.nmf_prototypes,
+        run.alpha,
+        run.refined,
+        run.feature_error,
+        run.presence_scale,
+        path=moved,
+    )
     with pytest.raises(DataError, match="is gone"):
         training_health(gone, lite0)

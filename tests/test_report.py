@@ -43,8 +43,27 @@ def cli_report(small_run, data_dir, feature_cache):
     """The report of a 3-class run as the command line writes it (small counts: CI time)."""
     path, _ = small_run
     out = path.parent / "report.html"
-    argv = ["report", "--run", str(path), "--data", str(data_dir), "--out", str(out), "--images-per-class", "6",
-            "--faithfulness-images", "3", "--steps", "4", "--seeds", "2", "--cache", str(feature_cache), "--device", "cpu"]
+    argv = [
+        "report",
+        "--run",
+        str(path),
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--images-per-class",
+        "6",
+        "--faithfulness-images",
+        "3",
+        "--steps",
+        "4",
+        "--seeds",
+        "2",
+        "--cache",
+        str(feature_cache),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     return out, json.loads(out.with_suffix(".json").read_text())
 
@@ -146,7 +165,8 @@ def test_html_renders_every_figure_offline_in_chromium(cli_report):
         page.goto(out.as_uri())
         page.wait_for_function(
             f"[...document.querySelectorAll('div.figure .js-plotly-plot')].filter(d => d.querySelector('.main-svg')).length"
-            f" >= {expected}", timeout=60_000,
+            f" >= {expected}",
+            timeout=60_000,
         )
         headings = page.eval_on_selector_all("section h2", "els => els.map(e => e.textContent)")
         broken = page.evaluate("[...document.images].filter(i => !i.complete || i.naturalWidth === 0).length")

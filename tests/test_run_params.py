@@ -46,8 +46,7 @@ def _as_version_1(manifest: dict, with_params: bool) -> dict:
     its ``get_params()`` besides, without the device; runs before that had neither ``params`` nor ``discovery``."""
     params = dict(manifest["params"])
     older = {key: value for key, value in manifest.items() if key != "params"}
-    older.update(format=FORMAT_V1, k=params["k"], strategy=params["strategy"], seed=params["random_state"],
-                 solver=params["solver"])
+    older.update(format=FORMAT_V1, k=params["k"], strategy=params["strategy"], seed=params["random_state"], solver=params["solver"])
     if with_params:
         older.update(discovery=params["discovery"], params={k: v for k, v in params.items() if k != "device"})
     return older

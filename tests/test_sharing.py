@@ -31,8 +31,12 @@ HOUR = 3600.0
 
 
 def environ(tmp_path: Path, **extra) -> dict[str, str]:
-    return {"PROTOLIB_RUNS": str(tmp_path / "runs"), "PROTOLIB_UPLOADS": str(tmp_path / "uploads"),
-            "PROTOLIB_CACHE": str(tmp_path / "cache"), **extra}
+    return {
+        "PROTOLIB_RUNS": str(tmp_path / "runs"),
+        "PROTOLIB_UPLOADS": str(tmp_path / "uploads"),
+        "PROTOLIB_CACHE": str(tmp_path / "cache"),
+        **extra,
+    }
 
 
 def fake_run(folder: Path, images: dict | None = None, **manifest) -> Path:
@@ -40,13 +44,21 @@ def fake_run(folder: Path, images: dict | None = None, **manifest) -> Path:
     C, k, D = 2, 2, 4
     generator = torch.Generator().manual_seed(0)
     base = {
-        "backbone": "efficientnet_lite0", "fingerprint": "f", "k": k, "strategy": "optimized",
+        "backbone": "efficientnet_lite0",
+        "fingerprint": "f",
+        "k": k,
+        "strategy": "optimized",
         "classes": [{"label": i, "name": f"class {i}", "folder": f"c{i}", "n_images": 1} for i in range(C)],
         "images": images or {},
     }
     run = Run(
-        base | manifest, torch.arange(C), torch.rand(C, k, D, generator=generator), torch.ones(C, k),
-        {"optimized": torch.rand(C, k, D, generator=generator)}, torch.zeros(C), torch.ones(C, k),
+        base | manifest,
+        torch.arange(C),
+        torch.rand(C, k, D, generator=generator),
+        torch.ones(C, k),
+        {"optimized": torch.rand(C, k, D, generator=generator)},
+        torch.zeros(C),
+        torch.ones(C, k),
     )
     return save_run(run, folder)
 
@@ -54,8 +66,11 @@ def fake_run(folder: Path, images: dict | None = None, **manifest) -> Path:
 # -- which data folders may be opened ---------------------------------------------------------------
 def test_allowed_roots_come_from_config(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    env_ = {"PROTOLIB_DATA": str(a), "PROTOLIB_DATA_ROOTS": f"{b}{os.pathsep}{tmp_path / 'c'}{os.pathsep}",
-            "PROTOLIB_DEMOS": str(tmp_path / "demos")}
+    env_ = {
+        "PROTOLIB_DATA": str(a),
+        "PROTOLIB_DATA_ROOTS": f"{b}{os.pathsep}{tmp_path / 'c'}{os.pathsep}",
+        "PROTOLIB_DEMOS": str(tmp_path / "demos"),
+    }
     assert allowed_data_roots(env_) == [config.SAMPLE_DATA, tmp_path / "demos", a, b, tmp_path / "c"]
     assert allowed_data_roots({}) == [config.SAMPLE_DATA, config.demos_dir({})]
 
@@ -72,9 +87,19 @@ def test_data_folders_outside_the_roots_are_refused(tmp_path):
     (tmp_path / "team" / "escape").symlink_to(outside)  # a link inside a root to a folder outside it
     (tmp_path / "team" / "inside").symlink_to(team)  # a link that stays inside
     assert check_data_folder(tmp_path / "team" / "inside", environ=env_) == team.resolve()
-    for refused in ["/etc", "/", str(outside), f"{config.SAMPLE_DATA}/../../../../../../etc",
-                    f"{tmp_path / 'team'}/../outside", str(tmp_path / "team" / "escape"), str(tmp_path / "team" / "escape" / "x"),
-                    "relative/folder", "", "  ", "/tmp/a\x00b"]:
+    for refused in [
+        "/etc",
+        "/",
+        str(outside),
+        f"{config.SAMPLE_DATA}/../../../../../../etc",
+        f"{tmp_path / 'team'}/../outside",
+        str(tmp_path / "team" / "escape"),
+        str(tmp_path / "team" / "escape" / "x"),
+        "relative/folder",
+        "",
+        "  ",
+        "/tmp/a\x00b",
+    ]:
         with pytest.raises(DataFolderRefused) as caught:
             check_data_folder(refused, environ=env_)
         assert "cannot be opened here" in str(caught.value) or "no data folder" in str(caught.value) or "NUL" in str(caught.value)
@@ -94,8 +119,15 @@ def test_a_session_opens_its_own_uploads_and_no_one_elses(tmp_path):
     (b.photos / "train").mkdir(parents=True)
     assert a.check_data_folder(a.datasets / "pets", environ=env_) == (a.datasets / "pets").resolve()
     assert a.check_data_folder(a.photos, environ=env_) == a.photos.resolve()
-    for other, folder in [(b, a.datasets / "pets"), (b, a.uploads), (a, b.photos), (a, a.uploads_root),
-                          (a, tmp_path / "runs"), (a, b.private_runs), (a, tmp_path / "cache")]:
+    for other, folder in [
+        (b, a.datasets / "pets"),
+        (b, a.uploads),
+        (a, b.photos),
+        (a, a.uploads_root),
+        (a, tmp_path / "runs"),
+        (a, b.private_runs),
+        (a, tmp_path / "cache"),
+    ]:
         with pytest.raises(DataFolderRefused, match="cannot be opened here"):
             other.check_data_folder(folder, environ=env_)
     with pytest.raises(DataFolderRefused):
@@ -119,8 +151,9 @@ def test_session_ids_are_random_and_not_the_upload_folder(tmp_path):
 def test_sharing_limits_from_the_environment():
     mb = 1024**2
     assert config.sharing_limits({}) == SharingLimits(500 * mb, 5000 * mb, 24 * HOUR)
-    limits = config.sharing_limits({"PROTOLIB_UPLOAD_QUOTA_MB": "2", "PROTOLIB_UPLOADS_TOTAL_MB": "3.5",
-                                    "PROTOLIB_MAX_AGE_HOURS": "0.5"})
+    limits = config.sharing_limits(
+        {"PROTOLIB_UPLOAD_QUOTA_MB": "2", "PROTOLIB_UPLOADS_TOTAL_MB": "3.5", "PROTOLIB_MAX_AGE_HOURS": "0.5"}
+    )
     assert limits == SharingLimits(2 * mb, int(3.5 * mb), 1800.0)
     for bad in ({"PROTOLIB_UPLOAD_QUOTA_MB": "lots"}, {"PROTOLIB_MAX_AGE_HOURS": "-1"}):  # refused, naming it
         with pytest.raises(config.ConfigError, match=next(iter(bad))):
@@ -229,8 +262,11 @@ def test_publishing_moves_the_run_with_what_it_needs(tmp_path):
     (probe / PROBE_MANIFEST).write_text(json.dumps({"format": PROBE_FORMAT, "data": str(a.datasets / "pets")}))
     (probe / "head.safetensors").write_bytes(b"weights")
     private = fake_run(
-        a.new_run_path("mine"), images={"c0": [str(photo)], "c1": [sample]}, backbone=probe_name(probe),
-        data=str(a.datasets / "pets"), parent=str(a.private_runs / "earlier"),
+        a.new_run_path("mine"),
+        images={"c0": [str(photo)], "c1": [sample]},
+        backbone=probe_name(probe),
+        data=str(a.datasets / "pets"),
+        parent=str(a.private_runs / "earlier"),
     )
     assert "mine" not in b.visible_runs()
     with pytest.raises(RunError, match="only a run of this session"):
@@ -293,8 +329,14 @@ def test_damaged_runs_are_listed_as_damaged(tmp_path, how):
 
 
 def test_manifest_problems():
-    good = {"backbone": "b", "fingerprint": "f", "k": 2, "strategy": "optimized", "images": {},
-            "classes": [{"name": "a", "folder": "a"}]}
+    good = {
+        "backbone": "b",
+        "fingerprint": "f",
+        "k": 2,
+        "strategy": "optimized",
+        "images": {},
+        "classes": [{"name": "a", "folder": "a"}],
+    }
     assert manifest_problem(good) is None
     assert "JSON list" in manifest_problem([good])
     assert "k=True is not sensible" in manifest_problem(good | {"k": True})
@@ -366,7 +408,18 @@ def test_leaving_the_line_gives_the_place_up():
 
 def test_ordinals():
     assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 102, 111)] == [
-        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "102nd", "111th"]
+        "1st",
+        "2nd",
+        "3rd",
+        "4th",
+        "11th",
+        "12th",
+        "13th",
+        "21st",
+        "22nd",
+        "102nd",
+        "111th",
+    ]
 
 
 # -- the app (AppTest) --------------------------------------------------------------------------------

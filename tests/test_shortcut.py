@@ -44,8 +44,17 @@ from protolib.runs import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ShortcutConfig(num_classes=3, size=64, train_per_class=40, heldout_per_class=12, labels_per_group=4,
-                      test_per_group=4, epochs=3, fit_steps=50, dfr_halves=2)
+TINY = ShortcutConfig(
+    num_classes=3,
+    size=64,
+    train_per_class=40,
+    heldout_per_class=12,
+    labels_per_group=4,
+    test_per_group=4,
+    epochs=3,
+    fit_steps=50,
+    dfr_halves=2,
+)
 SPLITS = ("train", "heldout", "val", "test")
 
 

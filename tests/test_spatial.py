@@ -164,9 +164,13 @@ def test_the_edit_saves_with_the_run_and_bad_ones_are_refused(run, lite0, tmp_pa
     assert loaded.with_spatial_edit(None, "removed").spatial_edit is None
     with pytest.raises(ValueError, match="did not decompose"):
         run.with_spatial_edit(SpatialEdit(((999, 0),)), "x")
-    for bad, says in [({"leave_out": [[label, 3]]}, "prototype 3 of 3"), ({"leave_out": [[5, 0]]}, "did not decompose"),
-                      ({"leave_out": [[label, 0]], "level": -1}, "level"), ({"leave_out": "all"}, "list"),
-                      ({"leave_out": [[label, "0"]]}, "not \\[class label, prototype\\]")]:
+    for bad, says in [
+        ({"leave_out": [[label, 3]]}, "prototype 3 of 3"),
+        ({"leave_out": [[5, 0]]}, "did not decompose"),
+        ({"leave_out": [[label, 0]], "level": -1}, "level"),
+        ({"leave_out": "all"}, "list"),
+        ({"leave_out": [[label, "0"]]}, "not \\[class label, prototype\\]"),
+    ]:
         damaged = tmp_path / f"bad-{len(says)}-{abs(hash(says))}"
         save_run(run, damaged)
         (damaged / MANIFEST).write_text(json.dumps({**json.loads((damaged / MANIFEST).read_text()), KEY: bad}))
@@ -192,13 +196,19 @@ def test_the_exported_model_applies_the_mask_without_protolib(run, lite0, photos
 import json, sys, torch
 model = torch.jit.load({str(out)!r})
 with torch.no_grad():
-    logits = model(torch.load({str(tmp_path / 'photos.pt')!r}))
-    one = model(torch.load({str(tmp_path / 'photos.pt')!r})[:1])
-torch.save((logits, one), {str(tmp_path / 'logits.pt')!r})
+    logits = model(torch.load({str(tmp_path / "photos.pt")!r}))
+    one = model(torch.load({str(tmp_path / "photos.pt")!r})[:1])
+torch.save((logits, one), {str(tmp_path / "logits.pt")!r})
 print(json.dumps({{"protolib": any(m.startswith("protolib") for m in sys.modules)}}))
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["protolib"] is False
     logits, one = torch.load(tmp_path / "logits.pt")

@@ -128,7 +128,22 @@ def test_a_malformed_cache_limit_stops_the_command_before_any_work(monkeypatch, 
     from protolib import cli
 
     monkeypatch.setenv("PROTOLIB_CACHE_LIMIT_MB", "-1")
-    code = cli.main(["decompose", "--classes", "tench", "--images-per-class", "2", "--k", "2", "--device", "cpu",
-                     "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run")])
+    code = cli.main(
+        [
+            "decompose",
+            "--classes",
+            "tench",
+            "--images-per-class",
+            "2",
+            "--k",
+            "2",
+            "--device",
+            "cpu",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert code == 2 and "$PROTOLIB_CACHE_LIMIT_MB" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()

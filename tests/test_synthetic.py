@@ -28,8 +28,6 @@ from protolib.data.synthetic import (
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-
 def _same(a, b) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):

@@ -82,9 +82,28 @@ def mirror(served, monkeypatch, tmp_path):
 
 
 def decompose(data_dir, tmp_path, *extra) -> int:
-    return cli.main(["decompose", "--backbone", "resnet18", "--data", str(data_dir), "--classes", *CLASSES,
-                     "--images-per-class", "4", "--k", "2", "--device", "cpu", "--cache", str(tmp_path / "cache"),
-                     "--out", str(tmp_path / "run"), *extra])
+    return cli.main(
+        [
+            "decompose",
+            "--backbone",
+            "resnet18",
+            "--data",
+            str(data_dir),
+            "--classes",
+            *CLASSES,
+            "--images-per-class",
+            "4",
+            "--k",
+            "2",
+            "--device",
+            "cpu",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "run"),
+            *extra,
+        ]
+    )
 
 
 def test_offline_message_names_the_file_the_host_and_the_place(mirror, monkeypatch, data_dir, tmp_path, capsys):

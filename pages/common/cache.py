@@ -55,9 +55,7 @@ def held_out_features(
     backbone_key: str, data: str, split: str, per_class: int, classes: tuple[str, ...] | None, _backbone
 ) -> SplitFeatures:
     """Held-out features, shared between sessions (after the first pass filled the disk cache)."""
-    return split_features(
-        _backbone, data, split, images_per_class=per_class or None, classes=list(classes) if classes else None
-    )
+    return split_features(_backbone, data, split, images_per_class=per_class or None, classes=list(classes) if classes else None)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

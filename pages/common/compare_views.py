@@ -32,8 +32,7 @@ def comparable_runs(runs: Mapping[str, SavedRun]) -> list[str]:
 def shares_a_class(a: Mapping, b: Mapping) -> bool:
     """Whether two runs' manifests decomposed a common class (by folder, else by name)."""
     names = {str(c["name"]).casefold() for c in a.get("classes", [])}
-    return bool(class_folder_set(a) & class_folder_set(b)) or any(
-        str(c["name"]).casefold() in names for c in b.get("classes", []))
+    return bool(class_folder_set(a) & class_folder_set(b)) or any(str(c["name"]).casefold() in names for c in b.get("classes", []))
 
 
 def compare_defaults(runs: Mapping[str, SavedRun], current: str | None) -> list[str]:
@@ -79,8 +78,10 @@ def match_table(rows: Sequence[Mapping], ambiguous: float) -> list[dict]:
         if r["r"] is None:
             reading = "no counterpart (the other run has fewer prototypes)"
         elif r["margin"] < 0:
-            reading = (f"a compromise: another candidate correlates {-r['margin']:.2f} more, but the one-to-one "
-                       "assignment gave it to another prototype")
+            reading = (
+                f"a compromise: another candidate correlates {-r['margin']:.2f} more, but the one-to-one "
+                "assignment gave it to another prototype"
+            )
         elif r["margin"] < ambiguous:
             reading = f"ambiguous: the next candidate is only {r['margin']:.2f} lower"
         else:
@@ -97,9 +98,9 @@ def photo_label(index: int, path: str, agreement: float) -> str:
 def contribution_table(sides: Sequence) -> list[dict]:
     """Per run and prototype, its mean contribution over the photos and its share of the evidence."""
     return [
-        {"run": s.name, "prototype": f"P{i + 1}", "mean contribution": float(s.mean_contribution[i]),
-         "share": float(s.shares[i])}
-        for s in sides for i in range(s.k)
+        {"run": s.name, "prototype": f"P{i + 1}", "mean contribution": float(s.mean_contribution[i]), "share": float(s.shares[i])}
+        for s in sides
+        for i in range(s.k)
     ]
 
 

@@ -25,11 +25,7 @@ def describe_scale(scale: torch.Tensor, class_names: Sequence[str]) -> str:
     """A readable note of what an intervention changes, e.g. ``tench: P1 off, P2 ×0.5``."""
     parts = []
     for c, name in enumerate(class_names):
-        changed = [
-            f"P{i + 1} off" if float(v) == 0 else f"P{i + 1} ×{float(v):g}"
-            for i, v in enumerate(scale[c])
-            if float(v) != 1
-        ]
+        changed = [f"P{i + 1} off" if float(v) == 0 else f"P{i + 1} ×{float(v):g}" for i, v in enumerate(scale[c]) if float(v) != 1]
         if changed:
             parts.append(f"{name}: " + ", ".join(changed))
     return "; ".join(parts) or "no change"
@@ -70,8 +66,10 @@ SELECT, LABEL = "select", "label"
 
 def swatch(colour: str) -> str:
     """A colour as a small SVG image (a data URL), for an image column of a table."""
-    svg = (f"<svg xmlns='http://www.w3.org/2000/svg' width='18' height='18'><rect width='18' height='18' rx='4' "
-           f"fill='{colour}' stroke='rgba(0,0,0,.2)'/></svg>")
+    svg = (
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='18' height='18'><rect width='18' height='18' rx='4' "
+        f"fill='{colour}' stroke='rgba(0,0,0,.2)'/></svg>"
+    )
     return "data:image/svg+xml;utf8," + svg.replace("#", "%23").replace("<", "%3C").replace(">", "%3E").replace(" ", "%20")
 
 
@@ -155,8 +153,11 @@ def labels_after(
 
 def label_changes(labels: Sequence[Sequence[str]], pending: Mapping[tuple[int, int], str]) -> dict[tuple[int, int], str]:
     """The unsaved label edits that differ from the saved labels."""
-    return {(c, i): text.strip() for (c, i), text in pending.items()
-            if c < len(labels) and i < len(labels[c]) and text.strip() != labels[c][i]}
+    return {
+        (c, i): text.strip()
+        for (c, i), text in pending.items()
+        if c < len(labels) and i < len(labels[c]) and text.strip() != labels[c][i]
+    }
 
 
 def prototype_name(class_name: str, i: int, label: str = "") -> str:
@@ -164,9 +165,7 @@ def prototype_name(class_name: str, i: int, label: str = "") -> str:
     return f"{class_name} · P{i + 1}" + (f" “{label}”" if label else "")
 
 
-def scaled_settings(
-    settings: Mapping[tuple[int, int], float], targets, value: float
-) -> dict[tuple[int, int], float]:
+def scaled_settings(settings: Mapping[tuple[int, int], float], targets, value: float) -> dict[tuple[int, int], float]:
     """An intervention (``(class position, prototype) -> scale``, 1 left out) with ``targets`` set to ``value``."""
     changed = dict(settings)
     for where in targets:
@@ -182,17 +181,14 @@ def settings_of(scale: torch.Tensor) -> dict[tuple[int, int], float]:
     return {(int(c), int(i)): float(scale[c, i]) for c, i in (scale != 1).nonzero().tolist()}
 
 
-def class_accuracy_rows(
-    truth: torch.Tensor, before: torch.Tensor, after: torch.Tensor, names: Sequence[str]
-) -> list[dict]:
+def class_accuracy_rows(truth: torch.Tensor, before: torch.Tensor, after: torch.Tensor, names: Sequence[str]) -> list[dict]:
     """Per class of the held-out photos (``truth`` indexes ``names``): photos, top-1 before and after an edit,
     and the change; the classes that changed most come first."""
     rows = []
     for label in sorted(set(truth.tolist())):
         mask = truth == label
         was, now = float((before[mask] == label).float().mean()), float((after[mask] == label).float().mean())
-        rows.append({"class": names[int(label)], "photos": int(mask.sum()), "before": was, "after": now,
-                     "change": now - was})
+        rows.append({"class": names[int(label)], "photos": int(mask.sum()), "before": was, "after": now, "change": now - was})
     return sorted(rows, key=lambda r: (-abs(r["change"]), r["class"]))
 
 

@@ -56,11 +56,10 @@ def current_scale(ctx: Context) -> torch.Tensor:
     return scale_matrix(len(ctx.decomposed), ctx.run.k, settings)
 
 
-
 def carry_edits(old: str, new: str) -> None:
     """The session's edits of one run (switches, scales, selection) carried over to its labelled copy."""
     state = st.session_state
     for key in [k for k in state if isinstance(k, str)]:
         for prefix in ("iv.", "iv_sel.", "iv_to."):
             if key.startswith(f"{prefix}{old}"):
-                state[f"{prefix}{new}{key[len(prefix) + len(old):]}"] = state[key]
+                state[f"{prefix}{new}{key[len(prefix) + len(old) :]}"] = state[key]

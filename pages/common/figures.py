@@ -73,8 +73,11 @@ def problems_table(problems: Sequence, title: str) -> None:
 def waterfall(contributions: torch.Tensor, bias: float, title: str, labels: Sequence[str] = ()) -> go.Figure:
     """Per-prototype contributions + bias = logit, as a plotly waterfall (``labels``: the prototypes' names)."""
     k = len(contributions)
-    names = [f'<span style="color:{prototype_hex(i)}"><b>{html.escape(prototype_title(i, labels[i] if i < len(labels) else ""))}'
-             "</b></span>" for i in range(k)]
+    names = [
+        f'<span style="color:{prototype_hex(i)}"><b>{html.escape(prototype_title(i, labels[i] if i < len(labels) else ""))}'
+        "</b></span>"
+        for i in range(k)
+    ]
     values = [bias] + [float(c) for c in contributions]
     total = sum(values)
     fig = go.Figure(
@@ -98,7 +101,8 @@ def waterfall(contributions: torch.Tensor, bias: float, title: str, labels: Sequ
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
         showlegend=False,
         yaxis={
-            "title": "logit", "zeroline": True,
+            "title": "logit",
+            "zeroline": True,
             "range": [min(0, min(running), total) - 0.25 * span, max(0, max(running), total) + 0.25 * span],
         },
     )
@@ -115,8 +119,12 @@ def logit_bars(classes: Sequence[str], original: Sequence[float], edited: Sequen
         ]
     )
     fig.update_layout(
-        barmode="group", height=80 + 34 * len(classes), margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        yaxis={"autorange": "reversed"}, xaxis={"title": "logit"}, legend={"orientation": "h", "y": -0.25},
+        barmode="group",
+        height=80 + 34 * len(classes),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        yaxis={"autorange": "reversed"},
+        xaxis={"title": "logit"},
+        legend={"orientation": "h", "y": -0.25},
     )
     return fig
 
@@ -129,15 +137,22 @@ def table3_bars(rows: Sequence[dict], k: int) -> go.Figure:
     fig = go.Figure(
         [
             go.Bar(
-                x=names, y=[r[space] for r in rows], name=space, marker_color=colour,
-                text=[f"{100 * r[space]:.1f} %" for r in rows], textposition="outside",
+                x=names,
+                y=[r[space] for r in rows],
+                name=space,
+                marker_color=colour,
+                text=[f"{100 * r[space]:.1f} %" for r in rows],
+                textposition="outside",
             )
             for space, colour in zip(spaces, ("#0f6e8c", "#b0bec5"))
         ]
     )
     fig.update_layout(
-        title={"text": f"Top-1 by head rows used, k = {k} (Table 3)", "font": {"size": 15}}, barmode="group",
-        height=330, margin={"l": 10, "r": 10, "t": 50, "b": 10}, yaxis={"range": [0, 1.12], "tickformat": ".0%"},
+        title={"text": f"Top-1 by head rows used, k = {k} (Table 3)", "font": {"size": 15}},
+        barmode="group",
+        height=330,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        yaxis={"range": [0, 1.12], "tickformat": ".0%"},
         legend={"orientation": "h", "y": -0.2},
     )
     return fig
@@ -151,19 +166,28 @@ def fidelity_bars(rows: Sequence[dict]) -> go.Figure:
     fig = go.Figure(
         [
             go.Bar(
-                x=names, y=means, name="mean", marker_color=[STRATEGY_COLOURS.get(n, "#888") for n in names],
-                text=[f"{v:.3f}" for v in means], textposition="outside",
+                x=names,
+                y=means,
+                name="mean",
+                marker_color=[STRATEGY_COLOURS.get(n, "#888") for n in names],
+                text=[f"{v:.3f}" for v in means],
+                textposition="outside",
             ),
             go.Scatter(
-                x=names, y=worst, mode="markers", name="worst prototype",
+                x=names,
+                y=worst,
+                mode="markers",
+                name="worst prototype",
                 marker={"symbol": "line-ew-open", "size": 34, "color": "#1d3557", "line": {"width": 3, "color": "#1d3557"}},
             ),
         ]
     )
     low = min([0.0, *means, *worst])
     fig.update_layout(
-        title={"text": "Heatmap fidelity per refinement strategy", "font": {"size": 15}}, height=330,
-        margin={"l": 10, "r": 10, "t": 50, "b": 10}, yaxis={"range": [low - 0.1 if low < 0 else 0, 1.12]},
+        title={"text": "Heatmap fidelity per refinement strategy", "font": {"size": 15}},
+        height=330,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        yaxis={"range": [low - 0.1 if low < 0 else 0, 1.12]},
         legend={"orientation": "h", "y": -0.2},
     )
     return fig
@@ -178,8 +202,11 @@ def errors_against_k(by_k: pd.DataFrame) -> go.Figure:
         ]
     )
     fig.update_layout(
-        height=320, margin={"l": 10, "r": 10, "t": 20, "b": 10}, xaxis={"title": "k", "dtick": 1},
-        yaxis={"title": "relative error"}, legend={"orientation": "h", "y": -0.25},
+        height=320,
+        margin={"l": 10, "r": 10, "t": 20, "b": 10},
+        xaxis={"title": "k", "dtick": 1},
+        yaxis={"title": "relative error"},
+        legend={"orientation": "h", "y": -0.25},
     )
     return fig
 
@@ -188,17 +215,25 @@ def contribution_bars(rows: Sequence[dict]) -> go.Figure:
     """Each compared run's prototypes: mean contribution as bars, share of the evidence as text."""
     runs = list(dict.fromkeys(r["run"] for r in rows))
     palette = ["#0f6e8c", "#e76f51", "#8ab17d"]
-    fig = go.Figure([
-        go.Bar(
-            x=[r["prototype"] for r in rows if r["run"] == run], y=[r["mean contribution"] for r in rows if r["run"] == run],
-            name=run, marker_color=palette[n % len(palette)],
-            text=[f"{100 * r['share']:.0f} %" for r in rows if r["run"] == run], textposition="outside",
-        )
-        for n, run in enumerate(runs)
-    ])
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=[r["prototype"] for r in rows if r["run"] == run],
+                y=[r["mean contribution"] for r in rows if r["run"] == run],
+                name=run,
+                marker_color=palette[n % len(palette)],
+                text=[f"{100 * r['share']:.0f} %" for r in rows if r["run"] == run],
+                textposition="outside",
+            )
+            for n, run in enumerate(runs)
+        ]
+    )
     fig.update_layout(
-        barmode="group", height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        yaxis={"title": "mean contribution to the logit", "zeroline": True}, xaxis={"title": "prototype"},
+        barmode="group",
+        height=320,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        yaxis={"title": "mean contribution to the logit", "zeroline": True},
+        xaxis={"title": "prototype"},
         legend={"orientation": "h", "y": -0.25},
     )
     return fig
@@ -207,11 +242,15 @@ def contribution_bars(rows: Sequence[dict]) -> go.Figure:
 def photo_agreement_bars(labels: Sequence[str], values: Sequence[float], lowest: Sequence[int]) -> go.Figure:
     """Each compared photo's agreement (mean matched correlation on that photo), the lowest highlighted."""
     colours = ["#e76f51" if i in set(lowest) else "#b0bec5" for i in range(len(values))]
-    fig = go.Figure(go.Bar(x=list(labels), y=list(values), marker_color=colours, text=[f"{v:.2f}" for v in values],
-                           textposition="outside"))
+    fig = go.Figure(
+        go.Bar(x=list(labels), y=list(values), marker_color=colours, text=[f"{v:.2f}" for v in values], textposition="outside")
+    )
     low = min([0.0, *values])
-    fig.update_layout(height=260, margin={"l": 10, "r": 10, "t": 20, "b": 10},
-                      yaxis={"title": "agreement", "range": [low - 0.05 if low < 0 else 0, 1.12]})
+    fig.update_layout(
+        height=260,
+        margin={"l": 10, "r": 10, "t": 20, "b": 10},
+        yaxis={"title": "agreement", "range": [low - 0.05 if low < 0 else 0, 1.12]},
+    )
     return fig
 
 
@@ -221,12 +260,16 @@ def k_choice_chart(per_k: Sequence[dict], chosen: int | None, min_fidelity: floa
     from plotly.subplots import make_subplots
 
     ks = [p["k"] for p in per_k]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Reconstruction errors", "Fidelity and stability"),
-                        horizontal_spacing=0.1)
-    for key, colour, col in (("head error", "#e76f51", 1), ("feature error", "#0f6e8c", 1),
-                             ("fidelity", "#2a9d8f", 2), ("seed stability", "#8d6cab", 2)):
-        fig.add_trace(go.Scatter(x=ks, y=[p.get(key) for p in per_k], mode="lines+markers", name=key,
-                                 line={"color": colour}), row=1, col=col)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Reconstruction errors", "Fidelity and stability"), horizontal_spacing=0.1)
+    for key, colour, col in (
+        ("head error", "#e76f51", 1),
+        ("feature error", "#0f6e8c", 1),
+        ("fidelity", "#2a9d8f", 2),
+        ("seed stability", "#8d6cab", 2),
+    ):
+        fig.add_trace(
+            go.Scatter(x=ks, y=[p.get(key) for p in per_k], mode="lines+markers", name=key, line={"color": colour}), row=1, col=col
+        )
     fig.add_hline(y=min_fidelity, line_dash="dot", line_color="#2a9d8f", row=1, col=2)
     if chosen is not None:
         for col in (1, 2):

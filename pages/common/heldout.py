@@ -37,12 +37,21 @@ def held_out_controls(ctx: Context) -> HeldOut:
     per_class_col, only_run_col, where_col = st.columns([2, 2, 3])
     with per_class_col:
         per_class = kept(
-            st.number_input, "Images per class", "val_per_class", 50, min_value=1, max_value=10_000, step=10,
+            st.number_input,
+            "Images per class",
+            "val_per_class",
+            50,
+            min_value=1,
+            max_value=10_000,
+            step=10,
             help="Held-out images per class (the sample has 50 per class in val/).",
         )
     with only_run_col:
         only_run = kept(
-            st.toggle, "Only the run's classes", "val_only_run", False,
+            st.toggle,
+            "Only the run's classes",
+            "val_only_run",
+            False,
             help="Evaluate on the decomposed classes only (faster), or on every class of the split.",
         )
     with where_col:
@@ -87,7 +96,11 @@ def _backbone_pass(ctx: Context, held_out: HeldOut) -> None:
         bar.progress(n / max(total, 1), text=f"Features of held-out images: {n}/{total} · {seconds:.0f} s")
 
     split_features(
-        ctx.backbone, held_out.data, held_out.split, images_per_class=held_out.per_class or None,
-        classes=list(held_out.classes) if held_out.classes else None, progress=progress,
+        ctx.backbone,
+        held_out.data,
+        held_out.split,
+        images_per_class=held_out.per_class or None,
+        classes=list(held_out.classes) if held_out.classes else None,
+        progress=progress,
     )
     bar.empty()

@@ -121,9 +121,7 @@ def stage_bars(stages=STAGES) -> tuple[Callable[[str, int, int], None], dict]:
         entry.update(done=done, total=total, seconds=now - entry["begin"])
         title, unit = STAGE_TEXT.get(stage, (stage, "items"))
         if stage in bars:
-            bars[stage].progress(
-                min(done / max(total, 1), 1.0), text=f"{title}: {done}/{total} {unit} · {entry['seconds']:.1f} s"
-            )
+            bars[stage].progress(min(done / max(total, 1), 1.0), text=f"{title}: {done}/{total} {unit} · {entry['seconds']:.1f} s")
         if done >= total:
             clock["mark"] = now
 

@@ -38,8 +38,7 @@ class Card:
 
 def cards(found: Mistakes, paths: list[str]) -> list[Card]:
     """The mistakes one switch fixes, the clearest (largest lead of the true class after the edit) first."""
-    return [Card(paths[c.index], c.label, c.predicted, c.switched[0], c.margin, c.top_before, c.top_after)
-            for c in found.by_one]
+    return [Card(paths[c.index], c.label, c.predicted, c.switched[0], c.margin, c.top_before, c.top_after) for c in found.by_one]
 
 
 def culprit_title(run: Run, head: PrototypeHead, label: int, i: int) -> str:
@@ -60,28 +59,43 @@ def top_rows(names: list[str], top: list[tuple[int, float]], true: int) -> list[
 
 def unexplained(found: Mistakes) -> dict[str, int]:
     """The mistakes one switch does not fix, by why: counted on the page, not hidden."""
-    return {"fixed by two switches": found.count("two"),
-            "a class above the true one was not decomposed": found.count("not_decomposed"),
-            "more than two switches needed": found.count("more")}
+    return {
+        "fixed by two switches": found.count("two"),
+        "a class above the true one was not decomposed": found.count("not_decomposed"),
+        "more than two switches needed": found.count("more"),
+    }
 
 
 def harmful_rows(figures: dict, limit: int = 20) -> list[dict]:
-    return [{"class": h["class"], "prototype": f"P{h['prototype'] + 1}", "fixed": h["fixed"], "broken": h["broken"],
-             "net": h["net"]} for h in figures["harmful"][:limit]]
+    return [
+        {"class": h["class"], "prototype": f"P{h['prototype'] + 1}", "fixed": h["fixed"], "broken": h["broken"], "net": h["net"]}
+        for h in figures["harmful"][:limit]
+    ]
 
 
 def table4_rows(figures: dict) -> list[dict]:
     """The oracle both ways, per label space: top-1 before, with the paper's rule and with the smallest culprit."""
     spaces = [figures, *([figures["run_classes"]] if "run_classes" in figures else [])]
-    return [{"label space": f["label_space"], "top-1": f["oracle_paper"]["top1_before"],
-             "oracle (paper's rule)": f["oracle_paper"]["top1_after"],
-             "smallest culprit, one switch": f["oracle_smallest"]["top1_after_one_switch"],
-             "smallest culprit, one or two": f["oracle_smallest"]["top1_after"]} for f in spaces]
+    return [
+        {
+            "label space": f["label_space"],
+            "top-1": f["oracle_paper"]["top1_before"],
+            "oracle (paper's rule)": f["oracle_paper"]["top1_after"],
+            "smallest culprit, one switch": f["oracle_smallest"]["top1_after_one_switch"],
+            "smallest culprit, one or two": f["oracle_smallest"]["top1_after"],
+        }
+        for f in spaces
+    ]
 
 
 def intervene_keys(card: Card, split: str, decomposed: list[int], data_source: str) -> dict:
     """The photo chooser's choices that make Intervene open on ``card``'s photo (``pickers.data_photo``) and the
     classes it edits there: the culprit's class, and the true class when it was decomposed."""
     classes = [card.culprit[0]] + ([card.label] if card.label in decomposed and card.label != card.culprit[0] else [])
-    return {"img_source": data_source, "img_split": split, "img_class": card.folder, "img_file": card.file,
-            f"iv_classes.{card.path}": classes}
+    return {
+        "img_source": data_source,
+        "img_split": split,
+        "img_class": card.folder,
+        "img_file": card.file,
+        f"iv_classes.{card.path}": classes,
+    }

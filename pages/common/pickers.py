@@ -29,7 +29,12 @@ class Picked:
 def image_picker(ctx: Context) -> Picked | None:
     """Choose a photo from the data folder or upload one; None (with a message) when there is none."""
     source = kept(
-        st.segmented_control, "Image", "img_source", SOURCE_DATA, options=[SOURCE_DATA, SOURCE_UPLOAD], required=True,
+        st.segmented_control,
+        "Image",
+        "img_source",
+        SOURCE_DATA,
+        options=[SOURCE_DATA, SOURCE_UPLOAD],
+        required=True,
     )
     return uploaded_photo(ctx) if source == SOURCE_UPLOAD else data_photo(ctx, run_data(ctx)[0])
 
@@ -56,7 +61,11 @@ def data_photo(ctx: Context, data: str) -> Picked | None:
     run_first = next((c.folder for c in classes if c.label in decomposed), classes[0].folder)
     with class_col:
         folder = kept(
-            st.selectbox, "Class", "img_class", run_first, options=list(by_folder),
+            st.selectbox,
+            "Class",
+            "img_class",
+            run_first,
+            options=list(by_folder),
             format_func=lambda f: by_folder[f].name + (" ✓" if by_folder[f].label in decomposed else ""),
             help="✓ marks classes decomposed in this run.",
         )
@@ -82,7 +91,8 @@ def uploaded_photo(ctx: Context) -> Picked | None:
     """A photo uploaded in this session (kept until another is uploaded)."""
     state = st.session_state
     uploaded = st.file_uploader(
-        "Upload a photo", key=f"uploader.{state.get('uploader_n', 0)}",
+        "Upload a photo",
+        key=f"uploader.{state.get('uploader_n', 0)}",
         help="JPEG, PNG, BMP, GIF, TIFF or WebP. Anything else is refused with a message.",
     )
     if uploaded is not None:

@@ -89,8 +89,7 @@ def logit_shares(key: str, _ctx: Context) -> tuple[np.ndarray, list[list[str]]] 
         if features is not None and len(features.paths):
             mean = _ctx.head.contributions(features.pooled)[:, c, :].mean(dim=0)
             shares[c] = viewmodels.contribution_shares(mean).numpy()
-            health = class_health(features.feats.reshape(-1, features.feats.shape[-1]), _ctx.head.prototypes[c],
-                                  _ctx.head.parts[c])
+            health = class_health(features.feats.reshape(-1, features.feats.shape[-1]), _ctx.head.prototypes[c], _ctx.head.parts[c])
             notes[c] = [health.note(i) for i in range(run.k)]
     return shares, notes
 
@@ -109,8 +108,14 @@ def prototype_table_section(ctx: Context, scale: torch.Tensor, data: str) -> Non
     shares, health = measured if measured is not None else (None, None)
     background = background_shares(ctx.key, data, ctx)
     rows = prototype_table(
-        ctx.class_names, k, grid, scale, chosen, pending,
-        shares=None if shares is None else torch.from_numpy(shares), health=health,
+        ctx.class_names,
+        k,
+        grid,
+        scale,
+        chosen,
+        pending,
+        shares=None if shares is None else torch.from_numpy(shares),
+        health=health,
         background=None if background is None else torch.from_numpy(background),
         colours=[prototype_hex(i) for i in range(k)],
     )
@@ -120,20 +125,35 @@ def prototype_table_section(ctx: Context, scale: torch.Tensor, data: str) -> Non
         "colour": st.column_config.ImageColumn("colour", width="small"),
         LABEL: st.column_config.TextColumn("label", max_chars=80, help="A short name: what this prototype looks at"),
         "share of the logit": st.column_config.ProgressColumn(
-            min_value=0.0, max_value=1.0, format="percent",
-            help="|mean contribution| over the class's training photos, as a share of all its prototypes'"),
+            min_value=0.0,
+            max_value=1.0,
+            format="percent",
+            help="|mean contribution| over the class's training photos, as a share of all its prototypes'",
+        ),
         "on the background": st.column_config.ProgressColumn(
-            min_value=0.0, max_value=1.0, format="percent",
-            help="Share of its positive heatmap on the background of masked photos of its class"),
+            min_value=0.0,
+            max_value=1.0,
+            format="percent",
+            help="Share of its positive heatmap on the background of masked photos of its class",
+        ),
         "scale": st.column_config.TextColumn("scale", help="on, off, or the factor its contribution is scaled by"),
         "dead or duplicate": st.column_config.TextColumn(
-            "dead or duplicate", help="Dead: below 2 % of its class's logit on the training photos. Duplicate: its part "
-            "map correlates above 0.9 with an earlier prototype's"),
+            "dead or duplicate",
+            help="Dead: below 2 % of its class's logit on the training photos. Duplicate: its part "
+            "map correlates above 0.9 with an earlier prototype's",
+        ),
     }
     key = editor_key(ctx)
     st.data_editor(
-        table, key=key, on_change=table_edited, args=(ctx, key), hide_index=True, width="stretch", num_rows="fixed",
-        disabled=[c for c in table.columns if c not in (SELECT, LABEL)], column_config=config,
+        table,
+        key=key,
+        on_change=table_edited,
+        args=(ctx, key),
+        hide_index=True,
+        width="stretch",
+        num_rows="fixed",
+        disabled=[c for c in table.columns if c not in (SELECT, LABEL)],
+        column_config=config,
         height=min(36 * (len(rows) + 1) + 3, 460),
     )
     selection_controls(ctx, sorted(chosen), grid, background is not None, data)
@@ -142,24 +162,27 @@ def prototype_table_section(ctx: Context, scale: torch.Tensor, data: str) -> Non
 
 def selection_controls(ctx: Context, chosen: list[tuple[int, int]], grid, background: bool, data: str) -> None:
     names = [prototype_name(ctx.class_names[c], i, grid[c][i]) for c, i in chosen]
-    st.caption(f"**{len(chosen)} selected:** " + figures.md(", ".join(names)) if chosen
-               else "Tick prototypes in the first column to select them (any classes).")
+    st.caption(
+        f"**{len(chosen)} selected:** " + figures.md(", ".join(names))
+        if chosen
+        else "Tick prototypes in the first column to select them (any classes)."
+    )
     edit = edit_key(ctx.run.path)
     to_col, _ = st.columns([2, 3])
     with to_col:
         value = kept(st.slider, "Scale selected to", f"iv_to.{edit}", 0.0, min_value=0.0, max_value=2.0, step=0.05)
     with st.container(horizontal=True, gap="small"):
-        st.button("Apply to selected", on_click=set_scales, args=(ctx, chosen, value), disabled=not chosen,
-                  icon=":material/tune:")
-        st.button("Switch selected off", on_click=set_scales, args=(ctx, chosen, 0.0), disabled=not chosen,
-                  icon=":material/block:")
-        st.button("Reset selected", on_click=set_scales, args=(ctx, chosen, 1.0), disabled=not chosen,
-                  icon=":material/undo:")
+        st.button("Apply to selected", on_click=set_scales, args=(ctx, chosen, value), disabled=not chosen, icon=":material/tune:")
+        st.button("Switch selected off", on_click=set_scales, args=(ctx, chosen, 0.0), disabled=not chosen, icon=":material/block:")
+        st.button("Reset selected", on_click=set_scales, args=(ctx, chosen, 1.0), disabled=not chosen, icon=":material/undo:")
         st.button("Clear selection", on_click=clear_selection, args=(ctx,), disabled=not chosen)
         if background:
             st.button(
-                "Switch off every background prototype", on_click=switch_off_background, args=(ctx, data),
-                icon=":material/landscape:", type="primary",
+                "Switch off every background prototype",
+                on_click=switch_off_background,
+                args=(ctx, data),
+                icon=":material/landscape:",
+                type="primary",
                 help="Every prototype whose positive heatmap lies mostly on the background of the masked photos of its "
                 "class (the shortcut benchmark's mask rule)",
             )
@@ -182,8 +205,11 @@ def top_photos(ctx: Context, chosen: list[tuple[int, int]], grid) -> None:
         images = [cache.shown_image(features.paths[j], preprocessing, ctx.backbone) for j in order]
         st.markdown(figures.chip(i, figures.md(prototype_name(ctx.class_names[c], i, grid[c][i]))), unsafe_allow_html=True)
         for col, j, h, img in zip(st.columns(TOP_PHOTOS), order, heat, images):
-            col.image(heatmap_overlay(upsample(h, img.shape[:2]), img), caption=f"contribution {float(contributions[j, i]):+.2f}",
-                      width="stretch")
+            col.image(
+                heatmap_overlay(upsample(h, img.shape[:2]), img),
+                caption=f"contribution {float(contributions[j, i]):+.2f}",
+                width="stretch",
+            )
 
 
 def label_controls(ctx: Context, grid, pending: dict) -> None:
@@ -195,8 +221,7 @@ def label_controls(ctx: Context, grid, pending: dict) -> None:
         return
     owned = workspace().owns(ctx.run.path)
     where = "with this run" if owned else "in your own copy of this published run"
-    if st.button(f"Save {len(changes)} label{'s' if len(changes) > 1 else ''} {where}", type="primary",
-                 icon=":material/sell:"):
+    if st.button(f"Save {len(changes)} label{'s' if len(changes) > 1 else ''} {where}", type="primary", icon=":material/sell:"):
         try:
             path = save_labels(ctx, labels_after(grid, ctx.decomposed, pending), owned)
         except (RunError, ValueError, OSError) as exc:

@@ -86,8 +86,10 @@ def require_run() -> Context:
     if backbone.note:
         st.warning(backbone.note, icon=":material/info:")
     if run.spatial_edit:  # only Intervene and the exported model compute it (protolib.method.spatial)
-        st.caption(f"This run carries an edit in space ({run.spatial_edit.describe(backbone.labels)}): Intervene and "
-                   "the downloaded model apply it; the other figures are of the model without it.")
+        st.caption(
+            f"This run carries an edit in space ({run.spatial_edit.describe(backbone.labels)}): Intervene and "
+            "the downloaded model apply it; the other figures are of the model without it."
+        )
     return Context(run, backbone, cache.get_head(key, run, backbone), key)
 
 

@@ -100,7 +100,11 @@ def sidebar() -> None:
         st.caption("A trained classifier, rewritten exactly as a sum of part prototypes.")
         st.markdown("#### Model")
         kept(
-            st.selectbox, "Backbone", "backbone", DEFAULT_BACKBONE, options=list(specs),
+            st.selectbox,
+            "Backbone",
+            "backbone",
+            DEFAULT_BACKBONE,
+            options=list(specs),
             format_func=lambda n: specs.get(n, n),
             help="The trained classifier to decompose; linear probes saved in the runs folder are listed too "
             "(fit one on **Decompose**).",
@@ -113,7 +117,10 @@ def sidebar() -> None:
         kept(st.selectbox, "Device", "device", devices[-1], options=devices, help="Where the backbone runs.")
         st.markdown("#### Data")
         kept(
-            st.text_input, "Data folder", "data_dir", default_data_dir(),
+            st.text_input,
+            "Data folder",
+            "data_dir",
+            default_data_dir(),
             help="A folder with train/<class>/<images> (and val/ for evaluation); class folders are ImageNet "
             "wnids or listed in classes.csv, or any names once a linear probe is fit on them (**Decompose**). "
             "Only the sample photos, the server's data folders and your own uploads can be opened.",
@@ -133,7 +140,12 @@ def run_choice(runs: dict[str, SavedRun]) -> None:
         st.session_state["run"] = None
         return
     name = kept(
-        st.selectbox, "Run", "run", next(iter(runs)), options=list(runs), on_change=_follow_run_backbone,
+        st.selectbox,
+        "Run",
+        "run",
+        next(iter(runs)),
+        options=list(runs),
+        on_change=_follow_run_backbone,
         help="A saved decomposition; the Prototypes, Explain, Intervene and Evaluate pages show it.",
     )
     run = runs[name]
@@ -149,7 +161,11 @@ def run_choice(runs: dict[str, SavedRun]) -> None:
     else:
         st.caption(":material/lock: Private: only your workspace sees it. Publish it to share it with everyone.")
         st.button(
-            "Publish this run", icon=":material/public:", key="publish_run", on_click=publish_current, args=(name, run),
+            "Publish this run",
+            icon=":material/public:",
+            key="publish_run",
+            on_click=publish_current,
+            args=(name, run),
             help="Moves the run to the shared runs: everyone on this server then sees it, read-only.",
         )
     if st.session_state.get("publish_error"):
@@ -170,8 +186,10 @@ def workspace_note() -> None:
             "it, never by sharing the address."
         )
     if st.session_state.pop("forgotten", False):
-        st.success("Your runs and uploads were deleted from this server" + ("." if by_proxy() else
-                   "; the old address opens nothing any more."))
+        st.success(
+            "Your runs and uploads were deleted from this server"
+            + ("." if by_proxy() else "; the old address opens nothing any more.")
+        )
     with st.popover("Forget me on this server", icon=":material/delete_forever:", width="stretch"):
         st.caption(
             "Deletes your private runs, probes and uploads from this server now, and gives this page a new private "

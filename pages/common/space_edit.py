@@ -23,9 +23,11 @@ from protolib.method.spatial import (
 )
 
 TITLE = "Leave out where this part is"
-HELP = (f"An edit of the model's computation, not of its head: the cells of the photo where this prototype's part "
-        f"is present (its part map at {LEVEL:g} or more, as the part map draws it) are left out of the average "
-        f"pooling, for every class's logit. If every cell would be left out, the photo keeps them all.")
+HELP = (
+    f"An edit of the model's computation, not of its head: the cells of the photo where this prototype's part "
+    f"is present (its part map at {LEVEL:g} or more, as the part map draws it) are left out of the average "
+    f"pooling, for every class's logit. If every cell would be left out, the photo keeps them all."
+)
 
 
 def space_key(ctx: Context, label: int, i: int) -> str:
@@ -41,15 +43,18 @@ def saved(ctx: Context) -> SpatialEdit | None:
 
 def space_toggle(ctx: Context, label: int, i: int) -> None:
     edit = saved(ctx)
-    kept(st.checkbox, f"{TITLE} (P{i + 1})", space_key(ctx, label, i), bool(edit and (label, i) in edit.leave_out),
-         help=HELP)
+    kept(st.checkbox, f"{TITLE} (P{i + 1})", space_key(ctx, label, i), bool(edit and (label, i) in edit.leave_out), help=HELP)
 
 
 def current_spatial(ctx: Context) -> SpatialEdit | None:
     """The session's edit in space on this run (None: the original pooling)."""
     edit = saved(ctx)
-    chosen = [(label, i) for label in ctx.decomposed for i in range(ctx.run.k)
-              if st.session_state.get(space_key(ctx, label, i), bool(edit and (label, i) in edit.leave_out))]
+    chosen = [
+        (label, i)
+        for label in ctx.decomposed
+        for i in range(ctx.run.k)
+        if st.session_state.get(space_key(ctx, label, i), bool(edit and (label, i) in edit.leave_out))
+    ]
     return SpatialEdit(tuple(chosen), edit.level if edit else LEVEL) if chosen else None
 
 
@@ -70,8 +75,12 @@ def masked_photo(shown: np.ndarray, mask: torch.Tensor) -> np.ndarray:
     out[cell] = 0.35 * out[cell] + 0.65 * np.array([30, 30, 30], np.float32)
     hatch = ((np.arange(height)[:, None] + np.arange(width)[None, :]) % 10 < 2) & cell
     out[hatch] = np.array([231, 111, 81], np.float32)
-    edge = cell & ~(np.pad(cell, 1, mode="edge")[2:, 1:-1] & np.pad(cell, 1, mode="edge")[:-2, 1:-1]
-                    & np.pad(cell, 1, mode="edge")[1:-1, 2:] & np.pad(cell, 1, mode="edge")[1:-1, :-2])
+    edge = cell & ~(
+        np.pad(cell, 1, mode="edge")[2:, 1:-1]
+        & np.pad(cell, 1, mode="edge")[:-2, 1:-1]
+        & np.pad(cell, 1, mode="edge")[1:-1, 2:]
+        & np.pad(cell, 1, mode="edge")[1:-1, :-2]
+    )
     out[edge] = np.array([231, 111, 81], np.float32)
     return out.clip(0, 255).astype(np.uint8)
 

@@ -32,9 +32,7 @@ def read_upload(name: str, data: bytes) -> Image.Image:
         ) from exc
 
 
-def save_uploads(
-    root: str | Path, split: str, folder: str, files: Sequence[tuple[str, bytes]], room: int | None = None
-):
+def save_uploads(root: str | Path, split: str, folder: str, files: Sequence[tuple[str, bytes]], room: int | None = None):
     """Store uploaded images as ``root/split/folder/<name>.png`` (a data folder the pipeline reads);
     files that are not images, and those past ``room`` bytes (an upload quota), are reported and not
     stored. Returns (saved paths, problems)."""

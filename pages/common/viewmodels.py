@@ -99,7 +99,8 @@ def run_caption(manifest: Mapping) -> str:
 def same_model_runs(runs: Sequence[SavedRun], fingerprint: str) -> list[SavedRun]:
     """The readable runs made from the model with ``fingerprint``, without edited heads (errors against k)."""
     return [
-        r for r in runs
+        r
+        for r in runs
         if r.manifest is not None and r.manifest.get("fingerprint") == fingerprint and not r.manifest.get("intervention")
     ]
 
@@ -257,7 +258,8 @@ def prototype_cards(
                 contribution=contribution,
                 share=float(shares[i]) if shares is not None else None,
                 meaning=(
-                    contribution_meaning(contribution, class_name) if contribution is not None
+                    contribution_meaning(contribution, class_name)
+                    if contribution is not None
                     else "its contribution is unknown: the class's training images cannot be read"
                 ),
                 alpha=float(alpha[i]),

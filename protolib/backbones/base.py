@@ -120,9 +120,7 @@ class Backbone(nn.Module, ABC):
         self.labels = list(labels)
         self.wnids = list(wnids) if wnids is not None else None
         if len(self.labels) != self.head.out_features:
-            raise BackboneError(
-                f"{name}: {len(self.labels)} label names for a head of {self.head.out_features} classes"
-            )
+            raise BackboneError(f"{name}: {len(self.labels)} label names for a head of {self.head.out_features} classes")
 
     # -- what each adapter provides ------------------------------------------------------------
     @property

@@ -66,8 +66,7 @@ def weights_file(name: str) -> WeightsFile:
         arch = name.removeprefix(TIMM_PREFIX)
         repo, filename = hub_weights(arch)
         dest = cached_hub_file(arch) or hub_cache() / f"models--{repo.replace('/', '--')}"
-        return WeightsFile(name, f"https://huggingface.co/{repo}/resolve/main/{filename}", f"{repo}/{filename}",
-                           dest, hf_repo=repo)
+        return WeightsFile(name, f"https://huggingface.co/{repo}/resolve/main/{filename}", f"{repo}/{filename}", dest, hf_repo=repo)
     if name in LITE_FAMILY:
         raise BackboneError(f"{name}'s weights ship with a Python package; there is nothing to download")
     try:
@@ -105,8 +104,11 @@ def fetch_weights(name: str, progress: ByteProgress | None = None) -> Path:
     wf.dest.parent.mkdir(parents=True, exist_ok=True)
     path, digest = _download(wf.url, wf.dest.parent, progress)
     if not digest.startswith(wf.sha256_prefix):
-        _refuse(path, f"{wf.url}: its sha256 begins {digest[:len(wf.sha256_prefix)]}, but the file's name says "
-                      f"{wf.sha256_prefix} (a corrupt or truncated download); nothing was kept in {wf.dest.parent}")
+        _refuse(
+            path,
+            f"{wf.url}: its sha256 begins {digest[: len(wf.sha256_prefix)]}, but the file's name says "
+            f"{wf.sha256_prefix} (a corrupt or truncated download); nothing was kept in {wf.dest.parent}",
+        )
     os.replace(path, wf.dest)
     return wf.dest
 
@@ -121,8 +123,11 @@ def _fetch_hub(wf: WeightsFile, progress: ByteProgress | None) -> Path:
     blobs.mkdir(parents=True, exist_ok=True)
     path, digest = _download(wf.url, blobs, progress)
     if digest != expected:
-        _refuse(path, f"{wf.url}: its sha256 is {digest[:16]}..., expected {expected[:16]}... (a corrupt or "
-                      f"truncated download); nothing was kept in {folder}")
+        _refuse(
+            path,
+            f"{wf.url}: its sha256 is {digest[:16]}..., expected {expected[:16]}... (a corrupt or "
+            f"truncated download); nothing was kept in {folder}",
+        )
     os.replace(path, blobs / digest)
     refs = folder / "refs" / "main"
     revision = refs.read_text().strip() if refs.is_file() else revision
@@ -148,8 +153,9 @@ def _expected_hub_sha256(wf: WeightsFile) -> tuple[str, str]:
             with urllib.request.urlopen(sidecar, timeout=TIMEOUT_S) as response:
                 expected = response.read(200).decode("ascii", "replace").split()[0].lower()
         except (OSError, IndexError, http.client.HTTPException) as exc:
-            raise DownloadRefused(f"the mirror serves no checksum at {sidecar} ({_reason(exc)}): refused, since "
-                                  "an unchecked file is never used") from exc
+            raise DownloadRefused(
+                f"the mirror serves no checksum at {sidecar} ({_reason(exc)}): refused, since an unchecked file is never used"
+            ) from exc
         revision = expected[:40]
     else:
         from huggingface_hub import get_hf_file_metadata, hf_hub_url
@@ -158,8 +164,10 @@ def _expected_hub_sha256(wf: WeightsFile) -> tuple[str, str]:
         try:
             meta = get_hf_file_metadata(hf_hub_url(repo, filename))
         except Exception as exc:  # the hub client raises many kinds of errors for one cause: no answer
-            raise DownloadRefused(f"could not reach the Hugging Face hub for {wf.url} ({_reason(exc)}); "
-                                  "set $PROTOLIB_WEIGHTS_MIRROR, or fetch it by hand") from exc
+            raise DownloadRefused(
+                f"could not reach the Hugging Face hub for {wf.url} ({_reason(exc)}); "
+                "set $PROTOLIB_WEIGHTS_MIRROR, or fetch it by hand"
+            ) from exc
         expected, revision = (meta.etag or "").lower(), meta.commit_hash or (meta.etag or "")[:40]
     if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
         raise DownloadRefused(f"no sha256 for {wf.url} (got {expected[:70]!r}): refused, an unchecked file is never used")

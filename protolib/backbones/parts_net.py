@@ -99,8 +99,15 @@ def save_parts_net(
     if len(labels) != model.num_classes:
         raise ValueError(f"{len(labels)} class names for a model of {model.num_classes} classes")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, **model.config(), "mean": list(MEAN), "std": list(STD), "size": size,
-            "labels": list(labels), **(metadata or {})}
+    meta = {
+        "format": FORMAT,
+        **model.config(),
+        "mean": list(MEAN),
+        "std": list(STD),
+        "size": size,
+        "labels": list(labels),
+        **(metadata or {}),
+    }
     with atomic_path(path) as tmp:
         save_file(state, str(tmp))
     with atomic_path(_sidecar(path)) as tmp:

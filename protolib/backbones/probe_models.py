@@ -49,6 +49,7 @@ class ConvTrunk(nn.Module):
 
     note = ""
     weights_source: str | None = None
+
     def __init__(self, name: str, features: nn.Module, preprocessing):
         super().__init__()
         self.name, self.model, self.preprocessing = name, features.eval(), preprocessing
@@ -157,9 +158,7 @@ def write_probe(folder: str | Path, head: nn.Linear, manifest: dict, overwrite: 
 
 def read_probe_manifest(folder: Path) -> dict:
     if not (folder / PROBE_MANIFEST).is_file():
-        raise BackboneError(
-            f"{folder} is not a probe folder (no {PROBE_MANIFEST}); fit one with `python -m protolib probe`"
-        )
+        raise BackboneError(f"{folder} is not a probe folder (no {PROBE_MANIFEST}); fit one with `python -m protolib probe`")
     try:
         return read_manifest(folder / PROBE_MANIFEST, PROBE_FORMAT)
     except ManifestError as exc:

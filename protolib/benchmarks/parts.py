@@ -45,8 +45,7 @@ VARIANTS = tuple(d for d in DISCOVERIES if d != "nmf")
 METHODS = ("nmf", "refined", *VARIANTS, *BASELINES)
 # column -> {method: map kind} (see part_scores.prototype_maps); "maps" is the headline
 READINGS = {
-    "maps": {"nmf": "presence", "refined": "heatmap", **dict.fromkeys(VARIANTS, "presence"), "kmeans": "heatmap",
-             "pca": "heatmap"},
+    "maps": {"nmf": "presence", "refined": "heatmap", **dict.fromkeys(VARIANTS, "presence"), "kmeans": "heatmap", "pca": "heatmap"},
     "coefficients": dict.fromkeys(METHODS, "coefficients"),
 }
 METHOD_LABELS = {
@@ -121,9 +120,11 @@ class BenchConfig:
         if self.target_val_accuracy is None:
             stop = f"trained for exactly {self.max_epochs} epochs"
         else:
-            stop = (f"trained until its validation top-1 accuracy (class labels only, measured after every epoch, "
-                    f"{self.val_per_class} images per class) first reaches {self.target_val_accuracy:g}, "
-                    f"for at most {self.max_epochs} epochs")
+            stop = (
+                f"trained until its validation top-1 accuracy (class labels only, measured after every epoch, "
+                f"{self.val_per_class} images per class) first reaches {self.target_val_accuracy:g}, "
+                f"for at most {self.max_epochs} epochs"
+            )
         return (
             f"Per seed: {self.num_classes} generated classes, {self.train_per_class}/{self.val_per_class}/"
             f"{self.test_per_class} train/val/test images per class at {self.size} px. PartsNet is {stop} "
@@ -144,8 +145,14 @@ def k_label(offset: int) -> str:
 
 
 def _dataset_spec(cfg: BenchConfig) -> dict:
-    return {"num_classes": cfg.num_classes, "size": cfg.size, "seed": cfg.seed,
-            "train": cfg.train_per_class, "val": cfg.val_per_class, "test": cfg.test_per_class}
+    return {
+        "num_classes": cfg.num_classes,
+        "size": cfg.size,
+        "seed": cfg.seed,
+        "train": cfg.train_per_class,
+        "val": cfg.val_per_class,
+        "test": cfg.test_per_class,
+    }
 
 
 def prepare_data(out: Path, cfg: BenchConfig) -> Path:
@@ -153,8 +160,7 @@ def prepare_data(out: Path, cfg: BenchConfig) -> Path:
     root, spec_file = out / "data", out / "data" / "dataset.json"
     if spec_file.is_file() and json.loads(spec_file.read_text()) == _dataset_spec(cfg):
         return root
-    for offset, (split, n) in enumerate((("train", cfg.train_per_class), ("val", cfg.val_per_class),
-                                          ("test", cfg.test_per_class))):
+    for offset, (split, n) in enumerate((("train", cfg.train_per_class), ("val", cfg.val_per_class), ("test", cfg.test_per_class))):
         samples = make_parts_dataset(n, seed=cfg.seed + offset, size=cfg.size, num_classes=cfg.num_classes)
         write_image_folder(samples, root, split)
     with atomic_path(spec_file) as tmp:
@@ -177,11 +183,16 @@ def prepare_model(out: Path, data: Path, cfg: BenchConfig, log: Log) -> tuple[Pa
         if meta.get("benchmark") == spec:
             return build_parts_net(path), {**meta["training"], "train_seconds": 0.0, "reused": True}
     started = time.perf_counter()
-    log(f"training PartsNet (until val accuracy >= {cfg.target_val_accuracy}, at most {cfg.max_epochs} epochs, "
-        f"{cfg.train_per_class} images per class, CPU)")
+    log(
+        f"training PartsNet (until val accuracy >= {cfg.target_val_accuracy}, at most {cfg.max_epochs} epochs, "
+        f"{cfg.train_per_class} images per class, CPU)"
+    )
     history: list[float] = []
     model, val_accuracy = train_parts_net(
-        read_image_folder(data, "train"), read_image_folder(data, "val"), epochs=cfg.max_epochs, seed=cfg.seed,
+        read_image_folder(data, "train"),
+        read_image_folder(data, "val"),
+        epochs=cfg.max_epochs,
+        seed=cfg.seed,
         target_accuracy=cfg.target_val_accuracy,
         progress=lambda epoch, epochs, loss, accuracy: history.append(accuracy) if accuracy is not None else None,
     )
@@ -192,28 +203,38 @@ def prepare_model(out: Path, data: Path, cfg: BenchConfig, log: Log) -> tuple[Pa
         "reached_target": cfg.target_val_accuracy is None or val_accuracy >= cfg.target_val_accuracy,
     }
     seconds = round(time.perf_counter() - started, 2)
-    save_parts_net(model, path, class_names(cfg.num_classes), cfg.size,
-                   {"benchmark": spec, "val_accuracy": val_accuracy, "training": training})
+    save_parts_net(
+        model, path, class_names(cfg.num_classes), cfg.size, {"benchmark": spec, "val_accuracy": val_accuracy, "training": training}
+    )
     log(f"trained {training['epochs']} epochs, val accuracy {val_accuracy:.3f}")
     return build_parts_net(path), {**training, "train_seconds": seconds, "reused": False}
 
 
-def _decompose(backbone: Backbone, data: Path, cfg: BenchConfig, offset: int, cache: Path,
-               discovery: str = "nmf") -> list[Run]:
+def _decompose(backbone: Backbone, data: Path, cfg: BenchConfig, offset: int, cache: Path, discovery: str = "nmf") -> list[Run]:
     """One run per distinct k, each class getting its number of parts + ``offset`` prototypes."""
     names = class_names(cfg.num_classes)
     groups: dict[int, list[str]] = {}
     for label, name in enumerate(names):
         groups.setdefault(len(parts_of_class(label)) + offset, []).append(name)
     return [
-        run_decomposition(backbone, data, "train", classes, cfg.decompose_per_class, k=k, random_state=cfg.seed,
-                          cache_dir=cache, discovery=discovery)
+        run_decomposition(
+            backbone,
+            data,
+            "train",
+            classes,
+            cfg.decompose_per_class,
+            k=k,
+            random_state=cfg.seed,
+            cache_dir=cache,
+            discovery=discovery,
+        )
         for k, classes in sorted(groups.items())
     ]
 
 
-def method_prototypes(backbone: Backbone, runs: list[Run], cache: Path, seed: int,
-                      variants: dict[str, list[Run]] | None = None) -> dict[str, dict]:
+def method_prototypes(
+    backbone: Backbone, runs: list[Run], cache: Path, seed: int, variants: dict[str, list[Run]] | None = None
+) -> dict[str, dict]:
     """Per method, per class label, the (k, D) prototypes whose maps are scored (see ``READINGS``).
 
     ``nmf``: the head's ``parts`` (NMF prototypes / presence scale), which ``PrototypeHead.presence``
@@ -253,9 +274,11 @@ def discovery_figures(backbone: Backbone, runs_by_discovery: dict[str, list[Run]
         for run in runs:
             rows[run.classes] = approximation(run.nmf_prototypes, run.alpha)
             errors += run.head_error(weight).tolist()
-        figures[name] = {"head_error": float(np.mean(errors)),
-                         "prototypes_only": 100 * top1(pooled @ rows.T + bias, labels),
-                         "top1": 100 * top1(pooled @ weight.T + bias, labels)}
+        figures[name] = {
+            "head_error": float(np.mean(errors)),
+            "prototypes_only": 100 * top1(pooled @ rows.T + bias, labels),
+            "top1": 100 * top1(pooled @ weight.T + bias, labels),
+        }
     return figures
 
 
@@ -263,8 +286,7 @@ def _test_classes(data: Path, num_classes: int):
     samples = read_image_folder(data, "test")
     for label in range(num_classes):
         mine = [s for s in samples if s.label == label]
-        yield (label, to_input([s.image for s in mine]), np.stack([s.keypoints for s in mine]),
-               np.stack([s.visible for s in mine]))
+        yield (label, to_input([s.image for s in mine]), np.stack([s.keypoints for s in mine]), np.stack([s.visible for s in mine]))
 
 
 def run_parts_benchmark(out: str | Path, cfg: BenchConfig | None = None, log: Log | None = None) -> dict:
@@ -291,9 +313,13 @@ def run_parts_benchmark(out: str | Path, cfg: BenchConfig | None = None, log: Lo
                 save_run(run, out / label / (f"run-k{run.k}" if d == "nmf" else f"run-k{run.k}-{d}"), overwrite=True)
         log(f"k = parts {offset:+d}: scoring prototypes against the ground-truth parts")
         variants = {d: by_discovery[d] for d in VARIANTS}
-        scores_by_k[label] = protoeval_scores(backbone, _test_classes(data, cfg.num_classes),
-                                              method_prototypes(backbone, runs, cache, cfg.seed, variants), READINGS,
-                                              seed=cfg.seed)
+        scores_by_k[label] = protoeval_scores(
+            backbone,
+            _test_classes(data, cfg.num_classes),
+            method_prototypes(backbone, runs, cache, cfg.seed, variants),
+            READINGS,
+            seed=cfg.seed,
+        )
         discovery_by_k[label] = discovery_figures(backbone, by_discovery, data)
         alpha = torch.cat([run.alpha.flatten() for run in runs])
         alphas[label] = {"negative": int((alpha < 0).sum()), "prototypes": len(alpha)}
@@ -313,9 +339,7 @@ def run_parts_benchmark(out: str | Path, cfg: BenchConfig | None = None, log: Lo
     return results
 
 
-def mean_interval(
-    values: Iterable[float], confidence: float = 0.95, bounds: tuple[float, float] = (0.0, 100.0)
-) -> dict:
+def mean_interval(values: Iterable[float], confidence: float = 0.95, bounds: tuple[float, float] = (0.0, 100.0)) -> dict:
     """Mean and two-sided t-interval of the mean over seeds, ``{"mean", "ci95": [low, high], "n"}``:
     mean +- t(0.975, n - 1) s / sqrt(n), clipped to ``bounds`` (a % cannot leave [0, 100]);
     ``ci95`` is None for a single value."""
@@ -354,8 +378,7 @@ def run_parts_benchmark_seeds(
                 reading: {
                     figure: {
                         **mean_interval(r["scores_by_k"][label][method][reading][figure] for r in per_seed.values()),
-                        "per_seed": {str(seed): r["scores_by_k"][label][method][reading][figure]
-                                     for seed, r in per_seed.items()},
+                        "per_seed": {str(seed): r["scores_by_k"][label][method][reading][figure] for seed, r in per_seed.items()},
                     }
                     for figure in figures
                 }
@@ -369,8 +392,10 @@ def run_parts_benchmark_seeds(
         label: {
             name: {
                 figure: {
-                    **mean_interval((r["discovery_by_k"][label][name][figure] for r in per_seed.values()),
-                                    bounds=(0.0, 100.0) if figure != "head_error" else (0.0, math.inf)),
+                    **mean_interval(
+                        (r["discovery_by_k"][label][name][figure] for r in per_seed.values()),
+                        bounds=(0.0, 100.0) if figure != "head_error" else (0.0, math.inf),
+                    ),
                     "per_seed": {str(seed): r["discovery_by_k"][label][name][figure] for seed, r in per_seed.items()},
                 }
                 for figure in figures
@@ -387,8 +412,9 @@ def run_parts_benchmark_seeds(
         "readings": READINGS,
         "scores_by_k": scores_by_k,
         "discovery_by_k": discovery_by_k,
-        "per_seed": {str(seed): {key: r[key] for key in ("model", "alphas", "scores_by_k", "discovery_by_k")}
-                     for seed, r in per_seed.items()},
+        "per_seed": {
+            str(seed): {key: r[key] for key in ("model", "alphas", "scores_by_k", "discovery_by_k")} for seed, r in per_seed.items()
+        },
     }
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=2))
@@ -411,8 +437,10 @@ def headline_table(results: dict) -> str:
     for label, per_method in results["scores_by_k"].items():
         for method, per_reading in per_method.items():
             maps, coefficients = per_reading["maps"], per_reading["coefficients"]
-            rows.append(f"| {label} | {METHOD_LABELS.get(method, method)} | {_cell(maps['consistency'])} | "
-                        f"{_cell(maps['stability'])} | {_cell(coefficients['consistency'])} |")
+            rows.append(
+                f"| {label} | {METHOD_LABELS.get(method, method)} | {_cell(maps['consistency'])} | "
+                f"{_cell(maps['stability'])} | {_cell(coefficients['consistency'])} |"
+            )
     return "\n".join(rows)
 
 
@@ -423,6 +451,8 @@ def discovery_table(results: dict) -> str:
     rows = ["| k | discovery | head error | top-1 %, prototypes only | top-1 %, the model |", "|---|---|---|---|---|"]
     for label, per_name in results["discovery_by_k"].items():
         for name, figures in per_name.items():
-            rows.append(f"| {label} | {DISCOVERY_LABELS[name]} | {_cell(figures['head_error'], 3)} | "
-                        f"{_cell(figures['prototypes_only'])} | {_cell(figures['top1'])} |")
+            rows.append(
+                f"| {label} | {DISCOVERY_LABELS[name]} | {_cell(figures['head_error'], 3)} | "
+                f"{_cell(figures['prototypes_only'])} | {_cell(figures['top1'])} |"
+            )
     return "\n".join(rows)

@@ -86,10 +86,14 @@ BAR_GAIN = 0.8
 #: ... while changing at most this share of the numbers DFR changes
 BAR_NUMBERS = 0.1
 DEFAULT_SEEDS = 3
-REFERENCE_NOTE = ("not a method: prototypes_few_labels' fit (group-balanced cross-entropy) run on the test labels "
-                  "themselves, in-sample: what the fitted scales reach with the test split as their labelled set")
-OBJECT_CELLS_NOTE = ("not a method: the model's own head on its features pooled over the object's cells only (every "
-                     "test photo's mask): what the features hold once the background is left out")
+REFERENCE_NOTE = (
+    "not a method: prototypes_few_labels' fit (group-balanced cross-entropy) run on the test labels "
+    "themselves, in-sample: what the fitted scales reach with the test split as their labelled set"
+)
+OBJECT_CELLS_NOTE = (
+    "not a method: the model's own head on its features pooled over the object's cells only (every "
+    "test photo's mask): what the features hold once the background is left out"
+)
 #: bumped whenever the generated photos change, so that an older data folder is not reused
 GENERATOR = "shortcut-photos/1"
 Log = Callable[[str], None]
@@ -151,8 +155,16 @@ class ShortcutConfig:
 
 # -- data ------------------------------------------------------------------------------------------------
 def _data_spec(cfg: ShortcutConfig) -> dict:
-    keys = ("num_classes", "size", "train_per_class", "heldout_per_class", "labels_per_group", "test_per_group",
-            "spurious", "data_seed")
+    keys = (
+        "num_classes",
+        "size",
+        "train_per_class",
+        "heldout_per_class",
+        "labels_per_group",
+        "test_per_group",
+        "spurious",
+        "data_seed",
+    )
     return {"generator": GENERATOR, **{key: getattr(cfg, key) for key in keys}}
 
 
@@ -198,8 +210,11 @@ def split_features(backbone: Backbone, data: Path, split: str, cache: Path | Non
     if len(feats.paths) != len(rows):
         raise DataError(f"unreadable photos in {data / split}: {feats.problems[:3]}")
     return SplitFeatures(
-        [row["file"] for row in rows], feats.pooled, feats.logits,
-        torch.tensor([names.index(row["class"]) for row in rows]), [row["group"] for row in rows],
+        [row["file"] for row in rows],
+        feats.pooled,
+        feats.logits,
+        torch.tensor([names.index(row["class"]) for row in rows]),
+        [row["group"] for row in rows],
     )
 
 
@@ -252,8 +267,13 @@ def background_fractions(
 
 
 def mask_rule_scales(
-    backbone: Backbone, run: Run, data: str | Path, split: str | None = None, per_class: int = 5,
-    threshold: float = 0.5, cache_dir=None,
+    backbone: Backbone,
+    run: Run,
+    data: str | Path,
+    split: str | None = None,
+    per_class: int = 5,
+    threshold: float = 0.5,
+    cache_dir=None,
 ) -> torch.Tensor:
     """The edit of ``prototypes_by_mask``: (C, k) scales, 0 for every prototype whose positive heatmap
     mass lies mostly (> ``threshold``) on the background of a few masked photos of its class, 1 otherwise."""
@@ -308,8 +328,13 @@ def l1_logistic_regression(
 
 
 def dfr_head(
-    train_pooled: torch.Tensor, pooled: torch.Tensor, labels: torch.Tensor, groups: list[str], num_classes: int,
-    seed: int = 0, halves: int = 5,
+    train_pooled: torch.Tensor,
+    pooled: torch.Tensor,
+    labels: torch.Tensor,
+    groups: list[str],
+    num_classes: int,
+    seed: int = 0,
+    halves: int = 5,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Deep Feature Reweighting: a new head (weight (C, D), bias (C,)) fitted on the group-balanced labelled
     set (``pooled``, ``labels``, ``groups``), features standardised with ``train_pooled``'s statistics, by
@@ -335,7 +360,11 @@ def dfr_head(
 
 
 def fit_scales(
-    head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor, groups: list[str], steps: int = 300,
+    head: PrototypeHead,
+    pooled: torch.Tensor,
+    labels: torch.Tensor,
+    groups: list[str],
+    steps: int = 300,
     lr: float = 0.05,
 ) -> torch.Tensor:
     """(C, k) prototype scales in [0, 1] that minimise the group-balanced cross-entropy of the prototype
@@ -385,10 +414,16 @@ def prepare_model(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log: Lo
     log(f"training PartsNet for {cfg.epochs} epochs on the training split (CPU)")
     started = time.perf_counter()
     model, heldout_accuracy = train_parts_net(
-        read_image_folder(data, "train"), read_image_folder(data, "heldout"), epochs=cfg.epochs, seed=seed,
+        read_image_folder(data, "train"),
+        read_image_folder(data, "heldout"),
+        epochs=cfg.epochs,
+        seed=seed,
     )
-    training = {"epochs": cfg.epochs, "heldout_accuracy": heldout_accuracy,
-                "train_seconds": round(time.perf_counter() - started, 2)}
+    training = {
+        "epochs": cfg.epochs,
+        "heldout_accuracy": heldout_accuracy,
+        "train_seconds": round(time.perf_counter() - started, 2),
+    }
     save_parts_net(model, path, class_names(cfg.num_classes), cfg.size, {"shortcut_benchmark": spec, "training": training})
     log(f"trained: accuracy on held-out training-distribution photos {heldout_accuracy:.3f}")
     return build_parts_net(path), {**training, "reused": False}
@@ -396,8 +431,12 @@ def prepare_model(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log: Lo
 
 def _result(logits: torch.Tensor, split: SplitFeatures, numbers_changed: int) -> dict:
     acc = group_accuracy(logits, split.labels, split.groups)
-    return {"mean_acc": acc["mean"], "worst_group_acc": acc["worst_group"], "numbers_changed": numbers_changed,
-            "per_group": acc["per_group"]}
+    return {
+        "mean_acc": acc["mean"],
+        "worst_group_acc": acc["worst_group"],
+        "numbers_changed": numbers_changed,
+        "per_group": acc["per_group"],
+    }
 
 
 def run_shortcut_seed(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log: Log) -> dict:
@@ -407,8 +446,16 @@ def run_shortcut_seed(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log
     backbone, training = prepare_model(out, data, cfg, seed, log)
     cache = out / "features"
     log(f"decomposing the held-out photos, k = {cfg.k}")
-    run = run_decomposition(backbone, data, "heldout", images_per_class=cfg.heldout_per_class, k=cfg.k, random_state=seed,
-                            cache_dir=cache, discovery=cfg.discovery)
+    run = run_decomposition(
+        backbone,
+        data,
+        "heldout",
+        images_per_class=cfg.heldout_per_class,
+        k=cfg.k,
+        random_state=seed,
+        cache_dir=cache,
+        discovery=cfg.discovery,
+    )
     save_run(run, out / "run", overwrite=True)
     head = run.head(backbone)
     heldout, val, test = (split_features(backbone, data, s, cache) for s in ("heldout", "val", "test"))
@@ -422,17 +469,18 @@ def run_shortcut_seed(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log
     fractions = background_fractions(backbone, run, data, "heldout", cfg.mask_photos_per_class, cache)
     by_mask = (fractions <= cfg.mask_threshold).float()
     contributions = head.contributions(test.pooled)
-    results["prototypes_by_mask"] = _result(head.logits(test.pooled, contributions, by_mask), test,
-                                            scales_changed(by_mask))
+    results["prototypes_by_mask"] = _result(head.logits(test.pooled, contributions, by_mask), test, scales_changed(by_mask))
     results[space.NAME], in_space = space.space_by_discovered_parts(backbone, run, head, data, by_mask, "test", cache)
     fitted = fit_scales(head, val.pooled, val.labels, val.groups, cfg.fit_steps, cfg.fit_lr)
-    results["prototypes_few_labels"] = _result(head.logits(test.pooled, contributions, fitted), test,
-                                               scales_changed(fitted))
+    results["prototypes_few_labels"] = _result(head.logits(test.pooled, contributions, fitted), test, scales_changed(fitted))
     oracle, edited = oracle_logits(head, test.pooled, test.labels)
     results["oracle"] = _result(oracle, test, edited)
     # reference only: the fitted scales with the test split itself as the labelled set (in-sample)
-    bound = group_accuracy(head.logits(test.pooled, contributions, fit_scales(
-        head, test.pooled, test.labels, test.groups, cfg.fit_steps, cfg.fit_lr)), test.labels, test.groups)
+    bound = group_accuracy(
+        head.logits(test.pooled, contributions, fit_scales(head, test.pooled, test.labels, test.groups, cfg.fit_steps, cfg.fit_lr)),
+        test.labels,
+        test.groups,
+    )
     cells = group_accuracy(object_cells_logits(backbone, data, "test", cache), test.labels, test.groups)
     names = run.class_names
     return {
@@ -457,8 +505,9 @@ def run_shortcut_seed(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log
 DEMO_RUN = "shortcut-demo-parts_net"
 
 
-def build_shortcut_demo(runs_root: str | Path, log: Log | None = None, cfg: ShortcutConfig | None = None,
-                        demos: str | Path | None = None) -> tuple[Path, Path]:
+def build_shortcut_demo(
+    runs_root: str | Path, log: Log | None = None, cfg: ShortcutConfig | None = None, demos: str | Path | None = None
+) -> tuple[Path, Path]:
     """The benchmark's first seed as a demo for the app, built once per server and shared: the data
     (``<demos>/shortcut/data``, a folder every session may open) and the model trained under the protocol
     (``<demos>/shortcut/seed-0``), decomposed on the held-out split and published as
@@ -474,8 +523,15 @@ def build_shortcut_demo(runs_root: str | Path, log: Log | None = None, cfg: Shor
     data = prepare_shortcut_data(out, cfg)
     backbone, _ = prepare_model(out / "seed-0", data, cfg, 0, log)
     log(f"decomposing the held-out photos, k = {cfg.k}")
-    run = run_decomposition(backbone, data, "heldout", images_per_class=cfg.heldout_per_class, k=cfg.k, random_state=0,
-                            cache_dir=out / "seed-0" / "features")
+    run = run_decomposition(
+        backbone,
+        data,
+        "heldout",
+        images_per_class=cfg.heldout_per_class,
+        k=cfg.k,
+        random_state=0,
+        cache_dir=out / "seed-0" / "features",
+    )
     try:
         save_run(run, path)
     except FileExistsError:  # built meanwhile by another process: the same protocol, the same run
@@ -494,13 +550,18 @@ def bar(methods: dict) -> dict:
         m = methods[name]
         recovered = (m["worst_group_acc"] - base) / gain if gain > 0 else None  # DFR gained nothing
         ratio = m["numbers_changed"] / dfr["numbers_changed"]
-        verdict[name] = {"gain_recovered": recovered, "numbers_ratio": ratio,
-                         "passes": bool(recovered is not None and recovered >= BAR_GAIN and ratio <= BAR_NUMBERS)}
+        verdict[name] = {
+            "gain_recovered": recovered,
+            "numbers_ratio": ratio,
+            "passes": bool(recovered is not None and recovered >= BAR_GAIN and ratio <= BAR_NUMBERS),
+        }
     return verdict
 
 
 def run_shortcut_benchmark(
-    out: str | Path, cfg: ShortcutConfig | None = None, seeds: Iterable[int] | int = DEFAULT_SEEDS,
+    out: str | Path,
+    cfg: ShortcutConfig | None = None,
+    seeds: Iterable[int] | int = DEFAULT_SEEDS,
     log: Log | None = None,
 ) -> dict:
     """The whole benchmark: ``out/data`` (with groups.csv and masks), per seed ``out/seed-<s>`` (model, run,
@@ -520,14 +581,17 @@ def run_shortcut_benchmark(
     for name in METHODS:
         values = {seed: r["methods"][name] for seed, r in per_seed.items()}
         methods[name] = {
-            **{key: float(np.mean([v[key] for v in values.values()])) for key in ("mean_acc", "worst_group_acc",
-                                                                                     "numbers_changed")},
-            "per_seed": {str(seed): {key: v[key] for key in ("mean_acc", "worst_group_acc", "numbers_changed")}
-                         for seed, v in values.items()},
+            **{
+                key: float(np.mean([v[key] for v in values.values()])) for key in ("mean_acc", "worst_group_acc", "numbers_changed")
+            },
+            "per_seed": {
+                str(seed): {key: v[key] for key in ("mean_acc", "worst_group_acc", "numbers_changed")} for seed, v in values.items()
+            },
         }
     methods["oracle"]["numbers_changed_note"] = (
         "per-image edits: one prototype switched off in each wrong test prediction, chosen with the test "
-        "labels; not a fixed edit of the head and not comparable")
+        "labels; not a fixed edit of the head and not comparable"
+    )
     methods["dfr"]["numbers_changed_note"] = "the whole head: C x D weights + C biases"
     for name in PROTOTYPE_METHODS:
         methods[name]["numbers_changed_note"] = "prototype scales that differ from 1 (of C x k)"
@@ -543,12 +607,17 @@ def run_shortcut_benchmark(
         "methods": methods,
         "bar": bar(methods),
         space.NAME: space.summary(per_seed, methods),
-        **{name: {"note": note, **{key: float(np.mean([r[name][key] for r in per_seed.values()]))
-                                    for key in ("mean_acc", "worst_group_acc")}}
-           for name, note in (("reference_scales_fit_on_test", REFERENCE_NOTE),
-                              ("reference_object_cells", OBJECT_CELLS_NOTE))},
-        "head_error_range": [min(min(r["head_error"].values()) for r in per_seed.values()),
-                             max(max(r["head_error"].values()) for r in per_seed.values())],
+        **{
+            name: {
+                "note": note,
+                **{key: float(np.mean([r[name][key] for r in per_seed.values()])) for key in ("mean_acc", "worst_group_acc")},
+            }
+            for name, note in (("reference_scales_fit_on_test", REFERENCE_NOTE), ("reference_object_cells", OBJECT_CELLS_NOTE))
+        },
+        "head_error_range": [
+            min(min(r["head_error"].values()) for r in per_seed.values()),
+            max(max(r["head_error"].values()) for r in per_seed.values()),
+        ],
         "per_seed": {str(seed): {key: value for key, value in r.items()} for seed, r in per_seed.items()},
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -571,30 +640,38 @@ def shortcut_table(results: dict) -> str:
     ]
     for name, m in results["methods"].items():
         changed = f"{m['numbers_changed']:.1f}" if name != "oracle" else f"{m['numbers_changed']:.1f} per-image edits"
-        rows.append(f"| {METHOD_LABELS.get(name, name)} | {100 * m['mean_acc']:.1f} | {100 * m['worst_group_acc']:.1f} "
-                    f"| {changed} |")
+        rows.append(
+            f"| {METHOD_LABELS.get(name, name)} | {100 * m['mean_acc']:.1f} | {100 * m['worst_group_acc']:.1f} | {changed} |"
+        )
     rows.append("")
-    rows.append(f"Background prototypes found (mask rule) in {100 * results['background_prototypes_found']:.0f} % "
-                f"of the classes.")
+    rows.append(f"Background prototypes found (mask rule) in {100 * results['background_prototypes_found']:.0f} % of the classes.")
     ref = results.get("reference_scales_fit_on_test")
     if ref:
-        rows.append(f"Reference, not a method: the same scale fit run on the test labels themselves (in-sample) "
-                    f"reaches {100 * ref['mean_acc']:.1f} % mean, {100 * ref['worst_group_acc']:.1f} % worst group.")
+        rows.append(
+            f"Reference, not a method: the same scale fit run on the test labels themselves (in-sample) "
+            f"reaches {100 * ref['mean_acc']:.1f} % mean, {100 * ref['worst_group_acc']:.1f} % worst group."
+        )
     cells = results.get("reference_object_cells")
     if cells:
-        rows.append(f"Reference, not a method: the model's own head on its features pooled over the object's cells only "
-                    f"(every test photo's mask) reaches {100 * cells['mean_acc']:.1f} % mean, "
-                    f"{100 * cells['worst_group_acc']:.1f} % worst group.")
+        rows.append(
+            f"Reference, not a method: the model's own head on its features pooled over the object's cells only "
+            f"(every test photo's mask) reaches {100 * cells['mean_acc']:.1f} % mean, "
+            f"{100 * cells['worst_group_acc']:.1f} % worst group."
+        )
     if results.get("head_error_range"):
         low, high = results["head_error_range"]
-        rows.append(f"The NMF prototypes alone leave {100 * low:.0f}-{100 * high:.0f} % of each class's head vector "
-                    f"unspanned (||v - sum alpha p|| / ||v||); the refinement spreads that residual over them.")
+        rows.append(
+            f"The NMF prototypes alone leave {100 * low:.0f}-{100 * high:.0f} % of each class's head vector "
+            f"unspanned (||v - sum alpha p|| / ||v||); the refinement spreads that residual over them."
+        )
     if results.get(space.NAME):
         rows += space.summary_lines(results[space.NAME])
     for name, v in results["bar"].items():
         recovered = "n/a (DFR gained nothing)" if v["gain_recovered"] is None else f"{100 * v['gain_recovered']:.0f} %"
-        rows.append(f"- {name}: recovers {recovered} of DFR's worst-group gain with "
-                    f"{100 * v['numbers_ratio']:.1f} % of its numbers changed: "
-                    f"{'meets' if v['passes'] else 'does not meet'} the bar (>= {100 * BAR_GAIN:.0f} %, <= "
-                    f"{100 * BAR_NUMBERS:.0f} %).")
+        rows.append(
+            f"- {name}: recovers {recovered} of DFR's worst-group gain with "
+            f"{100 * v['numbers_ratio']:.1f} % of its numbers changed: "
+            f"{'meets' if v['passes'] else 'does not meet'} the bar (>= {100 * BAR_GAIN:.0f} %, <= "
+            f"{100 * BAR_NUMBERS:.0f} %)."
+        )
     return "\n".join(rows)

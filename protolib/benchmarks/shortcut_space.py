@@ -32,13 +32,17 @@ from ..runs import Run
 
 NAME = "space_by_discovered_parts"
 LABEL = "cells of the background parts left out of the pooling (mask rule, 5 masks per class)"
-NOTE = ("parts left out: the parts of the prototypes the mask rule switches off; what changes is which cells are "
-        "pooled (a change of the model's computation), not a weight")
+NOTE = (
+    "parts left out: the parts of the prototypes the mask rule switches off; what changes is which cells are "
+    "pooled (a change of the model's computation), not a weight"
+)
 #: the protocol's sentence about this method (``ShortcutConfig.protocol``); the level was fixed on the sample photos
 #: of Intervene (the part map's drawing level) before the benchmark ever ran it
-PROTOCOL = (f"space_by_discovered_parts: the parts of the prototypes prototypes_by_mask switches off; on each test photo "
-            f"the cells where any of them has presence >= {LEVEL:g} (PrototypeHead.presence, 1 = its 0.99 training "
-            f"quantile) are left out of the average pooling, and the model's head reads the mean of the other cells.")
+PROTOCOL = (
+    f"space_by_discovered_parts: the parts of the prototypes prototypes_by_mask switches off; on each test photo "
+    f"the cells where any of them has presence >= {LEVEL:g} (PrototypeHead.presence, 1 = its 0.99 training "
+    f"quantile) are left out of the average pooling, and the model's head reads the mean of the other cells."
+)
 #: other presence levels reported for the diagnostic only (never used to choose the method's level)
 DIAGNOSTIC_LEVELS = (0.1, 0.5, 1.0)
 
@@ -50,8 +54,14 @@ def background_cells(data: Path, files: list[str], grid: tuple[int, int]) -> tor
 
 
 def space_by_discovered_parts(
-    backbone: Backbone, run: Run, head: PrototypeHead, data: Path, by_mask: torch.Tensor, split: str = "test",
-    cache: Path | None = None, level: float = LEVEL,
+    backbone: Backbone,
+    run: Run,
+    head: PrototypeHead,
+    data: Path,
+    by_mask: torch.Tensor,
+    split: str = "test",
+    cache: Path | None = None,
+    level: float = LEVEL,
 ) -> tuple[dict, dict]:
     """(the method's result as ``shortcut._result`` gives it, the diagnostics) on ``split``, for the background
     prototypes of ``by_mask`` ((C, k), 0 = switched off by the mask rule). Works for any decomposition the run
@@ -68,17 +78,25 @@ def space_by_discovered_parts(
     background = background_cells(data, files, (feats.feats.shape[1], feats.feats.shape[2]))
 
     def shares(lvl: float) -> dict:
-        mask = left_out_cells(feats.feats, torch.stack([head.parts[head.position(c), i] for c, i in chosen]), lvl) \
-            if chosen else torch.zeros_like(background)
-        return {"background_cells_left_out": float(mask[background].float().mean()),
-                "object_cells_left_out": float(mask[~background].float().mean())}
+        mask = (
+            left_out_cells(feats.feats, torch.stack([head.parts[head.position(c), i] for c, i in chosen]), lvl)
+            if chosen
+            else torch.zeros_like(background)
+        )
+        return {
+            "background_cells_left_out": float(mask[background].float().mean()),
+            "object_cells_left_out": float(mask[~background].float().mean()),
+        }
 
-    result = {"mean_acc": accuracy["mean"], "worst_group_acc": accuracy["worst_group"], "numbers_changed": len(chosen),
-              "per_group": accuracy["per_group"]}
+    result = {
+        "mean_acc": accuracy["mean"],
+        "worst_group_acc": accuracy["worst_group"],
+        "numbers_changed": len(chosen),
+        "per_group": accuracy["per_group"],
+    }
     sweep = {}
     for lvl in DIAGNOSTIC_LEVELS:
-        other = group_accuracy(head(edited_pooling(head, feats.feats, SpatialEdit(tuple(chosen), lvl)).pooled)[0],
-                               labels, groups)
+        other = group_accuracy(head(edited_pooling(head, feats.feats, SpatialEdit(tuple(chosen), lvl)).pooled)[0], labels, groups)
         sweep[f"{lvl:g}"] = {"mean_acc": other["mean"], "worst_group_acc": other["worst_group"], **shares(lvl)}
     # where each discovered part lies: the share of its presence mass (all test photos) on background cells
     presence = torch.einsum("nhwd,ckd->nhwck", feats.feats.clamp_min(0), head.parts)
@@ -114,8 +132,10 @@ def summary(per_seed: dict, methods: dict) -> dict:
         # the most background-bound part of any class, per seed: how close discovery came to a background part
         "most_background_part": [max(max(row) for row in d["part_presence_on_background"].values()) for d in diags],
         "other_levels_diagnostic": {
-            lvl: {key: float(np.mean([d["other_levels_diagnostic"][lvl][key] for d in diags]))
-                  for key in ("mean_acc", "worst_group_acc", "background_cells_left_out", "object_cells_left_out")}
+            lvl: {
+                key: float(np.mean([d["other_levels_diagnostic"][lvl][key] for d in diags]))
+                for key in ("mean_acc", "worst_group_acc", "background_cells_left_out", "object_cells_left_out")
+            }
             for lvl in levels
         },
     }
@@ -123,13 +143,17 @@ def summary(per_seed: dict, methods: dict) -> dict:
 
 def summary_lines(space: dict) -> list[str]:
     """shortcut.md's lines about the edit in space."""
-    lines = [f"Edit in space ({space['changed']}): {100 * space['cells_left_out']:.0f} % of the test cells left out, "
-             f"{100 * space['background_cells_left_out']:.0f} % of the background cells and "
-             f"{100 * space['object_cells_left_out']:.0f} % of the object cells. The most background-bound discovered "
-             f"part has {', '.join(f'{100 * f:.0f}' for f in space['most_background_part'])} % of its presence on the "
-             f"background (per seed; the background is {100 * space['background_cell_share']:.0f} % of the cells)."]
+    lines = [
+        f"Edit in space ({space['changed']}): {100 * space['cells_left_out']:.0f} % of the test cells left out, "
+        f"{100 * space['background_cells_left_out']:.0f} % of the background cells and "
+        f"{100 * space['object_cells_left_out']:.0f} % of the object cells. The most background-bound discovered "
+        f"part has {', '.join(f'{100 * f:.0f}' for f in space['most_background_part'])} % of its presence on the "
+        f"background (per seed; the background is {100 * space['background_cell_share']:.0f} % of the cells)."
+    ]
     for lvl, v in space["other_levels_diagnostic"].items():
-        lines.append(f"- diagnostic, presence level {lvl}: worst group {100 * v['worst_group_acc']:.1f} %, mean "
-                     f"{100 * v['mean_acc']:.1f} %, background cells left out {100 * v['background_cells_left_out']:.0f} "
-                     f"%, object cells {100 * v['object_cells_left_out']:.0f} %")
+        lines.append(
+            f"- diagnostic, presence level {lvl}: worst group {100 * v['worst_group_acc']:.1f} %, mean "
+            f"{100 * v['mean_acc']:.1f} %, background cells left out {100 * v['background_cells_left_out']:.0f} "
+            f"%, object cells {100 * v['object_cells_left_out']:.0f} %"
+        )
     return lines

@@ -134,20 +134,20 @@ def read_cub(root: str | Path) -> Cub:
         if seen == 1:  # CUB writes 0 0 for parts that are not visible: they have no location
             keypoints[image_id][part - 1] = x, y
             visible[image_id][part - 1] = True
-    for name, table in (("image_class_labels.txt", labels), ("train_test_split.txt", train),
-                        ("bounding_boxes.txt", boxes)):
+    for name, table in (("image_class_labels.txt", labels), ("train_test_split.txt", train), ("bounding_boxes.txt", boxes)):
         missing = sorted(set(paths) - set(table))
         if missing:
             raise DataError(f"{root / name} has no row for image id {missing[0]} ({len(missing)} missing)")
     images = [
-        CubImage(i, root / "images" / paths[i], labels[i], train[i], boxes[i], keypoints[i], visible[i])
-        for i in sorted(paths)
+        CubImage(i, root / "images" / paths[i], labels[i], train[i], boxes[i], keypoints[i], visible[i]) for i in sorted(paths)
     ]
     folders: dict[int, str] = {}
     for image in images:
         if folders.setdefault(image.label, image.folder) != image.folder:
-            raise DataError(f"{root / 'image_class_labels.txt'}: class {image.label + 1} spans folders "
-                            f"{folders[image.label]} and {image.folder}")
+            raise DataError(
+                f"{root / 'image_class_labels.txt'}: class {image.label + 1} spans folders "
+                f"{folders[image.label]} and {image.folder}"
+            )
     if sorted(folders) != list(range(len(folders))):
         raise DataError(f"{root / 'image_class_labels.txt'}: class ids must run 1..{len(folders)}")
     return Cub(root, images, [folders[c] for c in range(len(folders))], [r[1].strip() for r in part_rows])
@@ -226,8 +226,10 @@ def export_image_folder(
             else:
                 shutil.copyfile(image.path, tmp / rel)
                 keypoints = image.keypoints
-            rows += [(rel.parts[0], "/".join(rel.parts[1:]), p + 1, *np.round(keypoints[p], 3), int(image.visible[p]))
-                     for p in range(len(keypoints))]
+            rows += [
+                (rel.parts[0], "/".join(rel.parts[1:]), p + 1, *np.round(keypoints[p], 3), int(image.visible[p]))
+                for p in range(len(keypoints))
+            ]
             if progress:
                 progress("export", n, len(chosen))
         with open(tmp / "keypoints.csv", "w", newline="") as f:

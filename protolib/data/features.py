@@ -136,13 +136,19 @@ def stream_features(
     flat = [path for i in sorted(todo) for path in groups[i]]
     mixed = backbone.device.type == "cuda" if mixed_precision is None else mixed_precision and backbone.device.type == "cuda"
     num_workers = workers_for(backbone.device, len(flat)) if num_workers is None else num_workers
-    batches: Iterator[tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]] = iter(DataLoader(
-        _Images(flat, backbone.preprocessing.transform()),
-        batch_size=batch_size or batch_size_for(backbone),
-        num_workers=num_workers,
-        collate_fn=_collate,
-        pin_memory=backbone.device.type == "cuda",
-    )) if flat else iter(())
+    batches: Iterator[tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]] = (
+        iter(
+            DataLoader(
+                _Images(flat, backbone.preprocessing.transform()),
+                batch_size=batch_size or batch_size_for(backbone),
+                num_workers=num_workers,
+                collate_fn=_collate,
+                pin_memory=backbone.device.type == "cuda",
+            )
+        )
+        if flat
+        else iter(())
+    )
     total, done, walked, pulled = sum(map(len, groups)), 0, 0, 0
     rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # index in flat -> (features, logits)
     errors: dict[int, str] = {}
@@ -162,8 +168,11 @@ def stream_features(
                     rows.update((j, (f[n], z[n])) for n, j in enumerate(indices))
                 if progress:
                     progress(stage, done + min(pulled - start, len(group)), total)
-            cached = _group(group, [rows.pop(j, None) for j in range(start, start + len(group))],
-                            [errors.pop(j, None) for j in range(start, start + len(group))])
+            cached = _group(
+                group,
+                [rows.pop(j, None) for j in range(start, start + len(group))],
+                [errors.pop(j, None) for j in range(start, start + len(group))],
+            )
             walked += len(group)
             if entry is not None and isinstance(cached, Features):
                 write_cache(entry, cached)
@@ -178,8 +187,7 @@ def _group(paths: Sequence[Path], outputs: list, errors: list) -> Features | Bad
     kept = [(str(p), out) for p, out in zip(paths, outputs) if out is not None]
     if not kept:
         return BadImage(f"none of the {len(paths)} images could be read" + (f" (first: {problems[0]})" if problems else ""))
-    return Features([p for p, _ in kept], torch.stack([f for _, (f, _) in kept]),
-                    torch.stack([z for _, (_, z) in kept]), problems)
+    return Features([p for p, _ in kept], torch.stack([f for _, (f, _) in kept]), torch.stack([z for _, (_, z) in kept]), problems)
 
 
 def _one(backbone, group, batch_size, folder, mixed) -> Features | BadImage:

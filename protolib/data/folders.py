@@ -208,8 +208,10 @@ def read_class_map(root: Path) -> dict[str, tuple[int, str]] | None:
         for row in reader:
             label = ascii_number((row["imagenet_index"] or "").strip())
             if label is None:
-                raise DataError(f"{path}: imagenet_index must be a whole number of ASCII digits "
-                                f"(got {row['imagenet_index']!r} for {row['wnid']!r})")
+                raise DataError(
+                    f"{path}: imagenet_index must be a whole number of ASCII digits "
+                    f"(got {row['imagenet_index']!r} for {row['wnid']!r})"
+                )
             mapping[row["wnid"]] = (label, row["name"])
         return mapping
 
@@ -261,8 +263,10 @@ def class_folders(
             problems.append(Problem(str(folder_root / folder), f"label {label} is outside the model's {len(labels)}"))
             continue
         if label in seen:  # two folders, one class: a run would hold that label twice
-            raise DataError(f"class folders {seen[label]!r} and {folder!r} of {folder_root} both map to label {label} "
-                            f"({name}): merge them or fix {root / 'classes.csv'}")
+            raise DataError(
+                f"class folders {seen[label]!r} and {folder!r} of {folder_root} both map to label {label} "
+                f"({name}): merge them or fix {root / 'classes.csv'}"
+            )
         seen[label] = folder
         classes.append(ClassFolder(folder, label, name))
     if not classes and own_space and wnids:
@@ -307,8 +311,11 @@ def scan_split(
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         paths = split_images(root, split, cls.folder)
         problems += [Problem(str(p), "not an image file; skipped") for p in files if not is_image_file(p)]
-        problems += [Problem(str(p), "a link leading out of the data folder; skipped")
-                     for p in files if is_image_file(p) and not within(p, root)]
+        problems += [
+            Problem(str(p), "a link leading out of the data folder; skipped")
+            for p in files
+            if is_image_file(p) and not within(p, root)
+        ]
         paths = paths[:limit] if limit else paths
         if len(paths) < min_images:
             problems.append(Problem(str(folder), f"{len(paths)} images, fewer than the {min_images} needed; class skipped"))

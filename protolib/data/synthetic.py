@@ -134,9 +134,7 @@ def _polygon(n: int, radius: float, phase: float) -> np.ndarray:
 
 def _cross(radius: float) -> np.ndarray:
     a, w = radius, 0.3 * radius
-    return np.array(
-        [(w, -w), (a, -w), (a, w), (w, w), (w, a), (-w, a), (-w, w), (-a, w), (-a, -w), (-w, -w), (-w, -a), (w, -a)]
-    )
+    return np.array([(w, -w), (a, -w), (a, w), (w, w), (w, a), (-w, a), (-w, w), (-a, w), (-a, -w), (-w, -w), (-w, -a), (w, -a)])
 
 
 def _shape_mask(shape: str, size: int, centre: np.ndarray, radius: float, angle: float) -> np.ndarray:
@@ -163,9 +161,7 @@ def _shape_mask(shape: str, size: int, centre: np.ndarray, radius: float, angle:
     return mask
 
 
-def _texture(
-    texture: str, grid: tuple[np.ndarray, np.ndarray], centre: np.ndarray, angle: float, period: float
-) -> np.ndarray:
+def _texture(texture: str, grid: tuple[np.ndarray, np.ndarray], centre: np.ndarray, angle: float, period: float) -> np.ndarray:
     """Bool map, True where the texture shows its dark second colour (pattern turns with the part)."""
     x, y = grid[0] - centre[0], grid[1] - centre[1]
     u = (x * math.cos(angle) + y * math.sin(angle)) / period
@@ -191,9 +187,7 @@ def _background(rng: np.random.Generator, size: int, unit: float) -> np.ndarray:
         centre = _fixed(rng.uniform(0, size, 2))
         long = rng.uniform(6, 20) * unit
         axes = (int(long * _ONE), int(long / rng.uniform(2.5, 5) * _ONE))
-        cv2.ellipse(
-            image, tuple(centre), axes, rng.uniform(0, 360), 0, 360, _muted(rng).tolist(), -1, cv2.LINE_8, _SHIFT
-        )
+        cv2.ellipse(image, tuple(centre), axes, rng.uniform(0, 360), 0, 360, _muted(rng).tolist(), -1, cv2.LINE_8, _SHIFT)
     for _ in range(rng.integers(2, 6)):  # thin lines in any colour: colour alone cannot find a part
         ends = _fixed(rng.uniform(0, size, (2, 2)))
         colour = rng.uniform(0, 255, 3).tolist()
@@ -202,7 +196,12 @@ def _background(rng: np.random.Generator, size: int, unit: float) -> np.ndarray:
 
 
 def _draw_object(
-    rng: np.random.Generator, image: np.ndarray, label: int, size: int, unit: float, occluder_probability: float = 0.35,
+    rng: np.random.Generator,
+    image: np.ndarray,
+    label: int,
+    size: int,
+    unit: float,
+    occluder_probability: float = 0.35,
     body: bool = False,
 ) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
     """Draw the object of class ``label`` (hub, arms, parts, maybe an occluder) onto ``image`` in place.
@@ -231,7 +230,12 @@ def _draw_object(
     for c in centres:
         for canvas, colour in ((image, grey), (drawn, 1)):
             cv2.line(
-                canvas, tuple(_fixed(centre)), tuple(_fixed(c)), colour, max(2, round(4 * unit * scale)), cv2.LINE_8,
+                canvas,
+                tuple(_fixed(centre)),
+                tuple(_fixed(c)),
+                colour,
+                max(2, round(4 * unit * scale)),
+                cv2.LINE_8,
                 _SHIFT,
             )
     for canvas, colour in ((image, grey), (drawn, 1)):
@@ -287,9 +291,7 @@ def make_parts_dataset(n_per_class: int, seed: int, size: int = 112, num_classes
     if size < 32:
         raise ValueError(f"size must be >= 32, got {size}")
     return [
-        _render(np.random.default_rng([seed, label, i]), label, size)
-        for label in range(num_classes)
-        for i in range(n_per_class)
+        _render(np.random.default_rng([seed, label, i]), label, size) for label in range(num_classes) for i in range(n_per_class)
     ]
 
 
@@ -343,9 +345,7 @@ def read_image_folder(root: Path, split: str) -> list[PartsSample]:
             part = int(row["part"])
             keypoints[part] = float(row["x"]), float(row["y"])
             visible[part] = row["visible"] == "1"
-        samples.append(
-            PartsSample(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), label_of[Path(rel).parent.name], keypoints, visible)
-        )
+        samples.append(PartsSample(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), label_of[Path(rel).parent.name], keypoints, visible))
     return samples
 
 
@@ -401,8 +401,7 @@ def _shortcut_background(rng: np.random.Generator, background: int, size: int, u
     image[dark] *= _BACKGROUND_SHADE
     for _ in range(rng.integers(2, 5)):  # thin lines in any colour, as in the parts data
         ends = _fixed(rng.uniform(0, size, (2, 2)))
-        cv2.line(image, tuple(ends[0]), tuple(ends[1]), rng.uniform(0, 255, 3).tolist(), max(1, round(unit)),
-                 cv2.LINE_8, _SHIFT)
+        cv2.line(image, tuple(ends[0]), tuple(ends[1]), rng.uniform(0, 255, 3).tolist(), max(1, round(unit)), cv2.LINE_8, _SHIFT)
     return np.clip(image, 0, 255)
 
 
@@ -435,9 +434,7 @@ def make_shortcut_dataset(
     return samples
 
 
-def make_balanced_shortcut_dataset(
-    n_per_group: int, seed: int, size: int = 112, num_classes: int = 4
-) -> list[ShortcutSample]:
+def make_balanced_shortcut_dataset(n_per_group: int, seed: int, size: int = 112, num_classes: int = 4) -> list[ShortcutSample]:
     """``n_per_group`` photos of every (class, background) group: the background is independent of
     the class (the validation and test splits). Grouped by class, then background."""
     _check_num_classes(num_classes)
@@ -468,8 +465,7 @@ def write_shortcut_split(samples: list[ShortcutSample], root: Path, split: str) 
             if not cv2.imwrite(str(tmp / rel), sample.object_mask.astype(np.uint8) * 255):
                 raise OSError(f"could not write the mask of {rel}")
             cls, bg = names[sample.label], backgrounds[sample.background]
-            rows.append({"file": f"{split}/{rel}", "split": split, "class": cls, "background": bg,
-                         "group": group_name(cls, bg)})
+            rows.append({"file": f"{split}/{rel}", "split": split, "class": cls, "background": bg, "group": group_name(cls, bg)})
     return rows
 
 

@@ -144,7 +144,7 @@ def plan_layout(files: list[tuple[str, ...]]) -> tuple[str, tuple[str, ...]]:
 
 def _destination(parts: tuple[str, ...], layout: str, prefix: tuple[str, ...]) -> tuple[str, str, str] | str:
     """(split, class folder, file name) of an image, or why it is skipped."""
-    rest = parts[len(prefix):] if parts[: len(prefix)] == prefix else None
+    rest = parts[len(prefix) :] if parts[: len(prefix)] == prefix else None
     if layout == "splits":
         if rest is None or len(rest) != 3 or rest[0].lower() not in SPLITS:
             return "not in train/<class>/ or val/<class>/; skipped"

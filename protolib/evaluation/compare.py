@@ -46,9 +46,10 @@ MAX_RUNS = 3
 #: a large common component (where the features are strong), so two prototypes of one run often correlate
 #: above 0.9 and a match can be close to a tie (see ``PairMatching.margins``). "coefficients": f . pinv(P~),
 #: each position's features written as a combination of all k prototypes together, which separates them.
-MAPS = {"heatmaps": "prototype heatmaps f·p̃ (the maps shown)",
-        "coefficients": "coefficient maps f·pinv(P̃) (the prototypes read together: separates prototypes that share "
-                        "a common component)"}
+MAPS = {
+    "heatmaps": "prototype heatmaps f·p̃ (the maps shown)",
+    "coefficients": "coefficient maps f·pinv(P̃) (the prototypes read together: separates prototypes that share a common component)",
+}
 #: a match whose r beats the next candidate by less than this is called ambiguous
 AMBIGUOUS_MARGIN = 0.05
 
@@ -94,8 +95,14 @@ def shared_classes(manifests: Sequence[Mapping]) -> list[SharedClass]:
                 break
             found.append(hit)
         else:
-            shared.append(SharedClass(entry["name"], tuple(e["folder"] for _, e in found), tuple(p for p, _ in found),
-                                      tuple(str(e["name"]) for _, e in found)))
+            shared.append(
+                SharedClass(
+                    entry["name"],
+                    tuple(e["folder"] for _, e in found),
+                    tuple(p for p, _ in found),
+                    tuple(str(e["name"]) for _, e in found),
+                )
+            )
     return shared
 
 
@@ -108,18 +115,20 @@ def find_shared_class(manifests: Sequence[Mapping], wanted: str, names: Sequence
     for c in shared:
         if c.matches(wanted):
             return c
-    lacking = [n for n, m in zip(names, manifests) if not any(
-        wanted.strip().casefold() in {str(e["name"]).casefold(), e["folder"].casefold()} for e in m["classes"])]
-    who = (f"{' and '.join(lacking)} did not decompose" if len(lacking) < len(names)
-           else f"none of the runs ({', '.join(names)}) decomposed")
-    raise CompareError(
-        f"{who} the class “{wanted}”; the runs share: {', '.join(c.name for c in shared)}"
+    lacking = [
+        n
+        for n, m in zip(names, manifests)
+        if not any(wanted.strip().casefold() in {str(e["name"]).casefold(), e["folder"].casefold()} for e in m["classes"])
+    ]
+    who = (
+        f"{' and '.join(lacking)} did not decompose"
+        if len(lacking) < len(names)
+        else f"none of the runs ({', '.join(names)}) decomposed"
     )
+    raise CompareError(f"{who} the class “{wanted}”; the runs share: {', '.join(c.name for c in shared)}")
 
 
-def held_out_photos(
-    data: str | Path, split: str, shared: SharedClass, manifests: Sequence[Mapping], n: int
-) -> list[Path]:
+def held_out_photos(data: str | Path, split: str, shared: SharedClass, manifests: Sequence[Mapping], n: int) -> list[Path]:
     """The first ``n`` photos of the class in ``data/split`` that no compared run was trained on."""
     if n < 1:
         raise ValueError(f"at least 1 photo is needed (got {n})")
@@ -129,9 +138,7 @@ def held_out_photos(
         raise DataError(
             f"{root} has no folder of the class “{shared.name}” (looked for {', '.join(dict.fromkeys(shared.folders))})"
         )
-    trained = {
-        str(Path(p).resolve()) for m in manifests for f in shared.folders for p in m.get("images", {}).get(f, [])
-    }
+    trained = {str(Path(p).resolve()) for m in manifests for f in shared.folders for p in m.get("images", {}).get(f, [])}
     photos = [p for p in split_images(data, split, folder) if str(p.resolve()) not in trained][:n]
     if not photos:
         raise DataError(f"{root / folder} has no photo that the runs were not trained on")
@@ -259,7 +266,7 @@ class PairMatching:
         """Per matched pair, how much its r beats the best alternative of either prototype (small: a near tie)."""
         r, out = self.correlation, []
         for i, j, value in self.pairs:
-            others = torch.cat([torch.cat([r[i, :j], r[i, j + 1:]]), torch.cat([r[:i, j], r[i + 1:, j]])])
+            others = torch.cat([torch.cat([r[i, :j], r[i, j + 1 :]]), torch.cat([r[:i, j], r[i + 1 :, j]])])
             out.append(value - float(others.max()) if len(others) else 1.0)
         return out
 
@@ -280,11 +287,15 @@ def match_pair(a: torch.Tensor, b: torch.Tensor, ia: int = 0, ib: int = 1, grid:
     n, cells = len(a), grid * grid
     per_photo = torch.zeros(n)
     for photo in range(n):
-        sa, sb = ca[photo * cells:(photo + 1) * cells], cb[photo * cells:(photo + 1) * cells]
+        sa, sb = ca[photo * cells : (photo + 1) * cells], cb[photo * cells : (photo + 1) * cells]
         on_photo = correlation_matrix(sa, sb)
         per_photo[photo] = float(np.mean([float(on_photo[i, j]) for i, j, _ in pairs])) if pairs else 0.0
     return PairMatching(
-        ia, ib, correlation, pairs, per_photo,
+        ia,
+        ib,
+        correlation,
+        pairs,
+        per_photo,
         sorted(set(range(a.shape[1])) - {i for i, _, _ in pairs}),
         sorted(set(range(b.shape[1])) - {j for _, j, _ in pairs}),
     )
@@ -330,13 +341,30 @@ class Comparison:
             a, b = self.sides[pair.a], self.sides[pair.b]
             for (i, j, r), margin in zip(pair.pairs, pair.margins):
                 note = " (ambiguous)" if margin < AMBIGUOUS_MARGIN else ""
-                rows.append({"run": a.name, "prototype": f"P{i + 1}", "matched run": b.name,
-                             "matched prototype": f"P{j + 1}", "r": r, "margin": margin,
-                             "match": f"{a.name} P{i + 1} ↔ {b.name} P{j + 1}, r = {r:.2f}{note}"})
+                rows.append(
+                    {
+                        "run": a.name,
+                        "prototype": f"P{i + 1}",
+                        "matched run": b.name,
+                        "matched prototype": f"P{j + 1}",
+                        "r": r,
+                        "margin": margin,
+                        "match": f"{a.name} P{i + 1} ↔ {b.name} P{j + 1}, r = {r:.2f}{note}",
+                    }
+                )
             for name, other, unmatched in ((a.name, b.name, pair.unmatched_a), (b.name, a.name, pair.unmatched_b)):
                 for i in unmatched:
-                    rows.append({"run": name, "prototype": f"P{i + 1}", "matched run": other, "matched prototype": None,
-                                 "r": None, "margin": None, "match": f"{name} P{i + 1}: no counterpart in {other}"})
+                    rows.append(
+                        {
+                            "run": name,
+                            "prototype": f"P{i + 1}",
+                            "matched run": other,
+                            "matched prototype": None,
+                            "r": None,
+                            "margin": None,
+                            "match": f"{name} P{i + 1}: no counterpart in {other}",
+                        }
+                    )
         return rows
 
     def summary(self) -> dict:
@@ -348,13 +376,32 @@ class Comparison:
             "agreement": self.agreement,
             "per_photo": self.per_photo.tolist(),
             "disagreeing": self.disagreeing(len(self.photos)),
-            "runs": [{"name": s.name, "backbone": s.backbone, "k": s.k, "strategy": s.strategy,
-                      "mean_contribution": s.mean_contribution.tolist(), "share": s.shares.tolist(),
-                      "bias": s.bias, "logit": s.logit} for s in self.sides],
-            "pairs": [{"a": self.sides[p.a].name, "b": self.sides[p.b].name, "agreement": p.agreement,
-                       "matches": [[i + 1, j + 1, r] for i, j, r in p.pairs], "margins": p.margins,
-                       "unmatched_a": [i + 1 for i in p.unmatched_a], "unmatched_b": [j + 1 for j in p.unmatched_b],
-                       "correlation": p.correlation.tolist()} for p in self.pairs],
+            "runs": [
+                {
+                    "name": s.name,
+                    "backbone": s.backbone,
+                    "k": s.k,
+                    "strategy": s.strategy,
+                    "mean_contribution": s.mean_contribution.tolist(),
+                    "share": s.shares.tolist(),
+                    "bias": s.bias,
+                    "logit": s.logit,
+                }
+                for s in self.sides
+            ],
+            "pairs": [
+                {
+                    "a": self.sides[p.a].name,
+                    "b": self.sides[p.b].name,
+                    "agreement": p.agreement,
+                    "matches": [[i + 1, j + 1, r] for i, j, r in p.pairs],
+                    "margins": p.margins,
+                    "unmatched_a": [i + 1 for i in p.unmatched_a],
+                    "unmatched_b": [j + 1 for j in p.unmatched_b],
+                    "correlation": p.correlation.tolist(),
+                }
+                for p in self.pairs
+            ],
             "matches": [r["match"] for r in self.match_rows()],
         }
 
@@ -411,8 +458,11 @@ def compare_runs(
             side.heatmaps, side.presence = side.heatmaps[keep], side.presence[keep]
             side.coefficients = side.coefficients[keep]
             side.contributions = side.contributions[keep]
-    pairs = [match_pair(sides[a].maps(maps), sides[b].maps(maps), a, b, grid)
-             for a in range(len(sides)) for b in range(a + 1, len(sides))]
+    pairs = [
+        match_pair(sides[a].maps(maps), sides[b].maps(maps), a, b, grid)
+        for a in range(len(sides))
+        for b in range(a + 1, len(sides))
+    ]
     return Comparison(shared.name, common, sides, pairs, maps)
 
 
@@ -433,8 +483,8 @@ def comparison_png(comparison: Comparison, photos: Sequence[int] | None = None, 
     width = 1 + max(len(col) for col in columns)
     rows = len(shown) * len(c.sides)
     lines = [f"agreement (mean matched correlation of {MAPS[c.maps].split(' (')[0]}): {c.agreement:.2f}"] + [
-        f"{c.sides[p.a].name} ↔ {c.sides[p.b].name}: "
-        + ", ".join(f"P{i + 1}↔P{j + 1} ({r:+.2f})" for i, j, r in p.pairs) for p in c.pairs
+        f"{c.sides[p.a].name} ↔ {c.sides[p.b].name}: " + ", ".join(f"P{i + 1}↔P{j + 1} ({r:+.2f})" for i, j, r in p.pairs)
+        for p in c.pairs
     ]
     text_height = 0.28 * len(lines) + 0.3
     fig = plt.figure(figsize=(2.1 * width, 2.35 * rows + text_height + 0.6))
@@ -460,13 +510,17 @@ def comparison_png(comparison: Comparison, photos: Sequence[int] | None = None, 
                     match = f" ↔P{col + 1} r={partner[1]:+.2f}" if partner else ""
                 ax.set_title(
                     f"P{i + 1}: {float(side.mean_contribution[i]):+.2f} ({100 * float(side.shares[i]):.0f} %){match}",
-                    fontsize=8, color=np.array(prototype_colour(i)) / 255 * 0.8,
+                    fontsize=8,
+                    color=np.array(prototype_colour(i)) / 255 * 0.8,
                 )
     ax = fig.add_subplot(grid[rows, :])
     ax.axis("off")
     ax.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=9, family="DejaVu Sans")
-    fig.suptitle(f"“{c.class_name}”: {len(c.sides)} runs on the same {len(c.photos)} held-out photos "
-                 f"(heatmaps f·p̃ with mean contribution and share of the logit)", fontsize=10)
+    fig.suptitle(
+        f"“{c.class_name}”: {len(c.sides)} runs on the same {len(c.photos)} held-out photos "
+        f"(heatmaps f·p̃ with mean contribution and share of the logit)",
+        fontsize=10,
+    )
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
@@ -482,8 +536,10 @@ def comparison_png(comparison: Comparison, photos: Sequence[int] | None = None, 
 
 # -- which k the data supports --------------------------------------------------------------------------
 #: the rule :func:`suggest_k` applies, in words
-K_RULE = ("the smallest k after which the head error improves by less than {improvement:.0%} at the next k, "
-          "with signed heatmap fidelity of at least {fidelity:.2f} and no flipped prototype")
+K_RULE = (
+    "the smallest k after which the head error improves by less than {improvement:.0%} at the next k, "
+    "with signed heatmap fidelity of at least {fidelity:.2f} and no flipped prototype"
+)
 
 
 def k_sweep_point(
@@ -546,14 +602,21 @@ def suggest_k(points: Sequence[Mapping], improvement: float = 0.05, min_fidelity
         gain = (here["head error"] - after["head error"]) / max(here["head error"], 1e-12)
         faithful = here.get("fidelity") is not None and here["fidelity"] >= min_fidelity and not here.get("flips")
         if gain < improvement and faithful:
-            return KChoice(here["k"], (
-                f"The data supports k = {here['k']}: going to k = {after['k']} lowers the head error by only "
-                f"{100 * gain:.1f} % ({here['head error']:.3f} → {after['head error']:.3f}), and at k = {here['k']} the "
-                f"heatmap fidelity is {here['fidelity']:.3f} with no flipped prototype."), rule, per_k)
+            return KChoice(
+                here["k"],
+                (
+                    f"The data supports k = {here['k']}: going to k = {after['k']} lowers the head error by only "
+                    f"{100 * gain:.1f} % ({here['head error']:.3f} → {after['head error']:.3f}), and at k = {here['k']} the "
+                    f"heatmap fidelity is {here['fidelity']:.3f} with no flipped prototype."
+                ),
+                rule,
+                per_k,
+            )
     unmeasured = [p["k"] for p in per_k if p.get("fidelity") is None]
     if unmeasured:
         reason = f"the fidelity of k = {', '.join(map(str, unmeasured))} is not measured yet"
     else:
         reason = f"the head error still falls by {100 * improvement:.0f} % or more at every step, or fidelity is low"
-    return KChoice(None, f"No k among {', '.join(str(p['k']) for p in per_k)} passes the rule: {reason}; "
-                         f"try a larger k.", rule, per_k)
+    return KChoice(
+        None, f"No k among {', '.join(str(p['k']) for p in per_k)} passes the rule: {reason}; try a larger k.", rule, per_k
+    )

@@ -64,9 +64,7 @@ def check_axioms(head: PrototypeHead, pooled: torch.Tensor, model_logits: torch.
     half = head.prototypes[:, :1] / 2
     split = PrototypeHead(head.weight, head.bias, head.classes, torch.cat([half, half, head.prototypes[:, 1:]], 1))
     split_logits, split_contrib = split(pooled)
-    symmetry = torch.maximum(
-        (split_contrib[:, :, 0] - split_contrib[:, :, 1]).abs().max(), (split_logits - logits).abs().max()
-    )
+    symmetry = torch.maximum((split_contrib[:, :, 0] - split_contrib[:, :, 1]).abs().max(), (split_logits - logits).abs().max())
 
     def entry(error, meaning):
         return {"max_error": float(error), "passed": bool(float(error) <= tol), "meaning": meaning}

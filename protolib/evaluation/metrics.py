@@ -44,7 +44,9 @@ def split_features(
     images = scan_split(data, split, backbone.labels, backbone.wnids, classes, images_per_class)
     paths, labels, pooled, logits, matrices, problems = [], [], [], [], {}, list(images.problems)
     stream = stream_features(
-        backbone, [images.images[cls.folder] for cls in images.classes], cache_dir=cache_dir,
+        backbone,
+        [images.images[cls.folder] for cls in images.classes],
+        cache_dir=cache_dir,
         progress=(lambda _s, done, total: progress("features", done, total)) if progress else None,
     )
     for cls, feats in zip(images.classes, stream):
@@ -71,8 +73,10 @@ def label_space_problem(run: Run, backbone: Backbone, data: str | Path, split: s
         return str(exc)
     if not set(run.classes.tolist()) & {c.label for c in found}:
         names = ", ".join(run.class_names[:5]) + ("…" if len(run.class_names) > 5 else "")
-        return (f"no class folder of {data} ({split}) is a class this run decomposed ({names}): these photos are not "
-                "the run's; use the data folder it was made from")
+        return (
+            f"no class folder of {data} ({split}) is a class this run decomposed ({names}): these photos are not "
+            "the run's; use the data folder it was made from"
+        )
     return None
 
 
@@ -122,9 +126,7 @@ def signed_fidelity(
     Signed: a refined prototype whose heatmap anti-correlates with its scaled part has *flipped* (the
     page would say "more like this part, more likely the class" while the part lowers the logit).
     """
-    return torch.stack([
-        orientation(a) * pearson(F @ P.T, F @ R.T) for P, a, R, F in zip(nmf_prototypes, alpha, refined, matrices)
-    ])
+    return torch.stack([orientation(a) * pearson(F @ P.T, F @ R.T) for P, a, R, F in zip(nmf_prototypes, alpha, refined, matrices)])
 
 
 def fidelity_summary(values: torch.Tensor, labels: list[int]) -> dict:

@@ -80,8 +80,7 @@ def _standings(logits: torch.Tensor, labels: torch.Tensor):
     return true, top2.values[:, 0], top2.indices[:, 0], second
 
 
-def switch_effects(head: PrototypeHead, logits: torch.Tensor, contributions: torch.Tensor,
-                   labels: torch.Tensor) -> torch.Tensor:
+def switch_effects(head: PrototypeHead, logits: torch.Tensor, contributions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The true class's lead over its best competitor after each prototype alone is switched off, (N, C, k):
     > 0 means the photo is right afterwards. Exact: only the switched class's logit moves."""
     true, best, best_label, second = _standings(logits, labels)
@@ -94,8 +93,9 @@ def switch_effects(head: PrototypeHead, logits: torch.Tensor, contributions: tor
     return lead
 
 
-def find_culprits(head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor,
-                  contributions: torch.Tensor | None = None) -> Mistakes:
+def find_culprits(
+    head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor, contributions: torch.Tensor | None = None
+) -> Mistakes:
     """Every wrong photo's smallest culprit (one prototype, else two), and each prototype's fixed/broken counts.
     ``labels`` are in the head's label space (all its classes); pass cached ``contributions`` (N, C, k) to
     skip recomputing them."""
@@ -138,8 +138,9 @@ def find_culprits(head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tenso
     return Mistakes(culprits, len(labels), fixed_alone, broken_alone)
 
 
-def _two(x: torch.Tensor, logits: torch.Tensor, t: int, competitors: list[int], position: torch.Tensor,
-         values: torch.Tensor) -> tuple[list[tuple[int, int]], float]:
+def _two(
+    x: torch.Tensor, logits: torch.Tensor, t: int, competitors: list[int], position: torch.Tensor, values: torch.Tensor
+) -> tuple[list[tuple[int, int]], float]:
     """The best pair of switches for one photo: two prototypes of the one class above the true one, or the
     largest prototype of each of the two classes above it. ([], -inf) when no pair puts the true class on top."""
     true = float(logits[t])
@@ -192,8 +193,14 @@ def half_of(path: str | Path) -> int:
     return hashlib.sha256(f"half|{Path(path).name}".encode()).digest()[0] & 1
 
 
-def harmful_edit(head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor, paths: list[str],
-                 contributions: torch.Tensor | None = None, candidates: int = MAX_CANDIDATES) -> dict:
+def harmful_edit(
+    head: PrototypeHead,
+    pooled: torch.Tensor,
+    labels: torch.Tensor,
+    paths: list[str],
+    contributions: torch.Tensor | None = None,
+    candidates: int = MAX_CANDIDATES,
+) -> dict:
     """A global edit chosen on half 0 of the photos ("chosen_on") and scored on half 1 ("scored_on"), which
     played no part in choosing it. The choice is greedy: the prototypes whose switch-off alone fixes more than
     it breaks on half 0, most harmful first, each kept only if it raises half 0's top-1 together with those
@@ -225,12 +232,16 @@ def harmful_edit(head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor
         return float((predicted == labels[rows]).float().mean()) if len(rows) else float("nan")
 
     return {
-        "chosen_on": {"half": 0, "photos": len(chosen), "candidates": len(order),
-                      "top1_before": top1(logits.argmax(1), chosen),
-                      "top1_after": top1(head.logits(pc, x, scale).argmax(1), chosen)},
+        "chosen_on": {
+            "half": 0,
+            "photos": len(chosen),
+            "candidates": len(order),
+            "top1_before": top1(logits.argmax(1), chosen),
+            "top1_after": top1(head.logits(pc, x, scale).argmax(1), chosen),
+        },
         "scored_on": {"half": 1, "photos": len(scored)},
         "rule": "half = first bit of sha256('half|' + file name); on half 0, prototypes whose switch-off alone fixes "
-                "more than it breaks, kept greedily while they raise half 0's top-1",
+        "more than it breaks, kept greedily while they raise half 0's top-1",
         "switched_off": off,
         "net_on_chosen": [int(net[head.position(d), i]) for d, i in off],
         "top1_before": top1(before, scored),
@@ -239,8 +250,9 @@ def harmful_edit(head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor
 
 
 # -- the figures -------------------------------------------------------------------------------------
-def mistake_figures(head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor, paths: list[str],
-                    names: list[str]) -> tuple[dict, Mistakes]:
+def mistake_figures(
+    head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor, paths: list[str], names: list[str]
+) -> tuple[dict, Mistakes]:
     """Everything ``protoscope mistakes`` writes (JSON-able) and the Mistakes it stands on. ``names``: the
     head's label names (all its classes)."""
     contributions = head.contributions(pooled)
@@ -250,11 +262,16 @@ def mistake_figures(head: PrototypeHead, pooled: torch.Tensor, labels: torch.Ten
     edit["switched_off"] = [{"class": names[d], "prototype": i} for d, i in edit["switched_off"]]
 
     def photo(c: Culprit) -> dict:
-        return {"file": paths[c.index], "true": names[c.label], "predicted": names[c.predicted], "reason": c.reason,
-                "switched": [{"class": names[d], "prototype": i} for d, i in c.switched],
-                "margin": c.margin if c.switched else None,
-                "top_before": [[names[d], v] for d, v in c.top_before],
-                "top_after": [[names[d], v] for d, v in c.top_after]}
+        return {
+            "file": paths[c.index],
+            "true": names[c.label],
+            "predicted": names[c.predicted],
+            "reason": c.reason,
+            "switched": [{"class": names[d], "prototype": i} for d, i in c.switched],
+            "margin": c.margin if c.switched else None,
+            "top_before": [[names[d], v] for d, v in c.top_before],
+            "top_after": [[names[d], v] for d, v in c.top_after],
+        }
 
     figures = {
         "photos": len(labels),
@@ -265,17 +282,20 @@ def mistake_figures(head: PrototypeHead, pooled: torch.Tensor, labels: torch.Ten
         "not_fixed_by_two": found.count("more"),
         "culprits": [photo(c) for c in found.by_one + found.by_two + [c for c in found.culprits if not c.switched]],
         "oracle_paper": {"top1_before": paper["top1_before"], "top1_after": paper["top1_after"]},
-        "oracle_smallest": {"top1_before": paper["top1_before"],
-                            "top1_after": culprit_oracle(head, pooled, labels, found, contributions),
-                            "top1_after_one_switch": culprit_oracle(head, pooled, labels, found, contributions, 1)},
+        "oracle_smallest": {
+            "top1_before": paper["top1_before"],
+            "top1_after": culprit_oracle(head, pooled, labels, found, contributions),
+            "top1_after_one_switch": culprit_oracle(head, pooled, labels, found, contributions, 1),
+        },
         "harmful": harmful_rows(head, found, names),
         "harmful_edit": edit,
     }
     return figures, found
 
 
-def culprit_oracle(head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor, found: Mistakes,
-                   contributions: torch.Tensor, most: int = 2) -> float:
+def culprit_oracle(
+    head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor, found: Mistakes, contributions: torch.Tensor, most: int = 2
+) -> float:
     """Top-1 with the smallest-culprit oracle: every mistake edited (for that photo only) by its culprit when it
     has at most ``most`` switches, measured through ``head.logits`` as the paper's oracle is."""
     scale = torch.ones(len(labels), *head.prototypes.shape[:2])
@@ -292,8 +312,7 @@ def harmful_rows(head: PrototypeHead, found: Mistakes, names: list[str]) -> list
     rows = []
     for c, i in (found.fixed_alone + found.broken_alone > 0).nonzero().tolist():
         fixed, broken = int(found.fixed_alone[c, i]), int(found.broken_alone[c, i])
-        rows.append({"class": names[int(head.classes[c])], "prototype": i, "fixed": fixed, "broken": broken,
-                     "net": fixed - broken})
+        rows.append({"class": names[int(head.classes[c])], "prototype": i, "fixed": fixed, "broken": broken, "net": fixed - broken})
     return sorted(rows, key=lambda r: (-r["net"], r["broken"]))
 
 
@@ -305,8 +324,9 @@ def run_class_space(head: PrototypeHead, pooled: torch.Tensor, labels: torch.Ten
     return restricted, kept_pooled, local, [p for p, y in zip(paths, labels.tolist()) if y in decomposed]
 
 
-def mistakes_json(head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor, paths: list[str],
-                  names: list[str], class_names: list[str]) -> dict:
+def mistakes_json(
+    head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor, paths: list[str], names: list[str], class_names: list[str]
+) -> dict:
     """``protoscope mistakes``'s figures: in the model's whole label space, and, when the run decomposes only
     some of its classes, the same among the run's classes (``run_classes``), where every competitor has
     prototypes."""

@@ -48,16 +48,18 @@ def prototype_maps(spatial: torch.Tensor, prototypes: torch.Tensor, kind: str = 
 
 @torch.inference_mode()
 def _spatial(backbone: Backbone, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    out = [backbone.spatial_features(x[i : i + batch_size].to(backbone.device)).float().cpu()
-           for i in range(0, len(x), batch_size)]
+    out = [backbone.spatial_features(x[i : i + batch_size].to(backbone.device)).float().cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(out)
 
 
 def _readings(maps: tuple[str, ...] | Readings, methods: Iterable[str]) -> dict[str, dict[str, str]]:
     """``maps`` as column -> {method: kind}; a tuple of kinds reads every method with each kind."""
     methods = list(methods)
-    readings = {kind: dict.fromkeys(methods, kind) for kind in maps} if isinstance(maps, tuple) else {
-        column: dict(per_method) for column, per_method in maps.items()}
+    readings = (
+        {kind: dict.fromkeys(methods, kind) for kind in maps}
+        if isinstance(maps, tuple)
+        else {column: dict(per_method) for column, per_method in maps.items()}
+    )
     for column, per_method in readings.items():
         if set(per_method) != set(methods):
             raise ValueError(f"reading {column!r} names methods {sorted(per_method)}, not {sorted(methods)}")

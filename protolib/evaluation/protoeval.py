@@ -53,9 +53,7 @@ def upsampled_argmax(activation_maps: np.ndarray | torch.Tensor, image_size: int
     flat = maps.reshape(n * k, 1, h, w)
     best = torch.empty(n * k, dtype=torch.long)
     for start in range(0, n * k, chunk):
-        up = F.interpolate(
-            flat[start : start + chunk], size=(image_size, image_size), mode="bicubic", align_corners=False
-        )
+        up = F.interpolate(flat[start : start + chunk], size=(image_size, image_size), mode="bicubic", align_corners=False)
         best[start : start + chunk] = up.flatten(1).argmax(1)  # torch returns the first maximum
     return torch.stack([best // image_size, best % image_size], dim=1).reshape(n, k, 2).numpy()
 
@@ -81,9 +79,7 @@ def part_marks(
     keypoints, visible = np.asarray(keypoints, dtype=np.float64), np.asarray(visible, dtype=bool)
     best = upsampled_argmax(activation_maps, image_size)  # (N, k, 2) as (row, col)
     if keypoints.shape[:2] != visible.shape or keypoints.shape[0] != best.shape[0] or keypoints.shape[2] != 2:
-        raise ValueError(
-            f"shapes do not match: maps {best.shape[:2]}, keypoints {keypoints.shape}, visible {visible.shape}"
-        )
+        raise ValueError(f"shapes do not match: maps {best.shape[:2]}, keypoints {keypoints.shape}, visible {visible.shape}")
     lo = np.maximum(best - half, 0)[:, :, None, :]  # (N, k, 1, 2)
     hi = np.minimum(best + half, image_size)[:, :, None, :]
     with np.errstate(invalid="ignore"):  # NaN keypoints of absent parts compare False
@@ -106,9 +102,7 @@ def part_rates(marks: np.ndarray, visible: np.ndarray) -> np.ndarray:
     return counts / np.maximum(visible.sum(axis=0), 1)
 
 
-def consistent_prototypes(
-    marks: np.ndarray, visible: np.ndarray, threshold: float = CONSISTENCY_THRESHOLD
-) -> np.ndarray:
+def consistent_prototypes(marks: np.ndarray, visible: np.ndarray, threshold: float = CONSISTENCY_THRESHOLD) -> np.ndarray:
     """(k,) bool: prototype j marks some part in >= ``threshold`` of the images where that part is visible.
 
     Compared on the ratio, as in the reference; exactly 80% counts as consistent.

@@ -90,8 +90,9 @@ def training_health(run: Run, backbone: Backbone, cache_dir=None) -> dict[int, C
         if missing:
             raise DataError(f"the run's training image {missing[0]} is gone ({len(missing)} of {len(paths)} missing)")
         feats = extract_features(backbone, paths, cache_dir=cache_dir).feats
-        health[int(run.classes[position])] = class_health(feats.reshape(-1, feats.shape[-1]), head.prototypes[position],
-                                                          head.parts[position])
+        health[int(run.classes[position])] = class_health(
+            feats.reshape(-1, feats.shape[-1]), head.prototypes[position], head.parts[position]
+        )
     return health
 
 

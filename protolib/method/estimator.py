@@ -92,8 +92,9 @@ def class_matrices(features, labels) -> tuple[torch.Tensor, list[torch.Tensor]]:
     if len({c.shape[-1] for c in chunks}) != 1:
         raise ValueError(f"the chunks of features have different feature sizes {sorted({c.shape[-1] for c in chunks})}")
     if labels.ndim != 1 or sum(len(c) for c in chunks) != len(labels):
-        raise ValueError(f"features must come with one label each: got {sum(len(c) for c in chunks)} rows, "
-                         f"{tuple(labels.shape)} labels")
+        raise ValueError(
+            f"features must come with one label each: got {sum(len(c) for c in chunks)} rows, {tuple(labels.shape)} labels"
+        )
     shape = (len(labels), *chunks[0].shape[1:])
     if len(labels) == 0:
         raise ValueError(f"no features to decompose (shape={shape})")
@@ -177,8 +178,15 @@ class PartPrototypes(BaseEstimator):
         return tuple(dict.fromkeys((self.strategy, *self.compare)))
 
     # -- fitting ---------------------------------------------------------------------------------
-    def fit(self, features, labels, head_weight: torch.Tensor, head_bias: torch.Tensor | None = None, *,
-            on_stage: Callable[[str], None] | None = None) -> PartPrototypes:
+    def fit(
+        self,
+        features,
+        labels,
+        head_weight: torch.Tensor,
+        head_bias: torch.Tensor | None = None,
+        *,
+        on_stage: Callable[[str], None] | None = None,
+    ) -> PartPrototypes:
         """Decompose the head rows of every class in ``labels``, forgetting any earlier fit.
 
         features (N, H, W, D) spatial features of the training images (or a list of chunks, see
@@ -190,8 +198,15 @@ class PartPrototypes(BaseEstimator):
             delattr(self, name)
         return self._fit_classes(features, labels, head_weight, head_bias, on_stage)
 
-    def partial_fit(self, features, labels, head_weight: torch.Tensor, head_bias: torch.Tensor | None = None, *,
-                    on_stage: Callable[[str], None] | None = None) -> PartPrototypes:
+    def partial_fit(
+        self,
+        features,
+        labels,
+        head_weight: torch.Tensor,
+        head_bias: torch.Tensor | None = None,
+        *,
+        on_stage: Callable[[str], None] | None = None,
+    ) -> PartPrototypes:
         """Add the classes in ``labels`` to the model (the same inputs as ``fit``); the head must be the one
         of the earlier calls, and the classes new."""
         self.validate_params()
@@ -221,8 +236,7 @@ class PartPrototypes(BaseEstimator):
             raise ValueError(f"classes {too_small} have fewer feature positions than k={self.k} prototypes")
 
         v = weight[classes]
-        nmf = discover(self.discovery, matrices, self.k, v, self.max_iter, self.tol, self.random_state, self.solver,
-                       self.device)
+        nmf = discover(self.discovery, matrices, self.k, v, self.max_iter, self.tol, self.random_state, self.solver, self.device)
         done("nmf")
         P = nmf.prototypes
         alpha = scale_prototypes(P, v)
@@ -230,9 +244,9 @@ class PartPrototypes(BaseEstimator):
         covariance = heatmap_covariance(matrices, P, residual(P, alpha, v))
         refined = {s: refine(s, P, alpha, v, matrices, covariance) for s in self.strategies}
         done("refinement")
-        presence = torch.stack([
-            torch.quantile((A.to(p) @ p.T)[:PRESENCE_POSITIONS], PRESENCE_QUANTILE, dim=0) for A, p in zip(matrices, P)
-        ]).clamp_min(1e-12)
+        presence = torch.stack(
+            [torch.quantile((A.to(p) @ p.T)[:PRESENCE_POSITIONS], PRESENCE_QUANTILE, dim=0) for A, p in zip(matrices, P)]
+        ).clamp_min(1e-12)
         self.n_features_in_, self.head_weight_, self.head_bias_ = D, weight, bias
         self._append(classes, P, alpha, refined, nmf.relative_error, nmf.iterations, presence)
         return self
@@ -255,5 +269,6 @@ class PartPrototypes(BaseEstimator):
     def head(self) -> PrototypeHead:
         """The head of all C classes with the fitted classes' rows rewritten as prototypes."""
         check_is_fitted(self, "classes_")
-        return PrototypeHead.from_parts(self.head_weight_, self.head_bias_, self.classes_, self.refined_,
-                                        self.prototypes_, self.presence_scale_)
+        return PrototypeHead.from_parts(
+            self.head_weight_, self.head_bias_, self.classes_, self.refined_, self.prototypes_, self.presence_scale_
+        )

@@ -69,9 +69,7 @@ class PrototypeHead(nn.Module):
         """Pooled features (B, D) -> contributions (B, C, k) of every decomposed class's prototypes."""
         return torch.einsum("bd,ckd->bck", pooled, self.prototypes)
 
-    def logits(
-        self, pooled: torch.Tensor, contributions: torch.Tensor, scale: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def logits(self, pooled: torch.Tensor, contributions: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, C_all) from cached contributions; ``scale`` (C, k) is the intervention
         (0 switches a prototype off, 1 leaves it); classes not decomposed use the original rows."""
         logits = pooled @ self.weight.T + self.bias

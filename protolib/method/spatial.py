@@ -131,13 +131,12 @@ class EditedPooling:
     all_left_out: torch.Tensor
 
 
-def edited_pooling(head: PrototypeHead, features: torch.Tensor, edit: SpatialEdit | None,
-                   batch: int = BATCH) -> EditedPooling:
+def edited_pooling(head: PrototypeHead, features: torch.Tensor, edit: SpatialEdit | None, batch: int = BATCH) -> EditedPooling:
     """The edited pooling of photos' features (B, H, W, D) or (B, H*W, D), in batches."""
     parts, level = chosen_parts(head, edit), edit.level if edit else LEVEL
     pooled, share, everything = [], [], []
     for start in range(0, len(features), batch):
-        chunk = features[start:start + batch].float()
+        chunk = features[start : start + batch].float()
         mask = left_out_cells(chunk, parts, level)
         p, e = pool_kept(chunk, mask)
         pooled.append(p)
@@ -149,8 +148,9 @@ def edited_pooling(head: PrototypeHead, features: torch.Tensor, edit: SpatialEdi
     return EditedPooling(torch.cat(pooled), torch.cat(share), torch.cat(everything))
 
 
-def edited_logits(head: PrototypeHead, features: torch.Tensor, edit: SpatialEdit | None,
-                  scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def edited_logits(
+    head: PrototypeHead, features: torch.Tensor, edit: SpatialEdit | None, scale: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits (B, C_all), contributions (B, C, k)) of the edited model: the edited pooling, then the head
     with the intervention ``scale`` (C, k) if any."""
     pooled = edited_pooling(head, features, edit).pooled
@@ -158,8 +158,9 @@ def edited_logits(head: PrototypeHead, features: torch.Tensor, edit: SpatialEdit
     return head.logits(pooled, contributions, scale), contributions
 
 
-def split_pooling(head: PrototypeHead, matrices: Mapping[int, torch.Tensor], n_photos: int,
-                  edit: SpatialEdit | None) -> EditedPooling:
+def split_pooling(
+    head: PrototypeHead, matrices: Mapping[int, torch.Tensor], n_photos: int, edit: SpatialEdit | None
+) -> EditedPooling:
     """The edited pooling of a held-out split from its cached cells (``SplitFeatures.matrices``: label ->
     (n*H*W, D), class by class in the order of ``SplitFeatures.paths``), without copying them."""
     total = sum(len(m) for m in matrices.values())
@@ -167,5 +168,4 @@ def split_pooling(head: PrototypeHead, matrices: Mapping[int, torch.Tensor], n_p
         raise ValueError(f"{total} feature cells do not split into {n_photos} photos")
     cells = total // n_photos
     parts = [edited_pooling(head, m.reshape(-1, cells, m.shape[-1]), edit) for m in matrices.values()]
-    return EditedPooling(*(torch.cat([getattr(p, name) for p in parts])
-                           for name in ("pooled", "left_out_share", "all_left_out")))
+    return EditedPooling(*(torch.cat([getattr(p, name) for p in parts]) for name in ("pooled", "left_out_share", "all_left_out")))

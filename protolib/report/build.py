@@ -111,8 +111,9 @@ def table3_section(run: Run, backbone: Backbone, sf: SplitFeatures, matrices: li
     rows: dict[str, dict[str, list[float]]] = {space: {"prototypes_only": [], "residual_only": [], "both": []} for space in spaces}
     errors: dict[str, list[float]] = {"feature_reconstruction_error": [], "head_reconstruction_error": []}
     for k in used:
-        nmf = discover(run.discovery, matrices, k, v, seed=run.params.get("random_state", 0),
-                       solver=run.params.get("solver", "hals"))
+        nmf = discover(
+            run.discovery, matrices, k, v, seed=run.params.get("random_state", 0), solver=run.params.get("solver", "hals")
+        )
         alpha = scale_prototypes(nmf.prototypes, v)
         scores = table3(head, approximation(nmf.prototypes, alpha), sf.pooled, sf.labels)
         for space in spaces:
@@ -121,9 +122,17 @@ def table3_section(run: Run, backbone: Backbone, sf: SplitFeatures, matrices: li
         errors["feature_reconstruction_error"].append(float(nmf.relative_error.mean()))
         errors["head_reconstruction_error"].append(float(head_error(nmf.prototypes, alpha, v).mean()))
     skipped = [k for k in ks if k > cap]
-    return {"available": True, "k": used, "every_class_decomposed": len(run.classes) == len(head.weight),
-            "n_classes": len(run.classes), "n_model_classes": len(head.weight), **rows, **errors, "skipped_k": skipped,
-            "note": f"k above {cap} skipped: a class has only {cap} training images" if skipped else ""}
+    return {
+        "available": True,
+        "k": used,
+        "every_class_decomposed": len(run.classes) == len(head.weight),
+        "n_classes": len(run.classes),
+        "n_model_classes": len(head.weight),
+        **rows,
+        **errors,
+        "skipped_k": skipped,
+        "note": f"k above {cap} skipped: a class has only {cap} training images" if skipped else "",
+    }
 
 
 def seed_stability_section(run: Run, matrices: list[torch.Tensor], seeds: int) -> dict:
@@ -134,8 +143,9 @@ def seed_stability_section(run: Run, matrices: list[torch.Tensor], seeds: int) -
     reference = torch.nn.functional.normalize(run.nmf_prototypes.float(), dim=-1)
     similarity = torch.zeros(len(run.classes), max(seeds - 1, 0))
     for s in range(1, seeds):
-        other = discover(run.discovery, matrices, run.k, head_rows, seed=own + s,
-                         solver=run.params.get("solver", "hals")).prototypes
+        other = discover(
+            run.discovery, matrices, run.k, head_rows, seed=own + s, solver=run.params.get("solver", "hals")
+        ).prototypes
         cosine = reference @ torch.nn.functional.normalize(other.float(), dim=-1).transpose(1, 2)  # (C, k, k)
         for c in range(len(cosine)):
             rows, cols = linear_sum_assignment(cosine[c].numpy(), maximize=True)
@@ -150,9 +160,7 @@ def seed_stability_section(run: Run, matrices: list[torch.Tensor], seeds: int) -
     }
 
 
-def protoeval_section(
-    run: Run, backbone: Backbone, source: str | Path, settings: ReportSettings, progress
-) -> dict:
+def protoeval_section(run: Run, backbone: Backbone, source: str | Path, settings: ReportSettings, progress) -> dict:
     """ProtoEval scores where ``source`` has keypoints; otherwise a clear reason. The refined prototypes
     are turned by the sign of their alpha (see ``metrics.oriented_prototypes``)."""
 
@@ -168,9 +176,14 @@ def protoeval_section(
         return _unavailable(f"{path} has no keypoints for the run's classes in {settings.split}/")
     oriented = oriented_prototypes(run)
     prototypes = {"nmf": {c: run.nmf_prototypes[c] for c, *_ in batches}, "refined": {c: oriented[c] for c, *_ in batches}}
-    return {"available": True, "source": str(path), "scores": protoeval_scores(backbone, iter(batches), prototypes),
-            "n_classes": len(batches), "n_images": sum(len(x) for _, x, *_ in batches),
-            "image_size": backbone.preprocessing.crop_size}
+    return {
+        "available": True,
+        "source": str(path),
+        "scores": protoeval_scores(backbone, iter(batches), prototypes),
+        "n_classes": len(batches),
+        "n_images": sum(len(x) for _, x, *_ in batches),
+        "image_size": backbone.preprocessing.crop_size,
+    }
 
 
 def _spread(sf: SplitFeatures, n: int) -> list[int]:
@@ -209,8 +222,15 @@ def refinement_section(run: Run, backbone: Backbone, sf: SplitFeatures, evaluati
             images[f"{prefix}.before{i}"] = png(heatmap_overlay(upsample(before[i], size), picture))
             images[f"{prefix}.after{i}"] = png(heatmap_overlay(upsample(after[i], size), picture))
         correlation = pearson(before.flatten(1).T, after.flatten(1).T).tolist()
-        shown.append({"image": sf.paths[n], "class": run.class_names[position], "key": prefix,
-                      "alpha": run.alpha[position].tolist(), "heatmap_correlation": correlation})
+        shown.append(
+            {
+                "image": sf.paths[n],
+                "class": run.class_names[position],
+                "key": prefix,
+                "alpha": run.alpha[position].tolist(),
+                "heatmap_correlation": correlation,
+            }
+        )
     names = {str(int(label)): name for label, name in zip(run.classes, run.class_names)}
     fidelity = evaluation["signed_fidelity"]
     return {
@@ -258,9 +278,14 @@ def faithfulness_section(run: Run, backbone: Backbone, sf: SplitFeatures, n_imag
         for m in SALIENCY_MAPS:
             curves[m]["deletion"].append(result[m].deletion)
             curves[m]["insertion"].append(result[m].insertion)
-        per_image.append({"image": sf.paths[n], "class": run.class_names[position], "prototype": top + 1,
-                          **{f"{m} {kind} AUC": auc(getattr(result[m], kind)) for m in SALIENCY_MAPS
-                             for kind in ("deletion", "insertion")}})
+        per_image.append(
+            {
+                "image": sf.paths[n],
+                "class": run.class_names[position],
+                "prototype": top + 1,
+                **{f"{m} {kind} AUC": auc(getattr(result[m], kind)) for m in SALIENCY_MAPS for kind in ("deletion", "insertion")},
+            }
+        )
         if j < 3:
             size = picture.shape[:2]
             images[f"faith{j}.image"] = png(picture)
@@ -276,17 +301,24 @@ def faithfulness_section(run: Run, backbone: Backbone, sf: SplitFeatures, n_imag
         }
         if m != "Grad-CAM":
             summary[m]["minus_gradcam"] = {
-                kind: mean_interval(list(np.subtract(aucs[m][kind], aucs["Grad-CAM"][kind])))
-                for kind in ("deletion", "insertion")
+                kind: mean_interval(list(np.subtract(aucs[m][kind], aucs["Grad-CAM"][kind]))) for kind in ("deletion", "insertion")
             }
-    return {"available": True, "n_images": len(per_image), "steps": steps,
-            "fractions": [t / steps for t in range(steps + 1)], "methods": summary, "per_image": per_image}
+    return {
+        "available": True,
+        "n_images": len(per_image),
+        "steps": steps,
+        "fractions": [t / steps for t in range(steps + 1)],
+        "methods": summary,
+        "per_image": per_image,
+    }
 
 
 def _intervention(head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dict:
     importance = prototype_importance(head, pooled, labels)
-    return {"oracle": oracle_intervention(head, pooled, labels),
-            "importance": {name: row.tolist() for name, row in zip(names, importance)}}
+    return {
+        "oracle": oracle_intervention(head, pooled, labels),
+        "importance": {name: row.tolist() for name, row in zip(names, importance)},
+    }
 
 
 def intervention_section(run: Run, backbone: Backbone, sf: SplitFeatures) -> dict:
@@ -306,6 +338,7 @@ def intervention_section(run: Run, backbone: Backbone, sf: SplitFeatures) -> dic
 def mistakes_section(run: Run, backbone: Backbone, sf: SplitFeatures, kept: int = 5) -> dict:
     """``protoscope mistakes``'s figures, kept small: the counts, both oracles, the split-half edit, the most
     harmful prototypes and the clearest culprits (``kept`` of each); the full list is the command's."""
+
     def small(f: dict) -> dict:
         return {**f, "culprits": f["culprits"][:kept], "harmful": f["harmful"][:kept]}
 
@@ -320,8 +353,9 @@ def mistakes_section(run: Run, backbone: Backbone, sf: SplitFeatures, kept: int 
 COMPARISON_GALLERIES = 3  # classes whose heatmaps are shown (the least agreeing); the others as numbers
 
 
-def comparison_figures(comparisons: list[Comparison], images: dict, galleries: int = COMPARISON_GALLERIES,
-                       skipped: dict | None = None) -> dict:
+def comparison_figures(
+    comparisons: list[Comparison], images: dict, galleries: int = COMPARISON_GALLERIES, skipped: dict | None = None
+) -> dict:
     """The "comparison" section of compared classes: per class the numbers of ``Comparison.summary``, and
     for the ``galleries`` least agreeing classes the photo the runs disagree on most, each run's part map
     and heatmaps lined up with the first run's matched prototypes (PNGs in ``images``)."""
@@ -362,8 +396,15 @@ def _backbone_of(other: Run, backbone: Backbone) -> Backbone:
     return other.load_backbone(backbone.device)
 
 
-def comparison_section(run: Run, backbone: Backbone, data: str | Path, settings: ReportSettings, images: dict,
-                       cache_dir=None, progress: Progress | None = None) -> dict:
+def comparison_section(
+    run: Run,
+    backbone: Backbone,
+    data: str | Path,
+    settings: ReportSettings,
+    images: dict,
+    cache_dir=None,
+    progress: Progress | None = None,
+) -> dict:
     """``run`` side by side with the runs of ``settings.compare_with`` on the held-out photos of the class
     ``settings.compare_class`` (default: of every class they share)."""
     others = [load_run(p) for p in settings.compare_with]
@@ -382,8 +423,20 @@ def comparison_section(run: Run, backbone: Backbone, data: str | Path, settings:
         if progress:
             progress("comparison", n, len(wanted))
         try:
-            comparisons.append(compare_runs(runs, backbones, data, name, settings.split, settings.compare_photos,
-                                            names, heads, maps=settings.compare_maps, cache_dir=cache_dir))
+            comparisons.append(
+                compare_runs(
+                    runs,
+                    backbones,
+                    data,
+                    name,
+                    settings.split,
+                    settings.compare_photos,
+                    names,
+                    heads,
+                    maps=settings.compare_maps,
+                    cache_dir=cache_dir,
+                )
+            )
         except DataError as exc:  # this class has no usable held-out photos: the others go on
             skipped[name] = str(exc)
     if progress:
@@ -391,17 +444,29 @@ def comparison_section(run: Run, backbone: Backbone, data: str | Path, settings:
     return comparison_figures(comparisons, images, skipped=skipped)
 
 
-def comparison_report(runs: list[Run], backbones: list[Backbone], data: str | Path, class_name: str,
-                      split: str = "val", photos: int = 6, maps: str = "heatmaps", cache_dir=None) -> tuple[Report, Comparison]:
+def comparison_report(
+    runs: list[Run],
+    backbones: list[Backbone],
+    data: str | Path,
+    class_name: str,
+    split: str = "val",
+    photos: int = 6,
+    maps: str = "heatmaps",
+    cache_dir=None,
+) -> tuple[Report, Comparison]:
     """A report of the comparison alone (``python -m protolib compare``): its section and its Comparison."""
     started = time.perf_counter()
     comparison = compare_runs(runs, backbones, data, class_name, split, photos, maps=maps, cache_dir=cache_dir)
     images: dict[str, str] = {}
     figures = {
         "comparison": comparison_figures([comparison], images),
-        "run": {"paths": [str(r.path) if r.path else None for r in runs], "data": str(Path(data).resolve()),
-                "split": split, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "seconds": {"total": round(time.perf_counter() - started, 2)}},
+        "run": {
+            "paths": [str(r.path) if r.path else None for r in runs],
+            "data": str(Path(data).resolve()),
+            "split": split,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seconds": {"total": round(time.perf_counter() - started, 2)},
+        },
     }
     return Report(figures, images), comparison
 
@@ -426,8 +491,10 @@ def build_report(
     run.check_backbone(backbone)
     data = Path(data)
     if settings.split not in available_splits(data):
-        raise DataError(f"{data / settings.split} does not exist: the report evaluates on held-out images "
-                        f"in DIR/{settings.split}/<class folder>/ (or DIR/<class folder>/, held out by file name)")
+        raise DataError(
+            f"{data / settings.split} does not exist: the report evaluates on held-out images "
+            f"in DIR/{settings.split}/<class folder>/ (or DIR/<class folder>/, held out by file name)"
+        )
     started = time.perf_counter()
     images: dict[str, str] = {}
     seconds: dict[str, float] = {}
@@ -450,8 +517,16 @@ def build_report(
         raise DataError(f"{data / settings.split} has no images of the run's classes {', '.join(missing[:5])}")
     evaluation = evaluate_run(run, backbone, data, settings.split, cache_dir=cache_dir, features=sf)
 
-    section("exactness", lambda: {"available": True, **{key: evaluation[key] for key in (
-        "max_abs_logit_diff", "top1_original", "top1_prototype", "n_images", "n_classes_decomposed")}})
+    section(
+        "exactness",
+        lambda: {
+            "available": True,
+            **{
+                key: evaluation[key]
+                for key in ("max_abs_logit_diff", "top1_original", "top1_prototype", "n_images", "n_classes_decomposed")
+            },
+        },
+    )
     matrices: list[torch.Tensor] | None = None
 
     def train():
@@ -466,8 +541,9 @@ def build_report(
     section("protoeval", lambda: protoeval_section(run, backbone, settings.keypoints or data, settings, progress))
     matrices = None  # the training features are no longer needed
     section("axioms", lambda: {"available": True, **check_axioms(run.head(backbone), sf.pooled, sf.logits)})
-    section("deletion_insertion", lambda: faithfulness_section(
-        run, backbone, sf, settings.faithfulness_images, settings.steps, images))
+    section(
+        "deletion_insertion", lambda: faithfulness_section(run, backbone, sf, settings.faithfulness_images, settings.steps, images)
+    )
     section("intervention", lambda: intervention_section(run, backbone, sf))
     section("mistakes", lambda: mistakes_section(run, backbone, sf))
     report("report", len(names), len(names))

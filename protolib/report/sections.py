@@ -20,6 +20,7 @@ OPTIONAL_SECTIONS = {
     "comparison": "Runs side by side on the same photos (Figure 3)",
 }
 
+
 @dataclass
 class Report:
     figures: dict  # what report.json holds: numbers and text only

@@ -46,8 +46,9 @@ def prototype_title(run: Run, position: int, i: int) -> str:
     return f"P{i + 1}" + (f" “{name}”" if name else "")
 
 
-def culprit_overlays(backbone: Backbone, head: PrototypeHead, paths: list[str], switched: list[list[tuple[int, int]]],
-                     cache_dir=None) -> list[tuple]:
+def culprit_overlays(
+    backbone: Backbone, head: PrototypeHead, paths: list[str], switched: list[list[tuple[int, int]]], cache_dir=None
+) -> list[tuple]:
     """Per photo: the photo as the model sees it and each switched prototype's heatmap over it (uint8 RGB)."""
     feats = extract_features(backbone, [Path(p) for p in paths], cache_dir=cache_dir).feats
     out = []
@@ -79,33 +80,58 @@ def _galleries(run: Run, backbone: Backbone, head: PrototypeHead, positions: lis
                 images[key] = png(heatmap_overlay(upsample(maps[n, i], shown.shape[:2]), shown))
                 photos.append({"key": key, "file": Path(paths[n]).name, "contribution": float(contribution[n, i])})
             share = float((contribution[:, i] / logit[:, 0].abs().clamp_min(1e-6)).mean())
-            prototypes.append({"title": prototype_title(run, position, i), "photos": photos,
-                               "mean_contribution": float(contribution[:, i].mean()), "mean_share": share})
+            prototypes.append(
+                {
+                    "title": prototype_title(run, position, i),
+                    "photos": photos,
+                    "mean_contribution": float(contribution[:, i].mean()),
+                    "mean_share": share,
+                }
+            )
         galleries.append({"class": run.class_names[position], "n_photos": len(paths), "prototypes": prototypes})
     return galleries
 
 
-def story_figures(run: Run, backbone: Backbone, data: str | Path, split: str = "val", cache_dir=None,
-                  progress: Progress | None = None, pictures: bool = True) -> Story:
+def story_figures(
+    run: Run,
+    backbone: Backbone,
+    data: str | Path,
+    split: str = "val",
+    cache_dir=None,
+    progress: Progress | None = None,
+    pictures: bool = True,
+) -> Story:
     """The story's figures on the held-out photos of the run's classes in ``data/split`` (and, with
     ``pictures``, its galleries and mistake cards: a backbone pass on a few dozen photos)."""
     run.check_backbone(backbone)
     if split not in available_splits(data):
-        raise DataError(f"{Path(data) / split} does not exist: the mistakes are found on held-out photos "
-                        f"in DIR/{split}/<class folder>/ (or DIR/<class folder>/, held out by file name)")
+        raise DataError(
+            f"{Path(data) / split} does not exist: the mistakes are found on held-out photos "
+            f"in DIR/{split}/<class folder>/ (or DIR/<class folder>/, held out by file name)"
+        )
     folders = [c["folder"] for c in run.manifest["classes"]]
     sf = split_features(backbone, data, split, classes=folders, cache_dir=cache_dir, progress=progress)
     if not len(sf.labels):
         raise DataError(f"{Path(data) / split} has no photos of the run's classes")
     head = run.head(backbone)
     logits = head.logits(sf.pooled, head.contributions(sf.pooled))
-    exactness = {"max_abs_logit_diff": float((logits - sf.logits).abs().max()),
-                 "top1_original": float((sf.logits.argmax(1) == sf.labels).float().mean()),
-                 "top1_prototype": float((logits.argmax(1) == sf.labels).float().mean()), "photos": len(sf.labels)}
+    exactness = {
+        "max_abs_logit_diff": float((logits - sf.logits).abs().max()),
+        "top1_original": float((sf.logits.argmax(1) == sf.labels).float().mean()),
+        "top1_prototype": float((logits.argmax(1) == sf.labels).float().mean()),
+        "photos": len(sf.labels),
+    }
     figures = mistakes_json(head, sf.pooled, sf.labels, sf.paths, backbone.labels, run.class_names)
-    info = {"backbone": run.manifest["backbone"], "k": run.k, "classes": run.class_names, "strategy": run.strategy,
-            "n_model_classes": int(head.weight.shape[0]), "data": str(Path(data).resolve()), "split": split,
-            "name": run.path.name if run.path else "run"}
+    info = {
+        "backbone": run.manifest["backbone"],
+        "k": run.k,
+        "classes": run.class_names,
+        "strategy": run.strategy,
+        "n_model_classes": int(head.weight.shape[0]),
+        "data": str(Path(data).resolve()),
+        "split": split,
+        "name": run.path.name if run.path else "run",
+    }
     story = Story(info, exactness, figures)
     if not pictures:
         return story
@@ -117,8 +143,9 @@ def story_figures(run: Run, backbone: Backbone, data: str | Path, split: str = "
     fixed = [c for c in space["culprits"] if c["reason"] == "one"][:MISTAKES_SHOWN]
     label_of = {name: n for n, name in enumerate(names)}
     switched = [[(label_of[s["class"]], s["prototype"]) for s in c["switched"]] for c in fixed]
-    for n, (c, (shown, overlays)) in enumerate(zip(fixed, culprit_overlays(backbone, shown_head, [c["file"] for c in fixed],
-                                                                           switched, cache_dir))):
+    for n, (c, (shown, overlays)) in enumerate(
+        zip(fixed, culprit_overlays(backbone, shown_head, [c["file"] for c in fixed], switched, cache_dir))
+    ):
         story.images[f"m{n}.photo"], story.images[f"m{n}.culprit"] = png(shown), png(overlays[0])
         position = run.class_names.index(c["switched"][0]["class"])
         story.cards.append({**c, "key": f"m{n}", "title": prototype_title(run, position, c["switched"][0]["prototype"])})
@@ -146,31 +173,54 @@ def render_story(story: Story) -> str:
     """The whole page as a string: no script, no external resource."""
     r, e, m = story.run, story.exactness, story.mistakes
     sections = []
-    sections.append(("model", "The model and its exactness", (
-        f"<p class='lead'>{html.escape(r['backbone'])}: its last layer rewritten as {r['k']} part prototypes for each of "
-        f"{len(r['classes'])} classes ({html.escape(', '.join(r['classes']))}); the model has {r['n_model_classes']} "
-        "classes, and those not decomposed keep their own rows. Every logit is a sum of prototype contributions, "
-        "equal to the model's own logit to float precision.</p>"
-        + _cards([("max |logit difference|", f"{e['max_abs_logit_diff']:.1e}", f"on {e['photos']} held-out photos"),
-                  ("top-1, original model", _pct(e["top1_original"]), ""),
-                  ("top-1, prototype network", _pct(e["top1_prototype"]), "the same by construction")]))))
+    sections.append(
+        (
+            "model",
+            "The model and its exactness",
+            (
+                f"<p class='lead'>{html.escape(r['backbone'])}: its last layer rewritten as {r['k']} part prototypes for each of "
+                f"{len(r['classes'])} classes ({html.escape(', '.join(r['classes']))}); the model has {r['n_model_classes']} "
+                "classes, and those not decomposed keep their own rows. Every logit is a sum of prototype contributions, "
+                "equal to the model's own logit to float precision.</p>"
+                + _cards(
+                    [
+                        ("max |logit difference|", f"{e['max_abs_logit_diff']:.1e}", f"on {e['photos']} held-out photos"),
+                        ("top-1, original model", _pct(e["top1_original"]), ""),
+                        ("top-1, prototype network", _pct(e["top1_prototype"]), "the same by construction"),
+                    ]
+                )
+            ),
+        )
+    )
     blocks = []
     for g in story.galleries:
         rows = "".join(
             f"<tr><td class='text'><b>{html.escape(p['title'])}</b><br>mean contribution {p['mean_contribution']:+.2f}"
             f"<br>mean share {_pct(p['mean_share'])}</td>"
             + "".join(f"<td>{_img(story.images, ph['key'], ph['file'])}<br>{ph['contribution']:+.2f}</td>" for ph in p["photos"])
-            + "</tr>" for p in g["prototypes"])
+            + "</tr>"
+            for p in g["prototypes"]
+        )
         blocks.append(f"<h3>{html.escape(g['class'])}</h3><table class='gallery'>{rows}</table>")
-    sections.append(("prototypes", "What the prototypes look at", (
-        f"<p class='lead'>For {len(story.galleries)} classes, each prototype's heatmap on the training photos it "
-        f"contributes most to; the number under a photo is the prototype's contribution to the class's logit there, "
-        "and the share is its part of the logit over the class's training photos.</p>" + "".join(blocks))))
-    where = ("" if story.shown_space != "run_classes" else
-             f"<p class='muted'>In the model's {r['n_model_classes']}-way label space, every one of its {m['mistakes']} "
-             f"mistakes ranks a class above the true one that was not decomposed ({m['not_decomposed']}), which no "
-             "prototype switch can lower. The cards read the run as a classifier of its own classes, as the paper does "
-             "(it decomposes every class).</p>")
+    sections.append(
+        (
+            "prototypes",
+            "What the prototypes look at",
+            (
+                f"<p class='lead'>For {len(story.galleries)} classes, each prototype's heatmap on the training photos it "
+                f"contributes most to; the number under a photo is the prototype's contribution to the class's logit there, "
+                "and the share is its part of the logit over the class's training photos.</p>" + "".join(blocks)
+            ),
+        )
+    )
+    where = (
+        ""
+        if story.shown_space != "run_classes"
+        else f"<p class='muted'>In the model's {r['n_model_classes']}-way label space, every one of its {m['mistakes']} "
+        f"mistakes ranks a class above the true one that was not decomposed ({m['not_decomposed']}), which no "
+        "prototype switch can lower. The cards read the run as a classifier of its own classes, as the paper does "
+        "(it decomposes every class).</p>"
+    )
     cards = "".join(
         f"<div class='mcard'><div>{_img(story.images, c['key'] + '.photo', c['file'])}"
         f"{_img(story.images, c['key'] + '.culprit', 'culprit heatmap')}</div>"
@@ -178,53 +228,112 @@ def render_story(story: Story) -> str:
         f"<b>{html.escape(c['switched'][0]['class'])} · {html.escape(c['title'])}</b> and it is right "
         f"(lead {c['margin']:+.2f})<br><span class='muted'>{html.escape(Path(c['file']).name)}</span></p>"
         f"<table><tr><th>before</th><th>after</th></tr><tr><td class='text'>{_top(c['top_before'])}</td>"
-        f"<td class='text'>{_top(c['top_after'])}</td></tr></table></div>" for c in story.cards)
-    mistake_rows = [[label, v["mistakes"], v["fixed_by_one"], v["fixed_by_two"], v["not_decomposed"], v["not_fixed_by_two"],
-             _pct(v["oracle_paper"]["top1_before"]), _pct(v["oracle_paper"]["top1_after"]),
-             _pct(v["oracle_smallest"]["top1_after"])]
-            for label, v in ((m["label_space"], m), *(((m["run_classes"]["label_space"], m["run_classes"]),)
-                                                       if "run_classes" in m else ()))]
-    sections.append(("mistakes", "Mistakes one switch fixes", (
-        "<p class='lead'>For every held-out photo the model gets wrong, the smallest edit that puts the true class on "
-        "top: one prototype switched off (of a class ranked above the true one), else two. The oracle of the paper's "
-        "Table 4 switches off the predicted class's largest prototype in every mistake; the smallest-culprit rule "
-        "uses the one or two switches found here.</p>" + where
-        + _table(["label space", "mistakes", "fixed by one", "by two", "competitor not decomposed", "needs more",
-                  "top-1", "oracle (paper)", "oracle (smallest culprit)"], [[html.escape(str(x[0])), *x[1:]] for x in mistake_rows],
-                 text=(0,))
-        + (f"<div class='mcards'>{cards}</div>" if cards else "<p class='muted'>No mistake is fixed by one switch.</p>"))))
+        f"<td class='text'>{_top(c['top_after'])}</td></tr></table></div>"
+        for c in story.cards
+    )
+    mistake_rows = [
+        [
+            label,
+            v["mistakes"],
+            v["fixed_by_one"],
+            v["fixed_by_two"],
+            v["not_decomposed"],
+            v["not_fixed_by_two"],
+            _pct(v["oracle_paper"]["top1_before"]),
+            _pct(v["oracle_paper"]["top1_after"]),
+            _pct(v["oracle_smallest"]["top1_after"]),
+        ]
+        for label, v in (
+            (m["label_space"], m),
+            *(((m["run_classes"]["label_space"], m["run_classes"]),) if "run_classes" in m else ()),
+        )
+    ]
+    sections.append(
+        (
+            "mistakes",
+            "Mistakes one switch fixes",
+            (
+                "<p class='lead'>For every held-out photo the model gets wrong, the smallest edit that puts the true class on "
+                "top: one prototype switched off (of a class ranked above the true one), else two. The oracle of the paper's "
+                "Table 4 switches off the predicted class's largest prototype in every mistake; the smallest-culprit rule "
+                "uses the one or two switches found here.</p>"
+                + where
+                + _table(
+                    [
+                        "label space",
+                        "mistakes",
+                        "fixed by one",
+                        "by two",
+                        "competitor not decomposed",
+                        "needs more",
+                        "top-1",
+                        "oracle (paper)",
+                        "oracle (smallest culprit)",
+                    ],
+                    [[html.escape(str(x[0])), *x[1:]] for x in mistake_rows],
+                    text=(0,),
+                )
+                + (f"<div class='mcards'>{cards}</div>" if cards else "<p class='muted'>No mistake is fixed by one switch.</p>")
+            ),
+        )
+    )
     harm, edit = m["harmful"][:10], m["harmful_edit"]  # the model as it would be shipped: its own label space
     switched = ", ".join(f"{s['class']} P{s['prototype'] + 1}" for s in edit["switched_off"]) or "none"
-    edits = [[html.escape(v["label_space"]), html.escape(", ".join(f"{s['class']} P{s['prototype'] + 1}"
-                                                                   for s in v["harmful_edit"]["switched_off"]) or "none"),
-              f"{_pct(v['harmful_edit']['chosen_on']['top1_before'])} → {_pct(v['harmful_edit']['chosen_on']['top1_after'])}",
-              f"{_pct(v['harmful_edit']['top1_before'])} → {_pct(v['harmful_edit']['top1_after'])}"]
-             for v in (m, *((m["run_classes"],) if "run_classes" in m else ()))]
-    sections.append(("harmful", "Prototypes that do more harm than good", (
-        f"<p class='lead'>Each prototype switched off alone, over the {m['photos']} held-out photos "
-        f"({html.escape(m['label_space'])}): the predictions it fixes and breaks. A global edit is chosen from "
-        f"this on half 0 of the photos ({edit['chosen_on']['photos']}) and scored on half 1 "
-        f"({edit['scored_on']['photos']}), which played no part in choosing it.</p>"
-        + _table(["class", "prototype", "fixed", "broken", "net"],
-                 [[html.escape(h["class"]), f"P{h['prototype'] + 1}", h["fixed"], h["broken"], h["net"]] for h in harm],
-                 text=(0, 1))
-        + _cards([("switched off", str(len(edit["switched_off"])), switched),
-                  ("chosen on half 0", f"{_pct(edit['chosen_on']['top1_before'])} → {_pct(edit['chosen_on']['top1_after'])}",
-                   "in-sample: where it was chosen"),
-                  ("scored on half 1", f"{_pct(edit['top1_before'])} → {_pct(edit['top1_after'])}", "held out")])
-        + _table(["label space", "switched off", "top-1 on half 0 (chose it)", "top-1 on half 1 (held out)"], edits,
-                 text=(0, 1))
-        + f"<p class='muted'>{html.escape(edit['rule'])}</p>")))
+    edits = [
+        [
+            html.escape(v["label_space"]),
+            html.escape(", ".join(f"{s['class']} P{s['prototype'] + 1}" for s in v["harmful_edit"]["switched_off"]) or "none"),
+            f"{_pct(v['harmful_edit']['chosen_on']['top1_before'])} → {_pct(v['harmful_edit']['chosen_on']['top1_after'])}",
+            f"{_pct(v['harmful_edit']['top1_before'])} → {_pct(v['harmful_edit']['top1_after'])}",
+        ]
+        for v in (m, *((m["run_classes"],) if "run_classes" in m else ()))
+    ]
+    sections.append(
+        (
+            "harmful",
+            "Prototypes that do more harm than good",
+            (
+                f"<p class='lead'>Each prototype switched off alone, over the {m['photos']} held-out photos "
+                f"({html.escape(m['label_space'])}): the predictions it fixes and breaks. A global edit is chosen from "
+                f"this on half 0 of the photos ({edit['chosen_on']['photos']}) and scored on half 1 "
+                f"({edit['scored_on']['photos']}), which played no part in choosing it.</p>"
+                + _table(
+                    ["class", "prototype", "fixed", "broken", "net"],
+                    [[html.escape(h["class"]), f"P{h['prototype'] + 1}", h["fixed"], h["broken"], h["net"]] for h in harm],
+                    text=(0, 1),
+                )
+                + _cards(
+                    [
+                        ("switched off", str(len(edit["switched_off"])), switched),
+                        (
+                            "chosen on half 0",
+                            f"{_pct(edit['chosen_on']['top1_before'])} → {_pct(edit['chosen_on']['top1_after'])}",
+                            "in-sample: where it was chosen",
+                        ),
+                        ("scored on half 1", f"{_pct(edit['top1_before'])} → {_pct(edit['top1_after'])}", "held out"),
+                    ]
+                )
+                + _table(
+                    ["label space", "switched off", "top-1 on half 0 (chose it)", "top-1 on half 1 (held out)"], edits, text=(0, 1)
+                )
+                + f"<p class='muted'>{html.escape(edit['rule'])}</p>"
+            ),
+        )
+    )
     nav = "".join(f'<a href="#{key}">{html.escape(title)}</a>' for key, title, _ in sections)
     body = "".join(f'<section id="{key}"><h2>{html.escape(title)}</h2>{text}</section>' for key, title, text in sections)
-    style = CSS + (".mcards{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px}"
-                   ".mcard{border:1px solid #e2e6ea;border-radius:8px;padding:10px}.mcard img{width:136px;height:136px;"
-                   "margin-right:6px;border-radius:4px}.gallery img{width:112px;height:112px}")
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>protoscope story: {html.escape(r['name'])}</title><style>{style}</style></head><body><main>"
-            f"<h1>{html.escape(r['backbone'])} as part prototypes</h1><p class='muted'>run {html.escape(r['name'])} · "
-            f"held-out photos from {html.escape(r['data'])}/{html.escape(r['split'])}</p><nav>{nav}</nav>{body}"
-            "</main></body></html>")
+    style = CSS + (
+        ".mcards{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px}"
+        ".mcard{border:1px solid #e2e6ea;border-radius:8px;padding:10px}.mcard img{width:136px;height:136px;"
+        "margin-right:6px;border-radius:4px}.gallery img{width:112px;height:112px}"
+    )
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>protoscope story: {html.escape(r['name'])}</title><style>{style}</style></head><body><main>"
+        f"<h1>{html.escape(r['backbone'])} as part prototypes</h1><p class='muted'>run {html.escape(r['name'])} · "
+        f"held-out photos from {html.escape(r['data'])}/{html.escape(r['split'])}</p><nav>{nav}</nav>{body}"
+        "</main></body></html>"
+    )
 
 
 def write_story(story: Story, target: str | Path) -> Path:
@@ -234,4 +343,3 @@ def write_story(story: Story, target: str | Path) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return target
-
