@@ -10,7 +10,7 @@ import json
 import platform
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -122,17 +122,7 @@ class Run:
         manifest = {key: value for key, value in self.manifest.items() if key != LABELS_KEY}
         if clean:
             manifest[LABELS_KEY] = clean
-        return Run(
-            manifest,
-            self.classes,
-            self.nmf_prototypes,
-            self.alpha,
-            self.refined,
-            self.feature_error,
-            self.presence_scale,
-            self.scale,
-            self.path,
-        )
+        return replace(self, manifest=manifest)
 
     @classmethod
     def from_model(cls, manifest: dict, model: PartPrototypes) -> Run:
@@ -207,31 +197,13 @@ class Run:
             manifest[SPATIAL_KEY] = edit.to_manifest()
         if edit or self.spatial_edit:  # a run that never had one is left as it is
             manifest.update(spatial_note=note, parent=str(self.path) if self.path else manifest.get("parent"))
-        return Run(
-            manifest,
-            self.classes,
-            self.nmf_prototypes,
-            self.alpha,
-            self.refined,
-            self.feature_error,
-            self.presence_scale,
-            self.scale,
-        )
+        return replace(self, manifest=manifest, path=None)
 
     def with_scale(self, scale: torch.Tensor, note: str) -> Run:
         """A copy of this run whose head carries an intervention (saved as a run of its own)."""
         manifest = dict(self.manifest, intervention=note, parent=str(self.path) if self.path else None)
         combined = scale.float() if self.scale is None else self.scale * scale.float()
-        return Run(
-            manifest,
-            self.classes,
-            self.nmf_prototypes,
-            self.alpha,
-            self.refined,
-            self.feature_error,
-            self.presence_scale,
-            combined,
-        )
+        return replace(self, manifest=manifest, scale=combined, path=None)
 
 
 def save_run(run: Run, path: str | Path, overwrite: bool = False) -> Path:
