@@ -66,7 +66,7 @@ def browser():
     """Debian's Chromium driven by Playwright (``playwright install`` cannot download browsers here)."""
     from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import ARGS, CHROMIUM
+    from tests.browser import ARGS, CHROMIUM
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)

@@ -18,8 +18,7 @@ from protolib.data import load_image, scan_split, split_images
 from protolib.files import recover_swap
 from protolib.pipeline import run_decomposition
 from protolib.runs import MANIFEST, TENSORS, RunError, load_run, save_run
-
-TENCH, SPRINGER = "n01440764", "n02102040"
+from tests.helpers import SPRINGER, TENCH, cli
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +29,6 @@ def run(lite0, data_dir, feature_cache):
 @pytest.fixture
 def saved(run, tmp_path):
     return save_run(run, tmp_path / "run")
-
-
-def cli(capsys, *argv) -> tuple[int, str]:
-    code = main(list(argv))
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return code, err
 
 
 # -- --overwrite, and an interrupted swap ---------------------------------------------------------------

@@ -24,7 +24,7 @@ from protolib.files import TargetRefused, atomic_path
 from protolib.pipeline import run_decomposition
 from protolib.runs import MANIFEST, TENSORS, RunError, checked_runs, list_runs, load_run, save_run
 from protolib.workspace import clean_up
-from tests.test_bad_input_table import SPRINGER, TENCH, cli
+from tests.helpers import SPRINGER, TENCH, cli
 
 
 @pytest.fixture(scope="module")

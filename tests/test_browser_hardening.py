@@ -18,8 +18,7 @@ import pytest
 from PIL import Image
 
 from protolib.config import SAMPLE_DATA
-from tests.test_browser import CHROMIUM, app_server, free_port, go, new_page, settle
-from tests.test_browser_sharing import run_options
+from tests.browser import CHROMIUM, app_server, free_port, go, new_page, run_options, settle
 
 DATA = SAMPLE_DATA
 FOLDERS = {"n01440764": "a", "n02102040": "b"}

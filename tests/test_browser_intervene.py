@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from protolib.config import SAMPLE_DATA
-from tests.test_browser import CHROMIUM, WAIT, app_server, compute_held_out_of_run_classes, go, metric_value, open_page, settle
+from tests.browser import CHROMIUM, WAIT, app_server, compute_held_out_of_run_classes, go, metric_value, open_page, settle
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["n01440764", "n02102040"]  # tench, English springer

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from protolib.config import SAMPLE_DATA
-from tests.test_browser import CHROMIUM, RUN_WAIT, app_server, metric_value, open_page, settle, shoot
+from tests.browser import CHROMIUM, RUN_WAIT, app_server, metric_value, open_page, settle, shoot
 
 pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),

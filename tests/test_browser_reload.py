@@ -17,8 +17,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from protolib.config import SAMPLE_DATA
-from tests.test_browser import CHROMIUM, WAIT, app_server, choose_classes, go, set_slider, settle
-from tests.test_browser_sharing import run_options
+from tests.browser import CHROMIUM, WAIT, app_server, choose_classes, go, run_options, set_slider, settle
 
 DATA = SAMPLE_DATA
 RUN_NAME = "my-private-run"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from protolib.config import SAMPLE_DATA
-from tests.test_browser import CHROMIUM, app_server, go, new_page, set_slider, settle
+from tests.browser import CHROMIUM, app_server, go, new_page, run_options, set_slider, settle
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = SAMPLE_DATA
@@ -58,18 +58,6 @@ def photos_zip(folder: Path) -> Path:
 def page_titles(page) -> list[str]:
     """The navigation bar's page titles (each link's last line: the first is its icon's name)."""
     return [t.strip().splitlines()[-1].strip() for t in page.get_by_test_id("stTopNavLink").all_inner_texts()]
-
-
-def run_options(page) -> list[str]:
-    """The run list of the sidebar, as its dropdown shows it."""
-    sidebar = page.get_by_test_id("stSidebar")
-    if sidebar.get_by_test_id("stSelectbox").filter(has_text="Run").count() == 0:
-        return []
-    sidebar.get_by_test_id("stSelectbox").filter(has_text="Run").click()
-    options = [o.strip() for o in page.get_by_role("option").all_inner_texts()]
-    page.keyboard.press("Escape")
-    settle(page)
-    return options
 
 
 def test_a_session_sees_nothing_of_another_sessions_uploads_and_runs(browser, server, tmp_path):

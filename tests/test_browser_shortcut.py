@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_browser import CHROMIUM, RUN_WAIT, WAIT, app_server, go, metric_value, open_page, settle
+from tests.browser import CHROMIUM, RUN_WAIT, WAIT, app_server, go, metric_value, open_page, settle
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
 

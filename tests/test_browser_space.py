@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from protolib.config import SAMPLE_DATA
-from tests.test_browser import CHROMIUM, WAIT, app_server, go, open_page, settle
+from tests.browser import CHROMIUM, WAIT, app_server, go, open_page, settle
 
 CLASSES = ["n01440764", "n02102040"]  # tench, English springer
 RUN = "tiny"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_browser import CHROMIUM, ROOT, RUN_WAIT, WAIT, app_server, choose_classes, open_page, settle
+from tests.browser import CHROMIUM, ROOT, RUN_WAIT, WAIT, app_server, choose_classes, open_page, settle
 from tests.test_weights_download import CLASSES, resnet18_file, serve
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
