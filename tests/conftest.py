@@ -61,6 +61,17 @@ def no_network(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture
+def navigation_mode(monkeypatch):
+    """Streamlit's AppTest starts every run in the legacy ``pages/`` folder mode; the app runs in navigation mode
+    (see pages/common/navigation.py). Modules that drive the app with AppTest opt in with ``usefixtures``."""
+    import streamlit.testing.v1.app_test as app_test
+
+    from pages.common import navigation
+
+    monkeypatch.setattr(app_test, "PagesManager", navigation.app_test_pages_manager())
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium driven by Playwright (``playwright install`` cannot download browsers here)."""

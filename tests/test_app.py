@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from pages.common import edit_views, navigation, uploads, viewmodels
+from pages.common import edit_views, uploads, viewmodels
 from protolib import config
 from protolib.data import BadImage, class_folders, load_image
 from protolib.data.folders import UNKNOWN_CLASS_FOLDER, NoMatchingClasses, image_files
@@ -30,6 +30,8 @@ DATA = config.SAMPLE_DATA
 CLASSES = ["n01440764", "n02102040"]  # tench, English springer
 RUN_PAGES = ["pages/prototypes.py", "pages/explain.py", "pages/intervene.py", "pages/evaluate.py"]
 PAGES = ["pages/decompose.py", *RUN_PAGES]
+
+pytestmark = pytest.mark.usefixtures("navigation_mode")
 
 needs_data = pytest.mark.skipif(not (DATA / "train").is_dir(), reason=f"the sample photos are not at {DATA}")
 
@@ -67,14 +69,6 @@ def env(tmp_path_factory):
     yield {"runs": runs, "cache": cache, "run": "small"}
     torch.set_num_threads(threads)
     patch.undo()
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """AppTest starts every run in Streamlit's legacy ``pages/`` folder mode (see pages/common/navigation.py)."""
-    import streamlit.testing.v1.app_test as app_test
-
-    monkeypatch.setattr(app_test, "PagesManager", navigation.app_test_pages_manager())
 
 
 def private_runs(at: AppTest) -> Path:

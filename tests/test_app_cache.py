@@ -15,12 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def app_env(tmp_path, monkeypatch):
-    import streamlit.testing.v1.app_test as app_test
-
-    from pages.common import navigation
-
-    monkeypatch.setattr(app_test, "PagesManager", navigation.app_test_pages_manager())  # as tests/test_app.py does
+def app_env(tmp_path, monkeypatch, navigation_mode):
     monkeypatch.setenv("PROTOLIB_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("PROTOLIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PROTOLIB_UPLOADS", str(tmp_path / "uploads"))

@@ -20,7 +20,9 @@ from protolib.backbones.probe_models import read_probe_manifest
 from protolib.cli import main
 from protolib.probe import fit_probe
 from protolib.runs import list_runs, load_run, short_backbone
-from tests.test_app import DATA, button, classes_widget, navigation_mode, start, texts  # noqa: F401 (fixture)
+from tests.test_app import DATA, button, classes_widget, start, texts
+
+pytestmark = pytest.mark.usefixtures("navigation_mode")  # the app as AppTest runs it, in navigation mode
 
 FOLDERS = {"fish": "n01440764", "dog": "n02102040"}  # tench, English springer photos
 

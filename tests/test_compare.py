@@ -394,15 +394,10 @@ def test_k_sweep_on_real_runs(runs, lite0, data_dir, feature_cache):
 
 # -- the pages -------------------------------------------------------------------------------------------------
 @pytest.fixture
-def app_env(runs, feature_cache, monkeypatch):
-    import streamlit.testing.v1.app_test as app_test
-
-    from pages.common import navigation
-
+def app_env(runs, feature_cache, monkeypatch, navigation_mode):
     monkeypatch.setenv("PROTOLIB_RUNS", str(runs["lite0-k3"].parent))
     monkeypatch.setenv("PROTOLIB_CACHE", str(feature_cache))
     monkeypatch.delenv("PROTOLIB_DATA", raising=False)
-    monkeypatch.setattr(app_test, "PagesManager", navigation.app_test_pages_manager())
 
 
 def app_on(page: str, run: str):

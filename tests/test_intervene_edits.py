@@ -18,7 +18,6 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from pages.common import navigation
 from pages.common.edit_views import (
     class_accuracy_rows,
     group_rows,
@@ -36,6 +35,8 @@ from pages.common.edit_views import (
 from protolib.config import SAMPLE_DATA
 from protolib.data.folders import image_files
 from protolib.runs import MANIFEST, RunError, load_run, manifest_problem, save_run
+
+pytestmark = pytest.mark.usefixtures("navigation_mode")  # the app as AppTest runs it, in navigation mode
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["n01440764", "n02102040"]  # tench, English springer
@@ -192,13 +193,6 @@ def env(small_run, tmp_path_factory):
     patch.delenv("PROTOLIB_DATA", raising=False)
     yield {"runs": runs, "data": data, "run": run}
     patch.undo()
-
-
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    import streamlit.testing.v1.app_test as app_test
-
-    monkeypatch.setattr(app_test, "PagesManager", navigation.app_test_pages_manager())
 
 
 def start(page: str, data: Path | None = None) -> AppTest:

@@ -266,13 +266,8 @@ def test_clear_errors_for_bad_input(small_run, lite0, data_dir, tmp_path, capsys
 
 
 @pytest.fixture
-def app_env(small_run, feature_cache, monkeypatch):
+def app_env(small_run, feature_cache, monkeypatch, navigation_mode):
     """The app with the fixture's run in its runs folder, in navigation mode (as tests/test_app.py sets it up)."""
-    import streamlit.testing.v1.app_test as app_test
-
-    from pages.common import navigation
-
-    monkeypatch.setattr(app_test, "PagesManager", navigation.app_test_pages_manager())
     path, _ = small_run
     monkeypatch.setenv("PROTOLIB_RUNS", str(path.parent))
     monkeypatch.setenv("PROTOLIB_CACHE", str(feature_cache))
