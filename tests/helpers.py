@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
+import pytest
+
 from protolib.cli import main
 
 TENCH, SPRINGER = "n01440764", "n02102040"
@@ -13,3 +18,13 @@ def cli(capsys, *argv) -> tuple[int, str]:
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return code, err
+
+
+def wait_until(condition: Callable[[], object], what: str, seconds: float = 10, step: float = 0.01) -> None:
+    """Poll ``condition`` until it holds; after ``seconds`` the test fails saying ``what`` it waited for (a wait on
+    another thread never hangs the run)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {seconds:g} s for {what}")
+        time.sleep(step)

@@ -14,6 +14,7 @@ import pytest
 from protolib import background, config, identity
 from protolib import workspace as server
 from protolib.workspace import JobQueue, Workspace, clean_up
+from tests.helpers import wait_until
 
 
 @pytest.fixture
@@ -151,9 +152,7 @@ def test_a_job_goes_on_without_its_page_and_is_found_by_its_workspace(monkeypatc
         return {"run": "r"}
 
     job = jobs.start(a.session, "decomposition", "decomposition", work)
-    deadline = time.monotonic() + 10
-    while job.progress.get("features", {}).get("done") != 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: job.progress.get("features", {}).get("done") == 3, "the job to report its features")
     assert job.state == background.RUNNING and job.progress["features"]["total"] == 3
     with pytest.raises(background.JobBusy):
         jobs.start(a.session, "decomposition", "decomposition", work)
@@ -161,8 +160,7 @@ def test_a_job_goes_on_without_its_page_and_is_found_by_its_workspace(monkeypatc
     assert jobs.of(b.session, "decomposition") is None and jobs.active(b.session) == []
     # a second job waits its turn in the server's one queue and knows its place
     second = jobs.start(b.session, "report", "report", lambda progress: 1 / 0)
-    while second.place != 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: second.place == 2, "the second job to be 2nd in line")
     assert second.place == 2 and second.state == background.WAITING
     hold.set()
     assert job.wait(10) and job.state == background.DONE and job.result == {"run": "r"}
@@ -183,9 +181,7 @@ def test_forgetting_a_workspace_stops_its_jobs_before_they_save(monkeypatch, tmp
 
     running = jobs.start("a", "decomposition", "decomposition", work)
     waiting = jobs.start("a", "report", "report", lambda progress: saved.append("report"))
-    deadline = time.monotonic() + 10
-    while not (running.state == background.RUNNING and waiting.place == 2) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: running.state == background.RUNNING and waiting.place == 2, "one job running and one waiting")
     jobs.forget("a")
     step.set()
     assert running.wait(10) and running.state == background.FAILED and "cancelled" in running.error

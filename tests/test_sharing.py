@@ -24,6 +24,7 @@ from protolib.config import DataFolderRefused, SharingLimits, allowed_data_roots
 from protolib.data.uploads import UploadError
 from protolib.runs import MANIFEST, Run, RunError, checked_runs, load_run, manifest_problem, save_run
 from protolib.workspace import JobQueue, QuotaExceeded, Workspace, clean_up, ordinal
+from tests.helpers import wait_until
 from tests.test_app import CLASSES, DATA, button, png, start, texts
 from tests.test_app import env as app_env  # noqa: F401 (a fixture: a published run, temporary folders)
 
@@ -360,17 +361,13 @@ def test_the_queue_runs_one_job_at_a_time_first_come_first_served():
 
     first = threading.Thread(target=job, args=("first", release))
     first.start()
-    while not order:
-        time.sleep(0.01)
+    wait_until(lambda: order, "the first job to start")
     second = threading.Thread(target=job, args=("second",))
     second.start()
-    while len(queue) < 2:
-        time.sleep(0.01)
+    wait_until(lambda: len(queue) >= 2, "the second job to join the line")
     third = threading.Thread(target=job, args=("third",))
     third.start()
-    deadline = time.monotonic() + 10
-    while not (places.get("second") and places.get("third")) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: places.get("second") and places.get("third"), "the waiting jobs to be told their places")
     assert places["second"][0] == 2 and places["third"][0] == 3  # "2nd in line", "3rd in line"
     assert order == ["first"] and len(queue) == 3
     release.set()
