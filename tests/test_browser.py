@@ -36,6 +36,7 @@ from tests.browser import (
 )
 
 pytestmark = [
+    pytest.mark.slow,  # a real Chromium driving the app server
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
     pytest.mark.skipif(not (DATA / "train").is_dir(), reason=f"the sample photos are not at {DATA}"),
 ]

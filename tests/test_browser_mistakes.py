@@ -13,6 +13,7 @@ from protolib.config import SAMPLE_DATA
 from tests.browser import CHROMIUM, RUN_WAIT, app_server, metric_value, open_page, settle, shoot
 
 pytestmark = [
+    pytest.mark.slow,  # a real Chromium driving the app server
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
     pytest.mark.skipif(not (SAMPLE_DATA / "train").is_dir(), reason=f"the sample photos are not at {SAMPLE_DATA}"),
 ]

@@ -25,6 +25,7 @@ PUBLISHED = "team-run"
 RUN_WAIT = 150_000
 
 pytestmark = [
+    pytest.mark.slow,  # a real Chromium driving the app server
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
     pytest.mark.skipif(not (DATA / "train").is_dir(), reason=f"the sample photos are not at {DATA}"),
 ]

@@ -13,7 +13,10 @@ import torch
 
 from tests.browser import CHROMIUM, RUN_WAIT, WAIT, app_server, go, metric_value, open_page, settle
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+pytestmark = [
+    pytest.mark.slow,  # a real Chromium driving the app server
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ CLASSES = ["n01440764", "n02102040"]  # tench, English springer
 RUN = "tiny"
 
 pytestmark = [
+    pytest.mark.slow,  # a real Chromium driving the app server
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
     pytest.mark.skipif(not (SAMPLE_DATA / "train").is_dir(), reason=f"the sample photos are not at {SAMPLE_DATA}"),
 ]

@@ -19,7 +19,10 @@ import torch
 from tests.browser import CHROMIUM, ROOT, RUN_WAIT, WAIT, app_server, choose_classes, open_page, settle
 from tests.test_weights_download import CLASSES, resnet18_file, serve
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+pytestmark = [
+    pytest.mark.slow,  # a real Chromium driving the app server
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
+]
 
 SITE = """# written by tests/test_browser_weights.py: the test's resnet18 file stands in for torchvision's
 from protolib.backbones import torchvision_models as _tv

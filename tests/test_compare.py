@@ -220,6 +220,7 @@ def test_the_command_line_writes_the_png_and_an_html_page(runs, data_dir, featur
     assert "the runs share: tench, English springer" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_report_gains_a_comparison_section(runs, lite0, data_dir, feature_cache):
     run = load_run(runs["lite0-k3"])
     settings = ReportSettings(
@@ -368,6 +369,7 @@ def test_the_k_rule():
     assert two.k == 3 and [p["run"] for p in two.per_k] == ["optimized", "k5"]
 
 
+@pytest.mark.slow
 def test_k_sweep_on_real_runs(runs, lite0, data_dir, feature_cache):
     """k = 1, 3, 5 on the same photos: errors fall with k, fidelity on held-out photos and seed stability are
     measured per run, and the k chosen follows the rule."""
@@ -429,6 +431,7 @@ def test_compare_page_shows_two_runs_side_by_side(app_env):
     assert "share no class" in at.error[0].value
 
 
+@pytest.mark.slow
 def test_evaluate_page_says_which_k_the_data_supports(app_env):
     at = app_on("pages/evaluate.py", "lite0-k3")
     at.number_input(key="w.val_per_class").set_value(PHOTOS).run()

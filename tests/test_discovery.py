@@ -16,7 +16,7 @@ from protolib.pipeline import run_decomposition
 from protolib.report.build import seed_stability_section
 from protolib.runs import load_run, manifest_problem, save_run
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # every discovery, end to end on the real model
 
 
 @pytest.fixture(scope="module", params=DISCOVERIES)

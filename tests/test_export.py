@@ -84,6 +84,7 @@ def test_load_model_is_a_plain_module_with_the_runs_logits(edited, lite0, photos
     assert torch.equal(one, photos[0])
 
 
+@pytest.mark.slow  # tracing or exporting the real model
 def test_the_exported_torchscript_reproduces_the_edited_run_without_protolib(edited, lite0, photos, tmp_path):
     from protolib.export import export_torchscript, read_exported
 
@@ -126,6 +127,7 @@ print(json.dumps({{"protolib": any(m.startswith("protolib") for m in sys.modules
     assert answer["top"] == lite0.labels[int(expected[0].argmax())]
 
 
+@pytest.mark.slow  # tracing or exporting the real model
 def test_the_torch_export_program_reproduces_the_edited_run(edited, lite0, photos, tmp_path):
     from protolib.export import METADATA, export_model
 

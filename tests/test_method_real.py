@@ -16,6 +16,8 @@ from protolib.evaluation.metrics import (
 from protolib.method import DEFAULT_STRATEGY, STRATEGIES
 from protolib.pipeline import run_decomposition
 
+pytestmark = pytest.mark.slow  # the 10 sample classes x 60 photos through the real model, twice
+
 
 @pytest.fixture(scope="module", params=[3, 5])
 def k(request):

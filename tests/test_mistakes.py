@@ -43,6 +43,7 @@ def _wrong_after(head, pooled, labels, scale):
     return int(head.logits(pooled[None], head.contributions(pooled[None]), scale).argmax()) != int(labels)
 
 
+@pytest.mark.slow  # the 10 sample classes through the real model (the module's run)
 def test_culprits_flip_the_prediction_and_none_smaller_is_missed(decomposed, lite0):
     run, _, sf = decomposed
     head, pooled, labels, _ = run_class_space(run.head(lite0), sf.pooled, sf.labels, sf.paths)
@@ -96,6 +97,7 @@ def test_two_switch_search_on_a_head_that_needs_two():
         assert not _wrong_after(head, pooled[c.index], torch.tensor(0), culprit_scale(head, c))
 
 
+@pytest.mark.slow  # the 10 sample classes through the real model (the module's run)
 def test_per_prototype_counts_and_the_model_label_space(decomposed, lite0):
     """In the 1000-way space, fixed/broken per prototype are what switching it off through the head does; a
     mistake is 'not_decomposed' exactly when a class without prototypes outranks the true one."""
@@ -119,6 +121,7 @@ def test_per_prototype_counts_and_the_model_label_space(decomposed, lite0):
         assert (m.reason == "not_decomposed") == outside
 
 
+@pytest.mark.slow  # the 10 sample classes through the real model (the module's run)
 def test_split_halves_are_disjoint_and_the_edit_is_scored_on_the_other(decomposed, lite0):
     run, _, sf = decomposed
     head = run.head(lite0)
@@ -143,6 +146,7 @@ def test_split_halves_are_disjoint_and_the_edit_is_scored_on_the_other(decompose
     assert again["switched_off"] == edit["switched_off"] and again["chosen_on"] == edit["chosen_on"]
 
 
+@pytest.mark.slow  # the 10 sample classes through the real model (the module's run)
 def test_figures_name_classes_and_count_every_mistake(decomposed, lite0):
     run, _, sf = decomposed
     figures, _ = mistake_figures(run.head(lite0), sf.pooled, sf.labels, sf.paths, lite0.labels)
@@ -152,6 +156,7 @@ def test_figures_name_classes_and_count_every_mistake(decomposed, lite0):
     json.dumps(figures)
 
 
+@pytest.mark.slow  # the 10 sample classes through the real model (the module's run)
 def test_mistakes_command_writes_the_figures_and_refuses_bad_input(decomposed, feature_cache, tmp_path, capsys):
     _, path, _ = decomposed
     out = tmp_path / "mistakes.json"
@@ -172,6 +177,7 @@ def test_mistakes_command_writes_the_figures_and_refuses_bad_input(decomposed, f
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the 10 sample classes through the real model (the module's run)
 def test_story_opens_offline_in_chromium_with_every_section(decomposed, feature_cache, tmp_path, browser):
     """The story page, opened from disk with every non-file request aborted: every section renders, every
     picture decodes, and the page asked for nothing."""
@@ -200,6 +206,7 @@ def test_story_opens_offline_in_chromium_with_every_section(decomposed, feature_
     page.close()
 
 
+@pytest.mark.slow  # the 10 sample classes through the real model (the module's run)
 def test_story_escapes_text_from_data(decomposed, lite0, data_dir, feature_cache):
     from protolib.report.story import render_story, story_figures
 
@@ -211,6 +218,7 @@ def test_story_escapes_text_from_data(decomposed, lite0, data_dir, feature_cache
     assert "<script>alert" not in page and "&lt;script&gt;" in page and "<b>run</b>" not in page
 
 
+@pytest.mark.slow  # the 10 sample classes through the real model (the module's run)
 def test_page_views_rank_cards_and_open_intervene_on_the_photo(decomposed, lite0):
     from pages.common.mistake_views import cards, intervene_keys, table4_rows, unexplained
 

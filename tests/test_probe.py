@@ -60,6 +60,7 @@ def assert_exact(run, backbone, data, split="val"):
     return figures
 
 
+@pytest.mark.slow
 def test_probe_on_imagenette_is_accurate_and_decomposes_exactly(lite0, data_dir, feature_cache, tmp_path):
     """The issue's check: a probe on EfficientNet-Lite0 features of the 10 classes (60 training images each)."""
     probe = fit_probe(data_dir, lite0, images_per_class=60, cache_dir=feature_cache)
@@ -132,6 +133,7 @@ def test_probe_holds_out_training_images_without_a_val_split(tmp_path, r10_weigh
         fit_probe(tmp_path / "absent", "timm:resnet10t", weights=r10_weights, cache_dir=False)
 
 
+@pytest.mark.slow
 def test_vgg_only_through_a_probe(folder, tmp_path, monkeypatch):
     with pytest.raises(BackboneError, match=r"unknown backbone 'vgg16'.*probe"):
         load_backbone("vgg16")

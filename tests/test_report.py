@@ -275,6 +275,7 @@ def app_env(small_run, feature_cache, monkeypatch, navigation_mode):
     return path.name
 
 
+@pytest.mark.slow
 def test_evaluate_page_builds_and_offers_the_report(app_env):
     from streamlit.testing.v1 import AppTest
 

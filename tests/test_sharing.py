@@ -580,6 +580,7 @@ def test_a_decomposition_waits_its_turn_and_says_its_place(monkeypatch):
     assert at.session_state["run"] == "waited"
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("app_env")
 def test_held_out_features_and_the_report_wait_their_turn(monkeypatch):
     """The other heavy jobs of a page queue too: held-out features (Evaluate, Intervene) and the report."""

@@ -178,6 +178,7 @@ def test_the_edit_saves_with_the_run_and_bad_ones_are_refused(run, lite0, tmp_pa
             load_run(damaged)
 
 
+@pytest.mark.slow  # tracing or exporting the real model
 def test_the_exported_model_applies_the_mask_without_protolib(run, lite0, photos, tmp_path):
     from protolib.export import export_model, export_torchscript, load_model, read_exported
     from protolib.method.spatial import SpatialEdit
