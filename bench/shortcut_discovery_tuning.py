@@ -68,7 +68,7 @@ def seed_figures(root: Path, data: Path, cfg: ShortcutConfig, seed: int, split: 
             "heldout",
             images_per_class=cfg.heldout_per_class,
             k=cfg.k,
-            seed=seed,
+            random_state=seed,
             cache_dir=cache,
             discovery=discovery,
         )

@@ -106,7 +106,7 @@ files = {{"protoscope.json": ""}}
 model = torch.jit.load({str(out)!r}, _extra_files=files)
 meta = json.loads(files["protoscope.json"])
 with torch.no_grad():
-    logits = model(torch.load({str(tmp_path / "photos.pt")!r}))
+    logits = model(torch.load({str(tmp_path / "photos.pt")!r}, weights_only=True))
 torch.save(logits, {str(tmp_path / "logits.pt")!r})
 print(json.dumps({{"protolib": any(m.startswith("protolib") for m in sys.modules), "k": meta["k"],
                   "top": meta["class_names"][int(logits[0].argmax())]}}))
@@ -122,7 +122,7 @@ print(json.dumps({{"protolib": any(m.startswith("protolib") for m in sys.modules
     assert done.returncode == 0, done.stderr[-3000:]
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["protolib"] is False and answer["k"] == 3
-    outside = torch.load(tmp_path / "logits.pt")
+    outside = torch.load(tmp_path / "logits.pt", weights_only=True)
     assert (outside - expected).abs().max() < 1e-4
     assert answer["top"] == lite0.labels[int(expected[0].argmax())]
 

@@ -197,8 +197,8 @@ def test_the_exported_model_applies_the_mask_without_protolib(run, lite0, photos
 import json, sys, torch
 model = torch.jit.load({str(out)!r})
 with torch.no_grad():
-    logits = model(torch.load({str(tmp_path / "photos.pt")!r}))
-    one = model(torch.load({str(tmp_path / "photos.pt")!r})[:1])
+    logits = model(torch.load({str(tmp_path / "photos.pt")!r}, weights_only=True))
+    one = model(torch.load({str(tmp_path / "photos.pt")!r}, weights_only=True)[:1])
 torch.save((logits, one), {str(tmp_path / "logits.pt")!r})
 print(json.dumps({{"protolib": any(m.startswith("protolib") for m in sys.modules)}}))
 """
@@ -212,7 +212,7 @@ print(json.dumps({{"protolib": any(m.startswith("protolib") for m in sys.modules
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["protolib"] is False
-    logits, one = torch.load(tmp_path / "logits.pt")
+    logits, one = torch.load(tmp_path / "logits.pt", weights_only=True)
     assert (logits - expected).abs().max() < 1e-4 and (one - expected[:1]).abs().max() < 1e-4
     _, unedited = lite0(photos)
     assert float((logits - unedited).abs().max()) > 1e-2  # the file carries the edit
