@@ -1,0 +1,54 @@
+"""``explain`` (one image as a figure of its prototypes' evidence) and ``export`` (a run, an edited head
+too, as one model file that runs without protoscope)."""
+
+from __future__ import annotations
+
+from ..targets import EXPORT_SUFFIXES, FIGURE_SUFFIXES, output_file
+from .common import run_and_model
+
+
+def cmd_explain(args) -> int:
+    from ..explain import explain_image, explanation_figure
+
+    out = output_file(args.out, args.overwrite)
+    if out.suffix.lower() not in FIGURE_SUFFIXES:
+        raise ValueError(f"--out {out}: name an image file ending in {', '.join(FIGURE_SUFFIXES)}")
+    run, backbone = run_and_model(args)
+    head = run.head(backbone)
+    label = None if args.label is None else _decomposed_label(args.label, backbone.labels, head)
+    explanation = explain_image(backbone, head, args.image, label)
+    path = explanation_figure(explanation, backbone.labels, out)
+    top_label, top_p = explanation.top(1)[0]
+    print(f"predicted {backbone.labels[top_label]} ({top_p:.0%}); explained {backbone.labels[explanation.label]} -> {path}")
+    return 0
+
+
+def _decomposed_label(text: str, labels: list[str], head) -> int:
+    """A class given by index or name, which the run must have decomposed."""
+    from ..data.folders import ascii_number
+
+    number = ascii_number(text)  # "²" or "٣" are not indices
+    label = number if number is not None else (labels.index(text) if text in labels else None)
+    decomposed = [labels[c] for c in head.classes.tolist()]
+    if label is None or label >= len(labels) or label not in head.classes.tolist():
+        raise ValueError(f"--label {text!r} is not a class this run decomposed; choose one of: {', '.join(decomposed)}")
+    return label
+
+
+def cmd_export(args) -> int:
+    from ..backbones import resolve_device
+    from ..export import export_model, load_model
+
+    out = output_file(args.out, args.overwrite)
+    if out.suffix not in EXPORT_SUFFIXES:
+        raise ValueError(
+            f"--out {out}: name a .pt file (TorchScript) or a .pt2 file (torch.export); other formats (ONNX...) are not written"
+        )
+    model = load_model(args.run, resolve_device(args.device))
+    out = export_model(model, out)
+    named = sum(bool(name) for names in model.prototype_labels.values() for name in names)
+    print(
+        f"{len(model.decomposed)} classes as prototypes (k = {model.k}, {named} named), "
+        f"{len(model.class_names)} logits; intervention: {model.info.get('intervention') or 'none'} -> {out}"
+    )
+    return 0
