@@ -34,7 +34,8 @@ from protolib.evaluation.compare import (
 from protolib.report import Report
 from protolib.report.build import comparison_figures
 from protolib.report.html import render_comparison
-from protolib.runs import RunError, SavedRun
+from protolib.runs import RunError
+from protolib.runs.listing import SavedRun
 
 SPLIT = "val"
 

@@ -28,7 +28,8 @@ from protolib.method import DEFAULT_STRATEGY, MAX_K, STRATEGIES
 from protolib.method.discovery import DEFAULT_DISCOVERY, DISCOVERIES, DISCOVERY_LABELS
 from protolib.pipeline import run_decomposition
 from protolib.probe import DEFAULT_L2, fit_probe
-from protolib.runs import auto_run_name, safe_name, save_run
+from protolib.runs import save_run
+from protolib.runs.names import auto_run_name, safe_name
 from protolib.workspace import QuotaExceeded, megabytes
 
 STRATEGY_TEXT = {

@@ -33,7 +33,8 @@ from protolib.evaluation import intervention as evaluation
 from protolib.evaluation.intervention import intervention_effect, oracle_intervention, prototype_importance
 from protolib.evaluation.metrics import among_decomposed
 from protolib.export import exported_bytes, model_from_run
-from protolib.runs import RunError, load_run, safe_name, save_run
+from protolib.runs import RunError, load_run, save_run
+from protolib.runs.names import safe_name
 
 
 @dataclass

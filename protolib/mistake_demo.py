@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import config
-from .runs import MANIFEST
+from .runs.schema import MANIFEST
 from .workspace import SHARED
 
 PROBE_NAME = "demo-probe-lite0"  # the published probe (a folder under the shared runs)

@@ -17,7 +17,8 @@ from .data import BadImage, ClassFolder, Problem, scan_split
 from .data.features import Progress, stream_features
 from .method import PartPrototypes, feature_matrix
 from .method.estimator import json_params
-from .runs import Run, library_versions
+from .runs import Run
+from .runs.schema import library_versions
 
 STAGES = ("features", "nmf", "scaling", "refinement")
 

@@ -21,7 +21,7 @@ from .backbones import Backbone, BackboneError, resolve_device
 from .backbones.probe_models import ConvTrunk, ProbeBackbone, load_trunk, probe_name, write_probe
 from .data import BadImage, DataError, ImageSet, Problem, available_splits, read_class_map, scan_split, split_dir
 from .data.features import Features, Progress, cache_key, stream_features, write_cache
-from .runs import library_versions
+from .runs.schema import library_versions
 
 DEFAULT_L2 = 1e-3  # on standardised features with a mean loss: sklearn's C=1 for about 1000 images
 HOLDOUT = 5  # without a validation split, every 5th training image of a class is held out

@@ -11,7 +11,7 @@ from pathlib import Path
 from . import config
 from .data import DataError
 from .files import check_target, recover_swap
-from .runs import run_folder_above
+from .runs.names import run_folder_above
 
 #: the formats ``explain --out`` and ``export --out`` write
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")

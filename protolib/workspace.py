@@ -33,7 +33,10 @@ from pathlib import Path
 from . import config
 from .backbones.probe_models import PREFIX as PROBE_PREFIX
 from .backbones.probe_models import PROBE_MANIFEST, probe_name
-from .runs import MANIFEST, RunError, SavedRun, auto_run_name, checked_runs, list_runs, read_run_manifest, safe_name, unique_path
+from .runs import RunError
+from .runs.listing import SavedRun, checked_runs, list_runs
+from .runs.names import auto_run_name, safe_name, unique_path
+from .runs.schema import MANIFEST, read_run_manifest
 
 SHARED, SESSIONS = "shared", "sessions"
 PHOTOS, DATASETS = "photos", "datasets"

@@ -22,7 +22,8 @@ from protolib import config
 from protolib.data import BadImage, class_folders, load_image
 from protolib.data.folders import UNKNOWN_CLASS_FOLDER, NoMatchingClasses, image_files
 from protolib.method import MAX_K
-from protolib.runs import auto_run_name, safe_name, saved_runs, unique_path
+from protolib.runs.listing import saved_runs
+from protolib.runs.names import auto_run_name, safe_name, unique_path
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")

@@ -19,7 +19,9 @@ from protolib.backbones import load_backbone
 from protolib.backbones.probe_models import read_probe_manifest
 from protolib.cli import main
 from protolib.probe import fit_probe
-from protolib.runs import list_runs, load_run, short_backbone
+from protolib.runs import load_run
+from protolib.runs.listing import list_runs
+from protolib.runs.names import short_backbone
 from tests.test_app import DATA, button, classes_widget, start, texts
 
 pytestmark = pytest.mark.usefixtures("navigation_mode")  # the app as AppTest runs it, in navigation mode

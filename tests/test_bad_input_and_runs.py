@@ -102,7 +102,7 @@ def test_damaged_or_missing_runs_are_clear_errors(small_run, tmp_path):
 
 
 def test_a_failed_save_leaves_nothing_half_written(small_run, tmp_path, monkeypatch):
-    import protolib.runs as runs
+    import protolib.runs.store as runs
 
     def explode(*args, **kwargs):
         raise OSError("disk full")

@@ -17,7 +17,8 @@ from protolib.cli import main
 from protolib.data import load_image, scan_split, split_images
 from protolib.files import recover_swap
 from protolib.pipeline import run_decomposition
-from protolib.runs import MANIFEST, TENSORS, RunError, load_run, save_run
+from protolib.runs import RunError, load_run, save_run
+from protolib.runs.schema import MANIFEST, TENSORS
 from tests.helpers import SPRINGER, TENCH, cli
 
 

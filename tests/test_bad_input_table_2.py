@@ -22,7 +22,9 @@ from protolib.cli import main
 from protolib.data import BadImage, DataError, class_folders, load_image, scan_split, split_images
 from protolib.files import TargetRefused, atomic_path
 from protolib.pipeline import run_decomposition
-from protolib.runs import MANIFEST, TENSORS, RunError, checked_runs, list_runs, load_run, save_run
+from protolib.runs import RunError, load_run, save_run
+from protolib.runs.listing import checked_runs, list_runs
+from protolib.runs.schema import MANIFEST, TENSORS
 from protolib.workspace import clean_up
 from tests.helpers import SPRINGER, TENCH, cli
 

@@ -36,7 +36,8 @@ from protolib.pipeline import run_decomposition
 from protolib.report import ReportSettings, build_report, report_documents
 from protolib.report.build import comparison_report, seed_stability_section
 from protolib.report.html import render_comparison
-from protolib.runs import SavedRun, load_run, save_run
+from protolib.runs import load_run, save_run
+from protolib.runs.listing import SavedRun
 
 CLASSES = ["n01440764", "n02102040"]  # tench, English springer
 OTHER = ["n02979186", "n03000684"]  # cassette player, chain saw

@@ -14,7 +14,8 @@ from protolib.method import DEFAULT_STRATEGY, PartPrototypes
 from protolib.method.discovery import DEFAULT_DISCOVERY, DISCOVERIES, discover, evidence_weights
 from protolib.pipeline import run_decomposition
 from protolib.report.build import seed_stability_section
-from protolib.runs import load_run, manifest_problem, save_run
+from protolib.runs import load_run, save_run
+from protolib.runs.checks import manifest_problem
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # every discovery, end to end on the real model
 

@@ -34,7 +34,9 @@ from pages.common.edit_views import (
 )
 from protolib.config import SAMPLE_DATA
 from protolib.data.folders import image_files
-from protolib.runs import MANIFEST, RunError, load_run, manifest_problem, save_run
+from protolib.runs import RunError, load_run, save_run
+from protolib.runs.checks import manifest_problem
+from protolib.runs.schema import MANIFEST
 
 pytestmark = pytest.mark.usefixtures("navigation_mode")  # the app as AppTest runs it, in navigation mode
 

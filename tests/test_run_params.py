@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from protolib import PartPrototypes, load_run, run_decomposition, save_run
-from protolib.runs import FORMAT, FORMAT_V1, MANIFEST, checked_runs, manifest_problem
+from protolib.runs.checks import manifest_problem
+from protolib.runs.listing import checked_runs
+from protolib.runs.schema import FORMAT, FORMAT_V1, MANIFEST
 
 CLASSES = ["n01440764", "n02102040"]  # tench, English springer
 

@@ -22,7 +22,10 @@ from protolib import workspace as server
 from protolib.backbones.probe_models import PROBE_FORMAT, PROBE_MANIFEST, probe_name
 from protolib.config import DataFolderRefused, SharingLimits, allowed_data_roots, check_data_folder
 from protolib.data.uploads import UploadError
-from protolib.runs import MANIFEST, Run, RunError, checked_runs, load_run, manifest_problem, save_run
+from protolib.runs import Run, RunError, load_run, save_run
+from protolib.runs.checks import manifest_problem
+from protolib.runs.listing import checked_runs
+from protolib.runs.schema import MANIFEST
 from protolib.workspace import JobQueue, QuotaExceeded, Workspace, clean_up, ordinal
 from tests.helpers import wait_until
 from tests.test_app import CLASSES, DATA, button, png, start, texts

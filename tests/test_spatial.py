@@ -148,7 +148,8 @@ def test_the_held_out_splits_cached_cells_give_the_same_edit(run, lite0, photos,
 
 def test_the_edit_saves_with_the_run_and_bad_ones_are_refused(run, lite0, tmp_path):
     from protolib.method.spatial import KEY, SpatialEdit
-    from protolib.runs import MANIFEST, RunError, load_run, save_run
+    from protolib.runs import RunError, load_run, save_run
+    from protolib.runs.schema import MANIFEST
 
     assert run.spatial_edit is None  # older runs and fresh ones have none
     label = int(run.classes[1])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from protolib.runs import SavedRun
+from protolib.runs.listing import SavedRun
 
 
 # -- comparing runs ------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from protolib.backbones import DEFAULT_BACKBONE, BackboneError, available_backbo
 from protolib.backbones.probe_models import PREFIX as PROBE_PREFIX
 from protolib.backbones.probe_models import read_probe_manifest
 from protolib.background import BACKGROUND
-from protolib.runs import RunError, SavedRun
+from protolib.runs import RunError
+from protolib.runs.listing import SavedRun
 from protolib.workspace import publish
 
 

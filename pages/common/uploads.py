@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from protolib.data import IMAGE_SUFFIXES, BadImage, Problem, load_image
 from protolib.data.uploads import Extracted, Limits, extract_dataset
-from protolib.runs import safe_name, unique_path
+from protolib.runs.names import safe_name, unique_path
 
 
 def read_upload(name: str, data: bytes) -> Image.Image:

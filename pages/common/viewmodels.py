@@ -19,7 +19,8 @@ from protolib.backbones.probe_models import PROBE_MANIFEST, probe_name, read_pro
 from protolib.data import Problem
 from protolib.evaluation.prototype_health import ClassHealth
 from protolib.method.discovery import DEFAULT_DISCOVERY, DISCOVERY_LABELS
-from protolib.runs import SavedRun, list_runs, short_backbone
+from protolib.runs.listing import SavedRun, list_runs
+from protolib.runs.names import short_backbone
 
 GALLERY_PAGE_SIZE = 24
 

@@ -64,7 +64,8 @@ from ..evaluation.intervention import group_accuracy, oracle_scale
 from ..files import atomic_path
 from ..method.head import PrototypeHead
 from ..pipeline import run_decomposition
-from ..runs import MANIFEST, Run, save_run
+from ..runs import Run, save_run
+from ..runs.schema import MANIFEST
 from ..workspace import SHARED
 from . import shortcut_space as space
 from .toy_model import train_parts_net

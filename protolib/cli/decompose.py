@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import config
 from ..backbones import load_backbone
-from ..runs import MANIFEST
+from ..runs.schema import MANIFEST
 from ..targets import output_folder
 from .common import StageProgress
 

@@ -36,7 +36,8 @@ from ..data.features import extract_features
 from ..explain import heatmap_overlay, part_map, prototype_colour, upsample
 from ..files import atomic_path
 from ..method.head import PrototypeHead
-from ..runs import Run, short_backbone
+from ..runs import Run
+from ..runs.names import short_backbone
 
 #: the grid every heatmap is upsampled to before correlating (56 = lcm of 7 and 8, Lite0's and Lite1's grids)
 COMMON_GRID = 56
