@@ -30,7 +30,7 @@ from protolib.pipeline import run_decomposition
 from protolib.probe import DEFAULT_L2, fit_probe
 from protolib.runs import save_run
 from protolib.runs.names import auto_run_name, safe_name
-from protolib.workspace import QuotaExceeded, megabytes
+from protolib.workspace.quotas import QuotaExceeded, megabytes
 
 STRATEGY_TEXT = {
     "optimized": "optimized (default)",

@@ -1,7 +1,7 @@
 """Heavy jobs that outlive the page that started them.
 
 A decomposition, a probe fit or a report runs in a thread of its own (``BackgroundJobs.start``), waits its
-turn in the server's queue (``workspace.JOBS``), and is filed under its owner's workspace and a kind
+turn in the server's queue (``job_queue.JOBS``), and is filed under its owner's workspace and a kind
 ("decomposition", "probe", "report"). A page only follows a job: it draws the job's place in line or its
 progress until it is over. When the page is reloaded or closed, the job goes on, and the same workspace
 (a reload, a second tab) finds it again with ``of``. Nothing here imports Streamlit.
@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import workspace as server
+from . import job_queue
 
 WAITING, RUNNING, DONE, FAILED = "waiting", "running", "done", "failed"
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class BackgroundJobs:
     @staticmethod
     def _run(job: Job, work) -> None:
         try:
-            with server.JOBS.turn(job.waiting):  # looked up now: tests swap the queue
+            with job_queue.JOBS.turn(job.waiting):  # looked up now: tests swap the queue
                 job.check()
                 job.place, job.state, job._mark = 1, RUNNING, time.perf_counter()
                 job.result = work(job.report)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import config
 from .runs.schema import MANIFEST
-from .workspace import SHARED
+from .workspace.layout import SHARED
 
 PROBE_NAME = "demo-probe-lite0"  # the published probe (a folder under the shared runs)
 RUN_NAME = "demo-probe-lite0-k3"  # the published decomposition of it

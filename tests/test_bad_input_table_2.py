@@ -25,7 +25,7 @@ from protolib.pipeline import run_decomposition
 from protolib.runs import RunError, load_run, save_run
 from protolib.runs.listing import checked_runs, list_runs
 from protolib.runs.schema import MANIFEST, TENSORS
-from protolib.workspace import clean_up
+from protolib.workspace.cleanup import clean_up
 from tests.helpers import SPRINGER, TENCH, cli
 
 

@@ -11,9 +11,10 @@ import time
 
 import pytest
 
-from protolib import background, config, identity
-from protolib import workspace as server
-from protolib.workspace import JobQueue, Workspace, clean_up
+from protolib import background, config, identity, job_queue
+from protolib.job_queue import JobQueue
+from protolib.workspace import Workspace
+from protolib.workspace.cleanup import clean_up
 from tests.helpers import wait_until
 
 
@@ -140,7 +141,7 @@ def test_two_processes_agree_on_one_secret(roots):
 
 # -- jobs that outlive the page --------------------------------------------------------------------------
 def test_a_job_goes_on_without_its_page_and_is_found_by_its_workspace(monkeypatch, tmp_path):
-    monkeypatch.setattr(server, "JOBS", JobQueue(1))
+    monkeypatch.setattr(job_queue, "JOBS", JobQueue(1))
     jobs = background.BackgroundJobs()
     a, b = Workspace.new({"PROTOLIB_RUNS": str(tmp_path)}), Workspace.new({"PROTOLIB_RUNS": str(tmp_path)})
     hold = threading.Event()
@@ -170,7 +171,7 @@ def test_a_job_goes_on_without_its_page_and_is_found_by_its_workspace(monkeypatc
 
 
 def test_forgetting_a_workspace_stops_its_jobs_before_they_save(monkeypatch, tmp_path):
-    monkeypatch.setattr(server, "JOBS", JobQueue(1))
+    monkeypatch.setattr(job_queue, "JOBS", JobQueue(1))
     jobs, step, saved = background.BackgroundJobs(), threading.Event(), []
 
     def work(progress):
@@ -186,4 +187,4 @@ def test_forgetting_a_workspace_stops_its_jobs_before_they_save(monkeypatch, tmp
     step.set()
     assert running.wait(10) and running.state == background.FAILED and "cancelled" in running.error
     assert waiting.wait(10) and waiting.state == background.FAILED and "cancelled" in waiting.error
-    assert saved == [] and len(server.JOBS) == 0 and jobs.active("a") == []
+    assert saved == [] and len(job_queue.JOBS) == 0 and jobs.active("a") == []

@@ -17,16 +17,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from protolib import config
-from protolib import workspace as server
+from protolib import config, job_queue
 from protolib.backbones.probe_models import PROBE_FORMAT, PROBE_MANIFEST, probe_name
 from protolib.config import DataFolderRefused, SharingLimits, allowed_data_roots, check_data_folder
 from protolib.data.uploads import UploadError
+from protolib.job_queue import JobQueue, ordinal
 from protolib.runs import Run, RunError, load_run, save_run
 from protolib.runs.checks import manifest_problem
 from protolib.runs.listing import checked_runs
 from protolib.runs.schema import MANIFEST
-from protolib.workspace import JobQueue, QuotaExceeded, Workspace, clean_up, ordinal
+from protolib.workspace import Workspace, cleanup, demo_run
+from protolib.workspace.cleanup import clean_up
+from protolib.workspace.publishing import publish
+from protolib.workspace.quotas import QuotaExceeded
 from tests.helpers import wait_until
 from tests.test_app import CLASSES, DATA, button, png, start, texts
 from tests.test_app import env as app_env  # noqa: F401 (a fixture: a published run, temporary folders)
@@ -219,7 +222,7 @@ def test_clean_up_removes_what_unused_sessions_left(tmp_path):
 
 
 def test_clean_up_runs_when_a_session_starts_at_most_every_few_minutes(tmp_path, monkeypatch):
-    monkeypatch.setattr(server, "CLEAN_UP", server._Throttle(every=600))
+    monkeypatch.setattr(cleanup, "CLEAN_UP", cleanup._Throttle(every=600))
     env_ = environ(tmp_path, PROTOLIB_MAX_AGE_HOURS="24")
     now = time.time()
     first = aged(tmp_path / "uploads" / "stale-1", 25, now)
@@ -276,8 +279,8 @@ def test_publishing_moves_the_run_with_what_it_needs(tmp_path):
     )
     assert "mine" not in b.visible_runs()
     with pytest.raises(RunError, match="only a run of this session"):
-        server.publish(b, private)
-    published = server.publish(a, private)
+        publish(b, private)
+    published = publish(a, private)
     assert published == tmp_path / "runs" / "shared" / "mine" and not private.exists()
     assert "mine" in b.visible_runs() and b.visible_runs()["mine"].path == published
     run = load_run(published)  # still a usable run
@@ -292,7 +295,7 @@ def test_publishing_moves_the_run_with_what_it_needs(tmp_path):
     assert probe.is_dir()  # the session keeps its own probe
     assert b.may_use_probe(run.manifest["backbone"]) and not b.may_use_probe(probe_name(probe))
     # a second run of the same name gets a new one
-    again = server.publish(a, fake_run(a.private_runs / "mine"))
+    again = publish(a, fake_run(a.private_runs / "mine"))
     assert again.name == "mine-2"
 
 
@@ -520,20 +523,20 @@ def test_a_damaged_published_run_breaks_no_page(how, tmp_path, monkeypatch):
 @pytest.mark.usefixtures("app_env")
 def test_one_click_builds_the_demo_once_and_opens_its_gallery(tmp_path, monkeypatch):
     monkeypatch.setenv("PROTOLIB_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setattr(server, "DEMO", server.Demo(images_per_class=3, n_classes=2, classes=tuple(CLASSES)))
+    monkeypatch.setattr(demo_run, "DEMO", demo_run.Demo(images_per_class=3, n_classes=2, classes=tuple(CLASSES)))
     at = start("pages/prototypes.py", run=None)
     assert "no decomposition yet" in texts(at, "info")
     button(at, "Build the demo").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Prototypes" and not at.error, texts(at, "error")
-    assert at.session_state["run"] == server.DEMO.name
+    assert at.session_state["run"] == demo_run.DEMO.name
     assert "Part maps across the 3 training images of “tench”" in at.subheader[0].value
-    demo = tmp_path / "runs" / "shared" / server.DEMO.name
+    demo = tmp_path / "runs" / "shared" / demo_run.DEMO.name
     stamp = (demo / MANIFEST).stat().st_mtime
     other = start("pages/decompose.py", run=None)  # another session sees the demo: no second one is built
     assert not [b for b in other.button if b.label == "Build the demo"]
-    assert other.session_state["run"] == server.DEMO.name
-    assert server.build_demo(None, tmp_path / "runs", demo=server.DEMO) == demo  # built already: nothing runs
+    assert other.session_state["run"] == demo_run.DEMO.name
+    assert demo_run.build_demo(None, tmp_path / "runs", demo=demo_run.DEMO) == demo  # built already: nothing runs
     assert (demo / MANIFEST).stat().st_mtime == stamp and len(list((tmp_path / "runs" / "shared").iterdir())) == 1
 
 
@@ -544,7 +547,7 @@ def another_job_running(monkeypatch):
     from pages.common import jobs
 
     queue = JobQueue(1)
-    monkeypatch.setattr(server, "JOBS", queue)
+    monkeypatch.setattr(job_queue, "JOBS", queue)
     said = []
     monkeypatch.setattr(jobs, "queue_message", lambda what, place: said.append((what, place)) or f"{ordinal(place)} in line")
     hold, holding = threading.Event(), threading.Event()

@@ -15,13 +15,14 @@ import streamlit as st
 
 from pages.common import cache, navigation, state
 from pages.common.sidebar import runs_by_name, select_run_path
-from protolib import workspace as server
+from protolib import job_queue
 from protolib.backbones import BackboneError
 from protolib.background import BACKGROUND, RUNNING, Job, JobBusy
 from protolib.data import DataError
+from protolib.job_queue import ordinal
 from protolib.pipeline import STAGES
 from protolib.runs import RunError
-from protolib.workspace import ordinal
+from protolib.workspace import demo_run
 
 STAGE_TEXT = {
     "features": ("Backbone features", "images"),
@@ -40,7 +41,7 @@ def queued(what: str) -> Iterator[None]:
     def waiting(place: int) -> None:
         note.info(queue_message(what, place), icon=":material/hourglass_top:")
 
-    with server.JOBS.turn(waiting):
+    with job_queue.JOBS.turn(waiting):
         note.empty()
         yield
 
@@ -134,7 +135,7 @@ def demo_offer() -> None:
     and opens its prototypes."""
     if runs_by_name():
         return
-    demo = server.DEMO
+    demo = demo_run.DEMO
     with st.container(border=True):
         st.markdown("##### :material/rocket_launch: New here? Build the demo")
         st.caption(
@@ -146,7 +147,7 @@ def demo_offer() -> None:
             build_and_open_demo(demo)
 
 
-def build_and_open_demo(demo: server.Demo) -> None:
+def build_and_open_demo(demo: demo_run.Demo) -> None:
     device = st.session_state.get("device") or "cpu"
     with st.status("Building the demo…", expanded=True) as status:
         progress, _ = stage_bars()
@@ -154,7 +155,7 @@ def build_and_open_demo(demo: server.Demo) -> None:
         try:
             with queued("demo"):
                 backbone = cache.get_backbone(demo.backbone, None, device)
-                path = server.build_demo(backbone, state.workspace().runs_root, progress, demo)
+                path = demo_run.build_demo(backbone, state.workspace().runs_root, progress, demo)
         except (DataError, BackboneError, RunError, ValueError, OSError) as exc:
             status.update(label="The demo could not be built", state="error")
             st.error(state.workspace().redact(str(exc)), icon=":material/error:")

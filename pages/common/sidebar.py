@@ -21,7 +21,7 @@ from protolib.backbones.probe_models import read_probe_manifest
 from protolib.background import BACKGROUND
 from protolib.runs import RunError
 from protolib.runs.listing import SavedRun
-from protolib.workspace import publish
+from protolib.workspace.publishing import publish
 
 
 def runs_by_name() -> dict[str, SavedRun]:

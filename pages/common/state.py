@@ -20,7 +20,8 @@ from pages.common.viewmodels import default_data_dir as find_default_data_dir
 from protolib import config, identity
 from protolib.background import BACKGROUND
 from protolib.config import DataFolderRefused
-from protolib.workspace import Workspace, clean_up_now_and_then
+from protolib.workspace import Workspace
+from protolib.workspace.cleanup import clean_up_now_and_then
 
 LINK = "ws"  # the query parameter that holds a private link's token
 log = logging.getLogger(__name__)

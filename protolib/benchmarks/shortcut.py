@@ -66,7 +66,7 @@ from ..method.head import PrototypeHead
 from ..pipeline import run_decomposition
 from ..runs import Run, save_run
 from ..runs.schema import MANIFEST
-from ..workspace import SHARED
+from ..workspace.layout import SHARED
 from . import shortcut_space as space
 from .toy_model import train_parts_net
 
