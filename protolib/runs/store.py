@@ -1,5 +1,5 @@
 """A run on disk: ``save_run`` writes the folder atomically (a reader sees the old run or the whole new one),
-``load_run`` reads it back, recovering an interrupted save first, and refuses a damaged run."""
+``load_run`` reads it back, recovering an interrupted save first, and refuses a damaged run (``run_problem``)."""
 
 from __future__ import annotations
 
