@@ -13,7 +13,7 @@ from protolib.evaluation.metrics import evaluate_run, training_matrices
 from protolib.method import DEFAULT_STRATEGY, PartPrototypes
 from protolib.method.discovery import DEFAULT_DISCOVERY, DISCOVERIES, discover, evidence_weights
 from protolib.pipeline import run_decomposition
-from protolib.report.build import seed_stability_section
+from protolib.report.build_method import seed_stability_section
 from protolib.runs import load_run, manifest_problem, save_run
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # every discovery, end to end on the real model

@@ -33,9 +33,10 @@ from scipy.optimize import linear_sum_assignment
 from ..backbones import Backbone
 from ..data import DataError, load_image, split_dir, split_images
 from ..data.features import extract_features
-from ..explain import heatmap_overlay, part_map, prototype_colour, upsample
+from ..explain import heatmap_overlay, part_map, upsample
 from ..files import atomic_path
 from ..method.head import PrototypeHead
+from ..palette import prototype_colour
 from ..runs import Run, short_backbone
 
 #: the grid every heatmap is upsampled to before correlating (56 = lcm of 7 and 8, Lite0's and Lite1's grids)
