@@ -18,7 +18,7 @@ from .data import BadImage, load_image
 from .data.folders import size_problem
 from .files import atomic_path
 from .method.head import PrototypeHead
-from .palette import prototype_colour, prototype_hex
+from .palette import PROBABILITY, prototype_colour, prototype_hex
 
 
 def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -134,7 +134,7 @@ def explanation_figure(explanation: Explanation, labels: list[str], path: str | 
     axes[0, 0].imshow(e.image)
     axes[0, 0].set_title("image", fontsize=10)
     top = e.top(5)
-    axes[0, 1].barh(range(len(top))[::-1], [p for _, p in top], color="#4c72b0")
+    axes[0, 1].barh(range(len(top))[::-1], [p for _, p in top], color=PROBABILITY)
     axes[0, 1].set_yticks(range(len(top))[::-1], [labels[i][:22] for i, _ in top], fontsize=8)
     axes[0, 1].set_xlim(0, 1)
     axes[0, 1].axis("on")

@@ -1,5 +1,6 @@
-"""The project's colours, in one place: the prototypes' own colours (pictures and charts alike) and the
-colours of the charts the app and the report draw, by what they stand for."""
+"""The colours of what the project draws, in one place: the prototypes' own colours (pictures and charts
+alike) and the colours of the charts (the app's and the report's plotly charts, the command line's figure),
+named by what they stand for. The report's style sheet keeps its page colours (text, borders) to itself."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ INK = "#264653"  # totals and chosen values
 GREEN = "#2a9d8f"  # rises
 PURPLE = "#8d6cab"
 OTHER = "#888"  # a series no table below names
+PROBABILITY = "#4c72b0"  # the command line's explanation figure: the top-5 probabilities
 
 STRATEGY_COLOURS = {"optimized": TEAL, "paper": CORAL, "uniform": SAND, "proportional": SAGE}
 #: the saliency maps of the deletion / insertion curves (``report.build_faithfulness.SALIENCY_MAPS``)
