@@ -19,6 +19,7 @@ from pages.common.compare_views import (
 from pages.common.run_context import photos_folder
 from pages.common.sidebar import runs_by_name
 from pages.common.state import kept
+from protolib import charts
 from protolib.backbones import BackboneError
 from protolib.data import BadImage, DataError
 from protolib.evaluation.compare import (
@@ -32,7 +33,7 @@ from protolib.evaluation.compare import (
     shared_classes,
 )
 from protolib.report import Report
-from protolib.report.build import comparison_figures
+from protolib.report.build_comparison import comparison_figures
 from protolib.report.html import render_comparison
 from protolib.runs import RunError
 from protolib.runs.listing import SavedRun
@@ -207,7 +208,7 @@ def contributions(c: Comparison) -> None:
         "Each prototype's mean contribution to the class's logit over the photos; the label is its share of "
         "the evidence (|contribution| over the sum of all the run's)."
     )
-    st.plotly_chart(figures.contribution_bars(contribution_table(c.sides)), width="stretch", config=figures.PLAIN)
+    st.plotly_chart(charts.contribution_bars(contribution_table(c.sides)), width="stretch", config=figures.PLAIN)
 
 
 def disagreeing(c: Comparison) -> None:
@@ -215,7 +216,7 @@ def disagreeing(c: Comparison) -> None:
     lowest = c.disagreeing(3)
     st.caption("Each photo's agreement: the mean matched correlation on that photo alone. Lowest in red.")
     st.plotly_chart(
-        figures.photo_agreement_bars([f"photo {i + 1}" for i in range(len(c.photos))], c.per_photo.tolist(), lowest),
+        charts.photo_agreement_bars([f"photo {i + 1}" for i in range(len(c.photos))], c.per_photo.tolist(), lowest),
         width="stretch",
         config=figures.PLAIN,
     )

@@ -19,13 +19,14 @@ from pages.common.viewmodels import (
     same_model_runs,
     table3_rows,
 )
+from protolib import charts
 from protolib.backbones import Backbone
 from protolib.data import BadImage, DataError
 from protolib.evaluation.compare import MAX_RUNS, k_sweep_point, suggest_k
 from protolib.evaluation.metrics import SplitFeatures, training_matrices
 from protolib.evaluation.prototype_health import DEAD_SHARE, DUPLICATE_CORRELATION, health_counts, training_health
 from protolib.report import ReportSettings, build_report, report_documents
-from protolib.report.build import seed_stability_section
+from protolib.report.build_method import seed_stability_section
 from protolib.runs import Run, RunError
 
 #: the thresholds of the rule that picks k (protolib.evaluation.compare.suggest_k)
@@ -51,8 +52,8 @@ def held_out_figures(ctx: Context, held_out: HeldOut, sf: SplitFeatures) -> None
             icon=":material/tune:",
         )
     left, right = st.columns(2, gap="large")
-    left.plotly_chart(figures.table3_bars(table3_rows(m), m["k"]), width="stretch", config=figures.PLAIN)
-    right.plotly_chart(figures.fidelity_bars(fidelity_rows(m)), width="stretch", config=figures.PLAIN)
+    left.plotly_chart(charts.table3_bars(table3_rows(m), m["k"]), width="stretch", config=figures.PLAIN)
+    right.plotly_chart(charts.fidelity_bars(fidelity_rows(m)), width="stretch", config=figures.PLAIN)
 
     st.markdown("##### All figures")
     table = pd.DataFrame(evaluation_rows(m))
@@ -102,7 +103,7 @@ def errors_against_k(ctx: Context) -> None:
     table = pd.DataFrame(sweep)
     if several_k:
         by_k = table.groupby("k")[["feature reconstruction error", "head reconstruction error"]].mean().reset_index()
-        st.plotly_chart(figures.errors_against_k(by_k), width="stretch", config=figures.PLAIN)
+        st.plotly_chart(charts.errors_against_k(by_k), width="stretch", config=figures.PLAIN)
     st.dataframe(
         table,
         hide_index=True,
@@ -193,7 +194,7 @@ def choosing_k(ctx: Context, held_out: HeldOut, sf: SplitFeatures | None) -> Non
         ready.append(key)
     points = k_points(ctx, held_out, sf, same)
     choice = suggest_k(points, K_IMPROVEMENT, K_MIN_FIDELITY)
-    st.plotly_chart(figures.k_choice_chart(choice.per_k, choice.k, K_MIN_FIDELITY), width="stretch", config=figures.PLAIN)
+    st.plotly_chart(charts.k_choice_chart(choice.per_k, choice.k, K_MIN_FIDELITY), width="stretch", config=figures.PLAIN)
     (st.success if choice.k is not None else st.info)(choice.sentence, icon=":material/straighten:")
     st.caption(
         f"Rule: {choice.rule}. With several runs of one k, the one with the best fidelity stands for it. "

@@ -12,6 +12,7 @@ from pages.common.pickers import Picked, image_picker
 from pages.common.run_context import Context, require_run
 from pages.common.state import kept
 from pages.common.viewmodels import default_class
+from protolib import charts
 from protolib.explain import Explanation, explain_features, heatmap_overlay, part_map
 
 
@@ -68,7 +69,7 @@ def contributions_and_part_map(ctx: Context, e: Explanation) -> None:
     chart_col, map_col = st.columns([3, 2], gap="large")
     with chart_col:
         st.plotly_chart(
-            figures.waterfall(e.contributions, e.bias, f"“{ctx.labels[e.label]}”: logit {e.logit:.2f} = bias + prototypes", names),
+            charts.waterfall(e.contributions, e.bias, f"“{ctx.labels[e.label]}”: logit {e.logit:.2f} = bias + prototypes", names),
             width="stretch",
             config=figures.PLAIN,
         )
@@ -89,7 +90,7 @@ def heatmaps(e: Explanation, names: list[str]) -> None:
             if i < k:
                 with col:
                     st.image(heatmap_overlay(e.heatmaps[i], e.image), width="stretch")
-                    title = figures.md(figures.prototype_title(i, names[i]))
+                    title = figures.md(charts.prototype_title(i, names[i]))
                     st.markdown(figures.chip(i, f"{title}: <b>{float(e.contributions[i]):+.2f}</b>"), unsafe_allow_html=True)
 
 

@@ -29,6 +29,7 @@ from pages.common.sidebar import select_run
 from pages.common.space_edit import current_spatial, masked_photo, photo_pooling, space_toggle, split_edited_pooling
 from pages.common.state import kept, workspace
 from pages.common.viewmodels import default_class
+from protolib import charts
 from protolib.evaluation import intervention as evaluation
 from protolib.evaluation.intervention import intervention_effect, oracle_intervention, prototype_importance
 from protolib.evaluation.metrics import among_decomposed
@@ -72,7 +73,7 @@ def controls(ctx: Context, photo: Photo, labels: list[int], spaced: torch.Tensor
                 chip_col, on_col, scale_col = st.columns([3, 1, 3], vertical_alignment="center")
                 with chip_col:
                     st.markdown(
-                        figures.chip(i, f"<b>{figures.md(figures.prototype_title(i, names[i]))}</b>")
+                        figures.chip(i, f"<b>{figures.md(charts.prototype_title(i, names[i]))}</b>")
                         + f"<br><small>contribution&nbsp;<b>{float(contributions[0, c, i]):+.2f}</b></small>"
                         + f"<br><small>α&nbsp;{float(ctx.run.alpha[c, i]):+.3g}</small>",
                         unsafe_allow_html=True,
@@ -139,7 +140,7 @@ def photo_results(ctx: Context, photo: Photo, edited: torch.Tensor, labels: list
     shown = list(dict.fromkeys([r["class"] for r in rows] + [ctx.labels[int(c)] for c in top]))
     index = {name: i for i, name in enumerate(ctx.labels)}
     st.plotly_chart(
-        figures.logit_bars(shown, [float(original[index[n]]) for n in shown], [float(edited[index[n]]) for n in shown]),
+        charts.logit_bars(shown, [float(original[index[n]]) for n in shown], [float(edited[index[n]]) for n in shown]),
         width="stretch",
         config=figures.PLAIN,
     )

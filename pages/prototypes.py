@@ -17,7 +17,8 @@ from pages.common.state import kept
 from pages.common.viewmodels import PrototypeCard, prototype_cards, signed
 from protolib.data.features import Features
 from protolib.evaluation.prototype_health import class_health
-from protolib.explain import heatmap_overlay, part_map, prototype_hex, upsample
+from protolib.explain import heatmap_overlay, part_map, upsample
+from protolib.palette import prototype_hex
 
 COLUMNS = 6  # thumbnails per gallery row
 TOP_IMAGES = 6  # per prototype

@@ -18,22 +18,7 @@ from .data import BadImage, load_image
 from .data.folders import size_problem
 from .files import atomic_path
 from .method.head import PrototypeHead
-
-# Distinct, colour-blind-friendly colours (Okabe-Ito, then Tableau) for up to 20 prototypes.
-PALETTE = [
-    (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
-    (213, 94, 0), (204, 121, 167), (150, 150, 150), (31, 119, 180), (255, 127, 14),
-    (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194),
-    (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
-]  # fmt: skip
-
-
-def prototype_colour(i: int) -> tuple[int, int, int]:
-    return PALETTE[i % len(PALETTE)]
-
-
-def prototype_hex(i: int) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*prototype_colour(i))
+from .palette import PROBABILITY, prototype_colour, prototype_hex
 
 
 def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -149,7 +134,7 @@ def explanation_figure(explanation: Explanation, labels: list[str], path: str | 
     axes[0, 0].imshow(e.image)
     axes[0, 0].set_title("image", fontsize=10)
     top = e.top(5)
-    axes[0, 1].barh(range(len(top))[::-1], [p for _, p in top], color="#4c72b0")
+    axes[0, 1].barh(range(len(top))[::-1], [p for _, p in top], color=PROBABILITY)
     axes[0, 1].set_yticks(range(len(top))[::-1], [labels[i][:22] for i, _ in top], fontsize=8)
     axes[0, 1].set_xlim(0, 1)
     axes[0, 1].axis("on")

@@ -226,7 +226,7 @@ def test_row4_markdown_text_is_escaped():
 
 
 def test_row4_the_report_draws_class_names_as_text(run, lite0, data_dir, feature_cache):
-    from protolib.report.build import comparison_report
+    from protolib.report.build_comparison import comparison_report
     from protolib.report.html import render_comparison
 
     evil = dict(run.manifest, classes=[dict(c, name=EVIL if i == 0 else c["name"]) for i, c in enumerate(run.manifest["classes"])])

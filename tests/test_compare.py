@@ -34,7 +34,8 @@ from protolib.evaluation.compare import (
 from protolib.evaluation.metrics import evaluate_run, split_features, training_matrices
 from protolib.pipeline import run_decomposition
 from protolib.report import ReportSettings, build_report, report_documents
-from protolib.report.build import comparison_report, seed_stability_section
+from protolib.report.build_comparison import comparison_report
+from protolib.report.build_method import seed_stability_section
 from protolib.report.html import render_comparison
 from protolib.runs import load_run, save_run
 from protolib.runs.listing import SavedRun

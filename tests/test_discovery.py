@@ -13,7 +13,7 @@ from protolib.evaluation.metrics import evaluate_run, training_matrices
 from protolib.method import DEFAULT_STRATEGY, PartPrototypes
 from protolib.method.discovery import DEFAULT_DISCOVERY, DISCOVERIES, discover, evidence_weights
 from protolib.pipeline import run_decomposition
-from protolib.report.build import seed_stability_section
+from protolib.report.build_method import seed_stability_section
 from protolib.runs import load_run, save_run
 from protolib.runs.checks import manifest_problem
 

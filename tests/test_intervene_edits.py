@@ -310,7 +310,7 @@ def test_saved_edit_offers_the_model_download(env):
 
 
 def test_the_report_names_the_labelled_prototypes():
-    from protolib.report.build import Report
+    from protolib.report import Report
     from protolib.report.html import render
 
     run = {

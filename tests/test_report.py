@@ -22,7 +22,7 @@ from protolib.method import DEFAULT_STRATEGY, STRATEGIES
 from protolib.method.head import PrototypeHead
 from protolib.pipeline import run_decomposition
 from protolib.report import SECTIONS, ReportSettings, build_report, write_report
-from protolib.report.build import SALIENCY_MAPS
+from protolib.report.build_faithfulness import SALIENCY_MAPS
 from protolib.runs import save_run
 
 CLASSES = ["n01440764", "n02102040", "n02979186"]  # tench, English springer, cassette player
@@ -188,6 +188,17 @@ def test_report_has_the_mistakes_and_table4_both_ways(cli_report):
     assert m["oracle_paper"]["top1_before"] == pytest.approx(exact["top1_prototype"])
     assert m["mistakes"] == round((1 - exact["top1_prototype"]) * exact["n_images"])
     assert "smallest culprit (one or two)" in out.read_text()
+
+
+def test_story_says_so_when_no_mistake_is_fixed_by_one_switch(small_run, lite0, data_dir, feature_cache):
+    """The 3-class run at k = 3 has no held-out mistake that one switch fixes: its story has no mistake card
+    and says so (it used to fail extracting the features of an empty list of photos)."""
+    from protolib.report.story import render_story, story_figures
+
+    _, run = small_run
+    story = story_figures(run, lite0, data_dir, cache_dir=feature_cache)
+    assert story.cards == [] and story.galleries  # the case this test is about, and the rest of the page is there
+    assert "No mistake is fixed by one switch." in render_story(story)
 
 
 def test_grad_cam_is_cam_for_a_linear_head(lite0, data_dir):

@@ -22,7 +22,8 @@ from protolib.backbones import BackboneError
 from protolib.data import DataError
 from protolib.data.features import extract_features
 from protolib.evaluation.prototype_health import class_health
-from protolib.explain import heatmap_overlay, prototype_hex, upsample
+from protolib.explain import heatmap_overlay, upsample
+from protolib.palette import prototype_hex
 from protolib.runs import RunError, save_run
 
 SHARE_CLASSES = 64  # the table measures shares of the logit for runs of at most this many classes

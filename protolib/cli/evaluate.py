@@ -65,7 +65,7 @@ def cmd_report(args) -> int:
 
 def cmd_compare(args) -> int:
     from ..evaluation.compare import MAX_RUNS, comparison_png
-    from ..report.build import comparison_report
+    from ..report.build_comparison import comparison_report
     from ..report.html import render_comparison
     from ..runs import load_run
 

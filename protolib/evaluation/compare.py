@@ -33,9 +33,10 @@ from scipy.optimize import linear_sum_assignment
 from ..backbones import Backbone
 from ..data import DataError, load_image, split_dir, split_images
 from ..data.features import extract_features
-from ..explain import heatmap_overlay, part_map, prototype_colour, upsample
+from ..explain import heatmap_overlay, part_map, upsample
 from ..files import atomic_path
 from ..method.head import PrototypeHead
+from ..palette import prototype_colour
 from ..runs import Run
 from ..runs.names import short_backbone
 

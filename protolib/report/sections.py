@@ -1,4 +1,5 @@
-"""What a report is made of: its sections, in order, and the report itself (figures + images)."""
+"""What a report is made of: its sections, in order, the report itself (figures + images), and what a section
+that could not be computed holds instead."""
 
 from __future__ import annotations
 
@@ -25,3 +26,8 @@ OPTIONAL_SECTIONS = {
 class Report:
     figures: dict  # what report.json holds: numbers and text only
     images: dict[str, str] = field(default_factory=dict)  # name -> base64 PNG, shown in the HTML only
+
+
+def not_computed(reason: str) -> dict:
+    """A section that could not be made, with the reason the page shows in its place."""
+    return {"available": False, "reason": reason}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backbones import Backbone
+from ..charts import percent
 from ..data import DataError, available_splits
 from ..data.features import Progress, extract_features
 from ..evaluation.metrics import split_features
@@ -19,8 +20,8 @@ from ..explain import heatmap_overlay, model_input, upsample
 from ..files import atomic_path
 from ..method.head import PrototypeHead
 from ..runs import Run
-from .build import png
-from .html import CSS, _cards, _table
+from . import markup
+from .pictures import png
 
 CLASSES_SHOWN = 3  # classes whose prototypes get a gallery
 PHOTOS_PER_PROTOTYPE = 3  # training photos per prototype, those it contributes most to
@@ -50,6 +51,8 @@ def culprit_overlays(
     backbone: Backbone, head: PrototypeHead, paths: list[str], switched: list[list[tuple[int, int]]], cache_dir=None
 ) -> list[tuple]:
     """Per photo: the photo as the model sees it and each switched prototype's heatmap over it (uint8 RGB)."""
+    if not paths:  # no mistake is fixed by one switch: nothing to draw (extracting no image is an error)
+        return []
     feats = extract_features(backbone, [Path(p) for p in paths], cache_dir=cache_dir).feats
     out = []
     for n, (path, pairs) in enumerate(zip(paths, switched)):
@@ -156,15 +159,6 @@ def story_figures(
 
 
 # -- the page --------------------------------------------------------------------------------------
-def _img(images: dict, key: str, alt: str) -> str:
-    data = images.get(key)
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">' if data else ""
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f} %"
-
-
 def _top(rows: list) -> str:
     return "<br>".join(f"{html.escape(name)} {value:+.2f}" for name, value in rows)
 
@@ -182,11 +176,11 @@ def render_story(story: Story) -> str:
                 f"{len(r['classes'])} classes ({html.escape(', '.join(r['classes']))}); the model has {r['n_model_classes']} "
                 "classes, and those not decomposed keep their own rows. Every logit is a sum of prototype contributions, "
                 "equal to the model's own logit to float precision.</p>"
-                + _cards(
+                + markup.cards(
                     [
                         ("max |logit difference|", f"{e['max_abs_logit_diff']:.1e}", f"on {e['photos']} held-out photos"),
-                        ("top-1, original model", _pct(e["top1_original"]), ""),
-                        ("top-1, prototype network", _pct(e["top1_prototype"]), "the same by construction"),
+                        ("top-1, original model", percent(e["top1_original"]), ""),
+                        ("top-1, prototype network", percent(e["top1_prototype"]), "the same by construction"),
                     ]
                 )
             ),
@@ -196,8 +190,10 @@ def render_story(story: Story) -> str:
     for g in story.galleries:
         rows = "".join(
             f"<tr><td class='text'><b>{html.escape(p['title'])}</b><br>mean contribution {p['mean_contribution']:+.2f}"
-            f"<br>mean share {_pct(p['mean_share'])}</td>"
-            + "".join(f"<td>{_img(story.images, ph['key'], ph['file'])}<br>{ph['contribution']:+.2f}</td>" for ph in p["photos"])
+            f"<br>mean share {percent(p['mean_share'])}</td>"
+            + "".join(
+                f"<td>{markup.img(story.images, ph['key'], ph['file'])}<br>{ph['contribution']:+.2f}</td>" for ph in p["photos"]
+            )
             + "</tr>"
             for p in g["prototypes"]
         )
@@ -222,8 +218,8 @@ def render_story(story: Story) -> str:
         "(it decomposes every class).</p>"
     )
     cards = "".join(
-        f"<div class='mcard'><div>{_img(story.images, c['key'] + '.photo', c['file'])}"
-        f"{_img(story.images, c['key'] + '.culprit', 'culprit heatmap')}</div>"
+        f"<div class='mcard'><div>{markup.img(story.images, c['key'] + '.photo', c['file'])}"
+        f"{markup.img(story.images, c['key'] + '.culprit', 'culprit heatmap')}</div>"
         f"<p><b>{html.escape(c['true'])}</b> taken for <b>{html.escape(c['predicted'])}</b>; switch off "
         f"<b>{html.escape(c['switched'][0]['class'])} · {html.escape(c['title'])}</b> and it is right "
         f"(lead {c['margin']:+.2f})<br><span class='muted'>{html.escape(Path(c['file']).name)}</span></p>"
@@ -239,9 +235,9 @@ def render_story(story: Story) -> str:
             v["fixed_by_two"],
             v["not_decomposed"],
             v["not_fixed_by_two"],
-            _pct(v["oracle_paper"]["top1_before"]),
-            _pct(v["oracle_paper"]["top1_after"]),
-            _pct(v["oracle_smallest"]["top1_after"]),
+            percent(v["oracle_paper"]["top1_before"]),
+            percent(v["oracle_paper"]["top1_after"]),
+            percent(v["oracle_smallest"]["top1_after"]),
         ]
         for label, v in (
             (m["label_space"], m),
@@ -258,7 +254,7 @@ def render_story(story: Story) -> str:
                 "Table 4 switches off the predicted class's largest prototype in every mistake; the smallest-culprit rule "
                 "uses the one or two switches found here.</p>"
                 + where
-                + _table(
+                + markup.table(
                     [
                         "label space",
                         "mistakes",
@@ -283,8 +279,8 @@ def render_story(story: Story) -> str:
         [
             html.escape(v["label_space"]),
             html.escape(", ".join(f"{s['class']} P{s['prototype'] + 1}" for s in v["harmful_edit"]["switched_off"]) or "none"),
-            f"{_pct(v['harmful_edit']['chosen_on']['top1_before'])} → {_pct(v['harmful_edit']['chosen_on']['top1_after'])}",
-            f"{_pct(v['harmful_edit']['top1_before'])} → {_pct(v['harmful_edit']['top1_after'])}",
+            f"{percent(v['harmful_edit']['chosen_on']['top1_before'])} → {percent(v['harmful_edit']['chosen_on']['top1_after'])}",
+            f"{percent(v['harmful_edit']['top1_before'])} → {percent(v['harmful_edit']['top1_after'])}",
         ]
         for v in (m, *((m["run_classes"],) if "run_classes" in m else ()))
     ]
@@ -297,23 +293,23 @@ def render_story(story: Story) -> str:
                 f"({html.escape(m['label_space'])}): the predictions it fixes and breaks. A global edit is chosen from "
                 f"this on half 0 of the photos ({edit['chosen_on']['photos']}) and scored on half 1 "
                 f"({edit['scored_on']['photos']}), which played no part in choosing it.</p>"
-                + _table(
+                + markup.table(
                     ["class", "prototype", "fixed", "broken", "net"],
                     [[html.escape(h["class"]), f"P{h['prototype'] + 1}", h["fixed"], h["broken"], h["net"]] for h in harm],
                     text=(0, 1),
                 )
-                + _cards(
+                + markup.cards(
                     [
                         ("switched off", str(len(edit["switched_off"])), switched),
                         (
                             "chosen on half 0",
-                            f"{_pct(edit['chosen_on']['top1_before'])} → {_pct(edit['chosen_on']['top1_after'])}",
+                            f"{percent(edit['chosen_on']['top1_before'])} → {percent(edit['chosen_on']['top1_after'])}",
                             "in-sample: where it was chosen",
                         ),
-                        ("scored on half 1", f"{_pct(edit['top1_before'])} → {_pct(edit['top1_after'])}", "held out"),
+                        ("scored on half 1", f"{percent(edit['top1_before'])} → {percent(edit['top1_after'])}", "held out"),
                     ]
                 )
-                + _table(
+                + markup.table(
                     ["label space", "switched off", "top-1 on half 0 (chose it)", "top-1 on half 1 (held out)"], edits, text=(0, 1)
                 )
                 + f"<p class='muted'>{html.escape(edit['rule'])}</p>"
@@ -322,7 +318,7 @@ def render_story(story: Story) -> str:
     )
     nav = "".join(f'<a href="#{key}">{html.escape(title)}</a>' for key, title, _ in sections)
     body = "".join(f'<section id="{key}"><h2>{html.escape(title)}</h2>{text}</section>' for key, title, text in sections)
-    style = CSS + (
+    style = markup.CSS + (
         ".mcards{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px}"
         ".mcard{border:1px solid #e2e6ea;border-radius:8px;padding:10px}.mcard img{width:136px;height:136px;"
         "margin-right:6px;border-radius:4px}.gallery img{width:112px;height:112px}"
