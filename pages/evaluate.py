@@ -8,17 +8,11 @@ import streamlit as st
 
 from pages.common import cache, figures, jobs, navigation, state
 from pages.common.compare_views import comparable_runs, k_point_rows, same_class_runs, shares_a_class
+from pages.common.evaluation_views import evaluation_rows, fidelity_per_class_rows, fidelity_rows, k_sweep_rows, table3_rows
 from pages.common.heldout import HeldOut, held_out_controls, held_out_features
 from pages.common.run_context import Context, require_run
+from pages.common.run_views import same_model_runs
 from pages.common.sidebar import runs_by_name
-from pages.common.viewmodels import (
-    evaluation_rows,
-    fidelity_per_class_rows,
-    fidelity_rows,
-    k_sweep_rows,
-    same_model_runs,
-    table3_rows,
-)
 from protolib.backbones import Backbone
 from protolib.data import BadImage, DataError
 from protolib.evaluation.compare import MAX_RUNS, k_sweep_point, suggest_k

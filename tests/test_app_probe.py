@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from pages.common.viewmodels import probe_rows
+from pages.common.run_views import probe_rows
 from protolib.backbones import load_backbone
 from protolib.backbones.probe_models import read_probe_manifest
 from protolib.cli import main
 from protolib.probe import fit_probe
 from protolib.runs import list_runs, load_run, short_backbone
-from tests.test_app import DATA, button, classes_widget, start, texts
+from tests.apptest import DATA, button, classes_widget, start, texts
 
 pytestmark = pytest.mark.usefixtures("navigation_mode")  # the app as AppTest runs it, in navigation mode
 

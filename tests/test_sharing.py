@@ -24,9 +24,8 @@ from protolib.config import DataFolderRefused, SharingLimits, allowed_data_roots
 from protolib.data.uploads import UploadError
 from protolib.runs import MANIFEST, Run, RunError, checked_runs, load_run, manifest_problem, save_run
 from protolib.workspace import JobQueue, QuotaExceeded, Workspace, clean_up, ordinal
+from tests.apptest import CLASSES, DATA, button, png, start, texts
 from tests.helpers import wait_until
-from tests.test_app import CLASSES, DATA, button, png, start, texts
-from tests.test_app import env as app_env  # noqa: F401 (a fixture: a published run, temporary folders)
 
 pytestmark = pytest.mark.usefixtures("navigation_mode")  # the app as AppTest runs it, in navigation mode
 

@@ -12,8 +12,8 @@ import streamlit as st
 import torch
 
 from pages.common.figures import md
+from pages.common.run_views import probe_choices, run_caption
 from pages.common.state import by_proxy, data_refusal, default_data_dir, forget_me, kept, workspace
-from pages.common.viewmodels import probe_choices, run_caption
 from pages.common.weights import download_weights, downloaded_note
 from protolib.backbones import DEFAULT_BACKBONE, BackboneError, available_backbones
 from protolib.backbones.probe_models import PREFIX as PROBE_PREFIX
