@@ -1,5 +1,6 @@
 """Evaluate: exactness, accuracy, the paper's Table-3 analogue, heatmap fidelity per refinement
-strategy, reconstruction errors against k, and the full evaluation report."""
+strategy, reconstruction errors against k, which k the data supports (fidelity, seed stability and dead or
+duplicate prototypes of the runs at each k), and the full evaluation report."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ The foundations, in reading order:
   and the one-click demo;
 - ``run_context``: the current run with its model and head, or a notice (with the demo offer);
 - ``pickers``: the photo shown on Explain and Intervene;
-- ``heldout``: the held-out photos Intervene and Evaluate measure on;
+- ``heldout``: the held-out photos Intervene, Evaluate and Mistakes measure on;
 - ``figures``: chips, legend, plotly charts and the skipped-files table.
 
 One page's sections:

@@ -1,4 +1,5 @@
-"""The sidebar every page shares: the backbone, the device, the data folder and the current run.
+"""The sidebar every page shares: the backbone (with weights fetched on consent), the device, the data folder,
+the current run and its publishing, and the session's workspace (its jobs, its private link, forgetting it).
 
 ``runs_by_name`` is the one list of runs every page and run list reads: the session's own runs and
 the published ones, never another session's.
