@@ -1,5 +1,6 @@
 """Evaluate: exactness, accuracy, the paper's Table-3 analogue, heatmap fidelity per refinement
-strategy, reconstruction errors against k, and the full evaluation report."""
+strategy, reconstruction errors against k, which k the data supports (fidelity, seed stability and dead or
+duplicate prototypes of the runs at each k), and the full evaluation report."""
 
 from __future__ import annotations
 
@@ -8,17 +9,11 @@ import streamlit as st
 
 from pages.common import cache, figures, jobs, navigation, state
 from pages.common.compare_views import comparable_runs, k_point_rows, same_class_runs, shares_a_class
+from pages.common.evaluation_views import evaluation_rows, fidelity_per_class_rows, fidelity_rows, k_sweep_rows, table3_rows
 from pages.common.heldout import HeldOut, held_out_controls, held_out_features
 from pages.common.run_context import Context, require_run
+from pages.common.run_views import same_model_runs
 from pages.common.sidebar import runs_by_name
-from pages.common.viewmodels import (
-    evaluation_rows,
-    fidelity_per_class_rows,
-    fidelity_rows,
-    k_sweep_rows,
-    same_model_runs,
-    table3_rows,
-)
 from protolib import charts
 from protolib.backbones import Backbone
 from protolib.data import BadImage, DataError

@@ -73,6 +73,34 @@ def navigation_mode(monkeypatch):
 
 
 @pytest.fixture(scope="module")
+def app_env(tmp_path_factory):
+    """The app's folders for modules that drive it with AppTest (tests/apptest.py): PROTOLIB_RUNS / PROTOLIB_CACHE /
+    PROTOLIB_UPLOADS in temporary folders, the temporary folders allowed as data folders, and one small published
+    run ("small": Lite0, tench and English springer, 8 photos each, k = 3)."""
+    if not (DATA / "train").is_dir():
+        pytest.skip(f"the sample photos are not at {DATA}")
+    from protolib.pipeline import run_decomposition
+    from protolib.runs import save_run
+    from tests.apptest import CLASSES
+
+    runs, cache = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("cache")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("PROTOLIB_RUNS", str(runs))
+    patch.setenv("PROTOLIB_CACHE", str(cache))
+    patch.setenv("PROTOLIB_UPLOADS", str(tmp_path_factory.mktemp("uploads")))
+    patch.setenv("PROTOLIB_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))  # tests' own data folders
+    patch.delenv("PROTOLIB_DATA", raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches: threads only wait for each other on a busy machine
+    backbone = load_backbone()
+    run = run_decomposition(backbone, DATA, classes=CLASSES, images_per_class=8, k=3, cache_dir=cache)
+    save_run(run, runs / "shared" / "small")  # published: every session sees it
+    yield {"runs": runs, "cache": cache, "run": "small"}
+    torch.set_num_threads(threads)
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium driven by Playwright (``playwright install`` cannot download browsers here)."""
     from playwright.sync_api import sync_playwright

@@ -1,34 +1,30 @@
 """The Streamlit app without a browser (streamlit.testing AppTest), and its Streamlit-free helpers.
 
-A module fixture makes one small real run (EfficientNet-Lite0, 2 classes x 8 photos of the sample
-shipped in the package, k = 3) in a temporary runs folder; features are cached in a temporary folder too.
+The ``app_env`` fixture (conftest.py, once per module) makes one small real run (EfficientNet-Lite0, 2 classes
+x 8 photos of the sample shipped in the package, k = 3) in a temporary runs folder; features are cached in a
+temporary folder too.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from pages.common import edit_views, uploads, viewmodels
+from pages.common import edit_views, evaluation_views, run_views, uploads, viewmodels
 from protolib import config
 from protolib.data import BadImage, class_folders, load_image
 from protolib.data.folders import UNKNOWN_CLASS_FOLDER, NoMatchingClasses, image_files
 from protolib.method import MAX_K
 from protolib.runs.listing import saved_runs
 from protolib.runs.names import auto_run_name, safe_name, unique_path
+from tests.apptest import CLASSES, DATA, ROOT, button, classes_widget, png, start, texts
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
-DATA = config.SAMPLE_DATA
-CLASSES = ["n01440764", "n02102040"]  # tench, English springer
 RUN_PAGES = ["pages/prototypes.py", "pages/explain.py", "pages/intervene.py", "pages/evaluate.py"]
 PAGES = ["pages/decompose.py", *RUN_PAGES]
 
@@ -37,70 +33,9 @@ pytestmark = pytest.mark.usefixtures("navigation_mode")
 needs_data = pytest.mark.skipif(not (DATA / "train").is_dir(), reason=f"the sample photos are not at {DATA}")
 
 
-def png(colour=(200, 30, 30), size=64) -> bytes:
-    rng = np.random.default_rng(sum(colour))
-    pixels = (rng.random((size, size, 3)) * 60 + np.array(colour) * 0.7).clip(0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """PROTOLIB_RUNS / PROTOLIB_CACHE / PROTOLIB_UPLOADS in temporary folders, the temporary folders allowed
-    as data folders, and one small published run."""
-    if not (DATA / "train").is_dir():
-        pytest.skip(f"the sample photos are not at {DATA}")
-    from protolib.backbones import load_backbone
-    from protolib.pipeline import run_decomposition
-    from protolib.runs import save_run
-
-    runs, cache = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("cache")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("PROTOLIB_RUNS", str(runs))
-    patch.setenv("PROTOLIB_CACHE", str(cache))
-    patch.setenv("PROTOLIB_UPLOADS", str(tmp_path_factory.mktemp("uploads")))
-    patch.setenv("PROTOLIB_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))  # tests' own data folders
-    patch.delenv("PROTOLIB_DATA", raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny batches: threads only wait for each other on a busy machine
-    backbone = load_backbone()
-    run = run_decomposition(backbone, DATA, classes=CLASSES, images_per_class=8, k=3, cache_dir=cache)
-    save_run(run, runs / "shared" / "small")  # published: every session sees it
-    yield {"runs": runs, "cache": cache, "run": "small"}
-    torch.set_num_threads(threads)
-    patch.undo()
-
-
 def private_runs(at: AppTest) -> Path:
     """The folder of the session's own runs."""
     return at.session_state["workspace"].private_runs
-
-
-def start(page: str | None = None, run: str | None = "small") -> AppTest:
-    """The app after its first run, on ``page`` (the sidebar drawn by app.py included), with the
-    fixture's run chosen (other tests save runs too, and a new session opens the newest)."""
-    at = AppTest.from_file(APP, default_timeout=120)
-    if run:
-        at.session_state["run"] = run
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    if page and page != "pages/decompose.py":
-        at.switch_page(page).run()
-        assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def classes_widget(at: AppTest):
-    return next(m for m in at.multiselect if m.key.startswith("w.dec_classes|"))
-
-
-def button(at: AppTest, label: str):
-    return next(b for b in at.button if b.label.startswith(label))
-
-
-def texts(at: AppTest, kind: str) -> str:
-    return "\n".join(str(e.value) for e in getattr(at, kind))
 
 
 # -- every page ---------------------------------------------------------------------------------
@@ -159,16 +94,16 @@ SHOWS = {
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_every_page_shows_the_run(env, page):
+def test_every_page_shows_the_run(app_env, page):
     at = start(page)
     assert at.title[0].value == Path(page).stem.capitalize()
     assert not at.error, texts(at, "error")
-    assert at.session_state["run"] == env["run"]
+    assert at.session_state["run"] == app_env["run"]
     SHOWS[page](at)
 
 
 @pytest.mark.parametrize("page", RUN_PAGES)
-def test_no_run_yet_sends_the_user_to_decompose(env, page, tmp_path, monkeypatch):
+def test_no_run_yet_sends_the_user_to_decompose(app_env, page, tmp_path, monkeypatch):
     monkeypatch.setenv("PROTOLIB_RUNS", str(tmp_path / "empty"))
     at = start(page)
     assert "no decomposition yet" in texts(at, "info")
@@ -176,7 +111,7 @@ def test_no_run_yet_sends_the_user_to_decompose(env, page, tmp_path, monkeypatch
     assert not at.error
 
 
-def test_sidebar_defaults(env):
+def test_sidebar_defaults(app_env):
     at = start()
     assert at.session_state["backbone"] == "efficientnet_lite0"
     assert at.session_state["data_dir"] == str(DATA)
@@ -184,7 +119,7 @@ def test_sidebar_defaults(env):
 
 
 # -- Decompose -----------------------------------------------------------------------------------
-def test_decompose_runs_saves_and_selects_the_run(env):
+def test_decompose_runs_saves_and_selects_the_run(app_env):
     at = start("pages/decompose.py")
     assert set(classes_widget(at).options) >= {"tench · 100 images"}
     classes_widget(at).set_value(CLASSES).run()
@@ -198,7 +133,7 @@ def test_decompose_runs_saves_and_selects_the_run(env):
     assert "my-run" in texts(at, "success")
     assert at.session_state["run"] == "my-run"
     assert (private_runs(at) / "my-run" / "manifest.json").is_file()  # the session's own, private run
-    assert private_runs(at).parent == env["runs"] / "sessions"
+    assert private_runs(at).parent == app_env["runs"] / "sessions"
     assert at.selectbox(key="w.run").value == "my-run"
     stages = at.session_state["last_decomposition"]["stages"]
     names = ["Backbone features", "NMF part discovery", "Scaling to the head", "Refinement"]
@@ -210,7 +145,7 @@ def test_decompose_runs_saves_and_selects_the_run(env):
     assert at.session_state["run"] == "small"
 
 
-def test_decompose_offers_the_papers_nmf_and_evidence_weighted_discovery(env):
+def test_decompose_offers_the_papers_nmf_and_evidence_weighted_discovery(app_env):
     at = start("pages/decompose.py")
     discovery = at.selectbox(key="w.dec_discovery")
     assert discovery.value == "nmf" and discovery.options == ["the paper's NMF", "evidence-weighted NMF"]
@@ -228,7 +163,7 @@ def test_decompose_offers_the_papers_nmf_and_evidence_weighted_discovery(env):
     assert runs[runs["run"] == "small"].iloc[0]["discovery"] == "the paper's NMF"  # older runs: the paper's NMF
 
 
-def test_decompose_lists_data_problems_instead_of_failing(env, tmp_path):
+def test_decompose_lists_data_problems_instead_of_failing(app_env, tmp_path):
     data = tmp_path / "data"
     good = data / "train" / CLASSES[0]
     good.mkdir(parents=True)
@@ -249,7 +184,7 @@ def test_decompose_lists_data_problems_instead_of_failing(env, tmp_path):
     assert {Path(p).name for p, _ in problems} >= {"broken.jpg", "notes.txt", "holiday_photos"}
 
 
-def test_decompose_explains_a_missing_folder(env, tmp_path):
+def test_decompose_explains_a_missing_folder(app_env, tmp_path):
     at = start("pages/decompose.py")
     at.sidebar.text_input(key="w.data_dir").set_value(str(tmp_path / "nowhere")).run()  # allowed, but not there
     assert not at.exception
@@ -261,7 +196,7 @@ def test_decompose_explains_a_missing_folder(env, tmp_path):
     assert button(at, "Run decomposition").disabled
 
 
-def test_decompose_reports_a_missing_model_and_impossible_settings(env):
+def test_decompose_reports_a_missing_model_and_impossible_settings(app_env):
     at = start("pages/decompose.py")
     classes_widget(at).set_value([CLASSES[0]]).run()
     at.number_input(key="w.dec_per_class").set_value(2).run()  # fewer photos than k = 3 prototypes
@@ -274,7 +209,7 @@ def test_decompose_reports_a_missing_model_and_impossible_settings(env):
         assert "The backbone cannot be loaded" in texts(at, "error")
 
 
-def test_decompose_from_uploaded_photos(env):
+def test_decompose_from_uploaded_photos(app_env):
     at = start("pages/decompose.py")
     at.segmented_control(key="w.dec_source").set_value("Uploaded photos").run()
     assert "No photos uploaded yet" in texts(at, "info")
@@ -293,7 +228,7 @@ def test_decompose_from_uploaded_photos(env):
 
 
 # -- Prototypes ----------------------------------------------------------------------------------
-def test_prototype_cards_lead_with_the_contribution_on_the_class_photos(env):
+def test_prototype_cards_lead_with_the_contribution_on_the_class_photos(app_env):
     """Each card's contribution is the mean of the logit's own per-prototype terms on the class's
     photos, and the sentence follows its sign (whatever alpha's)."""
     from protolib.backbones import load_backbone
@@ -301,7 +236,7 @@ def test_prototype_cards_lead_with_the_contribution_on_the_class_photos(env):
     from protolib.runs import load_run
 
     at = start("pages/prototypes.py")
-    run = load_run(env["runs"] / "shared" / "small")
+    run = load_run(app_env["runs"] / "shared" / "small")
     backbone = load_backbone()
     head = run.head(backbone)
     for position, name in enumerate(RUN_NAMES):
@@ -310,7 +245,7 @@ def test_prototype_cards_lead_with_the_contribution_on_the_class_photos(env):
             assert not at.exception
         assert name in at.subheader[0].value
         folder = run.manifest["classes"][position]["folder"]
-        features = extract_features(backbone, run.manifest["images"][folder], cache_dir=env["cache"])
+        features = extract_features(backbone, run.manifest["images"][folder], cache_dir=app_env["cache"])
         expected = head.contributions(features.pooled)[:, position, :].mean(dim=0)
         shown = [float(m.value) for m in at.metric if m.label == "mean contribution"]
         assert shown == pytest.approx(expected.tolist(), abs=0.006)
@@ -328,7 +263,7 @@ def test_prototype_cards_lead_with_the_contribution_on_the_class_photos(env):
         assert logit == pytest.approx(float(expected.sum() + head.bias[label]), abs=1e-4)
 
 
-def test_prototypes_gallery_pages(env, monkeypatch):
+def test_prototypes_gallery_pages(app_env, monkeypatch):
     monkeypatch.setattr(viewmodels, "GALLERY_PAGE_SIZE", 3)
     at = start("pages/prototypes.py")
     pages = at.get("pagination")
@@ -340,7 +275,7 @@ def test_prototypes_gallery_pages(env, monkeypatch):
 
 
 # -- Explain -------------------------------------------------------------------------------------
-def test_explain_data_photo_and_uploads(env):
+def test_explain_data_photo_and_uploads(app_env):
     at = start("pages/explain.py")
     assert not at.error
     assert at.get("plotly_chart")
@@ -360,7 +295,7 @@ def test_explain_data_photo_and_uploads(env):
 
 
 # -- Intervene -----------------------------------------------------------------------------------
-def test_intervene_live_val_oracle_and_save(env):
+def test_intervene_live_val_oracle_and_save(app_env):
     at = start("pages/intervene.py")
     logit = at.metric[0]
     before = float(logit.value)
@@ -402,7 +337,7 @@ def test_intervene_live_val_oracle_and_save(env):
 
 
 # -- Evaluate ------------------------------------------------------------------------------------
-def test_evaluate_figures(env):
+def test_evaluate_figures(app_env):
     at = start("pages/evaluate.py")
     assert not at.metric
     at.number_input(key="w.val_per_class").set_value(3).run()
@@ -417,7 +352,7 @@ def test_evaluate_figures(env):
 
 
 # -- sessions ------------------------------------------------------------------------------------
-def test_two_sessions_do_not_share_choices(env):
+def test_two_sessions_do_not_share_choices(app_env):
     a, b = start("pages/decompose.py"), start("pages/decompose.py")
     classes_widget(a).set_value([CLASSES[1]]).run()
     a.slider(key="w.dec_k").set_value(5).run()
@@ -426,7 +361,7 @@ def test_two_sessions_do_not_share_choices(env):
     assert b.slider(key="w.dec_k").value == 3
 
 
-def test_choices_survive_page_switches(env):
+def test_choices_survive_page_switches(app_env):
     at = start("pages/decompose.py")
     classes_widget(at).set_value([CLASSES[0]]).run()
     at.switch_page("pages/explain.py").run()
@@ -434,7 +369,7 @@ def test_choices_survive_page_switches(env):
     assert classes_widget(at).value == [CLASSES[0]]
 
 
-# -- Streamlit-free helpers: pages/common/viewmodels.py, pages/common/uploads.py, protolib -------------
+# -- Streamlit-free helpers: pages/common/*_views.py, viewmodels.py, uploads.py, protolib -------------
 def test_default_data_folder_order(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
@@ -562,17 +497,17 @@ def test_uploads(tmp_path):
     assert all(Image.open(p).size == (64, 64) for p in saved)
 
 
-def test_run_listing_survives_a_damaged_run(tmp_path, env):
+def test_run_listing_survives_a_damaged_run(tmp_path, app_env):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "manifest.json").write_text("{not json")
-    broken, small = saved_runs(tmp_path)[0], next(r for r in saved_runs(env["runs"] / "shared") if r.name == "small")
+    broken, small = saved_runs(tmp_path)[0], next(r for r in saved_runs(app_env["runs"] / "shared") if r.name == "small")
     assert broken.manifest is None and "not a usable run folder" in broken.problem
-    rows = viewmodels.run_rows([broken, small])
+    rows = run_views.run_rows([broken, small])
     assert rows[0]["backbone"] == "(damaged)"
     assert rows[1]["classes"] == 2 and rows[1]["images"] == 16 and "tench" in rows[1]["class names"]
     fingerprint = small.manifest["fingerprint"]
-    assert viewmodels.same_model_runs([broken, small], fingerprint) == [small]
-    assert viewmodels.same_model_runs([small], "other weights") == []
+    assert run_views.same_model_runs([broken, small], fingerprint) == [small]
+    assert run_views.same_model_runs([small], "other weights") == []
 
 
 def test_evaluation_tables():
@@ -595,19 +530,19 @@ def test_evaluation_tables():
         "n_images": 20,
         "k": 3,
     }
-    rows = {r["figure"]: r["value"] for r in viewmodels.evaluation_rows(metrics)}
+    rows = {r["figure"]: r["value"] for r in evaluation_views.evaluation_rows(metrics)}
     assert rows["Top-1, original model"] == "90.0 %" and rows["Max |logit difference|"] == "2e-06"
     assert rows["Top-1, NMF prototypes only, among the run's classes"] == "50.0 %"
     assert rows["Top-1, residual only, among all the model's classes"] == "0.0 %"
     assert rows["Heatmap fidelity, optimized (this run)"] == "0.990 (worst +0.970, 0 flipped)"
     assert rows["Heatmap fidelity, uniform"] == "0.900 (worst -0.200, 1 flipped)"
-    table3 = viewmodels.table3_rows(metrics)
+    table3 = evaluation_views.table3_rows(metrics)
     assert [r["head rows"] for r in table3] == ["NMF prototypes only", "residual only", "both (prototype network)"]
     assert [r["among the run's classes"] for r in table3] == [0.5, 0.1, 0.9]
     assert [r["among all the model's classes"] for r in table3] == [0.4, 0.0, 0.8]
-    per_class = viewmodels.fidelity_per_class_rows(metrics, ["tench"])
+    per_class = evaluation_views.fidelity_per_class_rows(metrics, ["tench"])
     assert per_class == [{"class": "tench", "optimized": 0.99, "uniform": 0.9}]
-    assert [(r["this run"], r["flips"]) for r in viewmodels.fidelity_rows(metrics)] == [(True, 0), (False, 1)]
+    assert [(r["this run"], r["flips"]) for r in evaluation_views.fidelity_rows(metrics)] == [(True, 0), (False, 1)]
     problems = viewmodels.problem_rows(["/d/val/x/a.txt: not an image file; skipped", ["/d/b.jpg", "broken"]])
     assert problems == [
         {"file or folder": "/d/val/x/a.txt", "problem": "not an image file; skipped"},
@@ -639,9 +574,10 @@ def test_the_app_never_reads_a_manifest_itself():
     for path, text in sources.items():
         for banned in ("json.load", "manifest.json", "probe.json", "__file__", "../shared"):
             assert banned not in text, (path, banned)
-    for module in ("viewmodels.py", "uploads.py"):
-        text = (ROOT / "pages" / "common" / module).read_text()
-        assert "import streamlit" not in text and "from streamlit" not in text, module
+    common = ROOT / "pages" / "common"
+    for path in [common / "viewmodels.py", common / "uploads.py", *sorted(common.glob("*_views.py"))]:
+        text = path.read_text()
+        assert "import streamlit" not in text and "from streamlit" not in text, path.name
 
 
 def test_page_functions_take_what_they_need_as_arguments():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pages.common.viewmodels import probe_rows
+from pages.common.run_views import probe_rows
 from protolib.backbones import load_backbone
 from protolib.backbones.probe_models import read_probe_manifest
 from protolib.cli import main
@@ -22,7 +22,7 @@ from protolib.probe import fit_probe
 from protolib.runs import load_run
 from protolib.runs.listing import list_runs
 from protolib.runs.names import short_backbone
-from tests.test_app import DATA, button, classes_widget, start, texts
+from tests.apptest import DATA, button, classes_widget, start, texts
 
 pytestmark = pytest.mark.usefixtures("navigation_mode")  # the app as AppTest runs it, in navigation mode
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import save_file
-from torch import nn
 from torchvision import models
 
 from protolib.backbones import (
@@ -16,6 +15,7 @@ from protolib.backbones import (
     load_backbone,
 )
 from protolib.backbones.torchvision_models import SPECS
+from tests.helpers import make_nontrivial
 
 TORCHVISION = [name for name, _, _ in SPECS]
 pytestmark = pytest.mark.usefixtures("no_network")
@@ -29,22 +29,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def make_nontrivial(backbone, x):
-    """Random-init logits are degenerate (ViT's head is zeros, EfficientNet's features ~1e-13):
-    calibrate BatchNorm statistics on ``x`` and draw a random head, so exactness checks mean something."""
-    bns = [m for m in backbone.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average: one batch sets the statistics exactly
-    if bns:
-        backbone.model.train()
-        with torch.no_grad():
-            backbone.model(x)
-        backbone.model.eval()
-    nn.init.normal_(backbone.head.weight, std=backbone.head.in_features**-0.5)
-    nn.init.normal_(backbone.head.bias)
 
 
 def test_registry_names():

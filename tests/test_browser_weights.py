@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from tests.browser import CHROMIUM, ROOT, RUN_WAIT, WAIT, app_server, choose_classes, open_page, settle
-from tests.test_weights_download import CLASSES, resnet18_file, serve
+from tests.weights_host import CLASSES, resnet18_file, serve
 
 pytestmark = [
     pytest.mark.slow,  # a real Chromium driving the app server

@@ -9,8 +9,7 @@ import torch
 from protolib.backbones import load_backbone
 from protolib.data import load_image
 from protolib.pipeline import run_decomposition
-
-from .test_backbones import make_nontrivial
+from tests.helpers import make_nontrivial
 
 FAMILIES = ["resnet18", "densenet121", "efficientnet_b0", "vit_b_16", "timm:resnet10t", "timm:mobilenetv2_050"]
 CLASSES = ["n01440764", "n03394916"]

@@ -1,6 +1,6 @@
 """Editing across classes on Intervene, naming prototypes, and the labels a run carries.
 
-The Streamlit-free parts (``pages.common.viewmodels``: the prototype table, its edits, accuracy per class and
+The Streamlit-free parts (``pages.common.edit_views``: the prototype table, its edits, accuracy per class and
 per group; ``protolib.runs``: labels saved, validated and carried) are tested directly. The page runs in
 streamlit.testing's AppTest on one small real run (EfficientNet-Lite0, 2 classes x 6 photos, k = 3) with a
 tiny data folder of sample photos and a groups.csv (the shortcut benchmark's layout) as held-out split.

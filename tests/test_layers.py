@@ -1,5 +1,5 @@
 """The package's shape: layers import one way, no import circle anywhere in protolib (imports inside
-functions included), and the library never imports Streamlit."""
+functions included), and the library never imports Streamlit; in tests/, no test module imports another."""
 
 from __future__ import annotations
 
@@ -91,3 +91,36 @@ def test_the_library_never_imports_streamlit():
     found = modules()
     for name, path in found.items():
         assert "streamlit" not in imports(path, set(found))[1], name
+
+
+def imported_test_modules(source: str) -> list[str]:
+    """The test modules (``tests/test_*.py``) that ``source``, a file of tests/, imports."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names if alias.name.startswith("tests.")]
+        elif isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == "tests"):
+            module = node.module or ""
+            names = [module] + ([f"{module}.{alias.name}" for alias in node.names] if module in ("", "tests") else [])
+        else:
+            continue
+        found += [name for name in names if any(part.startswith("test_") for part in name.split("."))]
+    return found
+
+
+def test_no_test_module_imports_another():
+    """Code that tests share lives in tests/helpers.py, browser.py, apptest.py, weights_host.py or conftest.py's
+    fixtures, never in a test module: importing one ties a module's tests to another's internals (and its
+    fixtures come along under borrowed names)."""
+    assert imported_test_modules("from tests.test_app import start\nfrom .test_backbones import f") == [
+        "tests.test_app",
+        "test_backbones",
+    ]
+    assert imported_test_modules("from . import test_x\nimport tests.test_y\nfrom tests import helpers") == [
+        ".test_x",
+        "tests.test_y",
+    ]
+    assert imported_test_modules("from tests.helpers import cli\nfrom protolib import config") == []
+    tests = Path(__file__).parent
+    for path in sorted(tests.glob("*.py")):
+        assert not imported_test_modules(path.read_text()), (path.name, imported_test_modules(path.read_text()))

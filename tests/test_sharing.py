@@ -30,9 +30,8 @@ from protolib.workspace import Workspace, cleanup, demo_run
 from protolib.workspace.cleanup import clean_up
 from protolib.workspace.publishing import publish
 from protolib.workspace.quotas import QuotaExceeded
+from tests.apptest import CLASSES, DATA, button, png, start, texts
 from tests.helpers import wait_until
-from tests.test_app import CLASSES, DATA, button, png, start, texts
-from tests.test_app import env as app_env  # noqa: F401 (a fixture: a published run, temporary folders)
 
 pytestmark = pytest.mark.usefixtures("navigation_mode")  # the app as AppTest runs it, in navigation mode
 

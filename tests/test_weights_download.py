@@ -10,12 +10,8 @@ the check that runs is the production one, on the name and the bytes.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
-import io
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -26,36 +22,7 @@ from protolib.backbones import load_backbone, torchvision_models
 from protolib.backbones.download import DownloadRefused, fetch_weights, needs_download, weights_file
 from protolib.data import load_image
 from protolib.runs import load_run
-
-from .test_backbones import make_nontrivial
-
-CLASSES = ["n01440764", "n03394916"]
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-def resnet18_file(data_dir) -> tuple[bytes, str, object]:
-    """(a real resnet18 state dict as torch.save writes it, its torchvision-style name, the model): seeded random
-    weights with BatchNorm statistics from sample photos and a random head, so that its logits mean something."""
-    torch.manual_seed(0)
-    backbone = load_backbone("resnet18", weights="random")
-    paths = [sorted((data_dir / "train" / c).iterdir())[i] for c in CLASSES for i in range(4)]
-    transform = backbone.preprocessing.transform()
-    make_nontrivial(backbone, torch.stack([transform(load_image(p)) for p in paths]))
-    buffer = io.BytesIO()
-    torch.save(backbone.model.state_dict(), buffer)
-    data = buffer.getvalue()
-    return data, f"resnet18-{hashlib.sha256(data).hexdigest()[:8]}.pth", backbone
-
-
-def serve(root: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    """A local HTTP server for ``root`` in a thread: (the server, its base URL)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
+from tests.weights_host import CLASSES, resnet18_file, serve
 
 
 @pytest.fixture(scope="module")

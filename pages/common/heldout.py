@@ -1,4 +1,4 @@
-"""The held-out photos that Intervene and Evaluate measure on: where they come from, and their
+"""The held-out photos that Intervene, Evaluate and Mistakes measure on: where they come from, and their
 features (one backbone pass with a progress bar, then shared from the caches)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The session's current run, with its model and its prototype head: what the Prototypes, Explain,
-Intervene and Evaluate pages stand on."""
+Intervene, Evaluate and Mistakes pages stand on (Compare reads a run's photos folder here too)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The sidebar every page shares: the backbone, the device, the data folder and the current run.
+"""The sidebar every page shares: the backbone (with weights fetched on consent), the device, the data folder,
+the current run and its publishing, and the session's workspace (its jobs, its private link, forgetting it).
 
 ``runs_by_name`` is the one list of runs every page and run list reads: the session's own runs and
 the published ones, never another session's.
@@ -12,8 +13,8 @@ import streamlit as st
 import torch
 
 from pages.common.figures import md
+from pages.common.run_views import probe_choices, run_caption
 from pages.common.state import by_proxy, data_refusal, default_data_dir, forget_me, kept, workspace
-from pages.common.viewmodels import probe_choices, run_caption
 from pages.common.weights import download_weights, downloaded_note
 from protolib.backbones import DEFAULT_BACKBONE, BackboneError, available_backbones
 from protolib.backbones.probe_models import PREFIX as PROBE_PREFIX

@@ -1,5 +1,7 @@
-"""What the pages show and preselect, computed without Streamlit: defaults, run and probe tables, prototype
-cards, evaluation figures. Intervene's own rows are in ``edit_views.py``, Compare's in ``compare_views.py``.
+"""What several pages show and preselect, computed without Streamlit: defaults, the skipped-files table, and
+the prototype cards and galleries (Prototypes, and the prototype table on Intervene). The runs and probes
+tables are in ``run_views.py``, Evaluate's figures in ``evaluation_views.py``, Intervene's rows in
+``edit_views.py``, Compare's in ``compare_views.py``.
 
 Plain Python on tensors and dicts, so it is tested without a browser; the pages only lay it out.
 """
@@ -14,13 +16,8 @@ from pathlib import Path
 import torch
 
 from protolib import config
-from protolib.backbones import BackboneError
-from protolib.backbones.probe_models import PROBE_MANIFEST, probe_name, read_probe_manifest
 from protolib.data import Problem
 from protolib.evaluation.prototype_health import ClassHealth
-from protolib.method.discovery import DEFAULT_DISCOVERY, DISCOVERY_LABELS
-from protolib.runs.listing import SavedRun, list_runs
-from protolib.runs.names import short_backbone
 
 GALLERY_PAGE_SIZE = 24
 
@@ -54,58 +51,7 @@ def default_class(logits: torch.Tensor, decomposed: Sequence[int]) -> tuple[int,
     return predicted, int(decomposed[int(scores.argmax())])
 
 
-# -- runs and probes -----------------------------------------------------------------------------
-def run_rows(runs: Sequence[SavedRun]) -> list[dict]:
-    """One row per saved run for the runs table (manifests only: no tensors are read)."""
-    rows = []
-    for run in runs:
-        m = run.manifest
-        if m is None:
-            rows.append({"run": run.name, "backbone": "(damaged)", "k": None, "strategy": "", "classes": 0})
-            continue
-        classes, params = m.get("classes", []), m.get("params") or {}
-        names = ", ".join(c["name"] for c in classes[:4]) + (f" +{len(classes) - 4}" if len(classes) > 4 else "")
-        rows.append(
-            {
-                "run": run.name,
-                "backbone": m.get("backbone", "?"),
-                "k": params.get("k"),
-                "strategy": params.get("strategy", ""),
-                "discovery": DISCOVERY_LABELS.get(params.get("discovery", DEFAULT_DISCOVERY), str(params.get("discovery"))),
-                "classes": len(classes),
-                "class names": names,
-                "images": sum(c.get("n_images", 0) for c in classes),
-                "problems": len(m.get("problems", [])),
-                "seconds": m.get("seconds"),
-                "saved": (m.get("saved") or "").replace("T", " ")[:19],
-                "intervention": m.get("intervention") or "",
-            }
-        )
-    return rows
-
-
-def run_caption(manifest: Mapping) -> str:
-    """One line about a run for the sidebar: backbone, k, strategy and its classes."""
-    names = [c["name"] for c in manifest.get("classes", [])]
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    params = manifest.get("params") or {}
-    discovery = params.get("discovery", DEFAULT_DISCOVERY)
-    found = "" if discovery == DEFAULT_DISCOVERY else f" · {DISCOVERY_LABELS.get(discovery, discovery)}"
-    return (
-        f"{short_backbone(manifest.get('backbone') or '?')} · k = {params.get('k')} · {params.get('strategy')}{found} · "
-        f"{len(names)} classes: {shown}"
-    )
-
-
-def same_model_runs(runs: Sequence[SavedRun], fingerprint: str) -> list[SavedRun]:
-    """The readable runs made from the model with ``fingerprint``, without edited heads (errors against k)."""
-    return [
-        r
-        for r in runs
-        if r.manifest is not None and r.manifest.get("fingerprint") == fingerprint and not r.manifest.get("intervention")
-    ]
-
-
+# -- skipped files -------------------------------------------------------------------------------
 def problem_rows(problems: Sequence) -> list[dict]:
     """Problems (``Problem`` objects, ``[path, reason]`` pairs as manifests keep them, or their text
     ``path: reason``) as table rows."""
@@ -118,48 +64,6 @@ def problem_rows(problems: Sequence) -> list[dict]:
         else:
             path, reason = p[0], p[1]
         rows.append({"file or folder": str(path), "problem": str(reason)})
-    return rows
-
-
-def saved_probes(root: str | Path) -> list[tuple[Path, dict | None]]:
-    """The probe folders directly under ``root`` (the runs folder), newest first, with their manifests
-    (None when damaged)."""
-    probes = []
-    for path in list_runs(root, PROBE_MANIFEST):
-        try:
-            probes.append((path, read_probe_manifest(path)))
-        except BackboneError:
-            probes.append((path, None))
-    return probes
-
-
-def probe_description(path: Path, manifest: Mapping) -> str:
-    return (
-        f"Probe “{path.name}”: {manifest.get('backbone')} + linear head, {len(manifest.get('classes', []))} classes, "
-        f"val accuracy {100 * manifest.get('val_accuracy', float('nan')):.0f} %"
-    )
-
-
-def probe_choices(root: str | Path) -> dict[str, str]:
-    """Backbone name (``probe:<folder>``) -> description, for the usable probes under ``root``."""
-    return {probe_name(path): probe_description(path, m) for path, m in saved_probes(root) if m is not None}
-
-
-def probe_rows(root: str | Path) -> list[dict]:
-    """One row per probe folder under ``root``, for a table."""
-    rows = []
-    for path, m in saved_probes(root):
-        m = m or {}
-        rows.append(
-            {
-                "probe": path.name,
-                "backbone": m.get("backbone", "(damaged)"),
-                "classes": len(m.get("classes", [])),
-                "training images": m.get("n_train"),
-                "val accuracy": m.get("val_accuracy"),
-                "data": m.get("data", ""),
-            }
-        )
     return rows
 
 
@@ -290,113 +194,3 @@ def page_bounds(n_items: int, page: int, per_page: int = GALLERY_PAGE_SIZE) -> t
     page = min(max(1, page), n_pages)
     start = (page - 1) * per_page
     return start, min(start + per_page, n_items), n_pages
-
-
-# -- evaluation ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Figure:
-    key: str
-    name: str
-    meaning: str
-    percent: bool = True
-
-
-FIGURES = [
-    Figure("top1_original", "Top-1, original model", "accuracy of the model as it is"),
-    Figure("top1_prototype", "Top-1, prototype network", "the same by construction (the head is rewritten exactly)"),
-    Figure("max_abs_logit_diff", "Max |logit difference|", "exactness: largest logit change over all images", False),
-    Figure("feature_reconstruction_error", "Feature reconstruction error", "‖A − E P‖ / ‖A‖ of the NMF", False),
-    Figure("head_reconstruction_error", "Head reconstruction error", "‖v − Σ alpha_i p_i‖ / ‖v‖", False),
-]
-#: the label spaces of ``metrics.table3``
-TABLE3_SPACES = {"among_run_classes": "among the run's classes", "all_classes": "among all the model's classes"}
-TABLE3_ROWS = {
-    "prototypes_only": ("NMF prototypes only", "head rows replaced by Σ alpha_i p_i (Table 3)"),
-    "residual_only": ("residual only", "head rows replaced by the residual R (Table 3)"),
-    "both": ("both (prototype network)", "the whole head rows"),
-}
-
-
-def evaluation_rows(metrics: Mapping) -> list[dict]:
-    """The figures of ``evaluate_run`` as (figure, value, meaning) rows, values formatted."""
-    rows = []
-    for f in FIGURES:
-        if f.key in metrics:
-            value = metrics[f.key]
-            text = f"{100 * value:.1f} %" if f.percent else f"{value:.3g}"
-            rows.append({"figure": f.name, "value": text, "meaning": f.meaning})
-    for space, where in TABLE3_SPACES.items():
-        for key, value in metrics.get("table3", {}).get(space, {}).items():
-            if key != "both":
-                name, meaning = TABLE3_ROWS[key]
-                rows.append({"figure": f"Top-1, {name}, {where}", "value": f"{100 * value:.1f} %", "meaning": meaning})
-    for row in fidelity_rows(metrics):
-        mark = " (this run)" if row["this run"] else ""
-        rows.append(
-            {
-                "figure": f"Heatmap fidelity, {row['strategy']}{mark}",
-                "value": f"{row['mean']:.3f} (worst {row['worst prototype']:+.3f}, {row['flips']} flipped)",
-                "meaning": "signed Pearson of NMF and refined heatmaps on held-out images (below 0: the prototype flipped)",
-            }
-        )
-    rows.append({"figure": "Images", "value": str(metrics.get("n_images", "")), "meaning": "evaluated images"})
-    return rows
-
-
-def fidelity_rows(metrics: Mapping) -> list[dict]:
-    """Signed heatmap fidelity per refinement strategy: mean, worst prototype, and prototypes that flipped."""
-    return [
-        {
-            "strategy": name,
-            "mean": f["mean"],
-            "worst prototype": f["min"],
-            "flips": f["flips"],
-            "this run": name == metrics.get("strategy"),
-        }
-        for name, f in metrics.get("signed_fidelity", {}).items()
-    ]
-
-
-def fidelity_per_class_rows(metrics: Mapping, labels: Sequence[str]) -> list[dict]:
-    """Per decomposed class, the mean signed fidelity of each strategy."""
-    per = {s: f["per_class"] for s, f in metrics.get("signed_fidelity", {}).items()}
-    classes = sorted({int(c) for values in per.values() for c in values})
-    return [{"class": labels[c], **{s: per[s].get(str(c)) for s in per}} for c in classes]
-
-
-def table3_rows(metrics: Mapping) -> list[dict]:
-    """The paper's Table-3 analogue: top-1 with NMF prototypes only, the residual only, and both, in
-    each label space."""
-    table = metrics["table3"]
-    return [
-        {"head rows": name, **{where: table[space][key] for space, where in TABLE3_SPACES.items() if space in table}}
-        for key, (name, _) in TABLE3_ROWS.items()
-    ]
-
-
-def k_sweep_rows(runs: Sequence, weight: torch.Tensor) -> list[dict]:
-    """Reconstruction errors against k for runs of one model (Figure 5's analogue); needs no images."""
-    rows = []
-    for run in runs:
-        rows.append(
-            {
-                "run": run.path.name if run.path else "",
-                "k": run.k,
-                "strategy": run.strategy,
-                "classes": len(run.classes),
-                "feature reconstruction error": float(run.feature_error.mean()),
-                "head reconstruction error": float(run.head_error(weight.cpu()).mean()),
-            }
-        )
-    return sorted(rows, key=lambda r: (r["k"], r["run"]))
-
-
-def visible_run_rows(runs: Mapping[str, SavedRun], published: set[str] | frozenset[str] = frozenset()) -> list[dict]:
-    """``run_rows`` for the runs a session sees, by the name each is shown under (``runs``' keys): the
-    backbone by its short name (a probe's folder name, never its path) and who sees the run."""
-    rows = []
-    for key, row in zip(runs, run_rows(list(runs.values()))):
-        if row["backbone"] != "(damaged)":
-            row["backbone"] = short_backbone(str(row["backbone"]))
-        rows.append({"run": key, "visible to": "everyone" if key in published else "you", **row} | {"run": key})
-    return rows
