@@ -1,6 +1,7 @@
 """Backbones: a registry of supported classifiers behind one adapter contract (see base.py).
 
-This module only re-exports; the layers (no import cycle) are described in registry.py.
+This module only re-exports (importing ``loader`` registers every family); the layers (no import cycle) and
+how a family registers itself are described in registry.py.
 """
 
 from __future__ import annotations

@@ -102,8 +102,6 @@ class Backbone(nn.Module, ABC):
 
     #: Set when the adapted model's logits differ from the original model's (ViT: patch mean).
     note: str = ""
-    #: What ``load_backbone`` was given as weights (None: the pretrained default), kept in runs.
-    weights_source: str | None = None
 
     def __init__(
         self,
@@ -112,9 +110,13 @@ class Backbone(nn.Module, ABC):
         preprocessing: Preprocessing,
         labels: list[str],
         wnids: list[str] | None = None,
+        weights_source: str | None = None,
     ):
         super().__init__()
         self.name = name
+        #: what ``load_backbone`` was given as weights, as ``weights_source()`` records it (None: the pretrained
+        #: default); kept in runs, so that a run can reload the very model it was made from
+        self.weights_source = weights_source
         self.model = model.eval()
         self.preprocessing = preprocessing
         self.labels = list(labels)

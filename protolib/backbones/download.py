@@ -25,8 +25,8 @@ from pathlib import Path
 
 from . import torchvision_models
 from .base import BackboneError, download_url
-from .registry import TIMM_PREFIX, backbone_spec
-from .timm_models import LITE_FAMILY, cached_hub_file, hub_cache, hub_weights
+from .registry import backbone_spec, split_name
+from .timm_models import LITE_FAMILY, TIMM_PREFIX, cached_hub_file, hub_cache, hub_weights
 
 #: progress(bytes done, bytes in all or 0 when unknown)
 ByteProgress = Callable[[int, int], None]
@@ -56,14 +56,14 @@ class WeightsFile:
 
     def present(self) -> bool:
         if self.hf_repo:
-            return cached_hub_file(self.backbone.removeprefix(TIMM_PREFIX)) is not None
+            return cached_hub_file(split_name(self.backbone)[1]) is not None
         return self.dest.is_file()
 
 
 def weights_file(name: str) -> WeightsFile:
     """The pretrained file behind backbone ``name`` (a torchvision model, VGG included, or ``timm:<arch>``)."""
-    if name.startswith(TIMM_PREFIX):
-        arch = name.removeprefix(TIMM_PREFIX)
+    prefix, arch = split_name(name)
+    if prefix == TIMM_PREFIX:
         repo, filename = hub_weights(arch)
         dest = cached_hub_file(arch) or hub_cache() / f"models--{repo.replace('/', '--')}"
         return WeightsFile(name, f"https://huggingface.co/{repo}/resolve/main/{filename}", f"{repo}/{filename}", dest, hf_repo=repo)
@@ -84,7 +84,8 @@ def weights_file(name: str) -> WeightsFile:
 
 def needs_download(name: str) -> bool:
     """True when ``name`` has pretrained weights on a host and they are not in the cache yet."""
-    if name in LITE_FAMILY or ":" in name.removeprefix(TIMM_PREFIX):  # embedded, probe:, parts_net:
+    prefix, rest = split_name(name)
+    if name in LITE_FAMILY or prefix not in ("", TIMM_PREFIX) or ":" in rest:  # embedded, probe:, parts_net:
         return False
     return not weights_file(name).present()
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..files import atomic_path
 from .base import Backbone, BackboneError, Preprocessing
+from .registry import register_prefix
 
 PREFIX = "parts_net:"
 # Per-channel statistics of the generated images (measured on 600 of them). The model is trained on
@@ -151,3 +152,10 @@ def build_parts_net(path: str | Path, device="cpu") -> PartsNetBackbone:
     model = load_parts_net(path, meta)
     labels = meta.get("labels") or [f"class {i}" for i in range(model.num_classes)]
     return PartsNetBackbone(model, int(meta.get("size", DEFAULT_SIZE)), labels, parts_net_name(path)).to(device)
+
+
+@register_prefix(PREFIX)
+def _build_named(path: str, weights: str | None) -> PartsNetBackbone:
+    if weights is not None:
+        raise BackboneError("a saved PartsNet is its own weights file; do not pass --weights")
+    return build_parts_net(path)

@@ -4,7 +4,7 @@ A probe turns any feature extractor into a model of the form the method decompos
 ``logit(x) = mean_hw(f(x)_hw) . W^T + b``: a registry backbone on data it was not trained for, or
 VGG, whose own head is an MLP (VGG is offered *only* through a probe). The probe folder holds the
 head and a manifest naming the backbone's weights; ``load_backbone("probe:<folder>")`` rebuilds
-the probed model, so a run made from it reloads like any other.
+the probed model, so a run made from it reloads like any other (``probe:`` is registered here).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .base import (
     weights_fingerprint,
     weights_source,
 )
-from .registry import load_registered
+from .registry import load_registered, register_prefix, split_name
 from .torchvision_models import pretrained_file, pretrained_hint, weights_preprocessing
 
 PROBE_FORMAT = "protoscope.probe/1"
@@ -48,11 +48,11 @@ class ConvTrunk(nn.Module):
     """
 
     note = ""
-    weights_source: str | None = None
 
-    def __init__(self, name: str, features: nn.Module, preprocessing):
+    def __init__(self, name: str, features: nn.Module, preprocessing, weights_source: str | None = None):
         super().__init__()
         self.name, self.model, self.preprocessing = name, features.eval(), preprocessing
+        self.weights_source = weights_source  # as Backbone.weights_source
 
     @cached_property
     def fingerprint(self) -> str:
@@ -92,19 +92,17 @@ def build_vgg(name: str, weights: str | None = None) -> ConvTrunk:
         if any(k.startswith("features.") for k in state):  # a whole VGG checkpoint: keep its conv part
             state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         load_state(features, state, str(source))
-    return ConvTrunk(name, features, weights_preprocessing(default))
+    return ConvTrunk(name, features, weights_preprocessing(default), weights_source(weights))
 
 
 def load_trunk(name: str, weights: str | None = None, device="cpu") -> Backbone | ConvTrunk:
-    """The frozen feature extractor a probe is fit on: a registry backbone, or a probe-only model."""
-    if name.startswith(PREFIX):
+    """The frozen feature extractor a probe is fit on: a registered backbone, or a probe-only model."""
+    if split_name(name)[0] == PREFIX:
         raise BackboneError("a probe cannot be fit on another probe: name the backbone it was fit on")
     if name not in PROBE_ONLY:
         return load_registered(name, weights, device)
     device = resolve_device(device)
-    trunk = build_vgg(name, weights)
-    trunk.weights_source = weights_source(weights)
-    return trunk.to(device)
+    return build_vgg(name, weights).to(device)
 
 
 class ProbeBackbone(Backbone):
@@ -138,7 +136,7 @@ class ProbeBackbone(Backbone):
 
     @cached_property
     def manifest(self) -> dict:
-        return read_probe_manifest(Path(self.name.removeprefix(PREFIX)))
+        return read_probe_manifest(Path(split_name(self.name)[1]))
 
 
 def probe_name(folder: str | Path) -> str:
@@ -165,6 +163,7 @@ def read_probe_manifest(folder: Path) -> dict:
         raise BackboneError(f"damaged probe: {exc}") from exc
 
 
+@register_prefix(PREFIX)
 def build_probe(folder: str | Path, weights: str | None = None, device="cpu") -> ProbeBackbone:
     """Rebuild a saved probe; refused when its backbone's weights are no longer the ones it was fit on."""
     if weights is not None:

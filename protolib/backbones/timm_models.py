@@ -1,9 +1,12 @@
-"""timm classifiers: the EfficientNet-Lite family with embedded weights, and any timm CNN with a linear head."""
+"""timm classifiers: the EfficientNet-Lite family with embedded weights (registered as named backbones), and any
+timm CNN with a linear head (registered as the ``timm:`` prefix)."""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,11 @@ from .base import (
     imagenet_labels,
     load_state,
     load_weights_file,
+    weights_source,
 )
+from .registry import register_backbone, register_prefix
+
+TIMM_PREFIX = "timm:"
 
 
 class TimmBackbone(Backbone):
@@ -29,7 +36,7 @@ class TimmBackbone(Backbone):
     # Any timm model: get_classifier / forward_features / forward_head are timm's conventions, not a typed base class.
     model: Any
 
-    def __init__(self, name: str, model: nn.Module, preprocessing: Preprocessing, labels, wnids=None):
+    def __init__(self, name: str, model: nn.Module, preprocessing: Preprocessing, labels, wnids=None, weights_source=None):
         get_classifier = getattr(model, "get_classifier", None)
         classifier = get_classifier() if callable(get_classifier) else None
         if not isinstance(classifier, nn.Linear) or not hasattr(model, "forward_features"):
@@ -37,7 +44,7 @@ class TimmBackbone(Backbone):
                 f"{name}: its head is {type(classifier).__name__}, not a single linear layer on pooled "
                 "features; fit a linear probe on its pooled features instead (`python -m protolib probe`)."
             )
-        super().__init__(name, model, preprocessing, labels, wnids)
+        super().__init__(name, model, preprocessing, labels, wnids, weights_source)
 
     @property
     def head(self) -> nn.Linear:
@@ -167,7 +174,22 @@ def build_lite(arch: str, weights: str | None = None) -> Backbone:
             state = dict(zip(own.keys(), state.values()))
         load_state(model, state, str(source))
     names, wnids = imagenet_labels()
-    return TimmBackbone(arch, model, family.preprocessing, names, wnids)
+    return TimmBackbone(arch, model, family.preprocessing, names, wnids, weights_source(weights))
+
+
+def _register_lite_family() -> None:
+    """Each Lite model as a named backbone of the menu, the default (Lite0) first: the menu keeps this order."""
+
+    def hint_of(family: EmbeddedWeights) -> Callable[[], str]:
+        return lambda: family.hint
+
+    for family in LITE_FAMILY.values():
+        register_backbone(family.arch, family.description, locate=family.weights_file, hint=hint_of(family), embedded=True)(
+            partial(build_lite, family.arch)
+        )
+
+
+_register_lite_family()
 
 
 def hub_weights(arch: str) -> tuple[str, str]:
@@ -208,6 +230,7 @@ def hub_hint(arch: str) -> str:
     )
 
 
+@register_prefix(TIMM_PREFIX, usage=f"{TIMM_PREFIX}<model name>")
 def build_timm(arch: str, weights: str | None = None) -> Backbone:
     """Any timm model by name: weights from a file, timm's hub cache (read offline, never downloaded), or random."""
     import timm
@@ -229,7 +252,7 @@ def build_timm(arch: str, weights: str | None = None) -> Backbone:
         names, wnids = imagenet_labels()
     else:
         names, wnids = [f"class {i}" for i in range(num_classes)], None
-    backbone = TimmBackbone(f"timm:{arch}", model, _timm_preprocessing(model), names, wnids)
+    backbone = TimmBackbone(f"{TIMM_PREFIX}{arch}", model, _timm_preprocessing(model), names, wnids, weights_source(weights))
     backbone.check_linear_head()
     return backbone
 

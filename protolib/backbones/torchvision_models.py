@@ -1,4 +1,5 @@
-"""torchvision classifiers: ResNet, DenseNet, EfficientNet (linear heads, exact) and ViT (patch mean).
+"""torchvision classifiers: ResNet, DenseNet, EfficientNet (linear heads, exact) and ViT (patch mean), registered as
+named backbones.
 
 Each adapter returns the tensor the model's own head pools and applies the model's own pooling and
 head modules to it, so exactness is checked against torchvision's code, not a copy of it.
@@ -23,7 +24,9 @@ from .base import (
     imagenet_labels,
     load_state,
     load_weights_file,
+    weights_source,
 )
+from .registry import register_backbone
 
 
 class TorchvisionBackbone(Backbone):
@@ -170,7 +173,7 @@ def build(adapter: type[TorchvisionBackbone], name: str, weights: str | None = N
     if state is not None:
         load_state(model, state, str(source))
     names, wnids = imagenet_labels() if num_classes == 1000 else ([f"class {i}" for i in range(num_classes)], None)
-    return adapter(name, model, weights_preprocessing(default), names, wnids)
+    return adapter(name, model, weights_preprocessing(default), names, wnids, weights_source(weights))
 
 
 _FAMILIES: list[tuple[type[TorchvisionBackbone], str, list[str]]] = [
@@ -191,3 +194,13 @@ SPECS = [
     for adapter, title, names in _FAMILIES
     for name in names
 ]
+
+
+def _register_families() -> None:
+    """Each model above as a named backbone of the menu, in this order."""
+    for name, description, build_model in SPECS:
+        register = register_backbone(name, description, locate=partial(pretrained_file, name), hint=partial(pretrained_hint, name))
+        register(build_model)
+
+
+_register_families()
