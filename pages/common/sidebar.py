@@ -17,8 +17,7 @@ from pages.common.run_views import probe_choices, run_caption
 from pages.common.state import by_proxy, data_refusal, default_data_dir, forget_me, kept, workspace
 from pages.common.weights import download_weights, downloaded_note
 from protolib.backbones import DEFAULT_BACKBONE, BackboneError, available_backbones
-from protolib.backbones.probe_models import PREFIX as PROBE_PREFIX
-from protolib.backbones.probe_models import read_probe_manifest
+from protolib.backbones.probe_models import probe_folder, read_probe_manifest
 from protolib.background import BACKGROUND
 from protolib.runs import RunError
 from protolib.runs.listing import SavedRun
@@ -44,7 +43,7 @@ def probe_roots() -> list[Path]:
 
 def _probe_exists(name: str) -> bool:
     try:
-        read_probe_manifest(Path(name.removeprefix(PROBE_PREFIX)))
+        read_probe_manifest(probe_folder(name) or Path(name))
     except BackboneError:
         return False
     return True
@@ -57,8 +56,9 @@ def backbone_choices() -> dict[str, str]:
     for root in probe_roots():
         choices |= {name: text for name, text in probe_choices(root).items() if name not in choices}
     current = st.session_state.get("backbone") or ""
-    if current.startswith(PROBE_PREFIX) and current not in choices and _probe_exists(current):
-        choices[current] = f"Probe “{Path(current.removeprefix(PROBE_PREFIX)).name}” (of the current run)"
+    probe = probe_folder(current)
+    if probe is not None and current not in choices and _probe_exists(current):
+        choices[current] = f"Probe “{probe.name}” (of the current run)"
     return choices
 
 
@@ -67,7 +67,7 @@ def _follow_run_backbone() -> None:
     run = runs_by_name().get(st.session_state.get("run"))
     name = ((run.manifest if run else None) or {}).get("backbone") or ""
     registry = {s.name for s in available_backbones()}
-    if name in registry or (name.startswith(PROBE_PREFIX) and _probe_exists(name)):
+    if name in registry or (probe_folder(name) is not None and _probe_exists(name)):
         st.session_state["backbone"] = name
 
 

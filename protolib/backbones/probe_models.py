@@ -144,6 +144,12 @@ def probe_name(folder: str | Path) -> str:
     return PREFIX + str(Path(folder).resolve())
 
 
+def probe_folder(name: str) -> Path | None:
+    """The folder of backbone ``probe:<folder>``; None for any other name."""
+    prefix, rest = split_name(name)
+    return Path(rest) if prefix == PREFIX else None
+
+
 def write_probe(folder: str | Path, head: nn.Linear, manifest: dict, overwrite: bool = False) -> Path:
     """Write a probe folder atomically: the head (safetensors) and its manifest (JSON)."""
     folder = Path(folder)

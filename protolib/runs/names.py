@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..backbones.probe_models import PREFIX as PROBE_PREFIX
+from ..backbones.probe_models import probe_folder
 from .schema import MANIFEST, TENSORS
 
 _NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]+")
@@ -32,9 +32,10 @@ def unique_path(root: str | Path, name: str) -> Path:
 
 def short_backbone(name: str) -> str:
     """A backbone's name for run names and captions: a probe by its folder's name, not its full path."""
-    if not name.startswith(PROBE_PREFIX):
+    probe = probe_folder(name)
+    if probe is None:
         return name
-    folder = Path(name.removeprefix(PROBE_PREFIX)).name
+    folder = probe.name
     return folder if folder.startswith("probe") else f"probe-{folder}"
 
 

@@ -10,8 +10,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from ..backbones.probe_models import PREFIX as PROBE_PREFIX
-from ..backbones.probe_models import PROBE_MANIFEST, probe_name
+from ..backbones.probe_models import PROBE_MANIFEST, probe_folder, probe_name
 from ..runs import RunError
 from ..runs.names import unique_path
 from ..runs.schema import MANIFEST, read_run_manifest
@@ -53,8 +52,9 @@ def _made(folder: Path) -> Path:
 def _published_manifest(workspace: Workspace, manifest: dict, tmp: Path, target: Path) -> dict:
     manifest = dict(manifest)
     backbone = manifest.get("backbone") or ""
-    if backbone.startswith(PROBE_PREFIX) and workspace.owns(Path(backbone.removeprefix(PROBE_PREFIX))):
-        manifest["backbone"] = probe_name(_publish_probe(workspace, Path(backbone.removeprefix(PROBE_PREFIX))))
+    probe = probe_folder(backbone)
+    if probe is not None and workspace.owns(probe):
+        manifest["backbone"] = probe_name(_publish_probe(workspace, probe))
     if manifest.get("parent") and workspace.owns(manifest["parent"]):
         manifest["parent"] = Path(manifest["parent"]).name
     uploads = workspace.uploads.resolve()

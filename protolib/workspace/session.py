@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config
-from ..backbones.probe_models import PREFIX as PROBE_PREFIX
-from ..backbones.probe_models import PROBE_MANIFEST
+from ..backbones.probe_models import PROBE_MANIFEST, probe_folder
 from ..runs.listing import SavedRun, checked_runs, list_runs
 from ..runs.names import safe_name
 from ..runs.schema import MANIFEST
@@ -117,9 +116,10 @@ class Workspace:
 
     def may_use_probe(self, name: str) -> bool:
         """Whether the backbone ``probe:<folder>`` is one of the probes this session may see."""
-        if not name.startswith(PROBE_PREFIX):
+        probe = probe_folder(name)
+        if probe is None:
             return True
-        folder = Path(name.removeprefix(PROBE_PREFIX)).resolve()
+        folder = probe.resolve()
         return any(folder == p.resolve() for p in self.probes())
 
     # data folders
