@@ -16,7 +16,8 @@ from pages.common.sidebar import select_run_path
 from protolib.backbones import Backbone
 from protolib.method.discovery import DEFAULT_DISCOVERY
 from protolib.pipeline import run_decomposition
-from protolib.runs import safe_name, save_run
+from protolib.runs import save_run
+from protolib.runs.names import safe_name
 
 
 @dataclass

@@ -16,7 +16,7 @@ from protolib.backbones import Backbone
 from protolib.data import DataError
 from protolib.data.folders import NoMatchingClasses
 from protolib.data.uploads import UploadError
-from protolib.workspace import QuotaExceeded, megabytes
+from protolib.workspace.quotas import QuotaExceeded, megabytes
 
 SOURCE_DATA, SOURCE_PHOTOS, SOURCE_ZIP = "Data folder", "Uploaded photos", "Zip of a dataset"
 

@@ -15,7 +15,7 @@ from protolib.backbones import DEFAULT_BACKBONE, available_backbones
 from protolib.backbones.probe_models import PROBE_ONLY, probe_name
 from protolib.data import available_splits
 from protolib.probe import DEFAULT_L2, fit_probe
-from protolib.runs import safe_name
+from protolib.runs.names import safe_name
 
 PROBE_TEXT = {"train": ("Features of training images", "images"), "val": ("Features of held-out images", "images")}
 L2_CHOICES = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]

@@ -13,7 +13,8 @@ from pathlib import Path
 from protolib.backbones import BackboneError
 from protolib.backbones.probe_models import PROBE_MANIFEST, probe_name, read_probe_manifest
 from protolib.method.discovery import DEFAULT_DISCOVERY, DISCOVERY_LABELS
-from protolib.runs import SavedRun, list_runs, short_backbone
+from protolib.runs.listing import SavedRun, list_runs
+from protolib.runs.names import short_backbone
 
 
 def run_rows(runs: Sequence[SavedRun]) -> list[dict]:

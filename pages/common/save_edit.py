@@ -15,7 +15,8 @@ from pages.common.run_context import Context
 from pages.common.sidebar import select_run
 from pages.common.state import kept, workspace
 from protolib.export import exported_bytes, model_from_run
-from protolib.runs import RunError, load_run, safe_name, save_run
+from protolib.runs import RunError, load_run, save_run
+from protolib.runs.names import safe_name
 
 
 def save_section(ctx: Context, scale: torch.Tensor, spatial=None) -> None:
