@@ -408,7 +408,8 @@ def cmd_probe(args) -> int:
 def cmd_parts_benchmark(args) -> int:
     from dataclasses import replace
 
-    from .benchmarks.parts import BenchConfig, discovery_table, headline_table, run_parts_benchmark_seeds
+    from .benchmarks.parts import BenchConfig, run_parts_benchmark_seeds
+    from .benchmarks.parts_tables import discovery_table, headline_table
 
     cfg = BenchConfig()
     if args.k_offsets is not None:
@@ -426,7 +427,9 @@ def cmd_parts_benchmark(args) -> int:
 
 
 def cmd_shortcut_benchmark(args) -> int:
-    from .benchmarks.shortcut import ShortcutConfig, run_shortcut_benchmark, shortcut_table
+    from .benchmarks.shortcut import run_shortcut_benchmark
+    from .benchmarks.shortcut_config import ShortcutConfig
+    from .benchmarks.shortcut_summary import shortcut_table
 
     results = run_shortcut_benchmark(
         args.out, ShortcutConfig(discovery=args.discovery), args.seeds, log=lambda message: print(message, file=sys.stderr)
@@ -523,7 +526,8 @@ def cmd_app(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .evaluation.compare import MAX_RUNS, comparison_png
+    from .evaluation.compare import MAX_RUNS
+    from .evaluation.compare_figure import comparison_png
     from .report.build import comparison_report
     from .report.html import render_comparison
     from .runs import load_run

@@ -17,6 +17,7 @@ from protolib import config
 from protolib.backbones import BackboneError
 from protolib.backbones.probe_models import PROBE_MANIFEST, probe_name, read_probe_manifest
 from protolib.data import Problem
+from protolib.evaluation.compare import contribution_shares
 from protolib.evaluation.prototype_health import ClassHealth
 from protolib.method.discovery import DEFAULT_DISCOVERY, DISCOVERY_LABELS
 from protolib.runs import SavedRun, list_runs, short_backbone
@@ -185,12 +186,6 @@ def contribution_meaning(contribution: float, class_name: str) -> str:
             "(often background or context)"
         )
     return f"does not move the logit of “{class_name}”"
-
-
-def contribution_shares(contributions: torch.Tensor) -> torch.Tensor:
-    """(..., k) contributions -> each prototype's share |c_i| / sum_j |c_j| of the evidence."""
-    magnitude = contributions.abs()
-    return magnitude / magnitude.sum(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def signed(value: float, digits: int = 2) -> str:

@@ -25,18 +25,16 @@ from scipy.optimize import linear_sum_assignment
 
 from ..backbones import Backbone, BackboneError
 from ..data import BadImage, DataError, available_splits
-from ..data.features import Progress
+from ..data.features import Progress, SplitFeatures, split_features
 from ..evaluation.compare import MAPS, MAX_RUNS, CompareError, Comparison, compare_runs, run_label, shared_classes
 from ..evaluation.faithfulness import auc, check_axioms, deletion_insertion, grad_cam
 from ..evaluation.intervention import oracle_intervention, prototype_importance
 from ..evaluation.keypoints import csv_class_batches, keypoint_layout
 from ..evaluation.metrics import (
-    SplitFeatures,
     among_decomposed,
     evaluate_run,
     oriented_prototypes,
     pearson,
-    split_features,
     table3,
     training_matrices,
 )
