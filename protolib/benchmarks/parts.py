@@ -13,6 +13,8 @@ refined prototypes from the head's heatmaps ``f . p~`` turned by the sign of the
 their heatmaps ``f . p``. Secondary reading (``"coefficients"``): ``f . pinv(P)``, which no page
 shows. Every figure is given at k = the class's true number of parts and at true + 2, over several
 seeds (each its own data and model), as the mean with a 95 % t-interval over the seeds.
+
+The baselines are in ``baselines.py``, the tables in ``parts_tables.py``, the model's training in ``toy_model.py``.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ GENERATOR = "shortcut-photos/1"
 
 
 def data_spec(cfg: ShortcutConfig) -> dict:
+    """What the data folder is made from (the generator's version, sizes, seed): it is reused while this holds."""
     keys = (
         "num_classes",
         "size",
