@@ -61,9 +61,9 @@ def run_decomposition(
         lambda _stage, done, _total: report("features", done, total_images),
         problems=problems,
     )
-    for _ in range(0, total_classes, chunk_size):
+    for _ in range(0, total_classes, chunk_size):  # one pass per chunk of classes, so memory stays bounded
         chunk_features, chunk_kept = [], []
-        for cls, feats in islice(per_class, chunk_size):  # lazily: the features of one chunk are held at a time
+        for cls, feats in islice(per_class, chunk_size):  # pulled lazily: only this chunk's features are held
             if isinstance(feats, BadImage):  # not one photo of this class is readable: the others go on
                 problems.append(Problem(cls.folder, f"class skipped: {feats}"))
                 continue
