@@ -26,7 +26,8 @@ from smooth_nmf import smooth_nmf
 from sparse_nmf import sparse_nmf
 
 from protolib.backbones.parts_net import build_parts_net
-from protolib.benchmarks.parts import BenchConfig, _test_classes, k_label, kmeans_prototypes
+from protolib.benchmarks.baselines import kmeans_prototypes
+from protolib.benchmarks.parts import BenchConfig, _test_classes, k_label
 from protolib.evaluation.metrics import training_matrices
 from protolib.evaluation.part_scores import protoeval_scores
 from protolib.method.discovery import evidence_weights

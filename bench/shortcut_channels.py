@@ -21,7 +21,7 @@ import torch
 from protolib.backbones.parts_net import build_parts_net
 from protolib.benchmarks.shortcut_space import background_cells
 from protolib.data.features import extract_features
-from protolib.data.synthetic import read_groups
+from protolib.data.synthetic_shortcut import read_groups
 
 
 def best_channel_share(f: torch.Tensor, background: torch.Tensor) -> float:

@@ -25,7 +25,8 @@ from shared_dictionary import register
 
 from protolib.backbones.parts_net import build_parts_net
 from protolib.benchmarks import shortcut_space as space
-from protolib.benchmarks.shortcut import ShortcutConfig, background_fractions
+from protolib.benchmarks.mask_rule import background_fractions
+from protolib.benchmarks.shortcut_config import ShortcutConfig
 from protolib.data.features import extract_features
 from protolib.pipeline import run_decomposition
 

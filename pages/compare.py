@@ -29,9 +29,9 @@ from protolib.evaluation.compare import (
     CompareError,
     Comparison,
     compare_runs,
-    comparison_png,
     shared_classes,
 )
+from protolib.evaluation.compare_figure import comparison_png
 from protolib.report import Report
 from protolib.report.build_comparison import comparison_figures
 from protolib.report.html import render_comparison

@@ -17,14 +17,16 @@ from pages.common.sidebar import runs_by_name
 from protolib import charts
 from protolib.backbones import Backbone
 from protolib.data import BadImage, DataError
-from protolib.evaluation.compare import MAX_RUNS, k_sweep_point, suggest_k
-from protolib.evaluation.metrics import SplitFeatures, training_matrices
+from protolib.data.features import SplitFeatures
+from protolib.evaluation.compare import MAX_RUNS
+from protolib.evaluation.k_choice import k_sweep_point, suggest_k
+from protolib.evaluation.metrics import training_matrices
 from protolib.evaluation.prototype_health import DEAD_SHARE, DUPLICATE_CORRELATION, health_counts, training_health
 from protolib.report import ReportSettings, build_report, report_documents
 from protolib.report.build_method import seed_stability_section
 from protolib.runs import Run, RunError
 
-#: the thresholds of the rule that picks k (protolib.evaluation.compare.suggest_k)
+#: the thresholds of the rule that picks k (protolib.evaluation.k_choice.suggest_k)
 K_IMPROVEMENT, K_MIN_FIDELITY = 0.05, 0.95
 
 

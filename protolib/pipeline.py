@@ -7,6 +7,7 @@ each stage reports progress as (stage, classes or images done, total).
 from __future__ import annotations
 
 import time
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -14,7 +15,7 @@ from sklearn.base import clone
 
 from .backbones import Backbone
 from .data import BadImage, ClassFolder, Problem, scan_split
-from .data.features import Progress, stream_features
+from .data.features import Progress, class_features
 from .method import PartPrototypes, feature_matrix
 from .method.estimator import json_params
 from .runs import Run
@@ -54,21 +55,19 @@ def run_decomposition(
     started = time.perf_counter()
     kept: list[ClassFolder] = []
     used: dict[str, list[str]] = {}
-    # one stream of images for every class (a loader per class would cost more than its images at 4 per class)
-    stream = stream_features(
+    per_class = class_features(
         backbone,
-        [images.images[c.folder] for c in images.classes],
-        cache_dir=cache_dir,
-        progress=lambda _stage, done, _total: report("features", done, total_images),
+        images,
+        cache_dir,
+        lambda _stage, done, _total: report("features", done, total_images),
+        problems=problems,
     )
-    for start in range(0, total_classes, chunk_size):
-        chunk = images.classes[start : start + chunk_size]
+    for _ in range(0, total_classes, chunk_size):  # one pass per chunk of classes, so memory stays bounded
         chunk_features, chunk_kept = [], []
-        for cls, feats in zip(chunk, stream):  # zip asks the chunk first: the stream never runs ahead of it
+        for cls, feats in islice(per_class, chunk_size):  # pulled lazily: only this chunk's features are held
             if isinstance(feats, BadImage):  # not one photo of this class is readable: the others go on
                 problems.append(Problem(cls.folder, f"class skipped: {feats}"))
                 continue
-            problems += feats.problems
             if len(feats.paths) < k:  # unreadable images left too few to find k parts
                 problems.append(Problem(cls.folder, f"only {len(feats.paths)} readable images for k={k}; class skipped"))
                 continue

@@ -20,7 +20,7 @@ from . import config
 from .backbones import Backbone, BackboneError, resolve_device
 from .backbones.probe_models import ConvTrunk, ProbeBackbone, load_trunk, probe_name, write_probe
 from .data import BadImage, DataError, ImageSet, Problem, available_splits, read_class_map, scan_split, split_dir
-from .data.features import Features, Progress, cache_key, stream_features, write_cache
+from .data.features import Features, Progress, cache_key, class_features, write_cache
 from .runs.schema import library_versions
 
 DEFAULT_L2 = 1e-3  # on standardised features with a mean loss: sklearn's C=1 for about 1000 images
@@ -100,16 +100,10 @@ def _split_images(data: Path, split: str, val_split: str | None, limit: int | No
 
 def _pooled(trunk, images: ImageSet, cache_dir, progress: Progress | None, stage: str) -> tuple[dict[str, Features], list[Problem]]:
     per_class, problems = {}, list(images.problems)
-    stream = stream_features(
-        trunk,
-        [images.images[cls.folder] for cls in images.classes],
-        cache_dir=cache_dir,
-        progress=(lambda _s, done, total: progress(stage, done, total)) if progress else None,
-    )
-    for cls, feats in zip(images.classes, stream):
+    for cls, feats in class_features(trunk, images, cache_dir, progress, stage, problems):
         if isinstance(feats, BadImage):
             raise feats
-        per_class[cls.folder], problems = feats, problems + feats.problems
+        per_class[cls.folder] = feats
     return per_class, problems
 
 

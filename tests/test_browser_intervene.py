@@ -33,7 +33,8 @@ pytestmark = [
 
 def pair_that_changes_accuracy(run, backbone, cache) -> list[tuple[int, int]]:
     """Two prototypes whose switching off changes the run's 2-way top-1 on the held-out photos the page uses."""
-    from protolib.evaluation.metrics import among_decomposed, split_features
+    from protolib.data.features import split_features
+    from protolib.evaluation.metrics import among_decomposed
     from protolib.evaluation.metrics import top1 as accuracy
 
     sf = split_features(backbone, SAMPLE_DATA, "val", PER_CLASS, CLASSES, cache_dir=cache)

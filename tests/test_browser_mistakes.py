@@ -30,7 +30,7 @@ def server(tmp_path_factory):
 def library_first_card(server):
     """The first card as protolib finds it on the published mistakes demo: (true, culprit class, after-logit
     of the culprit class, predicted) names and value."""
-    from protolib.evaluation.metrics import split_features
+    from protolib.data.features import split_features
     from protolib.evaluation.mistakes import find_culprits
     from protolib.mistake_demo import probe_demo_path
     from protolib.runs import load_run

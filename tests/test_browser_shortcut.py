@@ -32,10 +32,10 @@ def expected_worst_groups(run_path: Path, data: Path, cache: Path) -> tuple[floa
     """What the library says: worst-group accuracy on the demo's val photos before and after the mask rule's
     edit, and that edit."""
     from protolib.backbones import load_backbone
-    from protolib.benchmarks.shortcut import mask_rule_scales
-    from protolib.data.synthetic import read_groups
+    from protolib.benchmarks.mask_rule import mask_rule_scales
+    from protolib.data.features import split_features
+    from protolib.data.synthetic_shortcut import read_groups
     from protolib.evaluation.intervention import group_accuracy
-    from protolib.evaluation.metrics import split_features
     from protolib.runs import load_run
 
     run = load_run(run_path)

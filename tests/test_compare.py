@@ -20,18 +20,11 @@ from PIL import Image
 from pages.common import compare_views
 from protolib.backbones import available_backbones, load_backbone
 from protolib.cli import main
-from protolib.data.features import extract_features
-from protolib.evaluation.compare import (
-    K_RULE,
-    CompareError,
-    compare_runs,
-    comparison_png,
-    find_shared_class,
-    k_sweep_point,
-    shared_classes,
-    suggest_k,
-)
-from protolib.evaluation.metrics import evaluate_run, split_features, training_matrices
+from protolib.data.features import extract_features, split_features
+from protolib.evaluation.compare import CompareError, compare_runs, find_shared_class, shared_classes
+from protolib.evaluation.compare_figure import comparison_png
+from protolib.evaluation.k_choice import K_RULE, k_sweep_point, suggest_k
+from protolib.evaluation.metrics import evaluate_run, training_matrices
 from protolib.pipeline import run_decomposition
 from protolib.report import ReportSettings, build_report, report_documents
 from protolib.report.build_comparison import comparison_report

@@ -338,11 +338,11 @@ def test_switch_off_every_background_prototype(env, monkeypatch):
     functions stand in here: the tiny data folder has no masks)."""
     import streamlit as st
 
-    from protolib.benchmarks import shortcut
+    from protolib.benchmarks import mask_rule
 
     fractions = torch.tensor([[0.9, 0.1, 0.2], [0.1, 0.8, 0.3]])
-    monkeypatch.setattr(shortcut, "background_fractions", lambda backbone, run, data, *a, **kw: fractions)
-    monkeypatch.setattr(shortcut, "mask_rule_scales", lambda backbone, run, data, *a, **kw: (fractions <= 0.5).float())
+    monkeypatch.setattr(mask_rule, "background_fractions", lambda backbone, run, data, *a, **kw: fractions)
+    monkeypatch.setattr(mask_rule, "mask_rule_scales", lambda backbone, run, data, *a, **kw: (fractions <= 0.5).float())
     st.cache_data.clear()
     at = start("pages/intervene.py", env["data"])
     table = next(d.value for d in at.dataframe if "select" in d.value.columns)
@@ -357,7 +357,7 @@ def test_switch_off_every_background_prototype(env, monkeypatch):
 def test_the_shortcut_demo_button_opens_its_run_and_data_folder(env, monkeypatch):
     """The button runs the builder in the job queue with this server's runs folder, then opens what it returns
     (a stand-in builder here; the real one is built in Chromium by tests/test_browser_shortcut.py)."""
-    from protolib.benchmarks import shortcut
+    from protolib.benchmarks import shortcut_demo
 
     calls = []
 
@@ -366,7 +366,7 @@ def test_the_shortcut_demo_button_opens_its_run_and_data_folder(env, monkeypatch
         log("building")
         return env["runs"] / "shared" / "small", env["data"]
 
-    monkeypatch.setattr(shortcut, "build_shortcut_demo", build)
+    monkeypatch.setattr(shortcut_demo, "build_shortcut_demo", build)
     at = start("pages/intervene.py")
     button(at, "Open the shortcut demo").click().run()
     assert not at.exception, [e.value for e in at.exception]

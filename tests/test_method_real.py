@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from protolib.data.features import split_features
 from protolib.evaluation.intervention import oracle_intervention
 from protolib.evaluation.metrics import (
     among_decomposed,
     evaluate_run,
     oriented_prototypes,
     pearson,
-    split_features,
 )
 from protolib.method import DEFAULT_STRATEGY, STRATEGIES
 from protolib.pipeline import run_decomposition

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from protolib.cli import main
+from protolib.data.features import split_features
 from protolib.evaluation.intervention import oracle_intervention
-from protolib.evaluation.metrics import split_features
 from protolib.evaluation.mistakes import (
     culprit_scale,
     find_culprits,

@@ -14,21 +14,19 @@ import pytest
 import torch
 from scipy import stats
 
+from protolib.benchmarks.baselines import kmeans_prototypes, pca_prototypes
 from protolib.benchmarks.parts import (
     METHODS,
     READINGS,
     VARIANTS,
     BenchConfig,
-    discovery_table,
-    headline_table,
-    kmeans_prototypes,
     mean_interval,
     method_prototypes,
-    pca_prototypes,
     prepare_data,
     prepare_model,
     run_parts_benchmark_seeds,
 )
+from protolib.benchmarks.parts_tables import discovery_table, headline_table
 from protolib.benchmarks.toy_model import to_input, train_parts_net
 from protolib.cli import main
 from protolib.data.synthetic import make_parts_dataset, read_image_folder

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from pages.common.edit_views import prototype_table
-from pages.common.viewmodels import contribution_shares, prototype_cards
+from pages.common.viewmodels import prototype_cards
 from protolib.data import DataError
 from protolib.data.features import extract_features
-from protolib.evaluation.compare import k_sweep_point
+from protolib.evaluation.compare import contribution_shares
+from protolib.evaluation.k_choice import k_sweep_point
 from protolib.evaluation.prototype_health import (
     DEAD_SHARE,
     DUPLICATE_CORRELATION,

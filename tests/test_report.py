@@ -14,10 +14,10 @@ import torch
 from protolib.backbones.parts_net import PartsNet, PartsNetBackbone
 from protolib.cli import main
 from protolib.data import DataError
+from protolib.data.features import split_features
 from protolib.data.synthetic import class_names, make_parts_dataset, write_image_folder
 from protolib.evaluation.faithfulness import auc, check_axioms, deletion_insertion, grad_cam
 from protolib.evaluation.keypoints import keypoint_layout
-from protolib.evaluation.metrics import split_features
 from protolib.method import DEFAULT_STRATEGY, STRATEGIES
 from protolib.method.head import PrototypeHead
 from protolib.pipeline import run_decomposition

@@ -14,24 +14,17 @@ import torch
 from protolib import cli
 from protolib.backbones import load_backbone
 from protolib.backbones.parts_net import FEATURE_DIM
-from protolib.benchmarks.shortcut import (
-    DEMO_RUN,
-    METHODS,
-    PROTOTYPE_METHODS,
-    ShortcutConfig,
-    build_shortcut_demo,
-    fit_scales,
-    l1_logistic_regression,
-    mask_rule_scales,
-    object_cells_logits,
-    run_shortcut_benchmark,
-    scales_changed,
-    split_features,
-)
+from protolib.benchmarks.dfr import l1_logistic_regression
+from protolib.benchmarks.mask_rule import mask_rule_scales
+from protolib.benchmarks.prototype_scales import fit_scales, scales_changed
+from protolib.benchmarks.shortcut import run_shortcut_benchmark
+from protolib.benchmarks.shortcut_config import METHODS, PROTOTYPE_METHODS, ShortcutConfig
+from protolib.benchmarks.shortcut_demo import DEMO_RUN, build_shortcut_demo
+from protolib.benchmarks.shortcut_splits import object_cells_logits, split_features
 from protolib.config import check_data_folder
-from protolib.data.synthetic import (
+from protolib.data.synthetic import class_names
+from protolib.data.synthetic_shortcut import (
     background_names,
-    class_names,
     group_name,
     make_balanced_shortcut_dataset,
     make_shortcut_dataset,
@@ -277,7 +270,7 @@ def test_object_cells_reference_pools_the_object_cells_only(bench, monkeypatch):
     test = split_features(backbone, data, "test", seed / "features")
     masked = object_cells_logits(backbone, data, "test", seed / "features")
     assert masked.shape == test.logits.shape and not torch.allclose(masked, test.logits, atol=1e-3)
-    monkeypatch.setattr("protolib.benchmarks.shortcut.read_object_mask", lambda root, file: np.ones((64, 64), bool))
+    monkeypatch.setattr("protolib.benchmarks.shortcut_splits.read_object_mask", lambda root, file: np.ones((64, 64), bool))
     assert torch.allclose(object_cells_logits(backbone, data, "test", seed / "features"), test.logits, atol=1e-4)
 
 

@@ -131,7 +131,7 @@ def test_a_photo_whose_every_cell_is_left_out_keeps_the_original_pooling(run, li
 
 
 def test_the_held_out_splits_cached_cells_give_the_same_edit(run, lite0, photos, tmp_path):
-    from protolib.evaluation.metrics import split_features
+    from protolib.data.features import split_features
     from protolib.method.spatial import SpatialEdit, split_pooling
 
     # no cache: its float16 entries would differ from the fresh float32 pass by ~1e-4 in the logits

@@ -17,8 +17,8 @@ import torch
 from pages.common.uploads import read_upload
 from protolib.backbones import Backbone, load_backbone
 from protolib.data import class_folders, load_image, split_images
-from protolib.data.features import Features, extract_features
-from protolib.evaluation.metrics import SplitFeatures, evaluate_run, split_features
+from protolib.data.features import Features, SplitFeatures, extract_features, split_features
+from protolib.evaluation.metrics import evaluate_run
 from protolib.explain import model_input, part_map, upsample
 from protolib.method.head import PrototypeHead
 from protolib.runs import Run, load_run

@@ -14,7 +14,8 @@ from pages.common.run_context import Context, run_data
 from pages.common.state import data_refusal, kept, workspace
 from protolib.backbones import BackboneError
 from protolib.data import DataError
-from protolib.evaluation.metrics import SplitFeatures, label_space_problem, split_features
+from protolib.data.features import SplitFeatures, split_features
+from protolib.evaluation.metrics import label_space_problem
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pages.common.state import kept, workspace
 from protolib.backbones import BackboneError
 from protolib.data import DataError
 from protolib.data.features import extract_features
+from protolib.evaluation.compare import contribution_shares
 from protolib.evaluation.prototype_health import class_health
 from protolib.explain import heatmap_overlay, upsample
 from protolib.palette import prototype_hex
@@ -89,7 +90,7 @@ def logit_shares(key: str, _ctx: Context) -> tuple[np.ndarray, list[list[str]]] 
             features = None
         if features is not None and len(features.paths):
             mean = _ctx.head.contributions(features.pooled)[:, c, :].mean(dim=0)
-            shares[c] = viewmodels.contribution_shares(mean).numpy()
+            shares[c] = contribution_shares(mean).numpy()
             health = class_health(features.feats.reshape(-1, features.feats.shape[-1]), _ctx.head.prototypes[c], _ctx.head.parts[c])
             notes[c] = [health.note(i) for i in range(run.k)]
     return shares, notes

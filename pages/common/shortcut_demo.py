@@ -16,9 +16,9 @@ from pages.common.run_context import Context
 from pages.common.sidebar import select_run_path
 from pages.common.state import workspace
 from protolib.backbones import BackboneError
-from protolib.benchmarks import shortcut
+from protolib.benchmarks import mask_rule, shortcut_demo
 from protolib.data import DataError
-from protolib.data.synthetic import read_groups
+from protolib.data.synthetic_shortcut import read_groups
 from protolib.runs import RunError
 
 
@@ -40,7 +40,7 @@ def background_shares(key: str, data: str, _ctx: Context) -> np.ndarray | None:
     if not groups_table(data):
         return None
     try:
-        return shortcut.background_fractions(_ctx.backbone, _ctx.run, data).numpy()
+        return mask_rule.background_fractions(_ctx.backbone, _ctx.run, data).numpy()
     except (DataError, BackboneError, RunError, OSError, KeyError, ValueError):
         return None
 
@@ -48,7 +48,7 @@ def background_shares(key: str, data: str, _ctx: Context) -> np.ndarray | None:
 def switch_off_background(ctx: Context, data: str) -> None:
     """Switch off every prototype the shortcut benchmark's mask rule calls background."""
     try:
-        scales = shortcut.mask_rule_scales(ctx.backbone, ctx.run, data)
+        scales = mask_rule.mask_rule_scales(ctx.backbone, ctx.run, data)
     except (DataError, BackboneError, RunError, OSError, KeyError, ValueError) as exc:
         st.session_state["iv_background_error"] = workspace().redact(f"The background prototypes cannot be found: {exc}")
         return
@@ -75,7 +75,7 @@ def open_shortcut_demo() -> None:
         started = time.perf_counter()
         try:
             with jobs.queued("shortcut demo"):
-                run_path, data = shortcut.build_shortcut_demo(workspace().runs_root, log=st.write)
+                run_path, data = shortcut_demo.build_shortcut_demo(workspace().runs_root, log=st.write)
         except (DataError, BackboneError, RunError, ValueError, OSError) as exc:
             status.update(label="The shortcut demo could not be built", state="error")
             st.error(workspace().redact(str(exc)), icon=":material/error:")

@@ -17,6 +17,7 @@ import torch
 
 from protolib import config
 from protolib.data import Problem
+from protolib.evaluation.compare import contribution_shares
 from protolib.evaluation.prototype_health import ClassHealth
 
 GALLERY_PAGE_SIZE = 24
@@ -90,12 +91,6 @@ def contribution_meaning(contribution: float, class_name: str) -> str:
             "(often background or context)"
         )
     return f"does not move the logit of “{class_name}”"
-
-
-def contribution_shares(contributions: torch.Tensor) -> torch.Tensor:
-    """(..., k) contributions -> each prototype's share |c_i| / sum_j |c_j| of the evidence."""
-    magnitude = contributions.abs()
-    return magnitude / magnitude.sum(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def signed(value: float, digits: int = 2) -> str:

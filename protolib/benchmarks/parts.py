@@ -13,6 +13,8 @@ refined prototypes from the head's heatmaps ``f . p~`` turned by the sign of the
 their heatmaps ``f . p``. Secondary reading (``"coefficients"``): ``f . pinv(P)``, which no page
 shows. Every figure is given at k = the class's true number of parts and at true + 2, over several
 seeds (each its own data and model), as the mean with a 95 % t-interval over the seeds.
+
+The baselines are in ``baselines.py``, the tables in ``parts_tables.py``, the model's training in ``toy_model.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 from ..backbones import Backbone
-from ..backbones.parts_net import PartsNetBackbone, build_parts_net, save_parts_net
+from ..backbones.parts_net import PartsNet, PartsNetBackbone
 from ..data.synthetic import class_names, make_parts_dataset, parts_of_class, read_image_folder, write_image_folder
 from ..evaluation.metrics import oriented_prototypes, top1, training_matrices
 from ..evaluation.part_scores import protoeval_scores
@@ -37,7 +39,8 @@ from ..method.discovery import DISCOVERIES, DISCOVERY_LABELS
 from ..method.refine import approximation
 from ..pipeline import run_decomposition
 from ..runs import Run, save_run
-from .toy_model import to_input, train_parts_net
+from .baselines import kmeans_prototypes, pca_prototypes
+from .toy_model import reuse_or_train, to_input, train_parts_net
 
 BASELINES = ("kmeans", "pca")
 #: the discovery variants other than the paper's NMF, each scored as a method of its own (its part maps)
@@ -57,33 +60,6 @@ METHOD_LABELS = {
 }
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 Log = Callable[[str], None]  # one line of progress text
-
-
-# -- baselines: other prototypes from the same features ----------------------------------------
-def kmeans_prototypes(A: torch.Tensor, k: int, seed: int = 0, iterations: int = 50) -> torch.Tensor:
-    """k-means centroids of the rows of A (k-means++ start, Lloyd iterations), (k, D)."""
-    generator = torch.Generator().manual_seed(seed)
-    A = A.float()
-    centres = A[torch.randint(len(A), (1,), generator=generator)]
-    for _ in range(1, k):
-        d2 = torch.cdist(A, centres).pow(2).min(dim=1).values
-        centres = torch.cat([centres, A[torch.multinomial(d2 / d2.sum(), 1, generator=generator)]])
-    for _ in range(iterations):
-        assign = torch.cdist(A, centres).argmin(dim=1)
-        moved = torch.stack([A[assign == j].mean(dim=0) if (assign == j).any() else centres[j] for j in range(k)])
-        if torch.allclose(moved, centres):
-            break
-        centres = moved
-    return centres
-
-
-def pca_prototypes(A: torch.Tensor, k: int) -> torch.Tensor:
-    """The first k principal directions of A's rows, each signed so that its mean projection is positive."""
-    A = A.float()
-    _, _, Vh = torch.linalg.svd(A - A.mean(dim=0), full_matrices=False)
-    directions = Vh[:k]
-    signs = torch.sign(A.mean(dim=0) @ directions.T)
-    return directions * torch.where(signs == 0, 1.0, signs).unsqueeze(-1)
 
 
 # -- the synthetic benchmark -------------------------------------------------------------------
@@ -176,38 +152,31 @@ def prepare_model(out: Path, data: Path, cfg: BenchConfig, log: Log) -> tuple[Pa
     """Train PartsNet on CPU under the protocol of :class:`BenchConfig` (or reuse
     ``out/parts_net.safetensors`` when it was trained on this data under this protocol); returns it as
     the backbone ``parts_net:<that file>``."""
-    path, spec = out / "parts_net.safetensors", _training_spec(cfg)
-    sidecar = path.with_suffix(".json")
-    if path.is_file() and sidecar.is_file():
-        meta = json.loads(sidecar.read_text())
-        if meta.get("benchmark") == spec:
-            return build_parts_net(path), {**meta["training"], "train_seconds": 0.0, "reused": True}
-    started = time.perf_counter()
-    log(
-        f"training PartsNet (until val accuracy >= {cfg.target_val_accuracy}, at most {cfg.max_epochs} epochs, "
-        f"{cfg.train_per_class} images per class, CPU)"
-    )
-    history: list[float] = []
-    model, val_accuracy = train_parts_net(
-        read_image_folder(data, "train"),
-        read_image_folder(data, "val"),
-        epochs=cfg.max_epochs,
-        seed=cfg.seed,
-        target_accuracy=cfg.target_val_accuracy,
-        progress=lambda epoch, epochs, loss, accuracy: history.append(accuracy) if accuracy is not None else None,
-    )
-    training = {
-        "val_accuracy": val_accuracy,
-        "epochs": len(history) if cfg.target_val_accuracy is not None else cfg.max_epochs,
-        "val_accuracy_by_epoch": history,
-        "reached_target": cfg.target_val_accuracy is None or val_accuracy >= cfg.target_val_accuracy,
-    }
-    seconds = round(time.perf_counter() - started, 2)
-    save_parts_net(
-        model, path, class_names(cfg.num_classes), cfg.size, {"benchmark": spec, "val_accuracy": val_accuracy, "training": training}
-    )
-    log(f"trained {training['epochs']} epochs, val accuracy {val_accuracy:.3f}")
-    return build_parts_net(path), {**training, "train_seconds": seconds, "reused": False}
+
+    def train() -> tuple[PartsNet, dict]:
+        log(
+            f"training PartsNet (until val accuracy >= {cfg.target_val_accuracy}, at most {cfg.max_epochs} epochs, "
+            f"{cfg.train_per_class} images per class, CPU)"
+        )
+        history: list[float] = []
+        model, val_accuracy = train_parts_net(
+            read_image_folder(data, "train"),
+            read_image_folder(data, "val"),
+            epochs=cfg.max_epochs,
+            seed=cfg.seed,
+            target_accuracy=cfg.target_val_accuracy,
+            progress=lambda epoch, epochs, loss, accuracy: history.append(accuracy) if accuracy is not None else None,
+        )
+        training = {
+            "val_accuracy": val_accuracy,
+            "epochs": len(history) if cfg.target_val_accuracy is not None else cfg.max_epochs,
+            "val_accuracy_by_epoch": history,
+            "reached_target": cfg.target_val_accuracy is None or val_accuracy >= cfg.target_val_accuracy,
+        }
+        log(f"trained {training['epochs']} epochs, val accuracy {val_accuracy:.3f}")
+        return model, training
+
+    return reuse_or_train(out, "benchmark", _training_spec(cfg), class_names(cfg.num_classes), cfg.size, train)
 
 
 def _decompose(backbone: Backbone, data: Path, cfg: BenchConfig, offset: int, cache: Path, discovery: str = "nmf") -> list[Run]:
@@ -419,40 +388,3 @@ def run_parts_benchmark_seeds(
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=2))
     return results
-
-
-def _cell(figure: dict, digits: int = 1) -> str:
-    interval = figure["ci95"]
-    return f"{figure['mean']:.{digits}f}" + (f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]" if interval else "")
-
-
-def headline_table(results: dict) -> str:
-    """The results of :func:`run_parts_benchmark_seeds` as a markdown table: per k and method, mean
-    [95 % interval] of consistency and stability on the maps each method is shown with (headline), and
-    consistency on the coefficient maps (secondary)."""
-    rows = [
-        "| k | method | consistency % (maps) | stability % (maps) | consistency % (coefficients, secondary) |",
-        "|---|---|---|---|---|",
-    ]
-    for label, per_method in results["scores_by_k"].items():
-        for method, per_reading in per_method.items():
-            maps, coefficients = per_reading["maps"], per_reading["coefficients"]
-            rows.append(
-                f"| {label} | {METHOD_LABELS.get(method, method)} | {_cell(maps['consistency'])} | "
-                f"{_cell(maps['stability'])} | {_cell(coefficients['consistency'])} |"
-            )
-    return "\n".join(rows)
-
-
-def discovery_table(results: dict) -> str:
-    """Per k and discovery (the paper's NMF and each variant), what its prototypes explain of the model:
-    head error ||v - sum alpha p|| / ||v|| and Table 3's "prototypes only" top-1 on the test images, beside
-    the model's own top-1 (mean [95 % interval] over seeds)."""
-    rows = ["| k | discovery | head error | top-1 %, prototypes only | top-1 %, the model |", "|---|---|---|---|---|"]
-    for label, per_name in results["discovery_by_k"].items():
-        for name, figures in per_name.items():
-            rows.append(
-                f"| {label} | {DISCOVERY_LABELS[name]} | {_cell(figures['head_error'], 3)} | "
-                f"{_cell(figures['prototypes_only'])} | {_cell(figures['top1'])} |"
-            )
-    return "\n".join(rows)

@@ -2,7 +2,7 @@
 the pooling (``method.spatial``), scored on the test split like the other repairs.
 
 ``space_by_discovered_parts``: the parts chosen are those of the prototypes the mask rule switches off
-(``shortcut.mask_rule_scales``: positive heatmap mass mostly on the background of 5 masked photos per class,
+(``mask_rule.mask_rule_scales``: positive heatmap mass mostly on the background of 5 masked photos per class,
 the rule the app's "switch off every background prototype" applies). For each test photo, the cells where
 any chosen part is present (presence >= ``spatial.LEVEL``, what the part map draws) are left out of the
 average pooling; the model's own head (the prototypes sum to it exactly) reads the rest. No weight changes.
@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from ..backbones import Backbone
 from ..data.features import extract_features
-from ..data.synthetic import read_groups, read_object_mask
+from ..data.synthetic_shortcut import read_groups, read_object_mask
 from ..evaluation.intervention import group_accuracy
 from ..method.head import PrototypeHead
 from ..method.spatial import LEVEL, SpatialEdit, edited_pooling, left_out_cells

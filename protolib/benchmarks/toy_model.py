@@ -1,4 +1,5 @@
-"""Training PartsNet (``backbones/parts_net.py``), the small CNN of the generated benchmarks.
+"""Training PartsNet (``backbones/parts_net.py``), the small CNN of the generated benchmarks, and keeping it:
+``reuse_or_train`` trains a benchmark's model once under its protocol and reuses it while the protocol holds.
 
 Two idle CPU cores train one epoch of 6 x 150 images in a few seconds; shared cores are slower.
 Training can stop on a validation-accuracy target (``target_accuracy``): the parts benchmark's
@@ -7,13 +8,16 @@ protocol (``parts.BenchConfig``) uses class labels only to decide when to stop.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..backbones.parts_net import MEAN, STD, PartsNet
+from ..backbones.parts_net import MEAN, STD, PartsNet, PartsNetBackbone, build_parts_net, save_parts_net
 from ..data.synthetic import PartsSample
 
 DEFAULT_EPOCHS = 5
@@ -98,3 +102,25 @@ def train_parts_net(
             break
     model.eval()
     return model, accuracy(model, val_samples)
+
+
+def reuse_or_train(
+    out: Path, key: str, spec: dict, labels: list[str], size: int, train: Callable[[], tuple[PartsNet, dict]]
+) -> tuple[PartsNetBackbone, dict]:
+    """A benchmark's PartsNet as the backbone ``parts_net:<out>/parts_net.safetensors``, which runs record and
+    the app reloads: the model saved there when its sidecar records ``spec`` (the data and the training
+    protocol) under ``key``, else a new one, ``train()`` -> (model, what to record of its training), saved with
+    ``{key: spec, "training": that record + train_seconds}``. Returns (backbone, that record with ``reused``;
+    ``train_seconds`` is 0 for a reused model whose sidecar does not record it)."""
+    path = Path(out) / "parts_net.safetensors"
+    sidecar = path.with_suffix(".json")
+    if path.is_file() and sidecar.is_file():
+        meta = json.loads(sidecar.read_text())
+        if meta.get(key) == spec:
+            training = meta["training"]
+            return build_parts_net(path), {**training, "train_seconds": training.get("train_seconds", 0.0), "reused": True}
+    started = time.perf_counter()
+    model, training = train()
+    training = {**training, "train_seconds": round(time.perf_counter() - started, 2)}
+    save_parts_net(model, path, labels, size, {key: spec, "training": training})
+    return build_parts_net(path), {**training, "reused": False}

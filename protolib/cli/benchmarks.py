@@ -13,7 +13,8 @@ from .common import StageProgress, run_and_model, write_json
 def cmd_parts_benchmark(args) -> int:
     from dataclasses import replace
 
-    from ..benchmarks.parts import BenchConfig, discovery_table, headline_table, run_parts_benchmark_seeds
+    from ..benchmarks.parts import BenchConfig, run_parts_benchmark_seeds
+    from ..benchmarks.parts_tables import discovery_table, headline_table
 
     cfg = BenchConfig()
     if args.k_offsets is not None:
@@ -31,7 +32,9 @@ def cmd_parts_benchmark(args) -> int:
 
 
 def cmd_shortcut_benchmark(args) -> int:
-    from ..benchmarks.shortcut import ShortcutConfig, run_shortcut_benchmark, shortcut_table
+    from ..benchmarks.shortcut import run_shortcut_benchmark
+    from ..benchmarks.shortcut_config import ShortcutConfig
+    from ..benchmarks.shortcut_summary import shortcut_table
 
     results = run_shortcut_benchmark(
         args.out, ShortcutConfig(discovery=args.discovery), args.seeds, log=lambda message: print(message, file=sys.stderr)

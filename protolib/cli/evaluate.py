@@ -64,7 +64,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from ..evaluation.compare import MAX_RUNS, comparison_png
+    from ..evaluation.compare import MAX_RUNS
+    from ..evaluation.compare_figure import comparison_png
     from ..report.build_comparison import comparison_report
     from ..report.html import render_comparison
     from ..runs import load_run

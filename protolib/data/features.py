@@ -1,5 +1,9 @@
 """Batched feature extraction with a disk cache (``feature_cache``), so that a second run never reruns the backbone;
-one stream of images for many classes, so that a thousand small classes cost what one large one does."""
+one stream of images for many classes, so that a thousand small classes cost what one large one does.
+
+The one home of feature extraction: the pipeline, the probe, the evaluation, the benchmarks and the app all read
+features through ``stream_features`` (per class of a split: ``class_features``; a split gathered:
+``split_features``)."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from .. import config
 from ..backbones import Backbone
 from . import feature_cache
-from .folders import BadImage, Problem, load_image
+from .folders import BadImage, ClassFolder, ImageSet, Problem, load_image, scan_split
 
 #: progress(stage, done, total): how every long step reports (the CLI draws bars, the app widgets)
 Progress = Callable[[str, int, int], None]
@@ -227,3 +231,61 @@ def _read_cache(path: Path) -> Features | None:
         return Features(json.loads(meta["paths"]), feats, logits, problems)
     except Exception:  # a damaged cache file must never break a run
         return None
+
+
+def class_features(
+    backbone: Backbone,
+    images: ImageSet,
+    cache_dir: Path | str | Literal[False] | None = None,
+    progress: Progress | None = None,
+    stage: str = "features",
+    problems: list[Problem] | None = None,
+) -> Iterator[tuple[ClassFolder, Features | BadImage]]:
+    """Per class of a scanned split, in its order, (class, the features of its images): ONE stream for every
+    class (a loader per class would cost more than its images at 4 per class), pulled lazily, so that a caller
+    may hold one chunk of classes at a time. A class none of whose images can be read comes with its
+    ``BadImage`` instead (the caller skips it or raises it); the unreadable images of the others are appended
+    to ``problems``."""
+    stream = stream_features(
+        backbone, [images.images[cls.folder] for cls in images.classes], cache_dir=cache_dir, progress=progress, stage=stage
+    )
+    for cls, feats in zip(images.classes, stream):
+        if problems is not None and isinstance(feats, Features):
+            problems += feats.problems
+        yield cls, feats
+
+
+@dataclass
+class SplitFeatures:
+    """Backbone outputs of every image of a split, grouped by class (kept for fidelity)."""
+
+    paths: list[str]
+    labels: torch.Tensor  # (N,)
+    pooled: torch.Tensor  # (N, D)
+    logits: torch.Tensor  # (N, C) the model's own
+    matrices: dict[int, torch.Tensor]  # label -> F (n*H*W, D) of that class's images, unclamped
+    problems: list[Problem]
+
+
+def split_features(
+    backbone: Backbone,
+    data: str | Path,
+    split: str = "val",
+    images_per_class: int | None = None,
+    classes: list[str] | None = None,
+    cache_dir=None,
+    progress: Progress | None = None,
+) -> SplitFeatures:
+    """The features of ``data/split`` (``classes``: some class folders or names; ``images_per_class``: the first
+    images of each), gathered over its classes; an unreadable class raises its ``BadImage``."""
+    images = scan_split(data, split, backbone.labels, backbone.wnids, classes, images_per_class)
+    paths, labels, pooled, logits, matrices, problems = [], [], [], [], {}, list(images.problems)
+    for cls, feats in class_features(backbone, images, cache_dir, progress, problems=problems):
+        if isinstance(feats, BadImage):
+            raise feats
+        paths += feats.paths
+        labels += [cls.label] * len(feats.paths)
+        pooled.append(feats.pooled)
+        logits.append(feats.logits)
+        matrices[cls.label] = feats.feats.reshape(-1, feats.feats.shape[-1])  # unclamped, as the logit sees them
+    return SplitFeatures(paths, torch.tensor(labels), torch.cat(pooled), torch.cat(logits), matrices, problems)

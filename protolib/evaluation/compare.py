@@ -1,47 +1,39 @@
-"""Runs compared with each other: side by side on the same photos of one class (the paper's Figure 3),
-and across k (which number of prototypes the data supports).
+"""Runs compared with each other side by side on the same photos of one class (the paper's Figure 3).
 
 **Side by side.** Two or three runs (other backbones, other k, other refinement strategies, probes)
 that decomposed the same class are shown the same held-out photos. Each run sees them through its own
 backbone: its part maps, its prototype heatmaps ``f(x) . p~_i``, each prototype's contribution and share
 of the logit. Prototypes are matched across runs by how alike their heatmaps are on those photos: every
 heatmap is upsampled to one common grid (backbones differ in resolution), the Pearson correlation of two
-prototypes is taken over all photos' positions, and the Hungarian assignment
-(``scipy.optimize.linear_sum_assignment``) pairs them so that the summed correlation is largest. The
+prototypes is taken over all photos' positions, and the Hungarian assignment pairs them so that the summed
+correlation is largest (``matching.py``). The
 *agreement* is the mean matched correlation; a photo's agreement is the same mean on that photo alone,
 so the lowest are the photos where the runs read the class most differently.
 
 Classes are matched by their folder, else by their name (case aside), from the runs' manifests: never
 by label index alone, so runs of a probe and runs of an ImageNet model of the same photos meet.
 
-**Across k.** :func:`k_sweep_point` gathers one run's head and feature errors, signed fidelity and seed
-stability; :func:`suggest_k` reads which k the data supports with a stated rule.
+The comparison as a figure: ``compare_figure.py``. Which k the data supports: ``k_choice.py``.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from itertools import pairwise
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from ..backbones import Backbone
 from ..data import DataError, load_image, split_dir, split_images
 from ..data.features import extract_features
 from ..explain import heatmap_overlay, part_map, upsample
-from ..files import atomic_path
 from ..method.head import PrototypeHead
-from ..palette import prototype_colour
 from ..runs import Run
 from ..runs.names import short_backbone
+from .matching import COMMON_GRID, PairMatching, match_pair
 
-#: the grid every heatmap is upsampled to before correlating (56 = lcm of 7 and 8, Lite0's and Lite1's grids)
-COMMON_GRID = 56
 #: at most this many runs side by side (the paper's Figure 3 shows three)
 MAX_RUNS = 3
 #: what prototypes are matched on. "heatmaps": f . p~_i, the maps shown (their contributions' maps). They share
@@ -228,81 +220,6 @@ def run_side(
     return side, features.paths
 
 
-# -- matching -------------------------------------------------------------------------------------------
-def _columns(maps: torch.Tensor, grid: int) -> torch.Tensor:
-    """(n, k, h, w) -> (n * grid * grid, k): each prototype's heatmap values over all photos' positions."""
-    common = upsample(maps.float(), grid)  # (n, k, G, G)
-    return common.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
-
-
-def correlation_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of every column of ``a`` (N, k1) with every column of ``b`` (N, k2): (k1, k2).
-    A constant column (a heatmap flat on every photo) correlates 0 with everything."""
-    a = a.double() - a.double().mean(dim=0)
-    b = b.double() - b.double().mean(dim=0)
-    na, nb = a.norm(dim=0), b.norm(dim=0)
-    r = (a.T @ b) / (na.unsqueeze(1) * nb.unsqueeze(0)).clamp_min(1e-30)
-    r[na < 1e-12] = 0
-    r[:, nb < 1e-12] = 0
-    return r.clamp(-1, 1).float()
-
-
-@dataclass
-class PairMatching:
-    """Two runs' prototypes matched one to one (Hungarian on heatmap correlation)."""
-
-    a: int  # index of the first run among the compared runs
-    b: int
-    correlation: torch.Tensor  # (k_a, k_b) over all photos
-    pairs: list[tuple[int, int, float]]  # (prototype of a, prototype of b, r), by prototype of a
-    per_photo: torch.Tensor  # (n,) mean matched correlation on each photo alone
-    unmatched_a: list[int] = field(default_factory=list)
-    unmatched_b: list[int] = field(default_factory=list)
-
-    @property
-    def agreement(self) -> float:
-        return float(np.mean([r for _, _, r in self.pairs])) if self.pairs else 0.0
-
-    @property
-    def margins(self) -> list[float]:
-        """Per matched pair, how much its r beats the best alternative of either prototype (small: a near tie)."""
-        r, out = self.correlation, []
-        for i, j, value in self.pairs:
-            others = torch.cat([torch.cat([r[i, :j], r[i, j + 1 :]]), torch.cat([r[:i, j], r[i + 1 :, j]])])
-            out.append(value - float(others.max()) if len(others) else 1.0)
-        return out
-
-    def partner(self, i: int) -> tuple[int, float] | None:
-        """Run b's prototype matched to run a's prototype ``i``, with its r."""
-        return next(((j, r) for p, j, r in self.pairs if p == i), None)
-
-
-def match_pair(a: torch.Tensor, b: torch.Tensor, ia: int = 0, ib: int = 1, grid: int = COMMON_GRID) -> PairMatching:
-    """Match the prototypes of two runs from their heatmaps ``a`` (n, k_a, h, w) and ``b`` (n, k_b, h', w')
-    on the same n photos."""
-    if len(a) != len(b):
-        raise ValueError(f"the runs saw {len(a)} and {len(b)} photos: they must see the same ones")
-    ca, cb = _columns(a, grid), _columns(b, grid)
-    correlation = correlation_matrix(ca, cb)
-    rows, cols = linear_sum_assignment(correlation.numpy(), maximize=True)
-    pairs = sorted((int(i), int(j), float(correlation[i, j])) for i, j in zip(rows, cols))
-    n, cells = len(a), grid * grid
-    per_photo = torch.zeros(n)
-    for photo in range(n):
-        sa, sb = ca[photo * cells : (photo + 1) * cells], cb[photo * cells : (photo + 1) * cells]
-        on_photo = correlation_matrix(sa, sb)
-        per_photo[photo] = float(np.mean([float(on_photo[i, j]) for i, j, _ in pairs])) if pairs else 0.0
-    return PairMatching(
-        ia,
-        ib,
-        correlation,
-        pairs,
-        per_photo,
-        sorted(set(range(a.shape[1])) - {i for i, _, _ in pairs}),
-        sorted(set(range(b.shape[1])) - {j for _, j, _ in pairs}),
-    )
-
-
 @dataclass
 class Comparison:
     """Two or three runs on the same photos of one class, their prototypes matched."""
@@ -466,159 +383,3 @@ def compare_runs(
         for b in range(a + 1, len(sides))
     ]
     return Comparison(shared.name, common, sides, pairs, maps)
-
-
-# -- the figure -----------------------------------------------------------------------------------------
-def comparison_png(comparison: Comparison, photos: Sequence[int] | None = None, path: str | Path | None = None) -> bytes:
-    """One PNG of the comparison: for each photo shown (default: the one the runs disagree on most), one
-    row per run with its part map and its prototypes' heatmaps, lined up with the first run's matched
-    prototypes, each titled with its mean contribution and share; the matches and the agreement below.
-    Written to ``path`` too when given."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    c = comparison
-    shown = list(photos) if photos is not None else c.disagreeing(1)
-    columns = [c.columns(s) for s in range(len(c.sides))]
-    width = 1 + max(len(col) for col in columns)
-    rows = len(shown) * len(c.sides)
-    lines = [f"agreement (mean matched correlation of {MAPS[c.maps].split(' (')[0]}): {c.agreement:.2f}"] + [
-        f"{c.sides[p.a].name} ↔ {c.sides[p.b].name}: " + ", ".join(f"P{i + 1}↔P{j + 1} ({r:+.2f})" for i, j, r in p.pairs)
-        for p in c.pairs
-    ]
-    text_height = 0.28 * len(lines) + 0.3
-    fig = plt.figure(figsize=(2.1 * width, 2.35 * rows + text_height + 0.6))
-    grid = fig.add_gridspec(rows + 1, width, height_ratios=[2.35] * rows + [text_height])
-    for block, photo in enumerate(shown):
-        for s, side in enumerate(c.sides):
-            r = block * len(c.sides) + s
-            ax = fig.add_subplot(grid[r, 0])
-            ax.imshow(side.part_map_image(photo))
-            ax.set_title(f"{side.name[:26]}\nk={side.k} · part map", fontsize=8)
-            ax.set_ylabel(f"photo {photo + 1}" if s == 0 else "", fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for col, i in enumerate(columns[s]):
-                if i is None:
-                    continue
-                ax = fig.add_subplot(grid[r, col + 1])
-                ax.imshow(side.heatmap_image(photo, i))
-                ax.axis("off")
-                match = ""
-                if s > 0 and col < c.sides[0].k:
-                    partner = next(p for p in c.pairs if p.a == 0 and p.b == s).partner(col)
-                    match = f" ↔P{col + 1} r={partner[1]:+.2f}" if partner else ""
-                ax.set_title(
-                    f"P{i + 1}: {float(side.mean_contribution[i]):+.2f} ({100 * float(side.shares[i]):.0f} %){match}",
-                    fontsize=8,
-                    color=np.array(prototype_colour(i)) / 255 * 0.8,
-                )
-    ax = fig.add_subplot(grid[rows, :])
-    ax.axis("off")
-    ax.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=9, family="DejaVu Sans")
-    fig.suptitle(
-        f"“{c.class_name}”: {len(c.sides)} runs on the same {len(c.photos)} held-out photos "
-        f"(heatmaps f·p̃ with mean contribution and share of the logit)",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    data = buffer.getvalue()
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(data)
-    return data
-
-
-# -- which k the data supports --------------------------------------------------------------------------
-#: the rule :func:`suggest_k` applies, in words
-K_RULE = (
-    "the smallest k after which the head error improves by less than {improvement:.0%} at the next k, "
-    "with signed heatmap fidelity of at least {fidelity:.2f} and no flipped prototype"
-)
-
-
-def k_sweep_point(
-    run: Run, weight: torch.Tensor, evaluation: Mapping, stability: Mapping | None = None, health: Mapping | None = None
-) -> dict:
-    """One run's point of the k sweep: head and feature errors, the signed held-out fidelity of its own
-    strategy (``evaluation``: ``evaluate_run``'s figures), the seed stability (``stability``: the
-    report's ``seed_stability_section``; None when not measured) and how many prototypes are dead or
-    duplicates (``health``: ``prototype_health.health_counts``; None when not measured)."""
-    fidelity = evaluation.get("signed_fidelity", {}).get(run.strategy)
-    return {
-        "run": run_label(run, ""),
-        "k": run.k,
-        "strategy": run.strategy,
-        "head error": float(run.head_error(weight.cpu()).mean()),
-        "feature error": float(run.feature_error.mean()),
-        "fidelity": fidelity["mean"] if fidelity else None,
-        "worst fidelity": fidelity["min"] if fidelity else None,
-        "flips": fidelity["flips"] if fidelity else None,
-        "seed stability": stability["mean"] if stability else None,
-        "dead": health["dead"] if health else None,
-        "duplicates": health["duplicates"] if health else None,
-    }
-
-
-@dataclass(frozen=True)
-class KChoice:
-    """The k the data supports (None: no run passes the rule), the sentence that says so, and the rule."""
-
-    k: int | None
-    sentence: str
-    rule: str
-    per_k: list[dict]  # one point per k (the run that stands for it), sorted by k
-
-
-def _fidelity(point: Mapping) -> float:
-    """A point's fidelity; one without counts as the worst."""
-    fidelity = point.get("fidelity")
-    return -np.inf if fidelity is None else fidelity
-
-
-def _per_k(points: Sequence[Mapping]) -> list[dict]:
-    """One point per k: the run with the best fidelity at that k (errors do not depend on the strategy)."""
-    best: dict[int, Mapping] = {}
-    for p in points:
-        current = best.get(p["k"])
-        if current is None or _fidelity(p) > _fidelity(current):
-            best[p["k"]] = p
-    return [dict(best[k]) for k in sorted(best)]
-
-
-def suggest_k(points: Sequence[Mapping], improvement: float = 0.05, min_fidelity: float = 0.95) -> KChoice:
-    """Which k the runs support: ``K_RULE``. The head error of k is compared with that of the next larger
-    k among the runs; the largest k measured never qualifies (nothing says that more would not help)."""
-    rule = K_RULE.format(improvement=improvement, fidelity=min_fidelity)
-    per_k = _per_k(points)
-    if len(per_k) < 2:
-        return KChoice(None, "Make runs of the same model and classes with at least two values of k to choose k.", rule, per_k)
-    for here, after in pairwise(per_k):
-        gain = (here["head error"] - after["head error"]) / max(here["head error"], 1e-12)
-        faithful = here.get("fidelity") is not None and here["fidelity"] >= min_fidelity and not here.get("flips")
-        if gain < improvement and faithful:
-            return KChoice(
-                here["k"],
-                (
-                    f"The data supports k = {here['k']}: going to k = {after['k']} lowers the head error by only "
-                    f"{100 * gain:.1f} % ({here['head error']:.3f} → {after['head error']:.3f}), and at k = {here['k']} the "
-                    f"heatmap fidelity is {here['fidelity']:.3f} with no flipped prototype."
-                ),
-                rule,
-                per_k,
-            )
-    unmeasured = [p["k"] for p in per_k if p.get("fidelity") is None]
-    if unmeasured:
-        reason = f"the fidelity of k = {', '.join(map(str, unmeasured))} is not measured yet"
-    else:
-        reason = f"the head error still falls by {100 * improvement:.0f} % or more at every step, or fidelity is low"
-    return KChoice(
-        None, f"No k among {', '.join(str(p['k']) for p in per_k)} passes the rule: {reason}; try a larger k.", rule, per_k
-    )

@@ -6,59 +6,17 @@ Everything after feature extraction works on cached features, so it costs no bac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..backbones import Backbone
-from ..data import BadImage, DataError, NoMatchingClasses, Problem, class_folders, scan_split
-from ..data.features import Progress, stream_features
+from ..data import BadImage, DataError, NoMatchingClasses, class_folders
+from ..data.features import Progress, SplitFeatures, split_features, stream_features
 from ..method import feature_matrix
 from ..method.head import PrototypeHead
 from ..method.refine import STRATEGIES, approximation, heatmap_covariance, orientation, refine, residual
 from ..runs import Run
-
-
-@dataclass
-class SplitFeatures:
-    """Backbone outputs of every image of a split, grouped by class (kept for fidelity)."""
-
-    paths: list[str]
-    labels: torch.Tensor  # (N,)
-    pooled: torch.Tensor  # (N, D)
-    logits: torch.Tensor  # (N, C) the model's own
-    matrices: dict[int, torch.Tensor]  # label -> F (n*H*W, D) of that class's images, unclamped
-    problems: list[Problem]
-
-
-def split_features(
-    backbone: Backbone,
-    data: str | Path,
-    split: str = "val",
-    images_per_class: int | None = None,
-    classes: list[str] | None = None,
-    cache_dir=None,
-    progress: Progress | None = None,
-) -> SplitFeatures:
-    images = scan_split(data, split, backbone.labels, backbone.wnids, classes, images_per_class)
-    paths, labels, pooled, logits, matrices, problems = [], [], [], [], {}, list(images.problems)
-    stream = stream_features(
-        backbone,
-        [images.images[cls.folder] for cls in images.classes],
-        cache_dir=cache_dir,
-        progress=(lambda _s, done, total: progress("features", done, total)) if progress else None,
-    )
-    for cls, feats in zip(images.classes, stream):
-        if isinstance(feats, BadImage):
-            raise feats
-        paths += feats.paths
-        labels += [cls.label] * len(feats.paths)
-        pooled.append(feats.pooled)
-        logits.append(feats.logits)
-        matrices[cls.label] = feats.feats.reshape(-1, feats.feats.shape[-1])  # unclamped, as the logit sees them
-        problems += feats.problems
-    return SplitFeatures(paths, torch.tensor(labels), torch.cat(pooled), torch.cat(logits), matrices, problems)
 
 
 def label_space_problem(run: Run, backbone: Backbone, data: str | Path, split: str) -> str | None:

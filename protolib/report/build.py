@@ -23,10 +23,10 @@ import torch
 
 from ..backbones import Backbone, BackboneError
 from ..data import BadImage, DataError, available_splits
-from ..data.features import Progress
+from ..data.features import Progress, split_features
 from ..evaluation.compare import CompareError
 from ..evaluation.faithfulness import check_axioms
-from ..evaluation.metrics import evaluate_run, split_features, training_matrices
+from ..evaluation.metrics import evaluate_run, training_matrices
 from ..files import atomic_path
 from ..runs import Run, RunError
 from .build_comparison import comparison_section

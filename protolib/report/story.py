@@ -13,8 +13,7 @@ from pathlib import Path
 from ..backbones import Backbone
 from ..charts import percent
 from ..data import DataError, available_splits
-from ..data.features import Progress, extract_features
-from ..evaluation.metrics import split_features
+from ..data.features import Progress, extract_features, split_features
 from ..evaluation.mistakes import mistakes_json, run_class_space
 from ..explain import heatmap_overlay, model_input, upsample
 from ..files import atomic_path
