@@ -56,7 +56,7 @@ def load_features(backbone, data: Path, split: str, images_per_class: int | None
     from protolib.data import scan_split
     from protolib.data.features import extract_features
 
-    images = scan_split(data, split, backbone.labels, backbone.wnids, limit=images_per_class)
+    images = scan_split(data, split, backbone.class_names, backbone.wnids, limit=images_per_class)
     out = []
     for cls in images.classes:
         out.append((cls, extract_features(backbone, images.images[cls.folder], cache_dir=cache)))

@@ -19,10 +19,10 @@ def register_variant(name: str, variant: Variant) -> None:
     _VARIANTS[name] = variant
     library = getattr(estimator.discover, "library", estimator.discover)
 
-    def discover(name, matrices, k, head_rows, max_iter=200, tol=1e-4, seed=0, solver="hals", device=None):
+    def discover(name, matrices, k, head_rows, max_iter=200, tol=1e-4, random_state=0, solver="hals", device=None):
         if name in _VARIANTS:
-            return _VARIANTS[name](matrices, k, head_rows, max_iter, tol, seed)
-        return library(name, matrices, k, head_rows, max_iter, tol, seed, solver, device)
+            return _VARIANTS[name](matrices, k, head_rows, max_iter, tol, random_state)
+        return library(name, matrices, k, head_rows, max_iter, tol, random_state, solver, device)
 
     discover.library = library
     estimator.discover = discover

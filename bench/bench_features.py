@@ -27,7 +27,7 @@ from protolib.data.features import extract_features
 
 def pick_images(backbone, data, n: int) -> list:
     """n validation images, round-robin over the classes (so every class is represented)."""
-    images = scan_split(data, "val", backbone.labels, backbone.wnids)
+    images = scan_split(data, "val", backbone.class_names, backbone.wnids)
     lists = [images.images[c.folder] for c in images.classes]
     picked = [paths[i] for i in range(max(map(len, lists))) for paths in lists if i < len(paths)]
     return picked[:n]

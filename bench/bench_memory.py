@@ -60,7 +60,7 @@ def child(mode: str, data: Path, cache: Path, classes: int, images_per_class: in
 
     after_imports = status_mib("VmHWM")
     backbone = load_backbone()
-    images = scan_split(data, "train", backbone.labels, backbone.wnids, limit=images_per_class)
+    images = scan_split(data, "train", backbone.class_names, backbone.wnids, limit=images_per_class)
     folders = [c.folder for c in images.classes][:classes]
     info = {
         "mode": mode,

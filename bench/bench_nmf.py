@@ -42,7 +42,7 @@ def relative_error(A: np.ndarray, W: np.ndarray, H: np.ndarray) -> float:
 
 def run_ours(mats: list[torch.Tensor], k: int, solver: str):
     """-> [(E_c, P_c)], [iterations_c]"""
-    result = batched_nmf(mats, k, max_iter=MAX_ITER, tol=TOL, seed=SEED, solver=solver, return_coefficients=True)
+    result = batched_nmf(mats, k, max_iter=MAX_ITER, tol=TOL, random_state=SEED, solver=solver, return_coefficients=True)
     factors = [(E.numpy(), P.numpy()) for E, P in zip(result.coefficients, result.prototypes)]
     return factors, result.iterations.tolist()
 

@@ -29,7 +29,7 @@ import torch
 from _common import machine_info, parser, table
 
 from protolib.backbones import load_backbone
-from protolib.backbones.base import imagenet_labels
+from protolib.backbones.base import imagenet_class_names
 from protolib.data import scan_split
 from protolib.data.features import extract_features, stream_features
 
@@ -38,12 +38,12 @@ def workload(data: Path, classes: int, per_class: int, scratch: Path) -> list[li
     """Per class, its photos: the sample's own classes when they suffice, else ImageNet class folders filled
     with copies of the sample photos (each class its own files, so nothing is shared between classes)."""
     if classes <= 10:
-        _, wnids = imagenet_labels()
-        names, _ = imagenet_labels()
+        _, wnids = imagenet_class_names()
+        names, _ = imagenet_class_names()
         images = scan_split(data, "train", names, wnids, limit=per_class)
         return [images.images[c.folder] for c in images.classes[:classes]]
     photos = sorted(p for split in ("train", "val") for p in (data / split).rglob("*") if p.is_file())
-    _, wnids = imagenet_labels()
+    _, wnids = imagenet_class_names()
     groups = []
     for i, wnid in enumerate(wnids[:classes]):
         folder = scratch / "train" / wnid

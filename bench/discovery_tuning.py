@@ -39,7 +39,7 @@ Idea = Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]
 
 
 def _nmf(A: torch.Tensor, k: int, seed: int) -> torch.Tensor:
-    return batched_nmf([A], k, seed=seed).prototypes[0]
+    return batched_nmf([A], k, random_state=seed).prototypes[0]
 
 
 def _unit(A: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ def smooth_nmf(
     if len(A) % (grid[0] * grid[1]):
         raise ValueError(f"{len(A)} feature cells are not whole {grid[0]} x {grid[1]} grids")
     A = A.float()
-    P = batched_nmf([A], k, max_iter=20, seed=seed).prototypes[0].clone()
+    P = batched_nmf([A], k, max_iter=20, random_state=seed).prototypes[0].clone()
     E = torch.linalg.lstsq(P.T, A.T).solution.T.clamp_min(0)
     initial = previous = None
     for step in range(1, max_iter + 1):

@@ -20,7 +20,7 @@ def sparse_nmf(
     """(k, D): the parts, started from the plain NMF of A with the same seed (with ``return_error``, also
     ||A - E P|| / ||A||)."""
     A = A.float()
-    P = batched_nmf([A], k, max_iter=20, seed=seed).prototypes[0].clone()
+    P = batched_nmf([A], k, max_iter=20, random_state=seed).prototypes[0].clone()
     P = P / P.norm(dim=1, keepdim=True).clamp_min(EPS)
     E = (A @ P.T).clamp_min(0)
     lam = beta * float(A.norm(dim=1).mean())

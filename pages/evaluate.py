@@ -64,7 +64,7 @@ def held_out_figures(ctx: Context, held_out: HeldOut, sf: SplitFeatures) -> None
             for name, size in (("figure", "medium"), ("value", "medium"), ("meaning", "large"))
         },
     )
-    per_class = fidelity_per_class_rows(m, ctx.labels)
+    per_class = fidelity_per_class_rows(m, ctx.backbone.class_names)
     if per_class:
         with st.expander("Heatmap fidelity per class"):
             strategies = [c for c in per_class[0] if c != "class"]

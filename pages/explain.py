@@ -24,7 +24,7 @@ def top_classes(ctx: Context, logits: torch.Tensor) -> None:
     st.dataframe(
         pd.DataFrame(
             {
-                "class": [ctx.labels[int(c)] for c in top.indices],
+                "class": [ctx.backbone.class_names[int(c)] for c in top.indices],
                 "probability": [float(p) for p in top.values],
                 "logit": [float(logits[int(c)]) for c in top.indices],
                 "decomposed": ["✓" if int(c) in decomposed else "" for c in top.indices],
@@ -45,7 +45,7 @@ def class_to_explain(ctx: Context, picked: Picked, logits: torch.Tensor) -> int:
     predicted, first = default_class(logits, ctx.decomposed)
     if predicted != first:
         st.info(
-            f"The predicted class “{figures.md(ctx.labels[predicted])}” was not decomposed in this run; "
+            f"The predicted class “{figures.md(ctx.backbone.class_names[predicted])}” was not decomposed in this run; "
             "showing the highest-scoring decomposed class instead."
         )
     return kept(
@@ -54,27 +54,29 @@ def class_to_explain(ctx: Context, picked: Picked, logits: torch.Tensor) -> int:
         f"explain_class.{picked.key}",
         first,
         options=ctx.decomposed,
-        format_func=lambda c: ctx.labels[c] + ("  (predicted)" if c == predicted else ""),
+        format_func=lambda c: ctx.backbone.class_names[c] + ("  (predicted)" if c == predicted else ""),
     )
 
 
-def prototype_labels(ctx: Context, label: int) -> list[str]:
+def prototype_names(ctx: Context, label: int) -> list[str]:
     """The names people gave the prototypes of class ``label`` ("" when unnamed)."""
-    return ctx.run.label_grid()[ctx.decomposed.index(label)]
+    return ctx.run.prototype_name_grid()[ctx.decomposed.index(label)]
 
 
 def contributions_and_part_map(ctx: Context, e: Explanation) -> None:
     k = len(e.contributions)
-    names = prototype_labels(ctx, e.label)
+    names = prototype_names(ctx, e.label)
     chart_col, map_col = st.columns([3, 2], gap="large")
     with chart_col:
         st.plotly_chart(
-            charts.waterfall(e.contributions, e.bias, f"“{ctx.labels[e.label]}”: logit {e.logit:.2f} = bias + prototypes", names),
+            charts.waterfall(
+                e.contributions, e.bias, f"“{ctx.backbone.class_names[e.label]}”: logit {e.logit:.2f} = bias + prototypes", names
+            ),
             width="stretch",
             config=figures.PLAIN,
         )
     with map_col:
-        st.markdown(f"##### Part map of “{figures.md(ctx.labels[e.label])}”")
+        st.markdown(f"##### Part map of “{figures.md(ctx.backbone.class_names[e.label])}”")
         st.image(part_map(e.presence, e.image), caption=PART_MAP_NOTE, width="stretch")
         figures.legend(k, names=names)
 
@@ -115,4 +117,4 @@ with top_col:
 explanation = explain_features(ctx.head, picked.feats, picked.shown, label)
 st.divider()
 contributions_and_part_map(ctx, explanation)
-heatmaps(explanation, prototype_labels(ctx, label))
+heatmaps(explanation, prototype_names(ctx, label))

@@ -60,10 +60,12 @@ def controls(ctx: Context, photo: Photo, labels: list[int], spaced: torch.Tensor
     contributions = photo.contributions if spaced is None else spaced
     for label in labels:
         c = ctx.decomposed.index(label)
-        names = ctx.run.label_grid()[c]
+        names = ctx.run.prototype_name_grid()[c]
         with st.container(border=True):
             in_space = "" if spaced is None else f" · {float(spaced[0, c].sum() + ctx.head.bias[label]):.2f} pooling the kept cells"
-            st.markdown(f"**{figures.md(ctx.labels[label])}** · logit {float(photo.original[label]):.2f} on this photo{in_space}")
+            st.markdown(
+                f"**{figures.md(ctx.backbone.class_names[label])}** · logit {float(photo.original[label]):.2f} on this photo{in_space}"
+            )
             for i in range(ctx.run.k):
                 on_key, scale_key = setting_keys(ctx, label, i)
                 chip_col, on_col, scale_col = st.columns([3, 1, 3], vertical_alignment="center")
@@ -107,18 +109,24 @@ def photo_results(ctx: Context, photo: Photo, edited: torch.Tensor, labels: list
         )
     change = float(edited[label] - original[label])
     logit_col.metric(
-        f"Logit of “{figures.md(ctx.labels[label])}”", f"{float(edited[label]):.2f}", delta=f"{change:+.2f}" if change else None
+        f"Logit of “{figures.md(ctx.backbone.class_names[label])}”",
+        f"{float(edited[label]):.2f}",
+        delta=f"{change:+.2f}" if change else None,
     )
     with predicted_col:
         st.markdown(
-            f"<small>Predicted class</small><br><span style='font-size:1.5rem'>{figures.md(ctx.labels[new_predicted])}</span>",
+            f"<small>Predicted class</small><br><span style='font-size:1.5rem'>{figures.md(ctx.backbone.class_names[new_predicted])}</span>",
             unsafe_allow_html=True,
         )
         if new_predicted != photo.predicted:
-            st.badge(f"changed from {figures.md(ctx.labels[photo.predicted])}", icon=":material/swap_horiz:", color="orange")
+            st.badge(
+                f"changed from {figures.md(ctx.backbone.class_names[photo.predicted])}",
+                icon=":material/swap_horiz:",
+                color="orange",
+            )
         else:
             st.badge("unchanged", icon=":material/check:", color="gray")
-    rows = top_logit_rows(ctx.labels, original, edited, 5, ctx.decomposed, include=labels)
+    rows = top_logit_rows(ctx.backbone.class_names, original, edited, 5, ctx.decomposed, include=labels)
     table = pd.DataFrame(rows)[["rank", "class", "logit", "original logit", "change", "probability"]]
 
     def highlight(row):
@@ -133,8 +141,8 @@ def photo_results(ctx: Context, photo: Photo, edited: torch.Tensor, labels: list
         width="stretch",
     )
     top = original.topk(min(5, len(original))).indices
-    shown = list(dict.fromkeys([r["class"] for r in rows] + [ctx.labels[int(c)] for c in top]))
-    index = {name: i for i, name in enumerate(ctx.labels)}
+    shown = list(dict.fromkeys([r["class"] for r in rows] + [ctx.backbone.class_names[int(c)] for c in top]))
+    index = {name: i for i, name in enumerate(ctx.backbone.class_names)}
     st.plotly_chart(
         charts.logit_bars(shown, [float(original[index[n]]) for n in shown], [float(edited[index[n]]) for n in shown]),
         width="stretch",
@@ -151,7 +159,7 @@ def live(ctx: Context, photo: Photo, data: str) -> None:
         f"iv_classes.{photo.picked.key}",
         [photo.first],
         options=ctx.decomposed,
-        format_func=lambda c: ctx.labels[c] + ("  (predicted)" if c == photo.predicted else ""),
+        format_func=lambda c: ctx.backbone.class_names[c] + ("  (predicted)" if c == photo.predicted else ""),
     )
     scale = current_scale(ctx)
     spatial = current_spatial(ctx)

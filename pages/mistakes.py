@@ -61,13 +61,16 @@ def card_view(ctx: Context, card, n: int, split: str) -> None:
         photo_col.image(shown, width="stretch")
         map_col.image(culprit_overlay(ctx.head, feats, shown, label, i), width="stretch")
         st.markdown(
-            f"<b>{md(ctx.labels[card.label])}</b> taken for <b>{md(ctx.labels[card.predicted])}</b>. "
-            f"Switch off <b>{md(ctx.labels[label])} · {md(title)}</b> (right) and it is right, "
+            f"<b>{md(ctx.backbone.class_names[card.label])}</b> taken for <b>{md(ctx.backbone.class_names[card.predicted])}</b>. "
+            f"Switch off <b>{md(ctx.backbone.class_names[label])} · {md(title)}</b> (right) and it is right, "
             f"by {card.margin:.2f}.<br><small>{md(card.file)}</small>",
             unsafe_allow_html=True,
         )
         st.markdown(
-            top_table(top_rows(ctx.labels, card.top_before, card.label), top_rows(ctx.labels, card.top_after, card.label)),
+            top_table(
+                top_rows(ctx.backbone.class_names, card.top_before, card.label),
+                top_rows(ctx.backbone.class_names, card.top_after, card.label),
+            ),
             unsafe_allow_html=True,
         )
         if st.button("Open in Intervene", key=f"mistake_open.{n}", icon=":material/tune:"):
@@ -192,7 +195,7 @@ if sf is None:
         sf = held_out_features(ctx, held_out, compute=True)
     if sf is None:
         st.stop()
-head, labels = ctx.head, ctx.labels
+head, labels = ctx.head, ctx.backbone.class_names
 found = find_culprits(head, sf.pooled, sf.labels)
 figures = mistakes_json(head, sf.pooled, sf.labels, sf.paths, labels, ctx.class_names)
 counts = st.columns(4)

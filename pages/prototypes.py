@@ -82,7 +82,9 @@ def part_map_gallery(ctx: Context, position: int, features: Features) -> None:
     """Part maps of every training photo of the class, a page at a time."""
     n = len(features.paths)
     st.subheader(f"Part maps across the {n} training images of “{figures.md(ctx.class_names[position])}” · {PART_MAP_NOTE}")
-    figures.legend(ctx.run.k, "Each pixel is coloured by the NMF part most present there: ", ctx.run.label_grid()[position])
+    figures.legend(
+        ctx.run.k, "Each pixel is coloured by the NMF part most present there: ", ctx.run.prototype_name_grid()[position]
+    )
     per_page = viewmodels.GALLERY_PAGE_SIZE
     n_pages = viewmodels.page_bounds(n, 1, per_page)[2]
     page = kept(st.pagination, None, f"proto_page.{ctx.key}.{position}", 1, num_pages=n_pages) if n_pages > 1 else 1
@@ -115,7 +117,7 @@ def top_images(ctx: Context, position: int, features: Features, contributions: t
             heat = ctx.head.heatmaps(feats, position)[:, i]
             images = shown_images(ctx, [features.paths[j] for j in order])
             st.markdown(
-                f'<span style="color:{prototype_hex(i)}">■</span> {figures.named(card.label)}'
+                f'<span style="color:{prototype_hex(i)}">■</span> {figures.named(card.name)}'
                 f"mean contribution <b>{signed(card.contribution)}</b> "
                 f"({100 * card.share:.0f} % of the logit) · α {signed(card.alpha, 3)} · {figures.md(card.meaning)}",
                 unsafe_allow_html=True,
@@ -161,16 +163,18 @@ contributions = ctx.head.contributions(features.pooled)[:, position, :] if featu
 health = (
     None
     if features is None
-    else class_health(features.feats.reshape(-1, features.feats.shape[-1]), ctx.head.prototypes[position], ctx.head.parts[position])
+    else class_health(
+        features.feats.reshape(-1, features.feats.shape[-1]), ctx.head.refined_prototypes[position], ctx.head.part_vectors[position]
+    )
 )
 cards = prototype_cards(
     ctx.run.alpha[position],
-    ctx.head.prototypes[position],
+    ctx.head.refined_prototypes[position],
     ctx.backbone.head_weight,
-    ctx.labels,
+    ctx.backbone.class_names,
     ctx.class_names[position],
     contributions,
-    names=ctx.run.label_grid()[position],
+    prototype_names=ctx.run.prototype_name_grid()[position],
     health=health,
 )
 card_sections(ctx, position, features, cards)

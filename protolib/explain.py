@@ -117,7 +117,7 @@ def explain_image(backbone: Backbone, head: PrototypeHead, image, label: int | N
     return explain_features(head, feats[0].cpu(), shown, label)
 
 
-def explanation_figure(explanation: Explanation, labels: list[str], path: str | Path) -> Path:
+def explanation_figure(explanation: Explanation, class_names: list[str], path: str | Path) -> Path:
     """A PNG: the image, its top-5 classes, the part map, and each prototype's heatmap with its
     contribution to the explained logit."""
     import matplotlib
@@ -135,18 +135,18 @@ def explanation_figure(explanation: Explanation, labels: list[str], path: str | 
     axes[0, 0].set_title("image", fontsize=10)
     top = e.top(5)
     axes[0, 1].barh(range(len(top))[::-1], [p for _, p in top], color=PROBABILITY)
-    axes[0, 1].set_yticks(range(len(top))[::-1], [labels[i][:22] for i, _ in top], fontsize=8)
+    axes[0, 1].set_yticks(range(len(top))[::-1], [class_names[i][:22] for i, _ in top], fontsize=8)
     axes[0, 1].set_xlim(0, 1)
     axes[0, 1].axis("on")
     axes[0, 1].set_title("top-5 probability", fontsize=10)
     axes[0, 2].imshow(part_map(e.presence, e.image))
-    axes[0, 2].set_title(f"part map: {labels[e.label][:24]}", fontsize=10)
+    axes[0, 2].set_title(f"part map: {class_names[e.label][:24]}", fontsize=10)
     for i in range(k):
         ax = axes[1, i]
         ax.imshow(heatmap_overlay(e.heatmaps[i], e.image))
         ax.set_title(f"prototype {i + 1}: {float(e.contributions[i]):+.2f}", fontsize=10, color=prototype_hex(i))
     fig.suptitle(
-        f"{labels[e.label]}: logit {e.logit:.2f} = "
+        f"{class_names[e.label]}: logit {e.logit:.2f} = "
         + " ".join(f"{float(c):+.2f}" for c in e.contributions)
         + f" (bias {e.bias:+.2f})",
         fontsize=11,

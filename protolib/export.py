@@ -5,7 +5,7 @@ model's whole label space, the decomposed classes through their prototypes, with
 applied) and whose ``contributions(images)`` are the per-prototype contributions. A run with an edit in space
 (``method.spatial``) pools only the cells its chosen parts leave: the mask is computed in ``forward``. ``export_torchscript``
 writes the same model as one TorchScript file that ``torch.jit.load`` runs without protolib; its
-``protoscope.json`` extra file holds the class names, the prototypes' labels and the preprocessing.
+``protoscope.json`` extra file holds the class names, the prototypes' names and the preprocessing.
 
 Two standard formats, both needing nothing but torch at load time: TorchScript (``torch.jit.trace``, a
 ``.pt`` file with ``forward`` and ``contributions``; the default, read by any torch since 1.x) and a
@@ -41,7 +41,7 @@ class PrototypeModel(nn.Module):
 
     ``images`` are preprocessed as the model's weights expect (``preprocess`` does it for a PIL image);
     ``class_names`` index the logits; ``decomposed`` are the labels of the classes written as prototypes, and
-    ``prototype_labels`` maps each decomposed class's name to the names of its k prototypes ("" unnamed).
+    ``prototype_names`` maps each decomposed class's name to the names of its k prototypes ("" unnamed).
     ``spatial`` (optional) is an edit in space: the cells where its parts are present are left out of the pooling.
     """
 
@@ -51,7 +51,7 @@ class PrototypeModel(nn.Module):
         self,
         backbone: Backbone,
         head: PrototypeHead,
-        prototype_labels: dict[str, list[str]] | None = None,
+        prototype_names: dict[str, list[str]] | None = None,
         info: dict | None = None,
         spatial: SpatialEdit | None = None,
     ):
@@ -62,9 +62,9 @@ class PrototypeModel(nn.Module):
         self.backbone = backbone
         self.head = head
         self.preprocessing: Preprocessing = backbone.preprocessing
-        self.class_names: list[str] = list(backbone.labels)
+        self.class_names: list[str] = list(backbone.class_names)
         self.decomposed: list[int] = [int(c) for c in head.classes]
-        self.prototype_labels: dict[str, list[str]] = dict(prototype_labels or {})
+        self.prototype_names: dict[str, list[str]] = dict(prototype_names or {})
         self.info: dict = dict(info or {})
         self.eval()
 
@@ -108,7 +108,7 @@ class PrototypeModel(nn.Module):
             "decomposed": self.decomposed,
             "decomposed_names": [self.class_names[c] for c in self.decomposed],
             "k": self.k,
-            "prototype_labels": self.prototype_labels,
+            "prototype_names": self.prototype_names,
             "preprocessing": asdict(self.preprocessing),
             "input": "float32 images (B, 3, S, S): RGB in [0, 1] resized (shorter side resize_size, interpolation), "
             "centre-cropped to crop_size, then normalised with mean and std",
@@ -123,8 +123,8 @@ def model_from_run(run: Run, backbone: Backbone | None = None, device: str | tor
     """The prototype network of ``run`` (with its saved intervention), on ``backbone`` or the model it names."""
     backbone = backbone if backbone is not None else run.load_backbone(device)
     head = run.head(backbone)
-    names = [backbone.labels[int(c)] for c in run.classes]
-    labels = dict(zip(names, run.label_grid()))
+    names = [backbone.class_names[int(c)] for c in run.classes]
+    labels = dict(zip(names, run.prototype_name_grid()))
     info = {
         "run": run.path.name if run.path else None,
         "backbone": run.manifest["backbone"],
@@ -134,7 +134,7 @@ def model_from_run(run: Run, backbone: Backbone | None = None, device: str | tor
     }
     spatial = run.spatial_edit
     if spatial:
-        info["spatial_edit"] = {**spatial.to_manifest(), "note": spatial.describe(backbone.labels)}
+        info["spatial_edit"] = {**spatial.to_manifest(), "note": spatial.describe(backbone.class_names)}
     return PrototypeModel(backbone, head.to(backbone.device), labels, info, spatial)
 
 

@@ -48,7 +48,7 @@ def run_decomposition(
     model = clone(estimator if estimator is not None else PartPrototypes()).set_params(**params)
     model.validate_params()  # before any backbone time is spent
     k = model.k
-    images = scan_split(data, split, backbone.labels, backbone.wnids, classes, images_per_class, min_images=k)
+    images = scan_split(data, split, backbone.class_names, backbone.wnids, classes, images_per_class, min_images=k)
     report = progress or (lambda stage, done, total: None)
     problems: list[Problem] = list(images.problems)
     total_images, total_classes = len(images), len(images.classes)

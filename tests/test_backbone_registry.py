@@ -72,6 +72,6 @@ def test_weights_source_is_recorded_when_the_backbone_is_built(tmp_path, monkeyp
 def test_a_saved_parts_net_is_its_own_weights(tmp_path):
     path = save_parts_net(PartsNet(2, width=4, feature_dim=8), tmp_path / "net.safetensors", ["a", "b"], size=32)
     backbone = load_backbone(f"parts_net:{path}")
-    assert backbone.name == f"parts_net:{path.resolve()}" and backbone.weights_source is None and backbone.labels == ["a", "b"]
+    assert backbone.name == f"parts_net:{path.resolve()}" and backbone.weights_source is None and backbone.class_names == ["a", "b"]
     with pytest.raises(BackboneError, match="its own weights file; do not pass --weights"):
         load_backbone(f"parts_net:{path}", weights="random")

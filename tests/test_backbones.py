@@ -52,7 +52,7 @@ def test_torchvision_exact(name):
     scale = max(1.0, logits.abs().max().item())
     linear = feats.mean((1, 2)) @ backbone.head_weight.T + backbone.head_bias
     assert (linear - logits).abs().max().item() <= 1e-4 * scale
-    assert len(backbone.labels) == 1000 and backbone.wnids[0] == "n01440764"
+    assert len(backbone.class_names) == 1000 and backbone.wnids[0] == "n01440764"
     if vit:
         assert backbone.note and "\n" not in backbone.note
     else:
@@ -152,7 +152,7 @@ def test_user_checkpoint_errors(tmp_path):
 def test_fine_tuned_checkpoint_keeps_its_classes(tmp_path):
     torch.save(models.resnet18(num_classes=10).state_dict(), tmp_path / "ten.pt")
     backbone = load_backbone("resnet18", weights=str(tmp_path / "ten.pt"))
-    assert backbone.num_classes == 10 and backbone.labels == [f"class {i}" for i in range(10)]
+    assert backbone.num_classes == 10 and backbone.class_names == [f"class {i}" for i in range(10)]
     assert backbone.wnids is None
     assert backbone(torch.randn(1, 3, 64, 64))[1].shape == (1, 10)
 

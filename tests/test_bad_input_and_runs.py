@@ -60,7 +60,7 @@ def test_decomposition_reports_and_skips_what_it_cannot_use(messy, lite0, tmp_pa
     reasons = "\n".join(f"{p} {r}" for p, r in run.manifest["problems"])
     for expected in ("corrupt.jpg", "fake.jpg", "notes.txt", HORN, "n03000684", "not_a_class"):
         assert expected in reasons, expected
-    assert (run.refined["optimized"].sum(dim=1) - lite0.head_weight[0]).abs().max() < 1e-6
+    assert (run.refined_by_strategy["optimized"].sum(dim=1) - lite0.head_weight[0]).abs().max() < 1e-6
 
 
 def test_clear_errors_for_unusable_data(tmp_path, lite0, messy):
@@ -83,8 +83,8 @@ def small_run(lite0, data_dir, feature_cache):
 def test_run_round_trips_and_refuses_other_weights(small_run, lite0, tmp_path):
     path = save_run(small_run, tmp_path / "run")
     loaded = load_run(path, lite0)
-    for name, value in small_run.refined.items():
-        assert torch.equal(loaded.refined[name], value)
+    for name, value in small_run.refined_by_strategy.items():
+        assert torch.equal(loaded.refined_by_strategy[name], value)
     assert loaded.manifest["versions"]["torch"] and loaded.params["k"] == loaded.k == 3
     with pytest.raises(RunError, match="cannot be applied"):
         load_run(path, load_backbone(weights="random"))

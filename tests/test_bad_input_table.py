@@ -199,8 +199,8 @@ def test_an_image_folder_without_splits_is_split_by_file_name(lite0, data_dir, t
     root = tmp_path / "imagefolder"
     for folder in (TENCH, SPRINGER):
         shutil.copytree(data_dir / "train" / folder, root / folder)
-    train = scan_split(root, "train", lite0.labels, lite0.wnids)
-    val = scan_split(root, "val", lite0.labels, lite0.wnids)
+    train = scan_split(root, "train", lite0.class_names, lite0.wnids)
+    val = scan_split(root, "val", lite0.class_names, lite0.wnids)
     for folder in (TENCH, SPRINGER):
         held, kept = set(val.images[folder]), set(train.images[folder])
         assert not held & kept and len(held | kept) == 100 and 10 <= len(held) <= 30

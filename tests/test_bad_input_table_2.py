@@ -230,7 +230,9 @@ def test_row4_the_report_draws_class_names_as_text(run, lite0, data_dir, feature
     from protolib.report.html import render_comparison
 
     evil = dict(run.manifest, classes=[dict(c, name=EVIL if i == 0 else c["name"]) for i, c in enumerate(run.manifest["classes"])])
-    other = type(run)(evil, run.classes, run.nmf_prototypes, run.alpha, run.refined, run.feature_error, run.presence_scale)
+    other = type(run)(
+        evil, run.classes, run.nmf_prototypes, run.alpha, run.refined_by_strategy, run.feature_error, run.presence_scale
+    )
     report, _ = comparison_report([other, other], [lite0, lite0], data_dir, EVIL, "val", 2, "heatmaps", cache_dir=feature_cache)
     page = render_comparison(report)
     assert "<img src=http://127.0.0.1:9" not in page and 'href="http://127.0.0.1:9' not in page  # (plotly.js has links)
@@ -247,12 +249,12 @@ def test_row5_links_leading_out_of_a_data_folder_are_refused_at_every_depth(data
     secret = other / SPRINGER / sorted(os.listdir(other / SPRINGER))[0]
     (root / TENCH / "aa-inside.jpg").symlink_to(root / TENCH / sorted(os.listdir(root / TENCH))[-1])  # stays inside
     (root / TENCH / "zz-secret.jpg").symlink_to(secret)  # a file that is a link out
-    classes, problems = class_folders(root, "train", lite0.labels, lite0.wnids)
+    classes, problems = class_folders(root, "train", lite0.class_names, lite0.wnids)
     assert [c.folder for c in classes] == [TENCH] and any("link leading out" in p.reason for p in problems)
     files = split_images(root, "train", TENCH) + split_images(root, "val", TENCH)
     names = {p.name for p in files}
     assert "zz-secret.jpg" not in names and "aa-inside.jpg" in names
-    images = scan_split(root, "train", lite0.labels, lite0.wnids)
+    images = scan_split(root, "train", lite0.class_names, lite0.wnids)
     assert not any(p.resolve().is_relative_to(other) for paths in images.images.values() for p in paths)
 
 
@@ -363,7 +365,7 @@ def test_row10_a_write_refused_by_the_system_is_one_line(saved, data_dir, tmp_pa
 def test_row11_superscript_and_arabic_digits_are_not_labels(data_dir, tmp_path, lite0, saved, capsys):
     root = own_folder(data_dir, tmp_path / "data", names=("²", "٣"), n=4)
     shutil.copytree(data_dir / "train" / TENCH, root / "5")  # an ASCII number still maps
-    classes, problems = class_folders(root, "train", lite0.labels, lite0.wnids)
+    classes, problems = class_folders(root, "train", lite0.class_names, lite0.wnids)
     assert [(c.folder, c.label) for c in classes] == [("5", 5)]
     assert sorted(os.path.basename(p.path) for p in problems) == ["²", "٣"]
     code, err = cli(
@@ -382,7 +384,7 @@ def test_row11_superscript_and_arabic_digits_are_not_labels(data_dir, tmp_path, 
     assert code == 2 and "not a class this run decomposed" in err
     (root / "classes.csv").write_text("wnid,imagenet_index,name\n²,²,two\n")
     with pytest.raises(DataError, match="ASCII digits"):
-        class_folders(root, "train", lite0.labels, lite0.wnids)
+        class_folders(root, "train", lite0.class_names, lite0.wnids)
 
 
 # -- row 12: file names that do not say what is written ----------------------------------------------------------

@@ -82,9 +82,9 @@ def server(tmp_path_factory, hits):
     probe = fit_probe(data, "efficientnet_lite0", images_per_class=8, cache_dir=cache)
     probe_path = probe.save(runs / "shared" / "probe-named", cache_dir=cache)
     model = load_backbone(f"probe:{probe_path}")
-    assert model.labels == [text["a"], text["b"]]
+    assert model.class_names == [text["a"], text["b"]]
     run = run_decomposition(model, data, k=2, images_per_class=4, cache_dir=cache)
-    save_run(run.with_labels({0: {0: text["label"]}}), runs / "shared" / RUN)
+    save_run(run.with_prototype_names({0: {0: text["label"]}}), runs / "shared" / RUN)
     with app_server(
         tmp,
         PROTOLIB_RUNS=str(runs),

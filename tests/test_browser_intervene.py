@@ -168,7 +168,7 @@ def test_select_switch_off_label_save_and_download(browser, server, tmp_path):
         files = {"protoscope.json": ""}
         model = torch.jit.load(str(saved), _extra_files=files)
         meta = json.loads(files["protoscope.json"])
-        assert meta["prototype_labels"]["tench"][i] == "beak" and meta["intervention"].count(" off") == 2
+        assert meta["prototype_names"]["tench"][i] == "beak" and meta["intervention"].count(" off") == 2
         with torch.no_grad():
             assert model(torch.zeros(1, 3, 224, 224)).shape == (1, 1000)
         assert page.get_by_test_id("stException").count() == 0

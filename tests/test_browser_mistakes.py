@@ -42,7 +42,7 @@ def library_first_card(server):
     card = find_culprits(head, sf.pooled, sf.labels).by_one[0]
     culprit = card.switched[0][0]
     after = dict(card.top_after)[culprit]
-    return backbone.labels[card.label], backbone.labels[culprit], after, backbone.labels[card.predicted]
+    return backbone.class_names[card.label], backbone.class_names[culprit], after, backbone.class_names[card.predicted]
 
 
 def compute_held_out(page) -> None:

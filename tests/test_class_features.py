@@ -37,7 +37,7 @@ def data(data_dir, tmp_path):
 
 
 def test_each_class_gets_its_own_features_and_the_unreadable_are_said(lite0, data, tmp_path):
-    images = scan_split(data, "train", lite0.labels, lite0.wnids)
+    images = scan_split(data, "train", lite0.class_names, lite0.wnids)
     problems: list = []
     seen = list(class_features(lite0, images, tmp_path / "cache", problems=problems))
     assert [cls.folder for cls, _ in seen] == [c.folder for c in images.classes]

@@ -98,6 +98,8 @@ def test_the_report_refits_with_the_runs_own_discovery(discovered, lite0, featur
     refined prototypes sum to: with the run's seed that gives back the run's own prototypes."""
     name, run = discovered
     matrices = training_matrices(run, lite0, feature_cache)
-    again = discover(name, matrices, run.k, run.refined[run.strategy].sum(dim=1), seed=run.params["random_state"])
+    again = discover(
+        name, matrices, run.k, run.refined_by_strategy[run.strategy].sum(dim=1), random_state=run.params["random_state"]
+    )
     torch.testing.assert_close(again.prototypes, run.nmf_prototypes, atol=1e-4, rtol=1e-3)
     assert 0 < seed_stability_section(run, matrices, 2)["mean"] <= 1 + 1e-6

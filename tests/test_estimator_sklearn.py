@@ -176,7 +176,7 @@ def test_partial_fit_takes_what_fit_takes_and_adds_classes(features, lite0):
     split.partial_fit([chunks[1]], labels[n:], lite0.head_weight, lite0.head_bias)  # a list of chunks, as fit takes
     check_is_fitted(split)
     assert split.classes_.tolist() == whole.classes_.tolist() == [0, 217]
-    for name in ("prototypes_", "alpha_", "refined_", "presence_scale_"):
+    for name in ("nmf_prototypes_", "alpha_", "refined_prototypes_", "presence_scale_"):
         torch.testing.assert_close(getattr(split, name), getattr(whole, name), atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="already fitted"):
         split.partial_fit(chunks[0], labels[:n], lite0.head_weight, lite0.head_bias)

@@ -38,7 +38,7 @@ def edited(tmp_path_factory, lite0):
     run = run_decomposition(lite0, SAMPLE_DATA, classes=CLASSES, images_per_class=6, k=3, cache_dir=tmp / "cache")
     scale = torch.ones(len(run.classes), run.k)
     scale[0, 0] = 0
-    edited = run.with_scale(scale, "tench: P1 off").with_labels({int(run.classes[0]): {1: "fins"}})
+    edited = run.with_scale(scale, "tench: P1 off").with_prototype_names({int(run.classes[0]): {1: "fins"}})
     path = save_run(edited, tmp / "edited")
     return path, edited
 
@@ -78,8 +78,8 @@ def test_load_model_is_a_plain_module_with_the_runs_logits(edited, lite0, photos
     # the edit is in the logits: the unedited model's tench logit is P1's contribution higher
     _, original = lite0(photos)
     assert float((original[:, label] - logits[:, label]).abs().max()) > 1e-3
-    assert model.class_names == lite0.labels and model.class_names[label] == "tench"
-    assert model.prototype_labels == {"tench": ["", "fins", ""], "English springer": ["", "", ""]}
+    assert model.class_names == lite0.class_names and model.class_names[label] == "tench"
+    assert model.prototype_names == {"tench": ["", "fins", ""], "English springer": ["", "", ""]}
     one = model.preprocess(load_image(image_files(SAMPLE_DATA / "val" / CLASSES[0])[0]))
     assert torch.equal(one, photos[0])
 
@@ -95,7 +95,7 @@ def test_the_exported_torchscript_reproduces_the_edited_run_without_protolib(edi
     with torch.no_grad():
         assert (module(photos) - expected).abs().max() < 1e-4
         assert module.contributions(photos[:1]).shape == (1, 2, 3)  # another batch size than the trace's
-    assert meta["prototype_labels"]["tench"] == ["", "fins", ""] and meta["intervention"] == "tench: P1 off"
+    assert meta["prototype_names"]["tench"] == ["", "fins", ""] and meta["intervention"] == "tench: P1 off"
     assert meta["preprocessing"]["crop_size"] == 224 and len(meta["class_names"]) == 1000
 
     # a fresh Python that imports torch only: torch.jit.load and the file's own metadata are enough
@@ -124,7 +124,7 @@ print(json.dumps({{"protolib": any(m.startswith("protolib") for m in sys.modules
     assert answer["protolib"] is False and answer["k"] == 3
     outside = torch.load(tmp_path / "logits.pt", weights_only=True)
     assert (outside - expected).abs().max() < 1e-4
-    assert answer["top"] == lite0.labels[int(expected[0].argmax())]
+    assert answer["top"] == lite0.class_names[int(expected[0].argmax())]
 
 
 @pytest.mark.slow  # tracing or exporting the real model
@@ -138,7 +138,7 @@ def test_the_torch_export_program_reproduces_the_edited_run(edited, lite0, photo
     with torch.no_grad():
         logits = program.module()(photos[:5])  # another batch size than the export's example
     assert (logits - reference_logits(run, lite0, photos[:5])).abs().max() < 1e-4
-    assert json.loads(files[METADATA])["prototype_labels"]["tench"][1] == "fins"
+    assert json.loads(files[METADATA])["prototype_names"]["tench"][1] == "fins"
 
 
 def test_cli_export(edited, tmp_path, capsys):

@@ -22,10 +22,10 @@ from pages.common.edit_views import (
     class_accuracy_rows,
     group_rows,
     groups_of,
-    label_changes,
-    labels_after,
     merge_table_edits,
-    prototype_name,
+    prototype_caption,
+    prototype_name_changes,
+    prototype_names_after,
     prototype_table,
     scale_text,
     scaled_settings,
@@ -76,10 +76,10 @@ def test_prototype_table_rows_and_edits():
     assert chosen == {(0, 0), (1, 0), (1, 1)} and pending == {(1, 1): " ears "}
     chosen, pending = merge_table_edits({3: {"select": False}, 1: {"label": None}}, 3, 6, chosen, pending)
     assert chosen == {(0, 0), (1, 1)} and pending == {(1, 1): " ears ", (0, 1): ""}
-    assert label_changes(labels, pending) == {(1, 1): "ears", (0, 1): ""}
-    assert labels_after(labels, [0, 217], pending) == {217: {1: "ears"}}  # "fins" emptied: dropped
-    assert labels_after(labels, [0, 217], {}) == {0: {1: "fins"}}
-    assert label_changes(labels, {(0, 1): "fins "}) == {}
+    assert prototype_name_changes(labels, pending) == {(1, 1): "ears", (0, 1): ""}
+    assert prototype_names_after(labels, [0, 217], pending) == {217: {1: "ears"}}  # "fins" emptied: dropped
+    assert prototype_names_after(labels, [0, 217], {}) == {0: {1: "fins"}}
+    assert prototype_name_changes(labels, {(0, 1): "fins "}) == {}
 
 
 def test_scales_settings_and_names():
@@ -90,7 +90,7 @@ def test_scales_settings_and_names():
     scale[1, 2] = 0.25
     assert settings_of(scale) == {(1, 2): 0.25}
     assert [scale_text(v) for v in (1.0, 0.0, 0.25)] == ["on", "off", "×0.25"]
-    assert prototype_name("tench", 1, "fins") == "tench · P2 “fins”" and prototype_name("tench", 0) == "tench · P1"
+    assert prototype_caption("tench", 1, "fins") == "tench · P2 “fins”" and prototype_caption("tench", 0) == "tench · P1"
 
 
 def test_accuracy_per_class_and_per_group():
@@ -125,21 +125,21 @@ def small_run(lite0, tmp_path_factory):
 def test_labels_are_saved_validated_and_carried(small_run, tmp_path, lite0):
     run, _ = small_run
     tench, springer = (int(c) for c in run.classes)
-    labelled = run.with_labels({tench: {1: " fins ", 2: ""}, springer: {"0": "ears"}})
-    assert labelled.labels == {str(tench): {"1": "fins"}, str(springer): {"0": "ears"}}
-    assert labelled.label_grid() == [["", "fins", ""], ["ears", "", ""]]
-    assert run.labels == {}  # a copy: the run itself is unchanged
+    labelled = run.with_prototype_names({tench: {1: " fins ", 2: ""}, springer: {"0": "ears"}})
+    assert labelled.prototype_names == {str(tench): {"1": "fins"}, str(springer): {"0": "ears"}}
+    assert labelled.prototype_name_grid() == [["", "fins", ""], ["ears", "", ""]]
+    assert run.prototype_names == {}  # a copy: the run itself is unchanged
     path = save_run(labelled, tmp_path / "labelled")
     again = load_run(path, lite0)
-    assert again.label_grid() == [["", "fins", ""], ["ears", "", ""]]
+    assert again.prototype_name_grid() == [["", "fins", ""], ["ears", "", ""]]
     # a new version over the same folder (atomic), then the labels of an edited head
-    save_run(again.with_labels({tench: {0: "body"}}), path, overwrite=True)
-    assert load_run(path).label_grid() == [["body", "", ""], ["", "", ""]]
+    save_run(again.with_prototype_names({tench: {0: "body"}}), path, overwrite=True)
+    assert load_run(path).prototype_name_grid() == [["body", "", ""], ["", "", ""]]
     scale = torch.ones(2, 3)
     scale[0, 0] = 0
     edited = load_run(path).with_scale(scale, "tench: P1 off")
-    assert edited.label_grid()[0][0] == "body"
-    assert load_run(save_run(edited, tmp_path / "edited")).labels == {str(tench): {"0": "body"}}
+    assert edited.prototype_name_grid()[0][0] == "body"
+    assert load_run(save_run(edited, tmp_path / "edited")).prototype_names == {str(tench): {"0": "body"}}
 
     for bad, why in (
         ({999: {0: "x"}}, "did not decompose"),
@@ -148,10 +148,10 @@ def test_labels_are_saved_validated_and_carried(small_run, tmp_path, lite0):
         ({tench: {0: "x" * 81}}, "longer than 80"),
     ):
         with pytest.raises(ValueError, match=why):
-            run.with_labels(bad)
+            run.with_prototype_names(bad)
     # a manifest whose labels were damaged by hand: listed as damaged, refused on load
     manifest = json.loads((path / MANIFEST).read_text())
-    manifest["prototype_labels"] = {str(tench): {"7": "tail"}}
+    manifest["prototype_names"] = {str(tench): {"7": "tail"}}
     (path / MANIFEST).write_text(json.dumps(manifest))
     assert "prototypes 0..2" in manifest_problem(manifest)
     with pytest.raises(RunError, match="damaged run"):
@@ -275,8 +275,8 @@ def test_labels_are_saved_from_the_table_and_shown_on_every_page(env):
     assert at.session_state["run"] == "small-labelled"  # the published run is read-only: a private copy
     assert "Labels saved with run “small-labelled”." in [s.value for s in at.success]
     copy = load_run(at.session_state["workspace"].private_runs / "small-labelled")
-    assert copy.label_grid() == [["", "fins", ""], ["ears", "", ""]] and copy.manifest["parent"] == "small"
-    assert load_run(env["runs"] / "shared" / "small").labels == {}
+    assert copy.prototype_name_grid() == [["", "fins", ""], ["ears", "", ""]] and copy.manifest["parent"] == "small"
+    assert load_run(env["runs"] / "shared" / "small").prototype_names == {}
 
     # a label on the copy (the session's own run) is saved over it, as a new version
     copy_path = at.session_state["workspace"].private_runs / "small-labelled"
@@ -284,7 +284,7 @@ def test_labels_are_saved_from_the_table_and_shown_on_every_page(env):
     at.run()
     button(at, "Save 1 label with this run").click().run()
     assert at.session_state["run"] == "small-labelled"
-    assert load_run(at.session_state["workspace"].private_runs / "small-labelled").label_grid()[0] == ["", "fins", "water"]
+    assert load_run(at.session_state["workspace"].private_runs / "small-labelled").prototype_name_grid()[0] == ["", "fins", "water"]
     assert "P2 “fins”" in str([m.value for m in at.markdown])  # the per-class switches name it too
 
     at.switch_page("pages/prototypes.py").run()
@@ -325,11 +325,11 @@ def test_the_report_names_the_labelled_prototypes():
         "created": "now",
         "seconds": {"total": 1.0},
         "intervention": "tench: P1 off",
-        "prototype_labels": {"tench": ["", "fins <b>", ""]},
+        "prototype_names": {"tench": ["", "fins <b>", ""]},
     }
     page = render(Report({"run": run}, {}))
     assert "Named prototypes" in page and '<td class="text">P2</td><td class="text">fins &lt;b&gt;</td>' in page
-    assert "Named prototypes" not in render(Report({"run": {**run, "prototype_labels": {}}}, {}))
+    assert "Named prototypes" not in render(Report({"run": {**run, "prototype_names": {}}}, {}))
 
 
 def test_switch_off_every_background_prototype(env, monkeypatch):

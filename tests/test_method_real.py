@@ -40,7 +40,7 @@ def test_the_default_refinement_keeps_every_part_and_beats_the_others_signed(fig
     and above every other strategy (the closed form included), worst prototype >= 0.85."""
     fidelity = figures["signed_fidelity"]
     assert set(fidelity) == set(STRATEGIES)  # the comparison strategies are refined on demand
-    assert set(run.refined) == {DEFAULT_STRATEGY}  # ... and not stored with every run
+    assert set(run.refined_by_strategy) == {DEFAULT_STRATEGY}  # ... and not stored with every run
     ours = fidelity[DEFAULT_STRATEGY]
     assert ours["flips"] == 0 and ours["min"] >= 0.85 and ours["mean"] >= 0.975, (k, ours)
     for other, figures_other in fidelity.items():
@@ -103,7 +103,7 @@ def test_oriented_prototypes_light_up_where_their_parts_are(run, lite0, data_dir
     """Turned by the sign of alpha (which the head fixes, not the data), every refined prototype's held-out
     heatmap rises where its NMF part is: the reading ProtoEval needs."""
     oriented = oriented_prototypes(run)
-    torch.testing.assert_close(oriented.abs(), run.prototypes.abs())
+    torch.testing.assert_close(oriented.abs(), run.refined_prototypes.abs())
     sf = split_features(lite0, data_dir, "val", images_per_class=5, cache_dir=feature_cache)
     for c, label in enumerate(run.classes.tolist()):
         F = sf.matrices[label]

@@ -149,7 +149,7 @@ def test_split_halves_are_disjoint_and_the_edit_is_scored_on_the_other(decompose
 @pytest.mark.slow  # the 10 sample classes through the real model (the module's run)
 def test_figures_name_classes_and_count_every_mistake(decomposed, lite0):
     run, _, sf = decomposed
-    figures, _ = mistake_figures(run.head(lite0), sf.pooled, sf.labels, sf.paths, lite0.labels)
+    figures, _ = mistake_figures(run.head(lite0), sf.pooled, sf.labels, sf.paths, lite0.class_names)
     counted = sum(figures[key] for key in ("fixed_by_one", "fixed_by_two", "not_decomposed", "not_fixed_by_two"))
     assert counted == figures["mistakes"] == len(figures["culprits"])
     assert figures["oracle_smallest"]["top1_before"] == pytest.approx(figures["oracle_paper"]["top1_before"])

@@ -53,9 +53,9 @@ def test_batching_changes_nothing(matrices, solver, device):
 
 
 def test_deterministic_for_a_seed(matrices):
-    a, b = batched_nmf(matrices, 3, seed=7), batched_nmf(matrices, 3, seed=7)
+    a, b = batched_nmf(matrices, 3, random_state=7), batched_nmf(matrices, 3, random_state=7)
     assert torch.equal(a.prototypes, b.prototypes)
-    assert not torch.equal(a.prototypes, batched_nmf(matrices, 3, seed=8).prototypes)
+    assert not torch.equal(a.prototypes, batched_nmf(matrices, 3, random_state=8).prototypes)
 
 
 def test_reported_error_is_the_real_error(matrices):
@@ -202,9 +202,9 @@ def test_the_estimator_rewrites_a_linear_head_exactly():
     weight, bias = torch.randn(7, 32, generator=generator), torch.randn(7, generator=generator)
     model = Public(k=3, random_state=0).fit(features, labels, weight, bias)
     assert model.classes_.tolist() == [1, 4, 6]
-    assert model.prototypes_.shape == model.refined_.shape == (3, 3, 32) and model.alpha_.shape == (3, 3)
-    assert (model.prototypes_ >= 0).all() and (model.n_iter_ > 0).all()
-    assert (model.refined_.sum(dim=1) - weight[model.classes_]).abs().max() <= 1e-4
+    assert model.nmf_prototypes_.shape == model.refined_prototypes_.shape == (3, 3, 32) and model.alpha_.shape == (3, 3)
+    assert (model.nmf_prototypes_ >= 0).all() and (model.n_iter_ > 0).all()
+    assert (model.refined_prototypes_.sum(dim=1) - weight[model.classes_]).abs().max() <= 1e-4
     logits, contributions = model.head()(features)
     linear = features.mean(dim=(1, 2)) @ weight.T + bias
     assert (logits - linear).abs().max() <= 1e-4 and contributions.shape == (24, 3, 3)

@@ -20,7 +20,7 @@ from protolib.benchmarks.parts import (
     READINGS,
     VARIANTS,
     BenchConfig,
-    mean_interval,
+    mean_t_interval,
     method_prototypes,
     prepare_data,
     prepare_model,
@@ -112,7 +112,7 @@ def test_every_discovery_is_a_method_with_its_head_error_and_prototypes_only_acc
             assert 0 <= per_seed[name]["prototypes_only"] <= 100 and per_seed[name]["top1"] >= 50
     run = load_run(out / "true" / f"run-k4-{VARIANTS[0]}", backbone)
     methods = method_prototypes(backbone, [load_run(out / "true" / "run-k4", backbone)], out / "features", 0, {VARIANTS[0]: [run]})
-    torch.testing.assert_close(methods[VARIANTS[0]][int(run.classes[0])], run.head(backbone).parts[0])
+    torch.testing.assert_close(methods[VARIANTS[0]][int(run.classes[0])], run.head(backbone).part_vectors[0])
     assert not torch.allclose(methods[VARIANTS[0]][int(run.classes[0])], methods["nmf"][int(run.classes[0])])
     table = discovery_table(results)
     assert table.count("\n") == 1 + 2 * len(DISCOVERIES) and "the paper's NMF" in table
@@ -120,11 +120,11 @@ def test_every_discovery_is_a_method_with_its_head_error_and_prototypes_only_acc
 
 def test_mean_interval_is_a_t_interval():
     values = [70.0, 80.0, 90.0, 75.0, 85.0]
-    summary = mean_interval(values)
+    summary = mean_t_interval(values)
     half = stats.t.ppf(0.975, 4) * np.std(values, ddof=1) / np.sqrt(5)
     assert summary["mean"] == 80.0 and summary["ci95"] == pytest.approx([80 - half, 80 + half])
-    assert mean_interval([99.0, 100.0])["ci95"][1] == 100.0  # clipped to what a % can be
-    assert mean_interval([50.0])["ci95"] is None
+    assert mean_t_interval([99.0, 100.0])["ci95"][1] == 100.0  # clipped to what a % can be
+    assert mean_t_interval([50.0])["ci95"] is None
 
 
 def test_training_stops_at_the_val_accuracy_target(bench):
@@ -187,7 +187,7 @@ def test_headline_maps_are_the_apps_part_maps_and_the_oriented_heatmaps(bench):
         read = prototype_maps(f, methods["nmf"][label], "presence")
         torch.testing.assert_close(read, shown)
         assert np.array_equal(upsampled_argmax(read, SMALL.size), upsampled_argmax(shown, SMALL.size))
-        torch.testing.assert_close(methods["refined"][label], run.prototypes[c] * sign[c].unsqueeze(-1))
+        torch.testing.assert_close(methods["refined"][label], run.refined_prototypes[c] * sign[c].unsqueeze(-1))
         torch.testing.assert_close(
             prototype_maps(f, methods["refined"][label]), head.heatmaps(f.permute(0, 2, 3, 1), c) * sign[c].view(1, -1, 1, 1)
         )

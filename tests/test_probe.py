@@ -70,7 +70,7 @@ def test_probe_on_imagenette_is_accurate_and_decomposes_exactly(lite0, data_dir,
     folder = probe.save(tmp_path / "probe-x", cache_dir=feature_cache)
     backbone = load_backbone(f"probe:{folder}")
     assert isinstance(backbone, ProbeBackbone) and backbone.num_classes == 10
-    assert backbone.labels[:2] == ["tench", "English springer"] and backbone.wnids[0] == "n01440764"
+    assert backbone.class_names[:2] == ["tench", "English springer"] and backbone.wnids[0] == "n01440764"
 
     classes = ["tench", "church", "parachute"]  # a few classes keep the test short; exactness is per class
     run = run_decomposition(backbone, data_dir, classes=classes, images_per_class=60, k=3, cache_dir=feature_cache)
@@ -171,7 +171,7 @@ def test_fine_tuned_checkpoint_decomposes_with_its_own_head(name, folder, tmp_pa
         model = timm.create_model("resnet10t", num_classes=3)
     torch.save(model.state_dict(), tmp_path / "fine-tuned.pt")
     backbone = load_backbone(name, weights=str(tmp_path / "fine-tuned.pt"))
-    assert backbone.num_classes == 3 and backbone.labels == ["class 0", "class 1", "class 2"]
+    assert backbone.num_classes == 3 and backbone.class_names == ["class 0", "class 1", "class 2"]
     run = run_decomposition(backbone, folder, k=2, cache_dir=False)
     assert run.classes.tolist() == [0, 1, 2] and run.k == 2
     save_run(run, tmp_path / "run")

@@ -54,9 +54,9 @@ def test_shares_and_correlations_are_the_cards_numbers(run, health, lite0, featu
             assert (j is None) == all(float(h.correlation[i, m]) <= DUPLICATE_CORRELATION for m in range(i))
         cards = prototype_cards(
             run.alpha[position],
-            head.prototypes[position],
+            head.refined_prototypes[position],
             lite0.head_weight,
-            lite0.labels,
+            lite0.class_names,
             entry["name"],
             head.contributions(feats.mean(dim=(1, 2)))[:, position],
             health=h,
@@ -78,7 +78,7 @@ def test_a_prototype_that_carries_nothing_is_marked_dead(health, run):
     live = [(lb, j) for lb, h in health.items() for j in range(run.k) if not h.dead[j] and h.duplicate_of[j] is None]
     assert live and all(health[lb].note(j) == "" for lb, j in live)
     notes = [[health[int(c)].note(j) for j in range(run.k)] for c in run.classes]
-    rows = prototype_table(run.class_names, run.k, run.label_grid(), torch.ones(len(run.classes), run.k), health=notes)
+    rows = prototype_table(run.class_names, run.k, run.prototype_name_grid(), torch.ones(len(run.classes), run.k), health=notes)
     position = run.classes.tolist().index(label)
     assert rows[position * run.k + i]["dead or duplicate"] == note
 
@@ -89,9 +89,9 @@ def test_a_repeated_part_map_is_a_duplicate(run, lite0, feature_cache):
     entry = run.manifest["classes"][0]
     feats = extract_features(lite0, run.manifest["images"][entry["folder"]], cache_dir=feature_cache).feats
     flat = feats.reshape(-1, feats.shape[-1])
-    parts = head.parts[0].clone()
+    parts = head.part_vectors[0].clone()
     parts[2] = 3 * parts[0]
-    h = class_health(flat, head.prototypes[0], parts)
+    h = class_health(flat, head.refined_prototypes[0], parts)
     assert h.duplicate_of[2] == 0 and float(h.correlation[2, 0]) == pytest.approx(1.0, abs=1e-5)
     assert h.note(2).startswith("duplicate of prototype 1") and h.n_duplicate >= 1
 
@@ -110,7 +110,7 @@ def test_the_k_choice_aid_counts_them(run, health, lite0, tmp_path):
         run.classes,
         run.nmf_prototypes,
         run.alpha,
-        run.refined,
+        run.refined_by_strategy,
         run.feature_error,
         run.presence_scale,
         path=moved,

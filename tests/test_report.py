@@ -223,7 +223,7 @@ def test_axioms_catch_a_head_that_does_not_sum_up(small_run, lite0, data_dir, fe
     sf = split_features(lite0, data_dir, "val", 4, CLASSES, feature_cache)
     head = run.head(lite0)
     assert check_axioms(head, sf.pooled, sf.logits)["completeness"]["passed"]
-    broken = PrototypeHead(head.weight, head.bias, head.classes, head.prototypes * 1.01)
+    broken = PrototypeHead(head.weight, head.bias, head.classes, head.refined_prototypes * 1.01)
     result = check_axioms(broken, sf.pooled, sf.logits)
     assert not result["completeness"]["passed"] and result["completeness"]["max_error"] > 1e-3
     assert result["sensitivity"]["passed"] and result["symmetry"]["passed"]  # properties of any prototype head

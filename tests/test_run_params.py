@@ -30,7 +30,7 @@ def test_the_estimator_or_its_parameters_make_the_same_run(runs):
     estimator, by_estimator, by_params = runs
     assert not hasattr(estimator, "classes_")  # fitted on a clone: the caller's estimator is left as it was
     assert by_estimator.params == by_params.params == {**estimator.get_params(), "compare": ["paper"], "device": "cpu"}
-    assert (by_estimator.k, by_estimator.strategy, sorted(by_estimator.refined)) == (2, "uniform", ["paper", "uniform"])
+    assert (by_estimator.k, by_estimator.strategy, sorted(by_estimator.refined_by_strategy)) == (2, "uniform", ["paper", "uniform"])
     torch.testing.assert_close(by_estimator.nmf_prototypes, by_params.nmf_prototypes)
     for old in ("k", "strategy", "seed", "solver", "discovery"):  # recorded once
         assert old not in by_estimator.manifest
@@ -68,7 +68,7 @@ def test_runs_saved_as_version_1_still_load(runs, lite0, tmp_path, with_params):
     recorded = ("k", "strategy", "solver", "random_state") if not with_params else set(run.params) - {"device"}
     assert loaded.params == {key: value for key, value in run.params.items() if key in recorded}
     assert (loaded.k, loaded.strategy, loaded.discovery, loaded.params["random_state"]) == (2, "uniform", "nmf", 3)
-    torch.testing.assert_close(loaded.head(lite0).prototypes, run.head(lite0).prototypes)
+    torch.testing.assert_close(loaded.head(lite0).refined_prototypes, run.head(lite0).refined_prototypes)
     save_run(loaded, path, overwrite=True)  # saved again: the current version
     again = json.loads((path / MANIFEST).read_text())
     assert again["format"] == FORMAT and again["params"]["random_state"] == 3 and "seed" not in again

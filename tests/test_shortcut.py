@@ -20,7 +20,7 @@ from protolib.benchmarks.prototype_scales import fit_scales, scales_changed
 from protolib.benchmarks.shortcut import run_shortcut_benchmark
 from protolib.benchmarks.shortcut_config import METHODS, PROTOTYPE_METHODS, ShortcutConfig
 from protolib.benchmarks.shortcut_demo import DEMO_RUN, build_shortcut_demo
-from protolib.benchmarks.shortcut_splits import object_cells_logits, split_features
+from protolib.benchmarks.shortcut_splits import grouped_features, object_cells_logits
 from protolib.config import check_data_folder
 from protolib.data.synthetic import class_names
 from protolib.data.synthetic_shortcut import (
@@ -267,7 +267,7 @@ def test_object_cells_reference_pools_the_object_cells_only(bench, monkeypatch):
     out, _ = bench
     data, seed = out / "data", out / "seed-0"
     backbone = load_backbone(load_run(seed / "run").manifest["backbone"])
-    test = split_features(backbone, data, "test", seed / "features")
+    test = grouped_features(backbone, data, "test", seed / "features")
     masked = object_cells_logits(backbone, data, "test", seed / "features")
     assert masked.shape == test.logits.shape and not torch.allclose(masked, test.logits, atol=1e-3)
     monkeypatch.setattr("protolib.benchmarks.shortcut_splits.read_object_mask", lambda root, file: np.ones((64, 64), bool))

@@ -160,7 +160,7 @@ def test_the_edit_saves_with_the_run_and_bad_ones_are_refused(run, lite0, tmp_pa
     loaded = load_run(path, lite0)
     assert loaded.spatial_edit == edit
     # kept through the other edits; removed by an empty one
-    assert loaded.with_labels({label: {0: "ears"}}).spatial_edit == edit
+    assert loaded.with_prototype_names({label: {0: "ears"}}).spatial_edit == edit
     assert loaded.with_scale(torch.ones(2, run.k), "none").spatial_edit == edit
     assert loaded.with_spatial_edit(None, "removed").spatial_edit is None
     with pytest.raises(ValueError, match="did not decompose"):

@@ -183,7 +183,7 @@ def test_save_load_round_trip_bit_exact(trained, tmp_path):
         assert torch.equal(model(x), loaded(x))
     # by name, as a run records it: the same logits, its size and class names, refused when altered
     backbone = load_backbone(f"parts_net:{path}")
-    assert backbone.name == f"parts_net:{path.resolve()}" and backbone.labels == names
+    assert backbone.name == f"parts_net:{path.resolve()}" and backbone.class_names == names
     assert backbone.preprocessing.crop_size == 48
     assert torch.allclose(backbone(x)[1], model(x).detach(), atol=1e-6)
     (tmp_path / "net.json").write_text(json.dumps({**meta, "mean": [0.5, 0.5, 0.5]}))

@@ -64,7 +64,7 @@ def test_split_layout_under_a_wrapper_with_classes_csv(tmp_path):
     from protolib.backbones import load_backbone
 
     lite0 = load_backbone()
-    classes, problems = class_folders(tmp_path / "ds", "train", lite0.labels, lite0.wnids)
+    classes, problems = class_folders(tmp_path / "ds", "train", lite0.class_names, lite0.wnids)
     assert [c.name for c in classes] == ["tench", "English springer"] and problems == []
 
 

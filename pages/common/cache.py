@@ -51,7 +51,7 @@ def class_features(run_key: str, folder: str, _backbone: Backbone, _paths: tuple
 
 
 @st.cache_resource(max_entries=2, show_spinner="Reading held-out features…")
-def held_out_features(
+def shared_split_features(
     backbone_key: str, data: str, split: str, per_class: int, classes: tuple[str, ...] | None, _backbone
 ) -> SplitFeatures:
     """Held-out features, shared between sessions (after the first pass filled the disk cache)."""
@@ -96,7 +96,7 @@ def part_maps(key: str, position: int, start: int, stop: int, _features: Feature
 
 
 @dataclass(frozen=True)
-class FolderClass:
+class ClassFolder:
     """A class folder of a data split that the model knows, and how many images it holds."""
 
     folder: str
@@ -106,10 +106,10 @@ class FolderClass:
 
 
 @st.cache_data(ttl=60, show_spinner=False)
-def folder_classes(data: str, split: str, backbone_key: str, _labels, _wnids, version: int = 0):
+def folder_classes(data: str, split: str, backbone_key: str, _class_names, _wnids, version: int = 0):
     """The class folders of ``data/split`` the model knows, with their image counts, and the folders
     skipped (``version`` changes when the caller knows the folder changed, e.g. after an upload).
     Raises ``DataError`` (``NoMatchingClasses`` when no folder names a class of the model)."""
-    classes, problems = class_folders(data, split, _labels, _wnids)
-    rows = [FolderClass(c.folder, c.label, c.name, len(split_images(data, split, c.folder))) for c in classes]
+    classes, problems = class_folders(data, split, _class_names, _wnids)
+    rows = [ClassFolder(c.folder, c.label, c.name, len(split_images(data, split, c.folder))) for c in classes]
     return rows, problems

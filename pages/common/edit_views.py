@@ -32,7 +32,7 @@ def describe_scale(scale: torch.Tensor, class_names: Sequence[str]) -> str:
 
 
 def top_logit_rows(
-    labels: Sequence[str], original: torch.Tensor, edited: torch.Tensor, n: int = 5, decomposed=(), include=()
+    class_names: Sequence[str], original: torch.Tensor, edited: torch.Tensor, n: int = 5, decomposed=(), include=()
 ) -> list[dict]:
     """The top-n classes after an intervention, with their original logits and rank; the classes in
     ``include`` (e.g. the edited ones) are added at their rank when they fell out of the top n."""
@@ -47,7 +47,7 @@ def top_logit_rows(
         rows.append(
             {
                 "rank": edited_rank[c],
-                "class": labels[c],
+                "class": class_names[c],
                 "logit": float(edited[c]),
                 "original logit": float(original[c]),
                 "change": float(edited[c] - original[c]),
@@ -81,7 +81,7 @@ def scale_text(value: float) -> str:
 def prototype_table(
     class_names: Sequence[str],
     k: int,
-    labels: Sequence[Sequence[str]],
+    prototype_names: Sequence[Sequence[str]],
     scale: torch.Tensor,
     selected: set[tuple[int, int]] | frozenset = frozenset(),
     pending: Mapping[tuple[int, int], str] | None = None,
@@ -104,7 +104,7 @@ def prototype_table(
                 "class": name,
                 "prototype": f"P{i + 1}",
                 "colour": swatch(colours[i % len(colours)]) if colours else "",
-                LABEL: pending.get((c, i), labels[c][i]),
+                LABEL: pending.get((c, i), prototype_names[c][i]),
                 "share of the logit": None if shares is None else float(shares[c, i]),
                 "scale": scale_text(float(scale[c, i])),
             }
@@ -137,32 +137,34 @@ def merge_table_edits(
     return selected, pending
 
 
-def labels_after(
-    labels: Sequence[Sequence[str]], decomposed: Sequence[int], pending: Mapping[tuple[int, int], str]
+def prototype_names_after(
+    prototype_names: Sequence[Sequence[str]], decomposed: Sequence[int], pending: Mapping[tuple[int, int], str]
 ) -> dict[int, dict[int, str]]:
-    """The run's labels (a (C, k) grid) with the unsaved edits applied, keyed as ``Run.with_labels`` takes them
+    """The run's labels (a (C, k) grid) with the unsaved edits applied, keyed as ``Run.with_prototype_names`` takes them
     (class label in the model's label space -> prototype position -> name); emptied names are dropped."""
     merged = {}
     for c, label in enumerate(decomposed):
-        names = {i: pending.get((c, i), text).strip() for i, text in enumerate(labels[c])}
+        names = {i: pending.get((c, i), text).strip() for i, text in enumerate(prototype_names[c])}
         names = {i: text for i, text in names.items() if text}
         if names:
             merged[int(label)] = names
     return merged
 
 
-def label_changes(labels: Sequence[Sequence[str]], pending: Mapping[tuple[int, int], str]) -> dict[tuple[int, int], str]:
+def prototype_name_changes(
+    prototype_names: Sequence[Sequence[str]], pending: Mapping[tuple[int, int], str]
+) -> dict[tuple[int, int], str]:
     """The unsaved label edits that differ from the saved labels."""
     return {
         (c, i): text.strip()
         for (c, i), text in pending.items()
-        if c < len(labels) and i < len(labels[c]) and text.strip() != labels[c][i]
+        if c < len(prototype_names) and i < len(prototype_names[c]) and text.strip() != prototype_names[c][i]
     }
 
 
-def prototype_name(class_name: str, i: int, label: str = "") -> str:
+def prototype_caption(class_name: str, i: int, name: str = "") -> str:
     """How a page names one prototype: ``tench · P2 “fins”`` (its label when it has one)."""
-    return f"{class_name} · P{i + 1}" + (f" “{label}”" if label else "")
+    return f"{class_name} · P{i + 1}" + (f" “{name}”" if name else "")
 
 
 def scaled_settings(settings: Mapping[tuple[int, int], float], targets, value: float) -> dict[tuple[int, int], float]:

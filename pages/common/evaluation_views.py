@@ -76,11 +76,11 @@ def fidelity_rows(metrics: Mapping) -> list[dict]:
     ]
 
 
-def fidelity_per_class_rows(metrics: Mapping, labels: Sequence[str]) -> list[dict]:
+def fidelity_per_class_rows(metrics: Mapping, class_names: Sequence[str]) -> list[dict]:
     """Per decomposed class, the mean signed fidelity of each strategy."""
     per = {s: f["per_class"] for s, f in metrics.get("signed_fidelity", {}).items()}
     classes = sorted({int(c) for values in per.values() for c in values})
-    return [{"class": labels[c], **{s: per[s].get(str(c)) for s in per}} for c in classes]
+    return [{"class": class_names[c], **{s: per[s].get(str(c)) for s in per}} for c in classes]
 
 
 def table3_rows(metrics: Mapping) -> list[dict]:

@@ -79,7 +79,7 @@ def held_out_features(ctx: Context, held_out: HeldOut, compute: bool) -> SplitFe
         if compute:
             with jobs.queued("held-out feature extraction"):
                 _backbone_pass(ctx, held_out)
-        features = cache.held_out_features(*key, ctx.backbone)
+        features = cache.shared_split_features(*key, ctx.backbone)
     except (DataError, BackboneError) as exc:
         st.error(md(f"The held-out images cannot be used: {exc}"))
         return None

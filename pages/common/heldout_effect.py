@@ -44,7 +44,7 @@ def held_out_section(ctx: Context, scale: torch.Tensor, labels: list[int], summa
         "Otherwise it keeps all its classes, and a mistake towards a class outside the run cannot be undone "
         "by editing the run's prototypes.",
     )
-    head, pooled, truth, names = ctx.head, sf.pooled, sf.labels, ctx.labels
+    head, pooled, truth, names = ctx.head, sf.pooled, sf.labels, ctx.backbone.class_names
     # an edit in space pools each photo's kept cells (from the cached per-cell features)
     spaced = split_edited_pooling(held_out.key(ctx), ctx, sf.matrices, len(sf.paths), spatial) if spatial else sf.pooled
     paths = list(sf.paths)
@@ -146,7 +146,7 @@ def importance_table(ctx: Context, importance: torch.Tensor, labels: list[int]) 
     rows = []
     for label in labels:
         c = ctx.decomposed.index(label)
-        rows.append({"class": ctx.labels[label], **{f"P{i + 1}": 100 * float(importance[c, i]) for i in range(k)}})
+        rows.append({"class": ctx.backbone.class_names[label], **{f"P{i + 1}": 100 * float(importance[c, i]) for i in range(k)}})
     st.markdown("**Importance of each prototype** (top-1 drop on this split when it alone is switched off)")
     st.dataframe(
         pd.DataFrame(rows),

@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from pages.common import cache, figures, state
-from pages.common.cache import FolderClass
+from pages.common.cache import ClassFolder
 from pages.common.uploads import extract_zip_upload, save_uploads
 from protolib.backbones import Backbone
 from protolib.data import DataError
@@ -27,7 +27,7 @@ class Images:
 
     source: str
     data: str
-    classes: list[FolderClass]
+    classes: list[ClassFolder]
     unknown_classes: bool  # no class folder names a class of the model: a probe can help
 
 
@@ -65,7 +65,7 @@ def class_folders_found(backbone: Backbone, source: str, data: str, version: int
     classes, problems, unknown = [], [], False
     try:
         classes, problems = cache.folder_classes(
-            data, "train", cache.backbone_key(backbone), backbone.labels, backbone.wnids, version
+            data, "train", cache.backbone_key(backbone), backbone.class_names, backbone.wnids, version
         )
     except NoMatchingClasses as exc:
         st.error(f"No usable images: {figures.md(exc)}", icon=":material/folder_off:")
@@ -96,8 +96,8 @@ def photo_upload(backbone: Backbone, data: str, version: int) -> None:
             "Class of these photos",
             "upload_label",
             0,
-            options=list(range(len(backbone.labels))),
-            format_func=lambda i: backbone.labels[i],
+            options=list(range(len(backbone.class_names))),
+            format_func=lambda i: backbone.class_names[i],
             help="Type to search the model's classes.",
         )
     with file_col:
@@ -114,7 +114,7 @@ def photo_upload(backbone: Backbone, data: str, version: int) -> None:
         session["uploads_added"] = version + 1
         session["upload_messages"] = {
             "saved": len(saved),
-            "class": backbone.labels[label],
+            "class": backbone.class_names[label],
             "problems": [p.reason for p in problems],
         }
         st.rerun()

@@ -43,7 +43,7 @@ def cards(found: Mistakes, paths: list[str]) -> list[Card]:
 
 def culprit_title(run: Run, head: PrototypeHead, label: int, i: int) -> str:
     """``P2 “beak”`` or ``P2`` (not escaped: the page escapes it)."""
-    name = run.label_grid()[head.position(label)][i]
+    name = run.prototype_name_grid()[head.position(label)][i]
     return f"P{i + 1}" + (f" “{name}”" if name else "")
 
 

@@ -52,7 +52,7 @@ def data_photo(ctx: Context, data: str) -> Picked | None:
     with split_col:
         split = kept(st.selectbox, "Split", "img_split", splits[0], options=splits)
     try:
-        classes, _ = cache.folder_classes(data, split, ctx.backbone.name, ctx.backbone.labels, ctx.backbone.wnids)
+        classes, _ = cache.folder_classes(data, split, ctx.backbone.name, ctx.backbone.class_names, ctx.backbone.wnids)
     except DataError as exc:
         st.warning(figures.md(exc))
         return None

@@ -12,7 +12,15 @@ import streamlit as st
 import torch
 
 from pages.common import cache, figures, viewmodels
-from pages.common.edit_views import LABEL, SELECT, label_changes, labels_after, merge_table_edits, prototype_name, prototype_table
+from pages.common.edit_views import (
+    LABEL,
+    SELECT,
+    merge_table_edits,
+    prototype_caption,
+    prototype_name_changes,
+    prototype_names_after,
+    prototype_table,
+)
 from pages.common.edits import carry_edits, edit_key, set_scales
 from pages.common.run_context import Context, run_class_features
 from pages.common.shortcut_demo import background_shares, switch_off_background
@@ -91,7 +99,9 @@ def logit_shares(key: str, _ctx: Context) -> tuple[np.ndarray, list[list[str]]] 
         if features is not None and len(features.paths):
             mean = _ctx.head.contributions(features.pooled)[:, c, :].mean(dim=0)
             shares[c] = contribution_shares(mean).numpy()
-            health = class_health(features.feats.reshape(-1, features.feats.shape[-1]), _ctx.head.prototypes[c], _ctx.head.parts[c])
+            health = class_health(
+                features.feats.reshape(-1, features.feats.shape[-1]), _ctx.head.refined_prototypes[c], _ctx.head.part_vectors[c]
+            )
             notes[c] = [health.note(i) for i in range(run.k)]
     return shares, notes
 
@@ -105,7 +115,7 @@ def prototype_table_section(ctx: Context, scale: torch.Tensor, data: str) -> Non
         "Tick prototypes of any classes in the first column and scale them together; type a name in **label** "
         "(“beak”, “water”) and save it with the run. The held-out accuracy below follows every change."
     )
-    chosen, pending, grid = selected(ctx), state.get(pending_key(ctx), {}), ctx.run.label_grid()
+    chosen, pending, grid = selected(ctx), state.get(pending_key(ctx), {}), ctx.run.prototype_name_grid()
     measured = logit_shares(ctx.key, ctx)
     shares, health = measured if measured is not None else (None, None)
     background = background_shares(ctx.key, data, ctx)
@@ -159,11 +169,11 @@ def prototype_table_section(ctx: Context, scale: torch.Tensor, data: str) -> Non
         height=min(36 * (len(rows) + 1) + 3, 460),
     )
     selection_controls(ctx, sorted(chosen), grid, background is not None, data)
-    label_controls(ctx, grid, pending)
+    prototype_name_controls(ctx, grid, pending)
 
 
 def selection_controls(ctx: Context, chosen: list[tuple[int, int]], grid, background: bool, data: str) -> None:
-    names = [prototype_name(ctx.class_names[c], i, grid[c][i]) for c, i in chosen]
+    names = [prototype_caption(ctx.class_names[c], i, grid[c][i]) for c, i in chosen]
     st.caption(
         f"**{len(chosen)} selected:** " + figures.md(", ".join(names))
         if chosen
@@ -205,7 +215,7 @@ def top_photos(ctx: Context, chosen: list[tuple[int, int]], grid) -> None:
         heat = ctx.head.heatmaps(features.feats[order], c)[:, i]
         preprocessing = repr(ctx.backbone.preprocessing)
         images = [cache.shown_image(features.paths[j], preprocessing, ctx.backbone) for j in order]
-        st.markdown(figures.chip(i, figures.md(prototype_name(ctx.class_names[c], i, grid[c][i]))), unsafe_allow_html=True)
+        st.markdown(figures.chip(i, figures.md(prototype_caption(ctx.class_names[c], i, grid[c][i]))), unsafe_allow_html=True)
         for col, j, h, img in zip(st.columns(TOP_PHOTOS), order, heat, images):
             col.image(
                 heatmap_overlay(upsample(h, img.shape[:2]), img),
@@ -214,9 +224,9 @@ def top_photos(ctx: Context, chosen: list[tuple[int, int]], grid) -> None:
             )
 
 
-def label_controls(ctx: Context, grid, pending: dict) -> None:
+def prototype_name_controls(ctx: Context, grid, pending: dict) -> None:
     """Save the names typed in the table (a new version of the run; a published run is copied first)."""
-    changes = label_changes(grid, pending)
+    changes = prototype_name_changes(grid, pending)
     if st.session_state.get("iv_label_note"):
         st.success(st.session_state.pop("iv_label_note"), icon=":material/sell:")
     if not changes:
@@ -225,7 +235,7 @@ def label_controls(ctx: Context, grid, pending: dict) -> None:
     where = "with this run" if owned else "in your own copy of this published run"
     if st.button(f"Save {len(changes)} label{'s' if len(changes) > 1 else ''} {where}", type="primary", icon=":material/sell:"):
         try:
-            path = save_labels(ctx, labels_after(grid, ctx.decomposed, pending), owned)
+            path = save_prototype_names(ctx, prototype_names_after(grid, ctx.decomposed, pending), owned)
         except (RunError, ValueError, OSError) as exc:
             st.error(workspace().redact(f"The labels could not be saved: {exc}"))
             return
@@ -233,10 +243,10 @@ def label_controls(ctx: Context, grid, pending: dict) -> None:
         st.rerun(scope="app")
 
 
-def save_labels(ctx: Context, labels: dict, owned: bool) -> Path:
-    """Write the run again with ``labels`` (atomically: a reader sees the old version or the new one). A
+def save_prototype_names(ctx: Context, prototype_names: dict, owned: bool) -> Path:
+    """Write the run again with ``prototype_names`` (atomically: a reader sees the old version or the new one). A
     published run is read-only: the labelled run becomes the session's own copy, which it then shows."""
-    run = ctx.run.with_labels(labels)
+    run = ctx.run.with_prototype_names(prototype_names)
     old = edit_key(ctx.run.path)
     if owned:
         path = save_run(run, ctx.run.path, overwrite=True)

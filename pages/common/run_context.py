@@ -31,10 +31,6 @@ class Context:
     key: str  # identifies the run version and device in caches
 
     @property
-    def labels(self) -> list[str]:
-        return self.backbone.labels
-
-    @property
     def class_names(self) -> list[str]:
         return self.run.class_names
 
@@ -87,7 +83,7 @@ def require_run() -> Context:
         st.warning(backbone.note, icon=":material/info:")
     if run.spatial_edit:  # only Intervene and the exported model compute it (protolib.method.spatial)
         st.caption(
-            f"This run carries an edit in space ({run.spatial_edit.describe(backbone.labels)}): Intervene and "
+            f"This run carries an edit in space ({run.spatial_edit.describe(backbone.class_names)}): Intervene and "
             "the downloaded model apply it; the other figures are of the model without it."
         )
     return Context(run, backbone, cache.get_head(key, run, backbone), key)

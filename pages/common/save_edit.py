@@ -25,14 +25,14 @@ def save_section(ctx: Context, scale: torch.Tensor, spatial=None) -> None:
     state = st.session_state
     st.markdown("##### Save the edited model")
     note = describe_scale(scale, ctx.class_names)
-    space_note = spatial.describe(ctx.labels) if spatial else "no change"
+    space_note = spatial.describe(ctx.backbone.class_names) if spatial else "no change"
     name_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
     with name_col:
         name = kept(st.text_input, "New run name", f"iv_name.{ctx.key}", f"{ctx.name}-edited")
     with button_col:
         unchanged = note == "no change" and spatial == ctx.run.spatial_edit
         clicked = st.button("Save as a new run", icon=":material/save:", disabled=unchanged, width="stretch")
-    st.caption(f"Intervention: {figures.md(note)}" + (" · the prototypes' labels go with it" if ctx.run.labels else ""))
+    st.caption(f"Intervention: {figures.md(note)}" + (" · the prototypes' names go with it" if ctx.run.prototype_names else ""))
     if spatial or ctx.run.spatial_edit:
         st.caption(f"Edit in space (the model's pooling, not its head): {figures.md(space_note)}")
     if clicked:

@@ -111,17 +111,17 @@ class PrototypeCard:
     meaning: str  # from the sign of ``contribution``
     alpha: float  # weight of its NMF part in the head row, before refinement
     top_classes: list[tuple[str, float]]
-    label: str = ""  # the name a person gave it ("" when unnamed)
+    name: str = ""  # the name a person gave it ("" when unnamed)
     health: str = ""  # "dead: ...", "duplicate of prototype j: ..." (prototype_health), "" when neither
 
     @property
     def title(self) -> str:
-        return f"Prototype {self.prototype}" + (f" · {self.label}" if self.label else "")
+        return f"Prototype {self.prototype}" + (f" · {self.name}" if self.name else "")
 
     def row(self) -> dict:
         return {
             "prototype": self.prototype,
-            "label": self.label,
+            "name": self.name,
             "mean contribution": self.contribution,
             "share": self.share,
             "alpha (NMF part)": self.alpha,
@@ -133,24 +133,24 @@ class PrototypeCard:
 
 def prototype_cards(
     alpha: torch.Tensor,
-    prototypes: torch.Tensor,
+    refined_prototypes: torch.Tensor,
     weight: torch.Tensor,
-    labels: Sequence[str],
+    class_names: Sequence[str],
     class_name: str,
     contributions: torch.Tensor | None = None,
     n_top: int = 3,
-    names: Sequence[str] = (),
+    prototype_names: Sequence[str] = (),
     health: ClassHealth | None = None,
 ) -> list[PrototypeCard]:
     """One card per prototype of one class, led by its mean contribution over the class's photos
     (``contributions`` (B, k) from ``PrototypeHead.contributions``: the same prototypes and features
-    as the logit), its share, and the reading of its sign; alpha and the top classes follow; ``names`` are the
-    prototypes' labels ("" when unnamed); ``health`` (on the same photos) marks dead and duplicate ones."""
+    as the logit), its share, and the reading of its sign; alpha and the top classes follow; ``prototype_names`` are the
+    prototypes' names ("" when unnamed); ``health`` (on the same photos) marks dead and duplicate ones."""
     mean = contributions.float().mean(dim=0) if contributions is not None and len(contributions) else None
     shares = contribution_shares(mean) if mean is not None else None
     cards = []
     for i in range(len(alpha)):
-        top = direction_top_classes(weight, prototypes[i], labels, n_top)
+        top = direction_top_classes(weight, refined_prototypes[i], class_names, n_top)
         contribution = float(mean[i]) if mean is not None else None
         cards.append(
             PrototypeCard(
@@ -164,7 +164,7 @@ def prototype_cards(
                 ),
                 alpha=float(alpha[i]),
                 top_classes=[(name, score) for _, name, score in top],
-                label=names[i] if i < len(names) else "",
+                name=prototype_names[i] if i < len(prototype_names) else "",
                 health=health.note(i) if health is not None else "",
             )
         )

@@ -75,7 +75,7 @@ class Preprocessing:
         )
 
 
-def imagenet_labels() -> tuple[list[str], list[str]]:
+def imagenet_class_names() -> tuple[list[str], list[str]]:
     """(readable names, wnids) of the ImageNet-1k label space, shipped with the package."""
     with open(IMAGENET_CLASSES, newline="") as f:
         rows = sorted(csv.DictReader(f), key=lambda r: int(r["imagenet_index"]))
@@ -108,7 +108,7 @@ class Backbone(nn.Module, ABC):
         name: str,
         model: nn.Module,
         preprocessing: Preprocessing,
-        labels: list[str],
+        class_names: list[str],
         wnids: list[str] | None = None,
         weights_source: str | None = None,
     ):
@@ -119,10 +119,10 @@ class Backbone(nn.Module, ABC):
         self.weights_source = weights_source
         self.model = model.eval()
         self.preprocessing = preprocessing
-        self.labels = list(labels)
+        self.class_names = list(class_names)
         self.wnids = list(wnids) if wnids is not None else None
-        if len(self.labels) != self.head.out_features:
-            raise BackboneError(f"{name}: {len(self.labels)} label names for a head of {self.head.out_features} classes")
+        if len(self.class_names) != self.head.out_features:
+            raise BackboneError(f"{name}: {len(self.class_names)} class names for a head of {self.head.out_features} classes")
 
     # -- what each adapter provides ------------------------------------------------------------
     @property

@@ -72,9 +72,9 @@ class PartsNetBackbone(Backbone):
 
     model: PartsNet
 
-    def __init__(self, model: PartsNet, size: int, labels: list[str], name: str = "parts_net"):
+    def __init__(self, model: PartsNet, size: int, class_names: list[str], name: str = "parts_net"):
         preprocessing = Preprocessing(crop_size=size, resize_size=size, mean=MEAN, std=STD)
-        super().__init__(name, model, preprocessing, labels, wnids=labels)
+        super().__init__(name, model, preprocessing, class_names, wnids=class_names)
 
     @property
     def head(self) -> nn.Linear:

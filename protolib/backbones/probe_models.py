@@ -112,8 +112,8 @@ class ProbeBackbone(Backbone):
     the same class folders maps onto the probe's classes by folder name.
     """
 
-    def __init__(self, name: str, trunk: Backbone | ConvTrunk, head: nn.Linear, labels, folders):
-        super().__init__(name, nn.ModuleDict({"trunk": trunk, "head": head}), trunk.preprocessing, labels, folders)
+    def __init__(self, name: str, trunk: Backbone | ConvTrunk, head: nn.Linear, class_names, folders):
+        super().__init__(name, nn.ModuleDict({"trunk": trunk, "head": head}), trunk.preprocessing, class_names, folders)
         self.note = trunk.note
 
     @property

@@ -20,7 +20,7 @@ from .base import (
     UnsupportedModel,
     WeightsMissing,
     download_url,
-    imagenet_labels,
+    imagenet_class_names,
     load_state,
     load_weights_file,
     weights_source,
@@ -36,7 +36,7 @@ class TimmBackbone(Backbone):
     # Any timm model: get_classifier / forward_features / forward_head are timm's conventions, not a typed base class.
     model: Any
 
-    def __init__(self, name: str, model: nn.Module, preprocessing: Preprocessing, labels, wnids=None, weights_source=None):
+    def __init__(self, name: str, model: nn.Module, preprocessing: Preprocessing, class_names, wnids=None, weights_source=None):
         get_classifier = getattr(model, "get_classifier", None)
         classifier = get_classifier() if callable(get_classifier) else None
         if not isinstance(classifier, nn.Linear) or not hasattr(model, "forward_features"):
@@ -44,7 +44,7 @@ class TimmBackbone(Backbone):
                 f"{name}: its head is {type(classifier).__name__}, not a single linear layer on pooled "
                 "features; fit a linear probe on its pooled features instead (`python -m protolib probe`)."
             )
-        super().__init__(name, model, preprocessing, labels, wnids, weights_source)
+        super().__init__(name, model, preprocessing, class_names, wnids, weights_source)
 
     @property
     def head(self) -> nn.Linear:
@@ -173,7 +173,7 @@ def build_lite(arch: str, weights: str | None = None) -> Backbone:
                 raise BackboneError(f"{source}: {len(state)} tensors, {family.title} has {len(own)}")
             state = dict(zip(own.keys(), state.values()))
         load_state(model, state, str(source))
-    names, wnids = imagenet_labels()
+    names, wnids = imagenet_class_names()
     return TimmBackbone(arch, model, family.preprocessing, names, wnids, weights_source(weights))
 
 
@@ -249,7 +249,7 @@ def build_timm(arch: str, weights: str | None = None) -> Backbone:
         load_state(model, state, str(source))
     num_classes = model.get_classifier().out_features if isinstance(model.get_classifier(), nn.Linear) else 0
     if num_classes == 1000:
-        names, wnids = imagenet_labels()
+        names, wnids = imagenet_class_names()
     else:
         names, wnids = [f"class {i}" for i in range(num_classes)], None
     backbone = TimmBackbone(f"{TIMM_PREFIX}{arch}", model, _timm_preprocessing(model), names, wnids, weights_source(weights))

@@ -21,7 +21,7 @@ from .base import (
     Preprocessing,
     WeightsMissing,
     download_url,
-    imagenet_labels,
+    imagenet_class_names,
     load_state,
     load_weights_file,
     weights_source,
@@ -172,7 +172,7 @@ def build(adapter: type[TorchvisionBackbone], name: str, weights: str | None = N
     model = models.get_model(name, weights=None, num_classes=num_classes)
     if state is not None:
         load_state(model, state, str(source))
-    names, wnids = imagenet_labels() if num_classes == 1000 else ([f"class {i}" for i in range(num_classes)], None)
+    names, wnids = imagenet_class_names() if num_classes == 1000 else ([f"class {i}" for i in range(num_classes)], None)
     return adapter(name, model, weights_preprocessing(default), names, wnids, weights_source(weights))
 
 

@@ -40,7 +40,7 @@ def background_fractions(
     fraction of the positive part of its heatmap ``f . p~`` (upsampled bilinearly to the photo) that lies on
     the background, summed over a few masked photos of its class (:func:`mask_photos`)."""
     data = Path(data)
-    prototypes = run.refined[run.strategy]
+    prototypes = run.refined_by_strategy[run.strategy]
     fractions = torch.zeros(prototypes.shape[:2])
     for c, paths in enumerate(mask_photos(run, data, split, per_class)):
         feats = extract_features(backbone, paths, cache_dir=cache_dir)

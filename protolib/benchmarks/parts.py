@@ -206,7 +206,7 @@ def method_prototypes(
 ) -> dict[str, dict]:
     """Per method, per class label, the (k, D) prototypes whose maps are scored (see ``READINGS``).
 
-    ``nmf``: the head's ``parts`` (NMF prototypes / presence scale), which ``PrototypeHead.presence``
+    ``nmf``: the head's ``part_vectors`` (NMF prototypes / presence scale), which ``PrototypeHead.presence``
     draws; ``refined``: the head's prototypes turned by the sign of their alpha; each discovery variant
     (``variants``: its runs of the same classes): its head's ``parts`` likewise; the baselines: k-means
     centroids and PCA directions of the same training features the run factorised.
@@ -215,10 +215,10 @@ def method_prototypes(
     methods: dict[str, dict] = {m: {} for m in METHODS if m not in VARIANTS or m in variants}
     for name, variant_runs in variants.items():
         for run in variant_runs:
-            methods[name].update(zip(run.classes.tolist(), run.head(backbone).parts))
+            methods[name].update(zip(run.classes.tolist(), run.head(backbone).part_vectors))
     for run in runs:
         matrices = training_matrices(run, backbone, cache)
-        parts, oriented = run.head(backbone).parts, oriented_prototypes(run)
+        parts, oriented = run.head(backbone).part_vectors, oriented_prototypes(run)
         for c, label in enumerate(run.classes.tolist()):
             methods["nmf"][label] = parts[c]
             methods["refined"][label] = oriented[c]
@@ -308,7 +308,7 @@ def run_parts_benchmark(out: str | Path, cfg: BenchConfig | None = None, log: Lo
     return results
 
 
-def mean_interval(values: Iterable[float], confidence: float = 0.95, bounds: tuple[float, float] = (0.0, 100.0)) -> dict:
+def mean_t_interval(values: Iterable[float], confidence: float = 0.95, bounds: tuple[float, float] = (0.0, 100.0)) -> dict:
     """Mean and two-sided t-interval of the mean over seeds, ``{"mean", "ci95": [low, high], "n"}``:
     mean +- t(0.975, n - 1) s / sqrt(n), clipped to ``bounds`` (a % cannot leave [0, 100]);
     ``ci95`` is None for a single value."""
@@ -346,7 +346,7 @@ def run_parts_benchmark_seeds(
             method: {
                 reading: {
                     figure: {
-                        **mean_interval(r["scores_by_k"][label][method][reading][figure] for r in per_seed.values()),
+                        **mean_t_interval(r["scores_by_k"][label][method][reading][figure] for r in per_seed.values()),
                         "per_seed": {str(seed): r["scores_by_k"][label][method][reading][figure] for seed, r in per_seed.items()},
                     }
                     for figure in figures
@@ -361,7 +361,7 @@ def run_parts_benchmark_seeds(
         label: {
             name: {
                 figure: {
-                    **mean_interval(
+                    **mean_t_interval(
                         (r["discovery_by_k"][label][name][figure] for r in per_seed.values()),
                         bounds=(0.0, 100.0) if figure != "head_error" else (0.0, math.inf),
                     ),

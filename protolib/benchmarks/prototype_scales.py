@@ -26,7 +26,7 @@ def fit_scales(
     group_ids = torch.tensor([index[g] for g in groups])
     weights = 1.0 / torch.bincount(group_ids).float()[group_ids]
     weights = weights / weights.sum()
-    scale = torch.ones(head.prototypes.shape[:2], requires_grad=True)
+    scale = torch.ones(head.refined_prototypes.shape[:2], requires_grad=True)
     optimiser = torch.optim.Adam([scale], lr=lr)
     for _ in range(steps):
         loss = (F.cross_entropy(head.logits(pooled, contributions, scale), labels, reduction="none") * weights).sum()

@@ -57,7 +57,7 @@ from .dfr import dfr_head
 from .mask_rule import background_fractions
 from .prototype_scales import fit_scales, oracle_logits, scales_changed
 from .shortcut_config import METHODS, PROTOTYPE_METHODS, ShortcutConfig
-from .shortcut_splits import SplitFeatures, data_spec, object_cells_logits, prepare_shortcut_data, split_features
+from .shortcut_splits import GroupedFeatures, data_spec, grouped_features, object_cells_logits, prepare_shortcut_data
 from .shortcut_summary import bar, shortcut_table
 from .toy_model import reuse_or_train, train_parts_net
 
@@ -96,7 +96,7 @@ def prepare_model(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log: Lo
     return reuse_or_train(out, "shortcut_benchmark", spec, class_names(cfg.num_classes), cfg.size, train)
 
 
-def _result(logits: torch.Tensor, split: SplitFeatures, numbers_changed: int) -> dict:
+def _result(logits: torch.Tensor, split: GroupedFeatures, numbers_changed: int) -> dict:
     acc = group_accuracy(logits, split.labels, split.groups)
     return {
         "mean_acc": acc["mean"],
@@ -125,7 +125,7 @@ def run_shortcut_seed(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log
     )
     save_run(run, out / "run", overwrite=True)
     head = run.head(backbone)
-    heldout, val, test = (split_features(backbone, data, s, cache) for s in ("heldout", "val", "test"))
+    heldout, val, test = (grouped_features(backbone, data, s, cache) for s in ("heldout", "val", "test"))
     exactness = float((head(test.pooled)[0] - test.logits).abs().max())
     num_classes = head.weight.shape[0]
 

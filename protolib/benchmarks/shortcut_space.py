@@ -65,7 +65,7 @@ def space_by_discovered_parts(
 ) -> tuple[dict, dict]:
     """(the method's result as ``shortcut._result`` gives it, the diagnostics) on ``split``, for the background
     prototypes of ``by_mask`` ((C, k), 0 = switched off by the mask rule). Works for any decomposition the run
-    holds: the parts are ``head.parts``, whatever discovery made them."""
+    holds: the parts are ``head.part_vectors``, whatever discovery made them."""
     rows = [row for row in read_groups(data).values() if row["split"] == split]
     files, groups = [row["file"] for row in rows], [row["group"] for row in rows]
     feats = extract_features(backbone, [data / f for f in files], cache_dir=cache)
@@ -79,7 +79,7 @@ def space_by_discovered_parts(
 
     def shares(lvl: float) -> dict:
         mask = (
-            left_out_cells(feats.feats, torch.stack([head.parts[head.position(c), i] for c, i in chosen]), lvl)
+            left_out_cells(feats.feats, torch.stack([head.part_vectors[head.position(c), i] for c, i in chosen]), lvl)
             if chosen
             else torch.zeros_like(background)
         )
@@ -99,7 +99,7 @@ def space_by_discovered_parts(
         other = group_accuracy(head(edited_pooling(head, feats.feats, SpatialEdit(tuple(chosen), lvl)).pooled)[0], labels, groups)
         sweep[f"{lvl:g}"] = {"mean_acc": other["mean"], "worst_group_acc": other["worst_group"], **shares(lvl)}
     # where each discovered part lies: the share of its presence mass (all test photos) on background cells
-    presence = torch.einsum("nhwd,ckd->nhwck", feats.feats.clamp_min(0), head.parts)
+    presence = torch.einsum("nhwd,ckd->nhwck", feats.feats.clamp_min(0), head.part_vectors)
     on_background = presence[background].sum(dim=0) / presence.flatten(0, 2).sum(dim=0).clamp_min(1e-12)
     diagnostics = {
         "level": level,

@@ -69,7 +69,7 @@ def prepare_shortcut_data(out: Path, cfg: ShortcutConfig) -> Path:
 
 
 @dataclass
-class SplitFeatures:
+class GroupedFeatures:
     """Pooled features of one split with labels and groups (in groups.csv's order)."""
 
     files: list[str]
@@ -79,7 +79,7 @@ class SplitFeatures:
     groups: list[str]
 
 
-def split_features(backbone: Backbone, data: Path, split: str, cache: Path | None) -> SplitFeatures:
+def grouped_features(backbone: Backbone, data: Path, split: str, cache: Path | None) -> GroupedFeatures:
     rows = [row for row in read_groups(data).values() if row["split"] == split]
     if not rows:
         raise DataError(f"{data / 'groups.csv'} lists no photo of the {split} split")
@@ -87,7 +87,7 @@ def split_features(backbone: Backbone, data: Path, split: str, cache: Path | Non
     feats = extract_features(backbone, [data / row["file"] for row in rows], cache_dir=cache)
     if len(feats.paths) != len(rows):
         raise DataError(f"unreadable photos in {data / split}: {feats.problems[:3]}")
-    return SplitFeatures(
+    return GroupedFeatures(
         [row["file"] for row in rows],
         feats.pooled,
         feats.logits,

@@ -15,11 +15,11 @@ from ..palette import CORAL, GREEN, GREY, INK, RUN_COLOURS, TEAL, prototype_hex
 from .text import escaped, percent, prototype_title
 
 
-def waterfall(contributions: torch.Tensor, bias: float, title: str, labels: Sequence[str] = ()) -> go.Figure:
-    """Per-prototype contributions + bias = logit, as a plotly waterfall (``labels``: the prototypes' names)."""
+def waterfall(contributions: torch.Tensor, bias: float, title: str, prototype_names: Sequence[str] = ()) -> go.Figure:
+    """Per-prototype contributions + bias = logit, as a plotly waterfall (``prototype_names``: the prototypes' names)."""
     k = len(contributions)
     names = [
-        f'<span style="color:{prototype_hex(i)}"><b>{html.escape(prototype_title(i, labels[i] if i < len(labels) else ""))}'
+        f'<span style="color:{prototype_hex(i)}"><b>{html.escape(prototype_title(i, prototype_names[i] if i < len(prototype_names) else ""))}'
         "</b></span>"
         for i in range(k)
     ]

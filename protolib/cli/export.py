@@ -15,22 +15,24 @@ def cmd_explain(args) -> int:
         raise ValueError(f"--out {out}: name an image file ending in {', '.join(FIGURE_SUFFIXES)}")
     run, backbone = run_and_model(args)
     head = run.head(backbone)
-    label = None if args.label is None else _decomposed_label(args.label, backbone.labels, head)
+    label = None if args.label is None else _decomposed_label(args.label, backbone.class_names, head)
     explanation = explain_image(backbone, head, args.image, label)
-    path = explanation_figure(explanation, backbone.labels, out)
+    path = explanation_figure(explanation, backbone.class_names, out)
     top_label, top_p = explanation.top(1)[0]
-    print(f"predicted {backbone.labels[top_label]} ({top_p:.0%}); explained {backbone.labels[explanation.label]} -> {path}")
+    print(
+        f"predicted {backbone.class_names[top_label]} ({top_p:.0%}); explained {backbone.class_names[explanation.label]} -> {path}"
+    )
     return 0
 
 
-def _decomposed_label(text: str, labels: list[str], head) -> int:
+def _decomposed_label(text: str, class_names: list[str], head) -> int:
     """A class given by index or name, which the run must have decomposed."""
     from ..data.folders import ascii_number
 
     number = ascii_number(text)  # "²" or "٣" are not indices
-    label = number if number is not None else (labels.index(text) if text in labels else None)
-    decomposed = [labels[c] for c in head.classes.tolist()]
-    if label is None or label >= len(labels) or label not in head.classes.tolist():
+    label = number if number is not None else (class_names.index(text) if text in class_names else None)
+    decomposed = [class_names[c] for c in head.classes.tolist()]
+    if label is None or label >= len(class_names) or label not in head.classes.tolist():
         raise ValueError(f"--label {text!r} is not a class this run decomposed; choose one of: {', '.join(decomposed)}")
     return label
 
@@ -46,7 +48,7 @@ def cmd_export(args) -> int:
         )
     model = load_model(args.run, resolve_device(args.device))
     out = export_model(model, out)
-    named = sum(bool(name) for names in model.prototype_labels.values() for name in names)
+    named = sum(bool(name) for names in model.prototype_names.values() for name in names)
     print(
         f"{len(model.decomposed)} classes as prototypes (k = {model.k}, {named} named), "
         f"{len(model.class_names)} logits; intervention: {model.info.get('intervention') or 'none'} -> {out}"

@@ -278,7 +278,7 @@ def split_features(
 ) -> SplitFeatures:
     """The features of ``data/split`` (``classes``: some class folders or names; ``images_per_class``: the first
     images of each), gathered over its classes; an unreadable class raises its ``BadImage``."""
-    images = scan_split(data, split, backbone.labels, backbone.wnids, classes, images_per_class)
+    images = scan_split(data, split, backbone.class_names, backbone.wnids, classes, images_per_class)
     paths, labels, pooled, logits, matrices, problems = [], [], [], [], {}, list(images.problems)
     for cls, feats in class_features(backbone, images, cache_dir, progress, problems=problems):
         if isinstance(feats, BadImage):

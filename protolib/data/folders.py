@@ -217,7 +217,7 @@ def read_class_map(root: Path) -> dict[str, tuple[int, str]] | None:
 
 
 def class_folders(
-    root: str | Path, split: str, labels: list[str], wnids: list[str] | None
+    root: str | Path, split: str, class_names: list[str], wnids: list[str] | None
 ) -> tuple[list[ClassFolder], list[Problem]]:
     """The class folders of ``root/split`` mapped to the model's label space.
 
@@ -248,19 +248,19 @@ def class_folders(
         number = ascii_number(folder)
         if folder in by_wnid:  # the model names this class itself (ImageNet wnids, a probe's class folders)
             label = by_wnid[folder]
-            name = class_map[folder][1] if class_map is not None and folder in class_map else labels[label]
+            name = class_map[folder][1] if class_map is not None and folder in class_map else class_names[label]
         elif own_space:
             problems.append(Problem(str(folder_root / folder), UNKNOWN_CLASS_FOLDER, unknown_class=True))
             continue
         elif class_map is not None and folder in class_map:
             label, name = class_map[folder]
-        elif number is not None and number < len(labels):
-            label, name = number, labels[number]
+        elif number is not None and number < len(class_names):
+            label, name = number, class_names[number]
         else:
             problems.append(Problem(str(folder_root / folder), UNKNOWN_CLASS_FOLDER, unknown_class=True))
             continue
-        if not 0 <= label < len(labels):
-            problems.append(Problem(str(folder_root / folder), f"label {label} is outside the model's {len(labels)}"))
+        if not 0 <= label < len(class_names):
+            problems.append(Problem(str(folder_root / folder), f"label {label} is outside the model's {len(class_names)}"))
             continue
         if label in seen:  # two folders, one class: a run would hold that label twice
             raise DataError(
@@ -283,7 +283,7 @@ def class_folders(
 def scan_split(
     root: str | Path,
     split: str,
-    labels: list[str],
+    class_names: list[str],
     wnids: list[str] | None = None,
     classes: list[str] | None = None,
     limit: int | None = None,
@@ -298,7 +298,7 @@ def scan_split(
     root = Path(root)
     if limit is not None and limit < 1:
         raise DataError(f"images per class must be at least 1 (got {limit})")
-    found, problems = class_folders(root, split, labels, wnids)
+    found, problems = class_folders(root, split, class_names, wnids)
     if classes:
         wanted = set(classes)
         unknown = wanted - {c.folder for c in found} - {c.name for c in found}

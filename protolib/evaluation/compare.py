@@ -213,7 +213,7 @@ def run_side(
         images=images,
         heatmaps=head.heatmaps(feats, position),
         presence=head.presence(feats, position),
-        coefficients=torch.einsum("bhwd,dk->bkhw", feats, torch.linalg.pinv(head.prototypes[position].double()).float()),
+        coefficients=torch.einsum("bhwd,dk->bkhw", feats, torch.linalg.pinv(head.refined_prototypes[position].double()).float()),
         contributions=head.contributions(feats.mean(dim=(1, 2)))[:, position],
         bias=float(head.bias[label]),
     )

@@ -52,7 +52,9 @@ def check_axioms(head: PrototypeHead, pooled: torch.Tensor, model_logits: torch.
         change = logits[:, head.classes] - head.logits(pooled, contributions, scale)[:, head.classes]
         sensitivity = torch.maximum(sensitivity, (change - contributions[:, :, i]).abs().max())
     # ... and a prototype that contributes nothing (a zero vector added to every class) changes nothing
-    with_null = PrototypeHead(head.weight, head.bias, head.classes, torch.cat([head.prototypes, head.prototypes[:, :1] * 0], 1))
+    with_null = PrototypeHead(
+        head.weight, head.bias, head.classes, torch.cat([head.refined_prototypes, head.refined_prototypes[:, :1] * 0], 1)
+    )
     null_logits, null_contrib = with_null(pooled)
     scale = torch.ones(C, k + 1)
     scale[:, k] = 0
@@ -61,8 +63,8 @@ def check_axioms(head: PrototypeHead, pooled: torch.Tensor, model_logits: torch.
     )
 
     # symmetry: split prototype 1 of every class into two equal halves; both halves must get the same credit
-    half = head.prototypes[:, :1] / 2
-    split = PrototypeHead(head.weight, head.bias, head.classes, torch.cat([half, half, head.prototypes[:, 1:]], 1))
+    half = head.refined_prototypes[:, :1] / 2
+    split = PrototypeHead(head.weight, head.bias, head.classes, torch.cat([half, half, head.refined_prototypes[:, 1:]], 1))
     split_logits, split_contrib = split(pooled)
     symmetry = torch.maximum((split_contrib[:, :, 0] - split_contrib[:, :, 1]).abs().max(), (split_logits - logits).abs().max())
 

@@ -71,7 +71,7 @@ def prototype_importance(head: PrototypeHead, pooled: torch.Tensor, labels: torc
     """(C, k) accuracy drop when each prototype alone is zeroed on the whole split."""
     contributions = head.contributions(pooled)
     base = top1(head.logits(pooled, contributions), labels)
-    drops = torch.zeros(head.prototypes.shape[:2])
+    drops = torch.zeros(head.refined_prototypes.shape[:2])
     for c in range(drops.shape[0]):
         for i in range(drops.shape[1]):
             scale = torch.ones(drops.shape)

@@ -24,7 +24,7 @@ def label_space_problem(run: Run, backbone: Backbone, data: str | Path, split: s
     the run decomposed, in the model's label space (a probe's: its own class folders, never ImageNet's
     indices). Measured anyway they give a silently wrong answer (accuracy 0, a fidelity that means nothing)."""
     try:
-        found, _ = class_folders(data, split, backbone.labels, backbone.wnids)
+        found, _ = class_folders(data, split, backbone.class_names, backbone.wnids)
     except NoMatchingClasses:
         found = []
     except DataError as exc:
@@ -72,7 +72,7 @@ def oriented_prototypes(run: Run) -> torch.Tensor:
     Measures that read where a map peaks, as ProtoEval does, need a part's orientation; the head fixes
     it through alpha, the data plays no part in choosing it.
     """
-    return run.prototypes * orientation(run.alpha).unsqueeze(-1)
+    return run.refined_prototypes * orientation(run.alpha).unsqueeze(-1)
 
 
 def signed_fidelity(
@@ -110,7 +110,7 @@ def strategy_fidelity(
     features (:func:`training_matrices`); without them, only the run's own strategies are compared.
     """
     P, alpha = run.nmf_prototypes, run.alpha
-    v = run.refined[run.strategy].sum(dim=1)  # the head rows, exactly (before any saved intervention)
+    v = run.refined_by_strategy[run.strategy].sum(dim=1)  # the head rows, exactly (before any saved intervention)
     positions = [c for c, label in enumerate(run.classes.tolist()) if label in heldout]
     if not positions:
         return {}
@@ -119,8 +119,8 @@ def strategy_fidelity(
     covariance = heatmap_covariance(training, P, residual(P, alpha, v)) if training is not None else None
     result = {}
     for strategy in strategies:
-        if strategy in run.refined:
-            refined = run.refined[strategy]
+        if strategy in run.refined_by_strategy:
+            refined = run.refined_by_strategy[strategy]
         elif training is not None:
             refined = refine(strategy, P, alpha, v, training, covariance)
         else:
@@ -146,7 +146,11 @@ def among_decomposed(
     position = {label: i for i, label in enumerate(head.classes.tolist())}
     keep = torch.tensor([int(label) in position for label in labels], dtype=torch.bool)
     restricted = PrototypeHead(
-        head.weight[head.classes], head.bias[head.classes], torch.arange(len(head.classes)), head.prototypes, head.parts
+        head.weight[head.classes],
+        head.bias[head.classes],
+        torch.arange(len(head.classes)),
+        head.refined_prototypes,
+        head.part_vectors,
     )
     local = torch.tensor([position[int(label)] for label in labels[keep]], dtype=torch.long)
     return restricted, pooled[keep], local

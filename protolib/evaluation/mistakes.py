@@ -164,7 +164,7 @@ def _two(
 
 def culprit_scale(head: PrototypeHead, culprit: Culprit) -> torch.Tensor:
     """The (C, k) intervention of one culprit: its prototypes switched off, every other left on."""
-    scale = torch.ones(head.prototypes.shape[:2])
+    scale = torch.ones(head.refined_prototypes.shape[:2])
     for label, i in culprit.switched:
         scale[head.position(label), i] = 0
     return scale
@@ -298,7 +298,7 @@ def culprit_oracle(
 ) -> float:
     """Top-1 with the smallest-culprit oracle: every mistake edited (for that photo only) by its culprit when it
     has at most ``most`` switches, measured through ``head.logits`` as the paper's oracle is."""
-    scale = torch.ones(len(labels), *head.prototypes.shape[:2])
+    scale = torch.ones(len(labels), *head.refined_prototypes.shape[:2])
     for c in found.culprits:
         if c.switched and len(c.switched) <= most:
             scale[c.index] = culprit_scale(head, c)

@@ -30,7 +30,7 @@ def prototype_maps(spatial: torch.Tensor, prototypes: torch.Tensor, kind: str = 
 
     ``heatmap``: ``f . p``, the method's heatmaps (whose means are the contributions). ``presence``:
     ``clamp(f, 0) . p``, the part maps the app draws (``PrototypeHead.presence``, when ``prototypes``
-    are the head's ``parts``: the NMF prototypes divided by their presence scale). ``coefficients``:
+    are the head's ``part_vectors``: the NMF prototypes divided by their presence scale). ``coefficients``:
     the least-squares coefficients of ``f`` on the k prototypes together, ``f . pinv(P)``, i.e. how much
     of each prototype the feature holds *given the others*. Prototypes that share a large common
     component (NMF's are non-negative, so they always do) have heatmaps that light up on each other's

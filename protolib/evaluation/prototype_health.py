@@ -91,7 +91,7 @@ def training_health(run: Run, backbone: Backbone, cache_dir=None) -> dict[int, C
             raise DataError(f"the run's training image {missing[0]} is gone ({len(missing)} of {len(paths)} missing)")
         feats = extract_features(backbone, paths, cache_dir=cache_dir).feats
         health[int(run.classes[position])] = class_health(
-            feats.reshape(-1, feats.shape[-1]), head.prototypes[position], head.parts[position]
+            feats.reshape(-1, feats.shape[-1]), head.refined_prototypes[position], head.part_vectors[position]
         )
     return health
 

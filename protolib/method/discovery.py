@@ -62,7 +62,7 @@ def discover(
     head_rows: torch.Tensor,
     max_iter: int = 200,
     tol: float = 1e-4,
-    seed: int = 0,
+    random_state: int = 0,
     solver: str = "hals",
     device: torch.device | str | None = None,
 ) -> NMFResult:
@@ -75,4 +75,4 @@ def discover(
     check_discovery(name)
     if name == "evidence":
         matrices = [A * evidence_weights(A, v).to(A)[:, None] for A, v in zip(matrices, head_rows)]
-    return batched_nmf(matrices, k, max_iter, tol, seed, solver, device)
+    return batched_nmf(matrices, k, max_iter, tol, random_state, solver, device)

@@ -2,7 +2,7 @@
 attributes ending in ``_`` (the scikit-learn convention).
 
 >>> model = PartPrototypes(k=3).fit(features, labels, head_weight, head_bias)   # features (N, H, W, D)
->>> model.refined_.sum(dim=1)        # == head_weight[model.classes_]
+>>> model.refined_prototypes_.sum(dim=1)        # == head_weight[model.classes_]
 >>> head = model.head()              # a PrototypeHead for all C classes
 
 A scikit-learn estimator (``clone``, ``get_params``/``set_params``, ``repr``; parameters checked at
@@ -132,9 +132,9 @@ class PartPrototypes(BaseEstimator):
     classes_ : (C',) class labels decomposed, in the order of every other attribute.
     n_features_in_ : D, the feature size of the training features and of the head.
     head_weight_, head_bias_ : (C, D) and (C,) the linear head that was decomposed (``head()`` rewrites it).
-    prototypes_ : (C', k, D) the discovered (NMF) prototypes p_i.
+    nmf_prototypes_ : (C', k, D) the discovered (NMF) prototypes p_i.
     alpha_ : (C', k) least-squares scales of the prototypes to the head rows.
-    refined_ : (C', k, D) refined prototypes p~_i of ``strategy``; they sum to the head rows.
+    refined_prototypes_ : (C', k, D) refined prototypes p~_i of ``strategy``; they sum to the head rows.
     refined_by_strategy_ : {strategy: (C', k, D)} for ``strategy`` and every ``compare`` strategy.
     feature_error_ : (C',) ||A - E P|| / ||A||.
     n_iter_ : (C',) NMF updates each class took.
@@ -228,7 +228,7 @@ class PartPrototypes(BaseEstimator):
                 raise ValueError("partial_fit was given another head than the one the model was fitted with")
             if bool(torch.isin(classes, self.classes_).any()):
                 raise ValueError("partial_fit was given classes that are already fitted")
-            if self.prototypes_.shape[1] != self.k or set(self.refined_by_strategy_) != set(self.strategies):
+            if self.nmf_prototypes_.shape[1] != self.k or set(self.refined_by_strategy_) != set(self.strategies):
                 raise ValueError("k, strategy or compare changed since the model was fitted: fit it again")
         done = on_stage or (lambda stage: None)
         too_small = [int(c) for c, A in zip(classes, matrices) if A.shape[0] < self.k]
@@ -258,17 +258,17 @@ class PartPrototypes(BaseEstimator):
         before = getattr(self, "refined_by_strategy_", {})
         self.refined_by_strategy_ = {s: torch.cat([before[s], r]) if before else r for s, r in refined.items()}
         self.classes_ = joined("classes_", classes)
-        self.prototypes_ = joined("prototypes_", P)
+        self.nmf_prototypes_ = joined("nmf_prototypes_", P)
         self.alpha_ = joined("alpha_", alpha)
         self.feature_error_ = joined("feature_error_", error)
         self.n_iter_ = joined("n_iter_", iterations)
         self.presence_scale_ = joined("presence_scale_", presence)
-        self.refined_ = self.refined_by_strategy_[self.strategy]
+        self.refined_prototypes_ = self.refined_by_strategy_[self.strategy]
 
     # -- using the fitted model -------------------------------------------------------------------
     def head(self) -> PrototypeHead:
         """The head of all C classes with the fitted classes' rows rewritten as prototypes."""
         check_is_fitted(self, "classes_")
-        return PrototypeHead.from_parts(
-            self.head_weight_, self.head_bias_, self.classes_, self.refined_, self.prototypes_, self.presence_scale_
+        return PrototypeHead.from_decomposition(
+            self.head_weight_, self.head_bias_, self.classes_, self.refined_prototypes_, self.nmf_prototypes_, self.presence_scale_
         )

@@ -15,39 +15,41 @@ class PrototypeHead(nn.Module):
     """Replaces a linear head; classes that were not decomposed keep their original rows.
 
     ``weight`` (C_all, D) and ``bias`` (C_all,) are the model's head; ``classes`` (C,) the labels
-    that were decomposed and ``prototypes`` (C, k, D) their refined prototypes. ``parts``
+    that were decomposed and ``refined_prototypes`` (C, k, D) their refined prototypes. ``part_vectors``
     (C, k, D), optional, are the NMF prototypes scaled so that a heatmap value of 1 means "this
-    part is strongly present": they draw part maps, while ``prototypes`` give contributions.
+    part is strongly present": they draw part maps, while ``refined_prototypes`` give contributions.
     """
 
     # Registered buffers, declared so that reading them is typed as tensors (not ``Tensor | Module``).
     weight: torch.Tensor
     bias: torch.Tensor
     classes: torch.Tensor
-    prototypes: torch.Tensor
-    parts: torch.Tensor
+    refined_prototypes: torch.Tensor
+    part_vectors: torch.Tensor
 
     def __init__(
         self,
         weight: torch.Tensor,
         bias: torch.Tensor,
         classes: torch.Tensor,
-        prototypes: torch.Tensor,
-        parts: torch.Tensor | None = None,
+        refined_prototypes: torch.Tensor,
+        part_vectors: torch.Tensor | None = None,
     ):
         super().__init__()
-        if prototypes.shape[0] != len(classes) or prototypes.shape[-1] != weight.shape[1]:
+        if refined_prototypes.shape[0] != len(classes) or refined_prototypes.shape[-1] != weight.shape[1]:
             raise ValueError(
-                f"prototypes {tuple(prototypes.shape)} do not fit {len(classes)} classes of a {weight.shape[1]}-d head"
+                f"prototypes {tuple(refined_prototypes.shape)} do not fit {len(classes)} classes of a {weight.shape[1]}-d head"
             )
         self.register_buffer("weight", weight.detach().float().clone())
         self.register_buffer("bias", bias.detach().float().clone())
         self.register_buffer("classes", torch.as_tensor(classes, dtype=torch.long).clone())
-        self.register_buffer("prototypes", prototypes.detach().float().clone())
-        self.register_buffer("parts", (parts if parts is not None else prototypes).detach().float().clone())
+        self.register_buffer("refined_prototypes", refined_prototypes.detach().float().clone())
+        self.register_buffer(
+            "part_vectors", (part_vectors if part_vectors is not None else refined_prototypes).detach().float().clone()
+        )
 
     @classmethod
-    def from_parts(
+    def from_decomposition(
         cls,
         weight: torch.Tensor,
         bias: torch.Tensor,
@@ -58,16 +60,16 @@ class PrototypeHead(nn.Module):
     ) -> PrototypeHead:
         """The head of a decomposition: contributions from the ``refined`` prototypes, part maps from the
         NMF prototypes divided by ``presence_scale`` (C, k), so that 1 means "strongly present"."""
-        parts = nmf_prototypes / presence_scale.unsqueeze(-1)
-        return cls(weight.detach().cpu(), bias.detach().cpu(), classes, refined, parts)
+        part_vectors = nmf_prototypes / presence_scale.unsqueeze(-1)
+        return cls(weight.detach().cpu(), bias.detach().cpu(), classes, refined, part_vectors)
 
     @property
     def k(self) -> int:
-        return self.prototypes.shape[1]
+        return self.refined_prototypes.shape[1]
 
     def contributions(self, pooled: torch.Tensor) -> torch.Tensor:
         """Pooled features (B, D) -> contributions (B, C, k) of every decomposed class's prototypes."""
-        return torch.einsum("bd,ckd->bck", pooled, self.prototypes)
+        return torch.einsum("bd,ckd->bck", pooled, self.refined_prototypes)
 
     def logits(self, pooled: torch.Tensor, contributions: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, C_all) from cached contributions; ``scale`` (C, k) is the intervention
@@ -86,11 +88,11 @@ class PrototypeHead(nn.Module):
     def heatmaps(self, features: torch.Tensor, class_position: int) -> torch.Tensor:
         """Per-prototype heatmaps f(x) . p~_i of one decomposed class: (B, H, W, D) -> (B, k, H, W).
         Their spatial means are the contributions."""
-        return torch.einsum("bhwd,kd->bkhw", features, self.prototypes[class_position])
+        return torch.einsum("bhwd,kd->bkhw", features, self.refined_prototypes[class_position])
 
     def presence(self, features: torch.Tensor, class_position: int) -> torch.Tensor:
         """Where each part of one class is, (B, H, W, D) -> (B, k, H, W); 1 = strongly present."""
-        return torch.einsum("bhwd,kd->bkhw", features.clamp_min(0), self.parts[class_position])
+        return torch.einsum("bhwd,kd->bkhw", features.clamp_min(0), self.part_vectors[class_position])
 
     def position(self, label: int) -> int:
         """Where a label sits among the decomposed classes."""

@@ -45,7 +45,7 @@ def batched_nmf(
     k: int,
     max_iter: int = 200,
     tol: float = 1e-4,
-    seed: int = 0,
+    random_state: int = 0,
     solver: str = "hals",
     device: torch.device | str | None = None,
     return_coefficients: bool = False,
@@ -72,7 +72,7 @@ def batched_nmf(
         if (M < 0).any():
             raise ValueError("NMF needs non-negative matrices (clamp the features at 0 first)")
         A[c, : M.shape[0]] = M.to(device, dtype)
-    E, P = (t.to(device) for t in _init(matrices, k, seed, n_max, dtype))
+    E, P = (t.to(device) for t in _init(matrices, k, random_state, n_max, dtype))
     heights = torch.tensor([M.shape[0] for M in matrices], device=device)
     row_mask = (torch.arange(n_max, device=device)[None, :] < heights[:, None]).unsqueeze(-1).to(dtype)
     sq_norm_A = A.square().sum(dim=(1, 2))

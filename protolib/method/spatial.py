@@ -95,10 +95,10 @@ def from_manifest(manifest: dict) -> SpatialEdit | None:
 
 # -- the edited computation ------------------------------------------------------------------------------
 def chosen_parts(head: PrototypeHead, edit: SpatialEdit | None) -> torch.Tensor:
-    """(m, D) the part vectors of the chosen parts (``head.parts``: presence 1 = strongly present)."""
+    """(m, D) the part vectors of the chosen parts (``head.part_vectors``: presence 1 = strongly present)."""
     if not edit:
-        return head.parts.new_zeros(0, head.parts.shape[-1])
-    return torch.stack([head.parts[head.position(c), i] for c, i in edit.leave_out])
+        return head.part_vectors.new_zeros(0, head.part_vectors.shape[-1])
+    return torch.stack([head.part_vectors[head.position(c), i] for c, i in edit.leave_out])
 
 
 def left_out_cells(features: torch.Tensor, parts: torch.Tensor, level: float = LEVEL) -> torch.Tensor:

@@ -130,7 +130,7 @@ def build_report(
         "classes": run.class_names,
         "train_images_per_class": [c["n_images"] for c in run.manifest["classes"]],
         "intervention": run.manifest.get("intervention"),
-        "prototype_labels": {name: names for name, names in zip(run.class_names, run.label_grid()) if any(names)},
+        "prototype_names": {name: names for name, names in zip(run.class_names, run.prototype_name_grid()) if any(names)},
         "data": str(data.resolve()),
         "split": settings.split,
         "n_images": len(sf.paths),

@@ -19,7 +19,7 @@ from .pictures import forward, png, spread
 SALIENCY_MAPS = ("refined heatmap", "NMF part map", "Grad-CAM", "random")
 
 
-def mean_interval(values: list[float]) -> dict:
+def mean_normal_interval(values: list[float]) -> dict:
     """Mean and its 95 % interval (normal approximation, fine for the >= 100 images the report uses)."""
     v = np.asarray(values, dtype=float)
     half = 1.96 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
@@ -68,12 +68,13 @@ def faithfulness_section(run: Run, backbone: Backbone, sf: SplitFeatures, n_imag
     aucs = {m: {kind: [auc(c) for c in curves[m][kind]] for kind in ("deletion", "insertion")} for m in SALIENCY_MAPS}
     for m in SALIENCY_MAPS:
         summary[m] = {
-            **{f"{kind}_auc": mean_interval(aucs[m][kind]) for kind in ("deletion", "insertion")},
+            **{f"{kind}_auc": mean_normal_interval(aucs[m][kind]) for kind in ("deletion", "insertion")},
             **{f"{kind}_curve": torch.stack(curves[m][kind]).mean(dim=0).tolist() for kind in ("deletion", "insertion")},
         }
         if m != "Grad-CAM":
             summary[m]["minus_gradcam"] = {
-                kind: mean_interval(list(np.subtract(aucs[m][kind], aucs["Grad-CAM"][kind]))) for kind in ("deletion", "insertion")
+                kind: mean_normal_interval(list(np.subtract(aucs[m][kind], aucs["Grad-CAM"][kind])))
+                for kind in ("deletion", "insertion")
             }
     return {
         "available": True,
@@ -114,7 +115,7 @@ def mistakes_section(run: Run, backbone: Backbone, sf: SplitFeatures, kept: int 
     def small(f: dict) -> dict:
         return {**f, "culprits": f["culprits"][:kept], "harmful": f["harmful"][:kept]}
 
-    figures = mistakes_json(run.head(backbone), sf.pooled, sf.labels, sf.paths, backbone.labels, run.class_names)
+    figures = mistakes_json(run.head(backbone), sf.pooled, sf.labels, sf.paths, backbone.class_names, run.class_names)
     section = {"available": True, **small(figures)}
     if "run_classes" in figures:
         section["run_classes"] = small(figures["run_classes"])

@@ -33,7 +33,7 @@ def table3_section(run: Run, backbone: Backbone, sf: SplitFeatures, matrices: li
     errors: dict[str, list[float]] = {"feature_reconstruction_error": [], "head_reconstruction_error": []}
     for k in used:
         nmf = discover(
-            run.discovery, matrices, k, v, seed=run.params.get("random_state", 0), solver=run.params.get("solver", "hals")
+            run.discovery, matrices, k, v, random_state=run.params.get("random_state", 0), solver=run.params.get("solver", "hals")
         )
         alpha = scale_prototypes(nmf.prototypes, v)
         scores = table3(head, approximation(nmf.prototypes, alpha), sf.pooled, sf.labels)
@@ -60,12 +60,12 @@ def seed_stability_section(run: Run, matrices: list[torch.Tensor], seeds: int) -
     """NMF with other seeds on the same features (the run's discovery), matched to the run's prototypes
     (Hungarian on cosine)."""
     own = run.params.get("random_state", 0)
-    head_rows = run.refined[run.strategy].sum(dim=1)  # the refined prototypes sum to the head rows exactly
+    head_rows = run.refined_by_strategy[run.strategy].sum(dim=1)  # the refined prototypes sum to the head rows exactly
     reference = torch.nn.functional.normalize(run.nmf_prototypes.float(), dim=-1)
     similarity = torch.zeros(len(run.classes), max(seeds - 1, 0))
     for s in range(1, seeds):
         other = discover(
-            run.discovery, matrices, run.k, head_rows, seed=own + s, solver=run.params.get("solver", "hals")
+            run.discovery, matrices, run.k, head_rows, random_state=own + s, solver=run.params.get("solver", "hals")
         ).prototypes
         cosine = reference @ torch.nn.functional.normalize(other.float(), dim=-1).transpose(1, 2)  # (C, k, k)
         for c in range(len(cosine)):

@@ -36,7 +36,7 @@ def _named_prototypes(labels: dict[str, list[str]]) -> str:
     ]
     if not rows:
         return ""
-    return "<p class='muted'>Named prototypes:</p>" + table(["class", "prototype", "label"], rows, text=(0, 1, 2))
+    return "<p class='muted'>Named prototypes:</p>" + table(["class", "prototype", "name"], rows, text=(0, 1, 2))
 
 
 def render(report: Report) -> str:
@@ -54,7 +54,7 @@ def render(report: Report) -> str:
         f"<p class='muted'>This run carries an intervention: {html.escape(str(run['intervention']))}</p>"
         if run.get("intervention")
         else ""
-    ) + _named_prototypes(run.get("prototype_labels") or {})
+    ) + _named_prototypes(run.get("prototype_names") or {})
     summary = (
         f"<p class='muted'>{html.escape(run['backbone'])} (weights {html.escape(run['fingerprint'])}) · k = {run['k']} "
         f"prototypes per class · refinement {html.escape(run['strategy'])} · {len(run['classes'])} classes: "

@@ -42,7 +42,7 @@ class Story:
 
 def prototype_title(run: Run, position: int, i: int) -> str:
     """``P2 “beak”`` or ``P2``: a prototype as the pages name it (not escaped)."""
-    name = run.label_grid()[position][i]
+    name = run.prototype_name_grid()[position][i]
     return f"P{i + 1}" + (f" “{name}”" if name else "")
 
 
@@ -123,7 +123,7 @@ def story_figures(
         "top1_prototype": float((logits.argmax(1) == sf.labels).float().mean()),
         "photos": len(sf.labels),
     }
-    figures = mistakes_json(head, sf.pooled, sf.labels, sf.paths, backbone.labels, run.class_names)
+    figures = mistakes_json(head, sf.pooled, sf.labels, sf.paths, backbone.class_names, run.class_names)
     info = {
         "backbone": run.manifest["backbone"],
         "k": run.k,
@@ -137,7 +137,7 @@ def story_figures(
     story = Story(info, exactness, figures)
     if not pictures:
         return story
-    space, shown_head, names = figures, head, backbone.labels
+    space, shown_head, names = figures, head, backbone.class_names
     if not figures["fixed_by_one"] and "run_classes" in figures:  # every mistake goes to a class without prototypes
         space, names = figures["run_classes"], run.class_names
         shown_head = run_class_space(head, sf.pooled, sf.labels, sf.paths)[0]

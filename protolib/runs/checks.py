@@ -13,7 +13,7 @@ from ..method import PartPrototypes
 from ..method.estimator import check_params
 from ..method.spatial import KEY as SPATIAL_KEY
 from ..method.spatial import spatial_problem
-from .schema import LABELS_KEY, MAX_LABEL_CHARS, REQUIRED_KEYS, TENSORS, upgraded
+from .schema import MAX_PROTOTYPE_NAME_CHARS, PROTOTYPE_NAMES_KEY, REQUIRED_KEYS, TENSORS, upgraded
 
 #: how far the refined prototypes may sum from the head rows (relative to the largest weight): float error only
 SUM_TOLERANCE = 1e-4
@@ -82,41 +82,41 @@ _DTYPES = {
 }
 
 
-def normalise_labels(labels: Mapping[object, Mapping[object, str]] | None) -> dict[str, dict[str, str]]:
-    """Prototype labels with string keys, names stripped and empty names (and classes) dropped."""
+def normalise_prototype_names(prototype_names: Mapping[object, Mapping[object, str]] | None) -> dict[str, dict[str, str]]:
+    """Prototype names with string keys, names stripped and empty names (and classes) dropped."""
     clean: dict[str, dict[str, str]] = {}
-    for c, names in (labels or {}).items():
+    for c, names in (prototype_names or {}).items():
         if not isinstance(names, Mapping):
             raise ValueError(f"the labels of class {c!r} are not a mapping of prototype -> name")
         kept = {str(i): text.strip() for i, text in names.items() if isinstance(text, str) and text.strip()}
         bad = [i for i, text in names.items() if not isinstance(text, str) and text is not None]
         if bad:
-            raise ValueError(f"the label of prototype {bad[0]!r} of class {c!r} is not text")
+            raise ValueError(f"the name of prototype {bad[0]!r} of class {c!r} is not text")
         if kept:
             clean[str(c)] = kept
     return clean
 
 
-def labels_problem(labels, k: int, classes: Sequence[int] | None = None) -> str | None:
-    """Why ``labels`` (a manifest's ``prototype_labels``) cannot be used, or None: a mapping of class labels
+def prototype_names_problem(prototype_names, k: int, classes: Sequence[int] | None = None) -> str | None:
+    """Why ``prototype_names`` (a manifest's ``prototype_names``) cannot be used, or None: a mapping of class labels
     (of ``classes`` when given) to mappings of prototype positions 0..k-1 to short one-line names."""
-    if not isinstance(labels, dict):
-        return f"{LABELS_KEY} is not an object"
+    if not isinstance(prototype_names, dict):
+        return f"{PROTOTYPE_NAMES_KEY} is not an object"
     known = None if classes is None else {int(c) for c in classes}
-    for c, names in labels.items():
+    for c, names in prototype_names.items():
         if not (isinstance(c, str) and c.isascii() and c.isdecimal()) or (known is not None and int(c) not in known):
-            return f"{LABELS_KEY} names class {c!r}, which the run did not decompose"
+            return f"{PROTOTYPE_NAMES_KEY} names class {c!r}, which the run did not decompose"
         if not isinstance(names, dict):
-            return f"{LABELS_KEY} of class {c} is not an object"
+            return f"{PROTOTYPE_NAMES_KEY} of class {c} is not an object"
         for i, text in names.items():
             if not (isinstance(i, str) and i.isascii() and i.isdecimal() and int(i) < k):
-                return f"{LABELS_KEY} of class {c} names prototype {i!r}; the run has prototypes 0..{k - 1}"
+                return f"{PROTOTYPE_NAMES_KEY} of class {c} names prototype {i!r}; the run has prototypes 0..{k - 1}"
             if not isinstance(text, str) or not text.strip():
-                return f"the label of prototype {i} of class {c} is empty or not text"
-            if len(text) > MAX_LABEL_CHARS:
-                return f"the label of prototype {i} of class {c} is longer than {MAX_LABEL_CHARS} characters"
+                return f"the name of prototype {i} of class {c} is empty or not text"
+            if len(text) > MAX_PROTOTYPE_NAME_CHARS:
+                return f"the name of prototype {i} of class {c} is longer than {MAX_PROTOTYPE_NAME_CHARS} characters"
             if not text.isprintable():
-                return f"the label of prototype {i} of class {c} holds a line break or another control character"
+                return f"the name of prototype {i} of class {c} holds a line break or another control character"
     return None
 
 
@@ -142,9 +142,11 @@ def manifest_problem(manifest) -> str | None:
         problem = spatial_problem(manifest[SPATIAL_KEY], k, listed if all(type(c) is int for c in listed) else None)
         if problem:
             return problem
-    if manifest.get(LABELS_KEY) is not None:
+    if manifest.get(PROTOTYPE_NAMES_KEY) is not None:
         listed = [e["label"] for e in manifest["classes"] if isinstance(e.get("label"), int)]
-        return labels_problem(manifest[LABELS_KEY], k, listed if len(listed) == len(manifest["classes"]) else None)
+        return prototype_names_problem(
+            manifest[PROTOTYPE_NAMES_KEY], k, listed if len(listed) == len(manifest["classes"]) else None
+        )
     return None
 
 

@@ -19,8 +19,8 @@ from ..method.discovery import DEFAULT_DISCOVERY
 from ..method.refine import head_error
 from ..method.spatial import KEY as SPATIAL_KEY
 from ..method.spatial import SpatialEdit, from_manifest, spatial_problem
-from .checks import SUM_TOLERANCE, labels_problem, normalise_labels
-from .schema import LABELS_KEY, RunError, upgraded
+from .checks import SUM_TOLERANCE, normalise_prototype_names, prototype_names_problem
+from .schema import PROTOTYPE_NAMES_KEY, RunError, upgraded
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Run:
     classes: torch.Tensor  # (C,) labels in the model's label space
     nmf_prototypes: torch.Tensor  # (C, k, D)
     alpha: torch.Tensor  # (C, k)
-    refined: dict[str, torch.Tensor]  # strategy -> (C, k, D)
+    refined_by_strategy: dict[str, torch.Tensor]  # strategy -> (C, k, D)
     feature_error: torch.Tensor  # (C,)
     presence_scale: torch.Tensor  # (C, k) NMF heatmap level that counts as "part present"
     scale: torch.Tensor | None = None  # (C, k) a saved intervention; None = untouched
@@ -61,39 +61,39 @@ class Run:
         return self.manifest["params"].get("discovery", DEFAULT_DISCOVERY)
 
     @property
-    def prototypes(self) -> torch.Tensor:
+    def refined_prototypes(self) -> torch.Tensor:
         """The refined prototypes of the run's strategy, with a saved intervention applied."""
-        prototypes = self.refined[self.strategy]
-        return prototypes if self.scale is None else prototypes * self.scale.unsqueeze(-1)
+        refined_prototypes = self.refined_by_strategy[self.strategy]
+        return refined_prototypes if self.scale is None else refined_prototypes * self.scale.unsqueeze(-1)
 
     @property
     def class_names(self) -> list[str]:
         return [c["name"] for c in self.manifest["classes"]]
 
     @property
-    def labels(self) -> dict[str, dict[str, str]]:
+    def prototype_names(self) -> dict[str, dict[str, str]]:
         """The names people gave prototypes: ``{"<class label>": {"<i>": "beak"}}``, the class by its label in
         the model's label space (as in ``classes``), the prototype by its 0-based position (shown as P<i+1>).
-        Unnamed prototypes are absent. A copy: change labels with ``with_labels``."""
-        return {c: dict(names) for c, names in (self.manifest.get(LABELS_KEY) or {}).items()}
+        Unnamed prototypes are absent. A copy: change them with ``with_prototype_names``."""
+        return {c: dict(names) for c, names in (self.manifest.get(PROTOTYPE_NAMES_KEY) or {}).items()}
 
-    def label_grid(self) -> list[list[str]]:
+    def prototype_name_grid(self) -> list[list[str]]:
         """The labels as a (C, k) grid in the run's class order, "" where a prototype has no name."""
-        labels = self.labels
+        labels = self.prototype_names
         return [[labels.get(str(int(c)), {}).get(str(i), "") for i in range(self.k)] for c in self.classes]
 
-    def with_labels(self, labels: Mapping[object, Mapping[object, str]]) -> Run:
-        """A copy of this run whose prototypes carry ``labels`` (replacing the old ones): keys as in ``labels``
+    def with_prototype_names(self, prototype_names: Mapping[object, Mapping[object, str]]) -> Run:
+        """A copy of this run whose prototypes carry ``prototype_names`` (replacing the old ones): keys as in ``prototype_names``
         (ints or strings), names stripped, empty names dropped. ValueError for a class the run did not decompose,
         a prototype outside 0..k-1, or a name that is too long or holds control characters. Save it with
         ``save_run`` (over the same folder with ``overwrite=True``: a new version, written atomically)."""
-        clean = normalise_labels(labels)
-        problem = labels_problem(clean, self.k, [int(c) for c in self.classes])
+        clean = normalise_prototype_names(prototype_names)
+        problem = prototype_names_problem(clean, self.k, [int(c) for c in self.classes])
         if problem:
             raise ValueError(problem)
-        manifest = {key: value for key, value in self.manifest.items() if key != LABELS_KEY}
+        manifest = {key: value for key, value in self.manifest.items() if key != PROTOTYPE_NAMES_KEY}
         if clean:
-            manifest[LABELS_KEY] = clean
+            manifest[PROTOTYPE_NAMES_KEY] = clean
         return replace(self, manifest=manifest)
 
     @classmethod
@@ -102,7 +102,7 @@ class Run:
         return cls(
             manifest,
             model.classes_,
-            model.prototypes_,
+            model.nmf_prototypes_,
             model.alpha_,
             model.refined_by_strategy_,
             model.feature_error_,
@@ -115,10 +115,10 @@ class Run:
 
     def check_backbone(self, backbone: Backbone) -> None:
         """Refuse a model with other weights, or whose label space the run's classes do not fit."""
-        if int(self.classes.max()) >= len(backbone.labels):
+        if int(self.classes.max()) >= len(backbone.class_names):
             raise RunError(
                 f"run {self.path or ''} names class {int(self.classes.max())}, but {backbone.name} has "
-                f"{len(backbone.labels)} classes"
+                f"{len(backbone.class_names)} classes"
             )
         D = backbone.head_weight.shape[1]
         if self.nmf_prototypes.shape[-1] != D:
@@ -133,7 +133,7 @@ class Run:
                 f"it cannot be applied to {backbone.name} (weights {backbone.fingerprint})"
             )
         rows = backbone.head_weight.detach().float().cpu()[self.classes]
-        gap = float((self.refined[self.strategy].sum(dim=1) - rows).abs().max())
+        gap = float((self.refined_by_strategy[self.strategy].sum(dim=1) - rows).abs().max())
         if gap > SUM_TOLERANCE * max(1.0, float(rows.abs().max())):
             raise RunError(
                 f"run {self.path or ''}: its prototypes no longer sum to the model's head rows (gap {gap:.2g}); "
@@ -143,8 +143,13 @@ class Run:
     def head(self, backbone: Backbone) -> PrototypeHead:
         """The model's head rewritten with this run's prototypes (refused for another model)."""
         self.check_backbone(backbone)
-        return PrototypeHead.from_parts(
-            backbone.head_weight, backbone.head_bias, self.classes, self.prototypes, self.nmf_prototypes, self.presence_scale
+        return PrototypeHead.from_decomposition(
+            backbone.head_weight,
+            backbone.head_bias,
+            self.classes,
+            self.refined_prototypes,
+            self.nmf_prototypes,
+            self.presence_scale,
         )
 
     def load_backbone(self, device="cpu") -> Backbone:

@@ -13,8 +13,8 @@ from ..files import ManifestError, read_manifest
 #: ``seed``, ``solver`` and ``discovery`` at the top (older runs had them there only): ``upgraded`` reads it
 FORMAT, FORMAT_V1 = "protoscope.run/2", "protoscope.run/1"
 MANIFEST, TENSORS = "manifest.json", "prototypes.safetensors"
-#: the manifest key of the prototypes' names (``Run.labels``), and the longest name allowed
-LABELS_KEY, MAX_LABEL_CHARS = "prototype_labels", 80
+#: the manifest key of the prototypes' names (``Run.prototype_names``), and the longest name allowed
+PROTOTYPE_NAMES_KEY, MAX_PROTOTYPE_NAME_CHARS = "prototype_names", 80
 #: manifest keys every run has, and their types
 REQUIRED_KEYS = {"backbone": str, "fingerprint": str, "params": dict, "classes": list, "images": dict}
 

@@ -13,9 +13,9 @@ from safetensors.torch import load_file, save_file
 from ..backbones import Backbone
 from ..files import atomic_dir, recover_swap
 from ..method.refine import STRATEGIES
-from .checks import labels_problem, manifest_problem, tensors_problem
+from .checks import manifest_problem, prototype_names_problem, tensors_problem
 from .run import Run
-from .schema import FORMAT, LABELS_KEY, MANIFEST, TENSORS, RunError, read_run_manifest
+from .schema import FORMAT, MANIFEST, PROTOTYPE_NAMES_KEY, TENSORS, RunError, read_run_manifest
 
 
 def save_run(run: Run, path: str | Path, overwrite: bool = False) -> Path:
@@ -27,7 +27,7 @@ def save_run(run: Run, path: str | Path, overwrite: bool = False) -> Path:
         "alpha": run.alpha,
         "feature_error": run.feature_error,
         "presence_scale": run.presence_scale,
-        **{f"refined.{name}": value for name, value in run.refined.items()},
+        **{f"refined.{name}": value for name, value in run.refined_by_strategy.items()},
     }
     if run.scale is not None:
         tensors["scale"] = run.scale
@@ -81,8 +81,8 @@ def run_problem(run: Run) -> str | None:
     problem = manifest_problem(m)
     if problem:
         return problem
-    unknown, strategy = sorted(set(run.refined) - set(STRATEGIES)), m["params"]["strategy"]
-    if unknown or strategy not in run.refined:
+    unknown, strategy = sorted(set(run.refined_by_strategy) - set(STRATEGIES)), m["params"]["strategy"]
+    if unknown or strategy not in run.refined_by_strategy:
         return f"strategy {strategy!r} has no prototypes" if not unknown else f"unknown strategies {unknown}"
     tensors = {
         "classes": run.classes,
@@ -90,7 +90,7 @@ def run_problem(run: Run) -> str | None:
         "alpha": run.alpha,
         "feature_error": run.feature_error,
         "presence_scale": run.presence_scale,
-        **{f"refined.{s}": p for s, p in run.refined.items()},
+        **{f"refined.{s}": p for s, p in run.refined_by_strategy.items()},
         **({"scale": run.scale} if run.scale is not None else {}),
     }
     problem = tensors_problem({name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()}, m)
@@ -104,4 +104,4 @@ def run_problem(run: Run) -> str | None:
     for name, tensor in tensors.items():
         if name != "classes" and not bool(torch.isfinite(tensor).all()):
             return f"{name} holds NaN or infinite values"
-    return labels_problem(m.get(LABELS_KEY) or {}, m["params"]["k"], run.classes.tolist())
+    return prototype_names_problem(m.get(PROTOTYPE_NAMES_KEY) or {}, m["params"]["k"], run.classes.tolist())
