@@ -1,5 +1,6 @@
 """``run_decomposition`` takes the estimator (or its parameters), and a run records them once, under ``params``
-(manifest version 2); runs saved as version 1 (the parameters also at the top, or only there) still load."""
+(since manifest version 2); runs saved as version 1 (the parameters also at the top, or only there) and as
+version 2 (the prototypes' names under another key) still load."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import pytest
 import torch
 
 from protolib import PartPrototypes, load_run, run_decomposition, save_run
+<<<<<<< HEAD
 from protolib.runs.checks import manifest_problem
 from protolib.runs.listing import checked_runs
 from protolib.runs.schema import FORMAT, FORMAT_V1, MANIFEST
+=======
+from protolib.runs import FORMAT, FORMAT_V1, FORMAT_V2, MANIFEST, checked_runs, manifest_problem
+>>>>>>> 90e595b (Glossary: manual fixes (manifest version 3: prototype_names, read from version 2's prototype_labels))
 
 CLASSES = ["n01440764", "n02102040"]  # tench, English springer
 
@@ -59,7 +64,7 @@ def test_runs_saved_as_version_1_still_load(runs, lite0, tmp_path, with_params):
     _, run, _ = runs
     path = save_run(run, tmp_path / "run")
     manifest = json.loads((path / MANIFEST).read_text())
-    assert manifest["format"] == FORMAT == "protoscope.run/2"
+    assert manifest["format"] == FORMAT == "protoscope.run/3"
     older = _as_version_1(manifest, with_params)
     assert manifest_problem(older) is None
     (path / MANIFEST).write_text(json.dumps(older))
@@ -73,3 +78,23 @@ def test_runs_saved_as_version_1_still_load(runs, lite0, tmp_path, with_params):
     again = json.loads((path / MANIFEST).read_text())
     assert again["format"] == FORMAT and again["params"]["random_state"] == 3 and "seed" not in again
     assert "unknown strategy 'magic'" in manifest_problem(older | {"strategy": "magic"})  # the top-level key is read
+
+
+def test_runs_saved_as_version_2_still_load(runs, lite0, tmp_path):
+    """Version 2 kept the prototypes' names under another key: they load as ``prototype_names``, are checked
+    like them, and a save writes version 3."""
+    _, run, _ = runs
+    path = save_run(run.with_prototype_names({int(run.classes[0]): {1: "fins"}}), tmp_path / "run")
+    manifest = json.loads((path / MANIFEST).read_text())
+    names = manifest.pop("prototype_names")
+    older = {**manifest, "format": FORMAT_V2, "prototype_labels": names}  # glossary: old name
+    (path / MANIFEST).write_text(json.dumps(older))
+    assert [r.problem for r in checked_runs(tmp_path)] == [""]
+    loaded = load_run(path, lite0)
+    assert loaded.prototype_names == {str(int(run.classes[0])): {"1": "fins"}}
+    assert loaded.prototype_name_grid()[0] == ["", "fins"]
+    save_run(loaded, path, overwrite=True)
+    again = json.loads((path / MANIFEST).read_text())
+    assert again["format"] == FORMAT and again["prototype_names"] == names and "prototype_labels" not in again  # glossary: old name
+    bad = {**older, "prototype_labels": {str(int(run.classes[0])): {"7": "tail"}}}  # glossary: old name
+    assert "names prototype '7'" in manifest_problem(bad)  # a version 2 run with bad names is damaged, as before
