@@ -8,7 +8,7 @@ and features in protolib's disk cache, so a new server process starts warm.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 import streamlit as st
@@ -95,21 +95,11 @@ def part_maps(key: str, position: int, start: int, stop: int, _features: Feature
     return [part_map(upsample(p, img.shape[:2]), img) for p, img in zip(presence, _shown)]
 
 
-@dataclass(frozen=True)
-class ClassFolder:
-    """A class folder of a data split that the model knows, and how many images it holds."""
-
-    folder: str
-    label: int
-    name: str
-    n_images: int
-
-
 @st.cache_data(ttl=60, show_spinner=False)
 def folder_classes(data: str, split: str, backbone_key: str, _class_names, _wnids, version: int = 0):
     """The class folders of ``data/split`` the model knows, with their image counts, and the folders
     skipped (``version`` changes when the caller knows the folder changed, e.g. after an upload).
     Raises ``DataError`` (``NoMatchingClasses`` when no folder names a class of the model)."""
     classes, problems = class_folders(data, split, _class_names, _wnids)
-    rows = [ClassFolder(c.folder, c.label, c.name, len(split_images(data, split, c.folder))) for c in classes]
+    rows = [replace(c, n_images=len(split_images(data, split, c.folder))) for c in classes]
     return rows, problems

@@ -57,6 +57,7 @@ class ClassFolder:
     folder: str  # folder name on disk
     label: int  # index in the model's label space
     name: str  # readable name
+    n_images: int | None = None  # how many images it holds, where counted (the app's class list)
 
 
 @dataclass
