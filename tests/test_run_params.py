@@ -10,13 +10,9 @@ import pytest
 import torch
 
 from protolib import PartPrototypes, load_run, run_decomposition, save_run
-<<<<<<< HEAD
 from protolib.runs.checks import manifest_problem
 from protolib.runs.listing import checked_runs
-from protolib.runs.schema import FORMAT, FORMAT_V1, MANIFEST
-=======
-from protolib.runs import FORMAT, FORMAT_V1, FORMAT_V2, MANIFEST, checked_runs, manifest_problem
->>>>>>> 90e595b (Glossary: manual fixes (manifest version 3: prototype_names, read from version 2's prototype_labels))
+from protolib.runs.schema import FORMAT, FORMAT_V1, FORMAT_V2, MANIFEST
 
 CLASSES = ["n01440764", "n02102040"]  # tench, English springer
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from ..files import ManifestError, read_manifest
 
-#: version 2 records the estimator's parameters once, under ``params``; version 1 also had ``k``, ``strategy``,
-#: ``seed``, ``solver`` and ``discovery`` at the top (older runs had them there only): ``upgraded`` reads it
-FORMAT, FORMAT_V1 = "protoscope.run/2", "protoscope.run/1"
+#: version 3 calls the prototypes' names ``prototype_names`` (version 2: ``_V2_NAMES_KEY``); version 2 records
+#: the estimator's parameters once, under ``params``; version 1 also had ``k``, ``strategy``, ``seed``, ``solver``
+#: and ``discovery`` at the top (older runs had them there only): ``upgraded`` reads both
+FORMAT, FORMAT_V2, FORMAT_V1 = "protoscope.run/3", "protoscope.run/2", "protoscope.run/1"
 MANIFEST, TENSORS = "manifest.json", "prototypes.safetensors"
 #: the manifest key of the prototypes' names (``Run.prototype_names``), and the longest name allowed
 PROTOTYPE_NAMES_KEY, MAX_PROTOTYPE_NAME_CHARS = "prototype_names", 80
@@ -38,7 +39,7 @@ def read_run_manifest(path: str | Path) -> dict:
     """The manifest of a run folder, an older version read as the current one (RunError when it is missing
     or damaged). Saving the run again writes the current version."""
     try:
-        return upgraded(read_manifest(Path(path) / MANIFEST, (FORMAT, FORMAT_V1)))
+        return upgraded(read_manifest(Path(path) / MANIFEST, (FORMAT, FORMAT_V2, FORMAT_V1)))
     except ManifestError as exc:
         raise RunError(f"{path} is not a run folder, or not a usable run folder: {exc}") from exc
 
@@ -48,12 +49,32 @@ _V1_KEYS = {"k": "k", "strategy": "strategy", "seed": "random_state", "solver": 
 
 
 def upgraded(manifest):
+    """An older manifest as the current version (a new dict); anything else unchanged."""
+    return _v2_as_v3(_v1_as_v2(manifest))
+
+
+def _v1_as_v2(manifest):
     """A version 1 manifest as version 2 (a new dict: ``params`` from its top-level keys, which win over its
-    own ``params``, the way version 1 was read); anything else unchanged. Version 2 never has those keys at
-    the top, so any found there (a hand-made manifest) are read the same way."""
+    own ``params``, the way version 1 was read); anything else unchanged. Later versions never have those keys
+    at the top, so any found there (a hand-made manifest) are read the same way."""
     if not isinstance(manifest, dict) or (manifest.get("format") != FORMAT_V1 and not _V1_KEYS.keys() & manifest.keys()):
         return manifest
     params = dict(manifest["params"]) if isinstance(manifest.get("params"), dict) else {}
     params.update({new: manifest[old] for old, new in _V1_KEYS.items() if old in manifest})
     rest = {key: value for key, value in manifest.items() if key not in _V1_KEYS}
-    return {**rest, "format": FORMAT, "params": params}
+    return {**rest, "format": FORMAT_V2, "params": params}
+
+
+#: version 2's key of the prototypes' names (glossary: old name)
+_V2_NAMES_KEY = "prototype_labels"  # glossary: old name
+
+
+def _v2_as_v3(manifest):
+    """A version 2 manifest (or a version 1 one read as 2) as version 3: the names under its ``_V2_NAMES_KEY``
+    move to ``prototype_names``, checked on load like any names; anything else unchanged."""
+    if not isinstance(manifest, dict) or (manifest.get("format") != FORMAT_V2 and _V2_NAMES_KEY not in manifest):
+        return manifest
+    rest = {key: value for key, value in manifest.items() if key != _V2_NAMES_KEY}
+    if _V2_NAMES_KEY in manifest:
+        rest.setdefault(PROTOTYPE_NAMES_KEY, manifest[_V2_NAMES_KEY])
+    return {**rest, "format": FORMAT}
