@@ -63,7 +63,7 @@ def settings_section(backbone: Backbone, images: Images) -> tuple[Settings, bool
             )
         else:
             classes = st.multiselect("Classes", [], disabled=True, placeholder="No class folders found")
-        k_col, per_class_col, strategy_col, seed_col = st.columns(4)
+        k_col, per_class_col, strategy_col, random_state_col = st.columns(4)
         with k_col:
             k = state.kept(st.slider, "Prototypes per class (k)", "dec_k", 3, min_value=1, max_value=MAX_K)
         with per_class_col:
@@ -90,8 +90,17 @@ def settings_section(backbone: Backbone, images: Images) -> tuple[Settings, bool
                 "splits it evenly; **proportional** in proportion to alpha. Every strategy is computed (Evaluate "
                 "compares them); this one drives the run's head.",
             )
-        with seed_col:
-            seed = state.kept(st.number_input, "Seed", "dec_seed", 0, min_value=0, max_value=2**31 - 1, step=1)
+        with random_state_col:
+            random_state = state.kept(
+                st.number_input,
+                "NMF seed",
+                "dec_seed",
+                0,
+                min_value=0,
+                max_value=2**31 - 1,
+                step=1,
+                help="random_state: the seed of the NMF initialisation",
+            )
         discovery_col, _ = st.columns([2, 2])
         with discovery_col:
             discovery = state.kept(
@@ -127,7 +136,7 @@ def settings_section(backbone: Backbone, images: Images) -> tuple[Settings, bool
                 width="stretch",
             )
         weights.cache_panel()
-    return Settings(list(classes), int(k), int(per_class), strategy, int(seed), name or automatic, discovery), start
+    return Settings(list(classes), int(k), int(per_class), strategy, int(random_state), name or automatic, discovery), start
 
 
 # -- 4. saved runs -------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ class Settings:
     k: int
     per_class: int
     strategy: str
-    seed: int
+    random_state: int
     name: str
     discovery: str = DEFAULT_DISCOVERY
 
@@ -52,7 +52,7 @@ def decompose(backbone: Backbone, data: str, settings: Settings) -> None:
             images_per_class=settings.per_class,
             k=settings.k,
             strategy=settings.strategy,
-            random_state=settings.seed,
+            random_state=settings.random_state,
             progress=progress,
             discovery=settings.discovery,
         )
