@@ -79,7 +79,7 @@ def test_explain_a_class_the_run_did_not_decompose(saved, data_dir, capsys, tmp_
         "--run",
         str(saved),
         str(photo),
-        "--label",
+        "--class",
         "goldfish",
         "--device",
         "cpu",

@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_DISCOVERY,
         help="how prototypes are found: nmf = the paper's NMF (default), evidence = evidence-weighted NMF",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--random-state", type=int, default=0, help="seed of the NMF initialisation (default 0)")
+    p.add_argument("--seed", dest="random_state", type=int, help=argparse.SUPPRESS)  # its old name, still accepted
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--overwrite", action="store_true")
     _add_common(p)
@@ -94,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="explain one image as a PNG")
     p.add_argument("--run", required=True)
     p.add_argument("image")
-    p.add_argument("--label", default=None, help="class to explain (name or index; default: predicted)")
+    p.add_argument("--class", dest="class_name", metavar="NAME", help="class to explain (name or class label; default: predicted)")
+    p.add_argument("--label", dest="class_name", help=argparse.SUPPRESS)  # its old name, still accepted
     p.add_argument("--out", default="explanation.png", help="image file to write: .png, .jpg, .pdf or .svg")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _add_common(p)

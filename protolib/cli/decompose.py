@@ -36,7 +36,7 @@ def cmd_decompose(args) -> int:
         images_per_class=args.images_per_class,
         k=args.k,
         strategy=args.strategy,
-        random_state=args.seed,
+        random_state=args.random_state,
         cache_dir=args.cache,
         progress=StageProgress(),
         discovery=args.discovery,

@@ -15,7 +15,7 @@ def cmd_explain(args) -> int:
         raise ValueError(f"--out {out}: name an image file ending in {', '.join(FIGURE_SUFFIXES)}")
     run, backbone = run_and_model(args)
     head = run.head(backbone)
-    label = None if args.label is None else _decomposed_label(args.label, backbone.class_names, head)
+    label = None if args.class_name is None else _decomposed_label(args.class_name, backbone.class_names, head)
     explanation = explain_image(backbone, head, args.image, label)
     path = explanation_figure(explanation, backbone.class_names, out)
     top_label, top_p = explanation.top(1)[0]
@@ -33,7 +33,7 @@ def _decomposed_label(text: str, class_names: list[str], head) -> int:
     label = number if number is not None else (class_names.index(text) if text in class_names else None)
     decomposed = [class_names[c] for c in head.classes.tolist()]
     if label is None or label >= len(class_names) or label not in head.classes.tolist():
-        raise ValueError(f"--label {text!r} is not a class this run decomposed; choose one of: {', '.join(decomposed)}")
+        raise ValueError(f"--class {text!r} is not a class this run decomposed; choose one of: {', '.join(decomposed)}")
     return label
 
 
