@@ -134,16 +134,16 @@ def test_select_switch_off_label_save_and_download(browser, server, tmp_path):
         # (not a row just ticked: a click on the cell under the cursor would tick it again)
         i = next(i for i in range(k) if (0, i) not in server["pair"])
         click_cell(page, i)
-        for _ in range(4):  # select, class, prototype, colour: then the label
+        for _ in range(4):  # select, class, prototype, colour: then the name
             page.keyboard.press("ArrowRight")
         page.keyboard.press("Enter")  # opens the cell's editor
         page.locator("textarea.gdg-input").wait_for()
         page.keyboard.type("beak", delay=60)
         page.keyboard.press("Enter")
         settle(page)
-        save = page.get_by_role("button", name="Save 1 label in your own copy of this published run")
+        save = page.get_by_role("button", name="Save 1 name in your own copy of this published run")
         save.click()  # the published run is read-only: the session gets its own labelled copy
-        page.get_by_test_id("stAlert").filter(has_text="Labels saved with run “tiny-labelled”").wait_for()
+        page.get_by_test_id("stAlert").filter(has_text="Names saved with run “tiny-labelled”").wait_for()
         settle(page)
         assert metric_value(page, "Top-1 after") == after  # the edits went with the copy
         go(page, "Prototypes")

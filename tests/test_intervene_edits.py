@@ -61,7 +61,7 @@ def test_prototype_table_rows_and_edits():
     )
     assert len(rows) == 6 and [r["prototype"] for r in rows[:3]] == ["P1", "P2", "P3"]
     assert [r["select"] for r in rows] == [False, False, False, True, False, False]
-    assert [r["label"] for r in rows] == ["", "fins", "", "", "ears", ""]  # an unsaved edit is shown
+    assert [r["name"] for r in rows] == ["", "fins", "", "", "ears", ""]  # an unsaved edit is shown
     assert [r["scale"] for r in rows] == ["on", "off", "on", "on", "on", "×0.5"]
     assert rows[4]["share of the logit"] == pytest.approx(0.6) and "on the background" not in rows[0]
     assert rows[2]["colour"] == swatch("#111111") and rows[2]["colour"].startswith("data:image/svg+xml")
@@ -71,10 +71,10 @@ def test_prototype_table_rows_and_edits():
 
     # st.data_editor's edited_rows: ticks and labels, other columns and stray rows ignored
     chosen, pending = merge_table_edits(
-        {0: {"select": True}, "4": {"select": True, "label": " ears "}, 9: {"select": True}, 2: {"class": "x"}}, 3, 6, {(1, 0)}, {}
+        {0: {"select": True}, "4": {"select": True, "name": " ears "}, 9: {"select": True}, 2: {"class": "x"}}, 3, 6, {(1, 0)}, {}
     )
     assert chosen == {(0, 0), (1, 0), (1, 1)} and pending == {(1, 1): " ears "}
-    chosen, pending = merge_table_edits({3: {"select": False}, 1: {"label": None}}, 3, 6, chosen, pending)
+    chosen, pending = merge_table_edits({3: {"select": False}, 1: {"name": None}}, 3, 6, chosen, pending)
     assert chosen == {(0, 0), (1, 1)} and pending == {(1, 1): " ears ", (0, 1): ""}
     assert prototype_name_changes(labels, pending) == {(1, 1): "ears", (0, 1): ""}
     assert prototype_names_after(labels, [0, 217], pending) == {217: {1: "ears"}}  # "fins" emptied: dropped
@@ -269,11 +269,11 @@ def test_labels_are_saved_from_the_table_and_shown_on_every_page(env):
     at.session_state[f"iv_pending.{edit_of(at)}"] = {(0, 1): "fins", (1, 0): "ears"}
     at.run()
     table = next(d.value for d in at.dataframe if "select" in d.value.columns)
-    assert table["label"].tolist() == ["", "fins", "", "ears", "", ""]
-    button(at, "Save 2 labels in your own copy of this published run").click().run()
+    assert table["name"].tolist() == ["", "fins", "", "ears", "", ""]
+    button(at, "Save 2 names in your own copy of this published run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.session_state["run"] == "small-labelled"  # the published run is read-only: a private copy
-    assert "Labels saved with run “small-labelled”." in [s.value for s in at.success]
+    assert "Names saved with run “small-labelled”." in [s.value for s in at.success]
     copy = load_run(at.session_state["workspace"].private_runs / "small-labelled")
     assert copy.prototype_name_grid() == [["", "fins", ""], ["ears", "", ""]] and copy.manifest["parent"] == "small"
     assert load_run(env["runs"] / "shared" / "small").prototype_names == {}
@@ -282,7 +282,7 @@ def test_labels_are_saved_from_the_table_and_shown_on_every_page(env):
     copy_path = at.session_state["workspace"].private_runs / "small-labelled"
     at.session_state[f"iv_pending.{hashlib.sha256(f'edit|{copy_path}'.encode()).hexdigest()[:16]}"] = {(0, 2): "water"}
     at.run()
-    button(at, "Save 1 label with this run").click().run()
+    button(at, "Save 1 name with this run").click().run()
     assert at.session_state["run"] == "small-labelled"
     assert load_run(at.session_state["workspace"].private_runs / "small-labelled").prototype_name_grid()[0] == ["", "fins", "water"]
     assert "P2 “fins”" in str([m.value for m in at.markdown])  # the per-class switches name it too

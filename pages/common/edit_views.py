@@ -61,7 +61,7 @@ def top_logit_rows(
 
 # -- editing across classes (Intervene) -------------------------------------------------------------
 #: the columns of the prototype table a person edits: the selection and the name
-SELECT, LABEL = "select", "label"
+SELECT, NAME = "select", "name"
 
 
 def swatch(colour: str) -> str:
@@ -104,7 +104,7 @@ def prototype_table(
                 "class": name,
                 "prototype": f"P{i + 1}",
                 "colour": swatch(colours[i % len(colours)]) if colours else "",
-                LABEL: pending.get((c, i), prototype_names[c][i]),
+                NAME: pending.get((c, i), prototype_names[c][i]),
                 "share of the logit": None if shares is None else float(shares[c, i]),
                 "scale": scale_text(float(scale[c, i])),
             }
@@ -132,8 +132,8 @@ def merge_table_edits(
         where = (row // k, row % k)
         if SELECT in changes:
             (selected.add if changes[SELECT] else selected.discard)(where)
-        if LABEL in changes:
-            pending[where] = "" if changes[LABEL] is None else str(changes[LABEL])
+        if NAME in changes:
+            pending[where] = "" if changes[NAME] is None else str(changes[NAME])
     return selected, pending
 
 

@@ -13,7 +13,7 @@ import torch
 
 from pages.common import cache, figures, viewmodels
 from pages.common.edit_views import (
-    LABEL,
+    NAME,
     SELECT,
     merge_table_edits,
     prototype_caption,
@@ -112,7 +112,7 @@ def prototype_table_section(ctx: Context, scale: torch.Tensor, data: str) -> Non
     state, k = st.session_state, ctx.run.k
     st.markdown("##### Every prototype of the run")
     st.caption(
-        "Tick prototypes of any classes in the first column and scale them together; type a name in **label** "
+        "Tick prototypes of any classes in the first column and scale them together; type a name in **name** "
         "(“beak”, “water”) and save it with the run. The held-out accuracy below follows every change."
     )
     chosen, pending, grid = selected(ctx), state.get(pending_key(ctx), {}), ctx.run.prototype_name_grid()
@@ -135,7 +135,7 @@ def prototype_table_section(ctx: Context, scale: torch.Tensor, data: str) -> Non
     config = {
         SELECT: st.column_config.CheckboxColumn("select", width="small"),
         "colour": st.column_config.ImageColumn("colour", width="small"),
-        LABEL: st.column_config.TextColumn("label", max_chars=80, help="A short name: what this prototype looks at"),
+        NAME: st.column_config.TextColumn("name", max_chars=80, help="A short name: what this prototype looks at"),
         "share of the logit": st.column_config.ProgressColumn(
             min_value=0.0,
             max_value=1.0,
@@ -164,7 +164,7 @@ def prototype_table_section(ctx: Context, scale: torch.Tensor, data: str) -> Non
         hide_index=True,
         width="stretch",
         num_rows="fixed",
-        disabled=[c for c in table.columns if c not in (SELECT, LABEL)],
+        disabled=[c for c in table.columns if c not in (SELECT, NAME)],
         column_config=config,
         height=min(36 * (len(rows) + 1) + 3, 460),
     )
@@ -233,13 +233,13 @@ def prototype_name_controls(ctx: Context, grid, pending: dict) -> None:
         return
     owned = workspace().owns(ctx.run.path)
     where = "with this run" if owned else "in your own copy of this published run"
-    if st.button(f"Save {len(changes)} label{'s' if len(changes) > 1 else ''} {where}", type="primary", icon=":material/sell:"):
+    if st.button(f"Save {len(changes)} name{'s' if len(changes) > 1 else ''} {where}", type="primary", icon=":material/sell:"):
         try:
             path = save_prototype_names(ctx, prototype_names_after(grid, ctx.decomposed, pending), owned)
         except (RunError, ValueError, OSError) as exc:
-            st.error(workspace().redact(f"The labels could not be saved: {exc}"))
+            st.error(workspace().redact(f"The names could not be saved: {exc}"))
             return
-        st.session_state["iv_label_note"] = f"Labels saved with run “{path.name}”."
+        st.session_state["iv_label_note"] = f"Names saved with run “{path.name}”."
         st.rerun(scope="app")
 
 
