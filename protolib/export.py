@@ -30,7 +30,8 @@ from .method.head import PrototypeHead
 from .method.spatial import LEVEL, SpatialEdit, chosen_parts, left_out_cells, pool_kept
 from .runs import Run, load_run
 
-FORMAT = "protoscope.torchscript/1"
+#: version 2 calls the prototypes' names ``prototype_names`` (version 1: ``prototype_labels``) (glossary: old name)
+FORMAT = "protoscope.torchscript/2"
 METADATA = "protoscope.json"  # the extra file of an exported model
 #: how far the exported model's logits may be from the module it was traced from (float error only)
 EXPORT_TOLERANCE = 1e-4
