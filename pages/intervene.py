@@ -63,9 +63,8 @@ def controls(ctx: Context, photo: Photo, labels: list[int], spaced: torch.Tensor
         names = ctx.run.prototype_name_grid()[c]
         with st.container(border=True):
             in_space = "" if spaced is None else f" · {float(spaced[0, c].sum() + ctx.head.bias[label]):.2f} pooling the kept cells"
-            st.markdown(
-                f"**{figures.md(ctx.backbone.class_names[label])}** · logit {float(photo.original[label]):.2f} on this photo{in_space}"
-            )
+            shown = figures.md(ctx.backbone.class_names[label])
+            st.markdown(f"**{shown}** · logit {float(photo.original[label]):.2f} on this photo{in_space}")
             for i in range(ctx.run.k):
                 on_key, scale_key = setting_keys(ctx, label, i)
                 chip_col, on_col, scale_col = st.columns([3, 1, 3], vertical_alignment="center")
@@ -115,7 +114,8 @@ def photo_results(ctx: Context, photo: Photo, edited: torch.Tensor, labels: list
     )
     with predicted_col:
         st.markdown(
-            f"<small>Predicted class</small><br><span style='font-size:1.5rem'>{figures.md(ctx.backbone.class_names[new_predicted])}</span>",
+            "<small>Predicted class</small><br><span style='font-size:1.5rem'>"
+            f"{figures.md(ctx.backbone.class_names[new_predicted])}</span>",
             unsafe_allow_html=True,
         )
         if new_predicted != photo.predicted:

@@ -18,11 +18,8 @@ from .text import escaped, percent, prototype_title
 def waterfall(contributions: torch.Tensor, bias: float, title: str, prototype_names: Sequence[str] = ()) -> go.Figure:
     """Per-prototype contributions + bias = logit, as a plotly waterfall (``prototype_names``: the prototypes' names)."""
     k = len(contributions)
-    names = [
-        f'<span style="color:{prototype_hex(i)}"><b>{html.escape(prototype_title(i, prototype_names[i] if i < len(prototype_names) else ""))}'
-        "</b></span>"
-        for i in range(k)
-    ]
+    titles = [prototype_title(i, prototype_names[i] if i < len(prototype_names) else "") for i in range(k)]
+    names = [f'<span style="color:{prototype_hex(i)}"><b>{html.escape(t)}</b></span>' for i, t in enumerate(titles)]
     values = [bias] + [float(c) for c in contributions]
     total = sum(values)
     fig = go.Figure(
