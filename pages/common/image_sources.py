@@ -10,10 +10,9 @@ from pathlib import Path
 import streamlit as st
 
 from pages.common import cache, figures, state
-from pages.common.cache import ClassFolder
 from pages.common.uploads import extract_zip_upload, save_uploads
 from protolib.backbones import Backbone
-from protolib.data import DataError
+from protolib.data import ClassFolder, DataError
 from protolib.data.folders import NoMatchingClasses
 from protolib.data.uploads import UploadError
 from protolib.workspace.quotas import QuotaExceeded, megabytes
