@@ -7,8 +7,8 @@ from pathlib import Path
 
 from .. import config
 from ..pipeline import run_decomposition
-from ..runs import save_run
 from ..runs.schema import MANIFEST
+from ..runs.store import save_once
 from ..workspace.layout import SHARED
 from .shortcut import Log, prepare_model
 from .shortcut_config import ShortcutConfig
@@ -35,17 +35,16 @@ def build_shortcut_demo(
     data = prepare_shortcut_data(out, cfg)
     backbone, _ = prepare_model(out / "seed-0", data, cfg, 0, log)
     log(f"decomposing the held-out photos, k = {cfg.k}")
-    run = run_decomposition(
-        backbone,
-        data,
-        "heldout",
-        images_per_class=cfg.heldout_per_class,
-        k=cfg.k,
-        random_state=0,
-        cache_dir=out / "seed-0" / "features",
+    path = save_once(
+        path,
+        lambda: run_decomposition(
+            backbone,
+            data,
+            "heldout",
+            images_per_class=cfg.heldout_per_class,
+            k=cfg.k,
+            random_state=0,
+            cache_dir=out / "seed-0" / "features",
+        ),
     )
-    try:
-        save_run(run, path)
-    except FileExistsError:  # built meanwhile by another process: the same protocol, the same run
-        pass
     return path, data

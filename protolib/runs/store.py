@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +38,20 @@ def save_run(run: Run, path: str | Path, overwrite: bool = False) -> Path:
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     run.path = path
     run.manifest = manifest
+    return path
+
+
+def save_once(path: str | Path, make_run: Callable[[], Run]) -> Path:
+    """A run computed at most once and shared (the demos): when ``path`` holds a run nothing is computed;
+    otherwise ``make_run()`` is saved there, and if another process saved it meanwhile, theirs stays (the same
+    settings make the same run)."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path
+    try:
+        save_run(make_run(), path)
+    except FileExistsError:
+        pass
     return path
 
 

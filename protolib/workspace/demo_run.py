@@ -8,7 +8,6 @@ from pathlib import Path
 
 from .. import config
 from ..runs.names import auto_run_name
-from ..runs.schema import MANIFEST
 from .layout import SHARED
 
 
@@ -39,23 +38,18 @@ def build_demo(backbone, runs_root: str | Path, progress=None, demo: Demo = DEMO
     """Decompose the sample photos as ``demo`` says and publish the run (``shared/<demo name>``); when it
     exists already (another session built it), nothing is computed. Call it inside ``JOBS.turn()``."""
     from ..pipeline import run_decomposition  # the pipeline imports torch models: only when a demo is built
-    from ..runs import save_run
+    from ..runs.store import save_once
 
-    path = demo_path(runs_root, demo)
-    if (path / MANIFEST).is_file():
-        return path
-    run = run_decomposition(
-        backbone,
-        data or config.SAMPLE_DATA,
-        "train",
-        classes=list(demo.classes) if demo.classes else None,
-        images_per_class=demo.images_per_class,
-        k=demo.k,
-        strategy=demo.strategy,
-        progress=progress,
+    return save_once(
+        demo_path(runs_root, demo),
+        lambda: run_decomposition(
+            backbone,
+            data or config.SAMPLE_DATA,
+            "train",
+            classes=list(demo.classes) if demo.classes else None,
+            images_per_class=demo.images_per_class,
+            k=demo.k,
+            strategy=demo.strategy,
+            progress=progress,
+        ),
     )
-    try:
-        save_run(run, path)
-    except FileExistsError:  # built meanwhile by another process: theirs is the same run
-        pass
-    return path
