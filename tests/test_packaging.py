@@ -21,8 +21,6 @@ from tests.browser import CHROMIUM, WAIT, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_PACKAGES = {"protolib._app": ".", "protolib._app.pages": "pages", "protolib._app.pages.common": "pages/common"}
-#: what a build never needs and a clone may hold (a virtual environment, caches, build outputs)
-NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "runs", "*artifacts")
 
 
 def setuptools_config() -> dict:
@@ -64,7 +62,14 @@ def test_app_script_prefers_the_installed_app_then_the_clone(tmp_path, monkeypat
 def installed(tmp_path_factory) -> Path:
     """``pip install --target`` of a copy of this clone (so that the build leaves nothing in the tree)."""
     tmp = tmp_path_factory.mktemp("install")
-    shutil.copytree(ROOT, tmp / "src", ignore=NOT_SOURCES)
+    # the clone's sources as git sees them (tracked, or new and not ignored): no venv, cache or run folder
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+    )
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (tmp / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tmp / "src" / name)
     target = tmp / "site-packages"
     command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
     subprocess.run([*command, "--target", str(target), str(tmp / "src")], check=True, timeout=300)
