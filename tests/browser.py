@@ -41,6 +41,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, server: subprocess.Popen, seconds: float) -> bool:
+    """Whether the Streamlit server at ``url`` answers its health check within ``seconds`` (False as soon as
+    its process has ended)."""
+    deadline = time.monotonic() + seconds
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
 @contextmanager
 def app_server(tmp: Path, **env_vars: str):
     """The app on a free port with ``env_vars`` (runs, cache... in temporary folders) and no user data
@@ -60,18 +75,9 @@ def app_server(tmp: Path, **env_vars: str):
             stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("the app did not start:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.5)
+        if not wait_healthy(url, proc, 60):
+            proc.kill()
+            pytest.fail("the app did not start:\n" + log_path.read_text()[-3000:])
         try:
             yield url
         finally:

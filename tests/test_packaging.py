@@ -10,14 +10,13 @@ import subprocess
 import sys
 import time
 import tomllib
-import urllib.request
 from pathlib import Path
 
 import pytest
 from setuptools import find_packages
 
 from protolib import app_files
-from tests.browser import CHROMIUM, WAIT, free_port
+from tests.browser import CHROMIUM, WAIT, free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_PACKAGES = {"protolib._app": ".", "protolib._app.pages": "pages", "protolib._app.pages.common": "pages/common"}
@@ -125,16 +124,8 @@ def test_protoscope_app_serves_the_installed_app(installed, tmp_path, browser):
             start_new_session=True,  # `protoscope app` starts Streamlit as its child: both are stopped as a group
         )
     try:
-        url, deadline = f"http://localhost:{port}", time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "the app did not start:\n" + log.read_text()[-3000:]
-            time.sleep(0.5)
+        url = f"http://localhost:{port}"
+        assert wait_healthy(url, server, 90), "the app did not start:\n" + log.read_text()[-3000:]
         context = browser.new_context()
         try:
             page = context.new_page()

@@ -19,19 +19,23 @@ from .run import Run
 from .schema import FORMAT, MANIFEST, PROTOTYPE_NAMES_KEY, TENSORS, RunError, read_run_manifest
 
 
-def save_run(run: Run, path: str | Path, overwrite: bool = False) -> Path:
-    """Write the run folder atomically: a reader sees the old run or the whole new one."""
-    path = Path(path)
-    tensors = {
+def run_tensors(run: Run) -> dict[str, torch.Tensor]:
+    """The tensors a run folder keeps (``prototypes.safetensors``), by name."""
+    return {
         "classes": run.classes,
         "nmf_prototypes": run.nmf_prototypes,
         "alpha": run.alpha,
         "feature_error": run.feature_error,
         "presence_scale": run.presence_scale,
-        **{f"refined.{name}": value for name, value in run.refined_by_strategy.items()},
+        **{f"refined.{strategy}": p for strategy, p in run.refined_by_strategy.items()},
+        **({"scale": run.scale} if run.scale is not None else {}),
     }
-    if run.scale is not None:
-        tensors["scale"] = run.scale
+
+
+def save_run(run: Run, path: str | Path, overwrite: bool = False) -> Path:
+    """Write the run folder atomically: a reader sees the old run or the whole new one."""
+    path = Path(path)
+    tensors = run_tensors(run)
     manifest = dict(run.manifest, format=FORMAT, saved=datetime.now(UTC).isoformat(timespec="seconds"))
     with atomic_dir(path, overwrite=overwrite, marker=MANIFEST) as tmp:
         save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp / TENSORS))
@@ -99,15 +103,7 @@ def run_problem(run: Run) -> str | None:
     unknown, strategy = sorted(set(run.refined_by_strategy) - set(STRATEGIES)), m["params"]["strategy"]
     if unknown or strategy not in run.refined_by_strategy:
         return f"strategy {strategy!r} has no prototypes" if not unknown else f"unknown strategies {unknown}"
-    tensors = {
-        "classes": run.classes,
-        "nmf_prototypes": run.nmf_prototypes,
-        "alpha": run.alpha,
-        "feature_error": run.feature_error,
-        "presence_scale": run.presence_scale,
-        **{f"refined.{s}": p for s, p in run.refined_by_strategy.items()},
-        **({"scale": run.scale} if run.scale is not None else {}),
-    }
+    tensors = run_tensors(run)
     problem = tensors_problem({name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()}, m)
     if problem:
         return problem
