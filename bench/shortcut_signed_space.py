@@ -127,6 +127,8 @@ RULES: dict[str, Rule] = {
     "contribution carried by the background prototypes, top class only": _contribution_top,
     "most present part is a background part": lambda f, head, chosen, logits: _owned(f, head, chosen),
 }
+
+
 def _background_share(f: torch.Tensor, head: PrototypeHead, chosen: torch.Tensor) -> torch.Tensor:
     """(N, H, W): per cell, the largest share of its presence that the background parts of one class take."""
     out = torch.zeros(f.shape[:3])
@@ -151,6 +153,7 @@ for _q in (0.1, 0.2, 0.3):
     RULES[f"reference, no part read: all but the {100 * _q:.0f} % loudest cells of each photo"] = (
         lambda f, head, chosen, logits, q=_q: _keep_lowest(-f.norm(dim=-1), q)
     )
+
 
 def _object_presence(f: torch.Tensor, head: PrototypeHead, chosen: torch.Tensor) -> torch.Tensor:
     """(N, H, W): per cell, the summed presence of every class's parts that are *not* chosen as background."""
@@ -197,8 +200,8 @@ def seed_figures(root: Path, data: Path, seed: int) -> dict[str, dict[str, dict]
         logits = head(f)[0]
         masks = {name: rule(f, head, by_purity if name in PURITY_RULES else by_mask, logits) for name, rule in RULES.items()}
         for b, o in REFERENCES:
-            masks[f"reference: {100 * b:.0f} % of the true background cells and {100 * o:.0f} % of the object cells"] = (
-                _reference(background, b, o, seed)
+            masks[f"reference: {100 * b:.0f} % of the true background cells and {100 * o:.0f} % of the object cells"] = _reference(
+                background, b, o, seed
             )
         for name, mask in masks.items():
             pooled, _ = pool_kept(f, mask)
