@@ -45,7 +45,9 @@ NOTE = (
 PROTOCOL = (
     f"space_by_discovered_parts: the parts of the prototypes prototypes_by_mask switches off; on each test photo "
     f"the cells where any of them has presence >= {LEVEL:g} (PrototypeHead.presence, 1 = its 0.99 training "
-    f"quantile) are left out of the average pooling, and the model's head reads the mean of the other cells."
+    f"quantile) are left out of the average pooling, and the model's head reads the mean of the other cells. "
+    f"keep_object_parts (reported with it): each test photo pools only the {100 * KEEP_SHARE:g} % of its cells where the "
+    f"parts prototypes_by_mask keeps are most present (summed presence), a share chosen on val."
 )
 KEEP_NOTE = (
     "parts kept: every part the mask rule does not switch off (the object parts); each test photo pools only the cells "
