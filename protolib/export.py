@@ -27,7 +27,7 @@ from .backbones import Backbone
 from .backbones.base import Preprocessing
 from .files import atomic_path
 from .method.head import PrototypeHead
-from .method.spatial import LEVEL, SpatialEdit, chosen_parts, left_out_cells, pool_kept
+from .method.spatial import KEEP_SHARE, LEVEL, SpatialEdit, chosen_parts, edit_mask, pool_kept
 from .runs import Run, load_run
 
 #: version 2 calls the prototypes' names ``prototype_names`` (version 1: ``prototype_labels``) (glossary: old name)
@@ -46,7 +46,8 @@ class PrototypeModel(nn.Module):
     ``spatial`` (optional) is an edit in space: the cells where its parts are present are left out of the pooling.
     """
 
-    leave_out_parts: torch.Tensor  # a registered buffer, declared so that reading it is typed as a tensor
+    leave_out_parts: torch.Tensor  # registered buffers, declared so that reading them is typed as tensors
+    keep_parts: torch.Tensor
 
     def __init__(
         self,
@@ -60,6 +61,9 @@ class PrototypeModel(nn.Module):
         # the chosen parts' vectors (m, D; m = 0: the original pooling) and their presence level
         self.register_buffer("leave_out_parts", chosen_parts(head, spatial).clone())
         self.level: float = spatial.level if spatial else LEVEL
+        # a keep-edit's parts (m, D; m = 0: none) and the share of each photo's cells it keeps
+        self.register_buffer("keep_parts", chosen_parts(head, spatial, "keep_where").clone())
+        self.keep_share: float = spatial.keep_share if spatial else KEEP_SHARE
         self.backbone = backbone
         self.head = head
         self.preprocessing: Preprocessing = backbone.preprocessing
@@ -81,10 +85,10 @@ class PrototypeModel(nn.Module):
         """Images (B, 3, S, S) -> the pooled features (B, D) the head reads (the kept cells' mean under an edit
         in space)."""
         spatial = self.backbone.spatial_features(images)
-        if not len(self.leave_out_parts):
+        if not len(self.leave_out_parts) and not len(self.keep_parts):
             return spatial.mean(dim=(2, 3))
         cells = spatial.permute(0, 2, 3, 1)
-        return pool_kept(cells, left_out_cells(cells, self.leave_out_parts, self.level))[0]
+        return pool_kept(cells, edit_mask(cells, self.leave_out_parts, self.level, self.keep_parts, self.keep_share))[0]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, S, S) -> logits (B, C_all): the decomposed classes as sums of prototype contributions."""

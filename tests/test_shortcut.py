@@ -243,6 +243,39 @@ def test_space_by_discovered_parts_pools_the_cells_the_mask_rules_parts_leave(be
     assert "Edit in space" in (out / "shortcut.md").read_text()
 
 
+def test_keeping_where_the_object_parts_are_pools_the_cells_recomputed_by_hand(bench):
+    """The edit in space the other way round (``keep_object_parts``): each test photo keeps only the 10 % of its
+    cells where the parts the mask rule keeps are most present, recomputed from the saved run."""
+    from protolib.benchmarks import shortcut_space as space
+    from protolib.data.features import extract_features
+    from protolib.method.spatial import KEEP_SHARE
+
+    out, results = bench
+    seed, data = results["per_seed"]["0"], out / "data"
+    by_mask = torch.tensor(seed["scales"]["prototypes_by_mask"])
+    run = load_run(out / "seed-0" / "run")
+    backbone = load_backbone(run.manifest["backbone"])
+    rows = [r for r in read_groups(data).values() if r["split"] == "test"]
+    feats = extract_features(backbone, [data / r["file"] for r in rows], cache_dir=out / "seed-0" / "features").feats
+    score = torch.zeros(feats.shape[:3])
+    for c, i in (by_mask != 0).nonzero().tolist():
+        score += torch.einsum("nhwd,d->nhw", feats.clamp_min(0), run.nmf_prototypes[c, i] / run.presence_scale[c, i])
+    n = max(1, round(KEEP_SHARE * score[0].numel()))
+    pooled = []
+    for f, s in zip(feats, score):
+        order = s.flatten().argsort(descending=True)[:n]
+        pooled.append(f.reshape(-1, f.shape[-1])[order].mean(dim=0))
+    logits = torch.stack(pooled) @ backbone.head_weight.T + backbone.head_bias
+    labels = [class_names(3).index(r["class"]) for r in rows]
+    expected = group_accuracy(logits, labels, [r["group"] for r in rows])
+    kept = seed["space"]["keep_object_parts"]
+    assert kept["worst_group_acc"] == expected["worst_group"] and kept["mean_acc"] == expected["mean"]
+    assert kept["parts_kept"] == int((by_mask != 0).sum())
+    summary = results[space.NAME]["keep_object_parts"]
+    assert summary["worst_group_acc"] == kept["worst_group_acc"] and "no weight changed" in summary["changed"]
+    assert "the other way round" in (out / "shortcut.md").read_text()
+
+
 def test_command_line(monkeypatch, tmp_path, capsys, bench):
     _, results = bench
     seen = {}

@@ -17,8 +17,8 @@ from protolib.method.spatial import (
     EditedPooling,
     SpatialEdit,
     chosen_parts,
+    edit_mask,
     edited_pooling,
-    left_out_cells,
     split_pooling,
 )
 
@@ -55,12 +55,17 @@ def current_spatial(ctx: Context) -> SpatialEdit | None:
         for i in range(ctx.run.k)
         if st.session_state.get(space_key(ctx, label, i), bool(edit and (label, i) in edit.leave_out))
     ]
-    return SpatialEdit(tuple(chosen), edit.level if edit else LEVEL) if chosen else None
+    if not edit:
+        return SpatialEdit(tuple(chosen)) if chosen else None
+    # a saved keep-edit (``keep_where``, made by the library) stays as it was: the page toggles leave-out parts
+    spatial = SpatialEdit(tuple(chosen), edit.level, edit.keep_where, edit.keep_share)
+    return spatial or None
 
 
 def photo_pooling(ctx: Context, feats: torch.Tensor, edit: SpatialEdit | None) -> tuple[EditedPooling, torch.Tensor]:
     """(the edited pooling of one photo's features (H, W, D), its left-out cells (H, W) bool)."""
-    mask = left_out_cells(feats, chosen_parts(ctx.head, edit), edit.level if edit else LEVEL)
+    level, share = (edit.level, edit.keep_share) if edit else (LEVEL, 1.0)
+    mask = edit_mask(feats[None], chosen_parts(ctx.head, edit), level, chosen_parts(ctx.head, edit, "keep_where"), share)[0]
     return edited_pooling(ctx.head, feats.unsqueeze(0), edit), mask
 
 

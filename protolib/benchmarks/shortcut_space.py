@@ -7,6 +7,10 @@ the rule the app's "switch off every background prototype" applies). For each te
 any chosen part is present (presence >= ``spatial.LEVEL``, what the part map draws) are left out of the
 average pooling; the model's own head (the prototypes sum to it exactly) reads the rest. No weight changes.
 
+``keep_object_parts`` (in its diagnostics and summary): the same parts read the other way round, the edit keeping
+only the ``spatial.KEEP_SHARE`` of each test photo's cells where every *other* part (the object parts, those the
+mask rule keeps) is most present; chosen on the val split among the rules of ``bench/shortcut_signed_space.py``.
+
 Beside accuracy it says what the mask did, against the ground truth the benchmark has: the share of the test
 photos' background cells and of their object cells that were left out (a cell is background when at least
 half of it is, as in ``object_cells_logits``), where each discovered part's presence lies (its share on the
@@ -27,7 +31,7 @@ from ..data.features import extract_features
 from ..data.synthetic_shortcut import read_groups, read_object_mask
 from ..evaluation.intervention import group_accuracy
 from ..method.head import PrototypeHead
-from ..method.spatial import LEVEL, SpatialEdit, edited_pooling, left_out_cells
+from ..method.spatial import KEEP_SHARE, LEVEL, SpatialEdit, edited_pooling, kept_cells, left_out_cells
 from ..runs import Run
 
 NAME = "space_by_discovered_parts"
@@ -41,7 +45,13 @@ NOTE = (
 PROTOCOL = (
     f"space_by_discovered_parts: the parts of the prototypes prototypes_by_mask switches off; on each test photo "
     f"the cells where any of them has presence >= {LEVEL:g} (PrototypeHead.presence, 1 = its 0.99 training "
-    f"quantile) are left out of the average pooling, and the model's head reads the mean of the other cells."
+    f"quantile) are left out of the average pooling, and the model's head reads the mean of the other cells. "
+    f"keep_object_parts (reported with it): each test photo pools only the {100 * KEEP_SHARE:g} % of its cells where the "
+    f"parts prototypes_by_mask keeps are most present (summed presence), a share chosen on val."
+)
+KEEP_NOTE = (
+    "parts kept: every part the mask rule does not switch off (the object parts); each test photo pools only the cells "
+    "where they are most present (a change of the model's computation), no weight changed"
 )
 #: other presence levels reported for the diagnostic only (never used to choose the method's level)
 DIAGNOSTIC_LEVELS = (0.1, 0.5, 1.0)
@@ -94,6 +104,22 @@ def space_by_discovered_parts(
         "numbers_changed": len(chosen),
         "per_group": accuracy["per_group"],
     }
+    # the same parts the other way round: keep only where the object parts (all the others) are most present
+    objects = [(int(run.classes[c]), int(i)) for c, i in (by_mask != 0).nonzero().tolist()]
+    keep_object_parts = None  # when the mask rule calls every part background, there is nothing to keep
+    if objects:
+        kept = group_accuracy(
+            head(edited_pooling(head, feats.feats, SpatialEdit(keep_where=tuple(objects))).pooled)[0], labels, groups
+        )
+        keep_mask = ~kept_cells(feats.feats, torch.stack([head.parts[head.position(c), i] for c, i in objects]), KEEP_SHARE)
+        keep_object_parts = {
+            "mean_acc": kept["mean"],
+            "worst_group_acc": kept["worst_group"],
+            "keep_share": KEEP_SHARE,
+            "parts_kept": len(objects),
+            "background_cells_left_out": float(keep_mask[background].float().mean()),
+            "object_cells_left_out": float(keep_mask[~background].float().mean()),
+        }
     sweep = {}
     for lvl in DIAGNOSTIC_LEVELS:
         other = group_accuracy(head(edited_pooling(head, feats.feats, SpatialEdit(tuple(chosen), lvl)).pooled)[0], labels, groups)
@@ -110,6 +136,7 @@ def space_by_discovered_parts(
         "photos_keeping_every_cell": int(pooling.all_left_out.sum()),
         **shares(level),
         "other_levels_diagnostic": sweep,
+        "keep_object_parts": keep_object_parts,
     }
     return result, diagnostics
 
@@ -121,7 +148,21 @@ def summary(per_seed: dict, methods: dict) -> dict:
     base, dfr, m = (methods[name]["worst_group_acc"] for name in ("original", "dfr", NAME))
     keys = ("cells_left_out", "background_cells_left_out", "object_cells_left_out", "background_cell_share")
     levels = diags[0]["other_levels_diagnostic"] if diags else {}
+    kept = [d["keep_object_parts"] for d in diags if d.get("keep_object_parts")]
+    keep_worst = float(np.mean([k["worst_group_acc"] for k in kept])) if kept else None
+    keep_object_parts = kept and {
+        "changed": f"{KEEP_NOTE}; {100 * KEEP_SHARE:g} % of each photo's cells kept",
+        "mean_acc": float(np.mean([k["mean_acc"] for k in kept])),
+        "worst_group_acc": keep_worst,
+        "gain_recovered": (keep_worst - base) / (dfr - base) if dfr > base else None,
+        **{
+            key: float(np.mean([k[key] for k in kept]))
+            for key in ("parts_kept", "background_cells_left_out", "object_cells_left_out")
+        },
+        "per_seed": {seed: r["space"]["keep_object_parts"] for seed, r in per_seed.items()},
+    }
     return {
+        "keep_object_parts": keep_object_parts or None,
         "mean_acc": methods[NAME]["mean_acc"],
         "worst_group_acc": m,
         "gain_recovered": (m - base) / (dfr - base) if dfr > base else None,
@@ -150,6 +191,15 @@ def summary_lines(space: dict) -> list[str]:
         f"part has {', '.join(f'{100 * f:.0f}' for f in space['most_background_part'])} % of its presence on the "
         f"background (per seed; the background is {100 * space['background_cell_share']:.0f} % of the cells)."
     ]
+    keep = space.get("keep_object_parts")
+    if keep:
+        recovered = "n/a (DFR gained nothing)" if keep["gain_recovered"] is None else f"{100 * keep['gain_recovered']:.0f} %"
+        lines.append(
+            f"Edit in space, the other way round ({keep['changed']}): worst group {100 * keep['worst_group_acc']:.1f} %, mean "
+            f"{100 * keep['mean_acc']:.1f} %, {recovered} of DFR's worst-group gain recovered; "
+            f"{100 * keep['background_cells_left_out']:.0f} % of the background cells and "
+            f"{100 * keep['object_cells_left_out']:.0f} % of the object cells left out."
+        )
     for lvl, v in space["other_levels_diagnostic"].items():
         lines.append(
             f"- diagnostic, presence level {lvl}: worst group {100 * v['worst_group_acc']:.1f} %, mean "
