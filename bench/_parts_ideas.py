@@ -41,8 +41,10 @@ class ClassCells:
 Idea = Callable[[ClassCells], torch.Tensor]  # -> (k, D)
 
 BASELINES: dict[str, Idea] = {
-    "the paper's NMF": lambda c: batched_nmf([c.A], c.k, seed=c.seed).prototypes[0],
-    "evidence-weighted NMF": lambda c: batched_nmf([c.A * evidence_weights(c.A, c.v)[:, None]], c.k, seed=c.seed).prototypes[0],
+    "the paper's NMF": lambda c: batched_nmf([c.A], c.k, random_state=c.seed).prototypes[0],
+    "evidence-weighted NMF": lambda c: batched_nmf(
+        [c.A * evidence_weights(c.A, c.v)[:, None]], c.k, random_state=c.seed
+    ).prototypes[0],
     "k-means centroids (heatmaps)": lambda c: kmeans_prototypes(c.A, c.k, c.seed),
 }
 

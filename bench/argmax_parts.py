@@ -29,7 +29,7 @@ from protolib.method.nmf import batched_nmf
 def nmf_owners(A: torch.Tensor, k: int, seed: int, weights: torch.Tensor | None = None) -> torch.Tensor:
     """(n,) the part that explains most of each cell (largest E_ij ||p_j||), or -1 where the cell's weight is 0."""
     X = A if weights is None else A * weights[:, None]
-    result = batched_nmf([X], k, seed=seed, return_coefficients=True)
+    result = batched_nmf([X], k, random_state=seed, return_coefficients=True)
     E, P = result.coefficients[0], result.prototypes[0]
     owners = (E * P.norm(dim=1)).argmax(dim=1)
     return owners if weights is None else torch.where(weights > 1e-3, owners, -1)
@@ -38,7 +38,7 @@ def nmf_owners(A: torch.Tensor, k: int, seed: int, weights: torch.Tensor | None 
 def peak_cells(A: torch.Tensor, k: int, seed: int, weights: torch.Tensor, photos: int, floor: float = 0.1) -> torch.Tensor:
     """(photos, cells, k) bool: per photo, the one cell where the evidence-weighted factorisation puts most of each
     part (its largest weighted coefficient), where that coefficient is at least ``floor`` of the part's largest."""
-    result = batched_nmf([A * weights[:, None]], k, seed=seed, return_coefficients=True)
+    result = batched_nmf([A * weights[:, None]], k, random_state=seed, return_coefficients=True)
     E = (result.coefficients[0] * result.prototypes[0].norm(dim=1)).reshape(photos, -1, k)
     peak, where = E.max(dim=1)  # (photos, k)
     cells = torch.zeros_like(E, dtype=torch.bool)

@@ -62,7 +62,7 @@ def upsampled_cells(cells: ClassCells) -> torch.Tensor:
 def _nmf(A: torch.Tensor, cells: ClassCells, weighted: bool) -> torch.Tensor:
     if weighted:
         A = A * evidence_weights(A, cells.v)[:, None]
-    return batched_nmf([A], cells.k, seed=cells.seed).prototypes[0]
+    return batched_nmf([A], cells.k, random_state=cells.seed).prototypes[0]
 
 
 IDEAS = {

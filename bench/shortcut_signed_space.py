@@ -41,10 +41,11 @@ import numpy as np
 import torch
 
 from protolib.backbones.parts_net import build_parts_net
-from protolib.benchmarks.shortcut import ShortcutConfig, background_fractions, mask_photos
+from protolib.benchmarks.mask_rule import background_fractions, mask_photos
+from protolib.benchmarks.shortcut_config import ShortcutConfig
 from protolib.benchmarks.shortcut_space import background_cells
 from protolib.data.features import extract_features
-from protolib.data.synthetic import read_groups
+from protolib.data.synthetic_shortcut import read_groups
 from protolib.evaluation.intervention import group_accuracy
 from protolib.method.head import PrototypeHead
 from protolib.method.spatial import left_out_cells, pool_kept
@@ -56,7 +57,7 @@ Rule = Callable[[torch.Tensor, PrototypeHead, torch.Tensor, torch.Tensor], torch
 
 def _presence_rule(level: float) -> Rule:
     def rule(f, head, chosen, logits):
-        parts = head.parts[chosen]
+        parts = head.part_vectors[chosen]
         return left_out_cells(f, parts, level)
 
     return rule
@@ -66,7 +67,7 @@ def _owner_rule(share: float) -> Rule:
     def rule(f, head, chosen, logits):
         out = torch.zeros(f.shape[:3], dtype=torch.bool)
         for c in chosen.any(dim=1).nonzero().flatten().tolist():
-            presence = torch.einsum("nhwd,kd->nhwk", f.clamp_min(0), head.parts[c])
+            presence = torch.einsum("nhwd,kd->nhwk", f.clamp_min(0), head.part_vectors[c])
             mine = presence[..., chosen[c]].sum(-1) / presence.sum(-1).clamp_min(1e-12)
             out |= mine >= share
         return out
@@ -75,7 +76,7 @@ def _owner_rule(share: float) -> Rule:
 
 
 def _carried(f: torch.Tensor, head: PrototypeHead, chosen: torch.Tensor, c: int) -> torch.Tensor:
-    heat = torch.einsum("nhwd,kd->nhwk", f, head.prototypes[c])
+    heat = torch.einsum("nhwd,kd->nhwk", f, head.refined_prototypes[c])
     background, other = heat[..., chosen[c]].sum(-1), heat[..., ~chosen[c]].sum(-1)
     return (background > 0) & (background > other)
 
@@ -100,7 +101,7 @@ def _owned(f: torch.Tensor, head: PrototypeHead, chosen: torch.Tensor) -> torch.
     """(N, H, W) bool: cells whose most present part, in some class with chosen parts, is a chosen one."""
     out = torch.zeros(f.shape[:3], dtype=torch.bool)
     for c in chosen.any(dim=1).nonzero().flatten().tolist():
-        owner = torch.einsum("nhwd,kd->nhwk", f.clamp_min(0), head.parts[c]).argmax(dim=-1)
+        owner = torch.einsum("nhwd,kd->nhwk", f.clamp_min(0), head.part_vectors[c]).argmax(dim=-1)
         out |= chosen[c][owner]
     return out
 
@@ -108,12 +109,12 @@ def _owned(f: torch.Tensor, head: PrototypeHead, chosen: torch.Tensor) -> torch.
 def purity_choice(backbone, run, head: PrototypeHead, data: Path, cache: Path, purity: float = 0.9) -> torch.Tensor:
     """(C, k) bool: the parts that, on the mask rule's photos (5 masked heldout photos per class), own (are the most
     present part of) cells that are at least ``purity`` background."""
-    chosen = torch.zeros(head.prototypes.shape[:2], dtype=torch.bool)
+    chosen = torch.zeros(head.refined_prototypes.shape[:2], dtype=torch.bool)
     for c, paths in enumerate(mask_photos(run, data, "heldout", ShortcutConfig().mask_photos_per_class)):
         files = [Path(p).relative_to(data) for p in paths]
         f = extract_features(backbone, paths, cache_dir=cache).feats.float()
         background = background_cells(data, files, tuple(f.shape[1:3]))
-        owner = torch.einsum("nhwd,kd->nhwk", f.clamp_min(0), head.parts[c]).argmax(dim=-1)
+        owner = torch.einsum("nhwd,kd->nhwk", f.clamp_min(0), head.part_vectors[c]).argmax(dim=-1)
         for i in range(head.k):
             mine = owner == i
             chosen[c, i] = bool(mine.any()) and float(background[mine].float().mean()) >= purity
@@ -133,7 +134,7 @@ def _background_share(f: torch.Tensor, head: PrototypeHead, chosen: torch.Tensor
     """(N, H, W): per cell, the largest share of its presence that the background parts of one class take."""
     out = torch.zeros(f.shape[:3])
     for c in chosen.any(dim=1).nonzero().flatten().tolist():
-        presence = torch.einsum("nhwd,kd->nhwk", f.clamp_min(0), head.parts[c])
+        presence = torch.einsum("nhwd,kd->nhwk", f.clamp_min(0), head.part_vectors[c])
         out = torch.maximum(out, presence[..., chosen[c]].sum(-1) / presence.sum(-1).clamp_min(1e-12))
     return out
 
@@ -157,7 +158,7 @@ for _q in (0.1, 0.2, 0.3):
 
 def _object_presence(f: torch.Tensor, head: PrototypeHead, chosen: torch.Tensor) -> torch.Tensor:
     """(N, H, W): per cell, the summed presence of every class's parts that are *not* chosen as background."""
-    return torch.einsum("nhwd,md->nhw", f.clamp_min(0), head.parts[~chosen])
+    return torch.einsum("nhwd,md->nhw", f.clamp_min(0), head.part_vectors[~chosen])
 
 
 for _q in (0.1, 0.2, 0.3):

@@ -92,7 +92,8 @@ def test_a_keep_edit_pools_only_where_the_parts_are_most_present(run, lite0, pho
 
 def test_a_keep_edit_saves_with_the_run_and_bad_ones_are_refused(run, lite0, tmp_path):
     from protolib.method.spatial import KEY, SpatialEdit
-    from protolib.runs import MANIFEST, RunError, load_run, save_run
+    from protolib.runs import RunError, load_run, save_run
+    from protolib.runs.schema import MANIFEST
 
     label = int(run.classes[0])
     edit = SpatialEdit(keep_where=((label, 1),), keep_share=0.25)
@@ -100,7 +101,7 @@ def test_a_keep_edit_saves_with_the_run_and_bad_ones_are_refused(run, lite0, tmp
     manifest = json.loads((path / MANIFEST).read_text())
     assert manifest[KEY]["keep_where"] == [[label, 1]] and manifest[KEY]["keep_share"] == 0.25
     assert load_run(path, lite0).spatial_edit == edit
-    assert "only the 25 % of each photo's cells" in edit.describe(lite0.labels)
+    assert "only the 25 % of each photo's cells" in edit.describe(lite0.class_names)
     # an edit without keep_where writes the manifest it always did
     assert SpatialEdit(((label, 1),)).to_manifest() == {"leave_out": [[label, 1]], "level": 0.3}
     for bad, says in [

@@ -111,7 +111,7 @@ def space_by_discovered_parts(
         kept = group_accuracy(
             head(edited_pooling(head, feats.feats, SpatialEdit(keep_where=tuple(objects))).pooled)[0], labels, groups
         )
-        keep_mask = ~kept_cells(feats.feats, torch.stack([head.parts[head.position(c), i] for c, i in objects]), KEEP_SHARE)
+        keep_mask = ~kept_cells(feats.feats, torch.stack([head.part_vectors[head.position(c), i] for c, i in objects]), KEEP_SHARE)
         keep_object_parts = {
             "mean_acc": kept["mean"],
             "worst_group_acc": kept["worst_group"],

@@ -128,11 +128,11 @@ def from_manifest(manifest: dict) -> SpatialEdit | None:
 # -- the edited computation ------------------------------------------------------------------------------
 def chosen_parts(head: PrototypeHead, edit: SpatialEdit | None, field: str = "leave_out") -> torch.Tensor:
     """(m, D) the part vectors of the parts the edit names in ``field`` (``leave_out`` or ``keep_where``;
-    ``head.parts``: presence 1 = strongly present)."""
+    ``head.part_vectors``: presence 1 = strongly present)."""
     pairs = getattr(edit, field) if edit else ()
     if not pairs:
-        return head.parts.new_zeros(0, head.parts.shape[-1])
-    return torch.stack([head.parts[head.position(c), i] for c, i in pairs])
+        return head.part_vectors.new_zeros(0, head.part_vectors.shape[-1])
+    return torch.stack([head.part_vectors[head.position(c), i] for c, i in pairs])
 
 
 def left_out_cells(features: torch.Tensor, parts: torch.Tensor, level: float = LEVEL) -> torch.Tensor:
