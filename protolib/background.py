@@ -87,7 +87,7 @@ class Job:
 class BackgroundJobs:
     """The jobs of every workspace in this process, the latest of each kind per workspace."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[tuple[str, str], Job] = {}
 
@@ -105,7 +105,7 @@ class BackgroundJobs:
         return job
 
     @staticmethod
-    def _run(job: Job, work) -> None:
+    def _run(job: Job, work: Callable[[Callable[[str, int, int], None]], object]) -> None:
         try:
             with job_queue.JOBS.turn(job.waiting):  # looked up now: tests swap the queue
                 job.check()

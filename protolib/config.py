@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +114,7 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or path.is_relative_to(root)
 
 
-def check_data_folder(path: str | Path, extra_roots=(), environ: Mapping[str, str] | None = None) -> Path:
+def check_data_folder(path: str | Path, extra_roots: Iterable[str | Path] = (), environ: Mapping[str, str] | None = None) -> Path:
     """``path`` resolved (symbolic links and ``..`` followed), when it lies under an allowed root or one of
     ``extra_roots`` (a session's own upload folders); otherwise ``DataFolderRefused``. A folder of the
     uploads, runs or cache folders is refused unless it is under ``extra_roots``, even when an allowed

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.nn import functional as F
 
 from .backbones import Backbone
@@ -79,7 +80,7 @@ class Explanation:
         return list(zip(labels.tolist(), values.tolist()))
 
 
-def model_input(backbone: Backbone, image) -> tuple[torch.Tensor, np.ndarray]:
+def model_input(backbone: Backbone, image: str | Path | Image.Image) -> tuple[torch.Tensor, np.ndarray]:
     """A path or PIL image -> (normalised batch of one, the uint8 image the model sees)."""
     if not isinstance(image, (str, Path)) and size_problem(*image.size):  # bounded before any resize asks for memory
         raise BadImage(f"the image: {size_problem(*image.size)}")
@@ -110,7 +111,9 @@ def explain_features(head: PrototypeHead, feats: torch.Tensor, image: np.ndarray
     )
 
 
-def explain_image(backbone: Backbone, head: PrototypeHead, image, label: int | None = None) -> Explanation:
+def explain_image(
+    backbone: Backbone, head: PrototypeHead, image: str | Path | Image.Image, label: int | None = None
+) -> Explanation:
     """Run the backbone on one image (a path or PIL image) and explain it."""
     x, shown = model_input(backbone, image)
     feats, _ = backbone(x.to(backbone.device))

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def check_target(target: str | Path, overwrite: bool = False, option: str = "--o
 
 
 @contextmanager
-def atomic_path(target: str | Path):
+def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` in one rename.
     A symbolic link or a non-regular file at ``target`` is never replaced (TargetRefused)."""
     target = Path(target)
@@ -100,7 +101,7 @@ def glob_escape(name: str) -> str:
 
 
 @contextmanager
-def save_lock(target: Path):
+def save_lock(target: Path) -> Iterator[bool]:
     """Hold ``.<name>.lock`` beside ``target`` (``flock``): one save, or one recovery, of a folder at a time.
     Yields False, holding nothing, when another process holds it. The lock file is removed on release, so
     nothing is left beside the folder; a lock taken on a file removed meanwhile counts as not taken."""
@@ -162,7 +163,7 @@ def recover_folder(parent: str | Path) -> list[Path]:
 
 
 @contextmanager
-def atomic_dir(target: str | Path, overwrite: bool = False, marker: str | None = None):
+def atomic_dir(target: str | Path, overwrite: bool = False, marker: str | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; on success it becomes ``target``.
 
     With ``overwrite``, an existing ``target`` is replaced only when it is empty or holds ``marker``

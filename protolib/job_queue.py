@@ -12,7 +12,7 @@ class JobQueue:
     """A first-come, first-served line for heavy jobs (decompositions, probes): ``slots`` run at a time,
     the others wait and can say their place. One per process (``JOBS``), shared by all sessions."""
 
-    def __init__(self, slots: int = 1):
+    def __init__(self, slots: int = 1) -> None:
         self.slots = slots
         self._cond = threading.Condition()
         self._line: list[object] = []  # waiting tickets, first come first

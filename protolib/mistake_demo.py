@@ -10,10 +10,15 @@ It reads the same photos as the demo (20 per class), so the backbone's features 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import config
 from .runs.schema import MANIFEST
 from .workspace.layout import SHARED
+
+if TYPE_CHECKING:  # the backbones import torch: only when the demo is built
+    from .backbones import Backbone
+    from .data.features import Progress
 
 PROBE_NAME = "demo-probe-lite0"  # the published probe (a folder under the shared runs)
 RUN_NAME = "demo-probe-lite0-k3"  # the published decomposition of it
@@ -25,7 +30,13 @@ def probe_demo_path(runs_root: str | Path) -> Path:
     return Path(runs_root) / SHARED / RUN_NAME
 
 
-def build_probe_demo(runs_root: str | Path, backbone, progress=None, data: str | Path | None = None, cache_dir=None) -> Path:
+def build_probe_demo(
+    runs_root: str | Path,
+    backbone: Backbone,
+    progress: Progress | None = None,
+    data: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> Path:
     """Fit the probe on ``data`` (default: the sample photos), decompose it with k = 3 and publish both; when the
     run exists already (built by another session), nothing is computed. Call it inside ``JOBS.turn()``."""
     from .backbones import load_backbone

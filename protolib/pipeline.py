@@ -15,7 +15,7 @@ from sklearn.base import clone
 
 from .backbones import Backbone
 from .data import BadImage, ClassFolder, Problem, scan_split
-from .data.features import Progress, class_features
+from .data.features import CacheDir, Progress, class_features
 from .method import PartPrototypes, feature_matrix
 from .method.estimator import json_params
 from .runs import Run
@@ -33,9 +33,9 @@ def run_decomposition(
     estimator: PartPrototypes | None = None,
     *,
     chunk_size: int = 32,
-    cache_dir=None,
+    cache_dir: CacheDir = None,
     progress: Progress | None = None,
-    **params,
+    **params: object,
 ) -> Run:
     """Decompose the head rows of the classes found in ``data/split``.
 

@@ -9,6 +9,7 @@ and used as the backbone ``probe:<folder>``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from . import config
 from .backbones import Backbone, BackboneError, resolve_device
 from .backbones.probe_models import ConvTrunk, ProbeBackbone, load_trunk, probe_name, write_probe
 from .data import BadImage, DataError, ImageSet, Problem, available_splits, read_class_map, scan_split, split_dir
-from .data.features import Features, Progress, cache_key, class_features, write_cache
+from .data.features import CacheDir, Features, Progress, cache_key, class_features, write_cache
 from .runs.schema import library_versions
 
 DEFAULT_L2 = 1e-3  # on standardised features with a mean loss: sklearn's C=1 for about 1000 images
@@ -40,7 +41,7 @@ class Probe:
     def val_accuracy(self) -> float:
         return self.manifest["val_accuracy"]
 
-    def save(self, folder: str | Path, overwrite: bool = False, cache_dir=None) -> Path:
+    def save(self, folder: str | Path, overwrite: bool = False, cache_dir: str | Path | None = None) -> Path:
         """Write the probe folder; then seed the feature cache of the probed model with the features
         already extracted, so that decomposing or evaluating the same images costs no second backbone pass."""
         if self.manifest["weights"] == "random":
@@ -80,7 +81,9 @@ def class_names(root: Path, folders: list[str]) -> list[str]:
     return [class_map[f][1] if f in class_map else f for f in folders]
 
 
-def _split_images(data: Path, split: str, val_split: str | None, limit: int | None, val_limit: int | None):
+def _split_images(
+    data: Path, split: str, val_split: str | None, limit: int | None, val_limit: int | None
+) -> tuple[ImageSet, ImageSet | None, list[str], list[str]]:
     """(train ImageSet, val ImageSet or None when held out of train, class folders, class names)."""
     folder_root = split_dir(data, split)
     if not folder_root.is_dir():
@@ -98,16 +101,21 @@ def _split_images(data: Path, split: str, val_split: str | None, limit: int | No
     return train, val, folders, names
 
 
-def _pooled(trunk, images: ImageSet, cache_dir, progress: Progress | None, stage: str) -> tuple[dict[str, Features], list[Problem]]:
+def _pooled(
+    trunk: Backbone | ConvTrunk, images: ImageSet, cache_dir: CacheDir, progress: Progress | None, stage: str
+) -> tuple[dict[str, Features], list[Problem]]:
     per_class, problems = {}, list(images.problems)
-    for cls, feats in class_features(trunk, images, cache_dir, progress, stage, problems):
+    # a ConvTrunk quacks like a Backbone for feature extraction (name, preprocessing, fingerprint, device, features)
+    for cls, feats in class_features(trunk, images, cache_dir, progress, stage, problems):  # type: ignore[arg-type]
         if isinstance(feats, BadImage):
             raise feats
         per_class[cls.folder] = feats
     return per_class, problems
 
 
-def _stack(per_class: dict[str, Features], label_of: dict[str, int], keep=lambda i: True):
+def _stack(
+    per_class: dict[str, Features], label_of: dict[str, int], keep: Callable[[int], bool] = lambda i: True
+) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for folder, feats in per_class.items():
         rows = [i for i in range(len(feats.paths)) if keep(i)]
@@ -133,7 +141,7 @@ def fit_linear_head(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: floa
         [weight, bias], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=1e-7, line_search_fn="strong_wolfe"
     )
 
-    def closure():
+    def closure() -> torch.Tensor:
         solver.zero_grad()
         loss = F.cross_entropy(z @ weight.T + bias, y.to(x.device)) + 0.5 * l2 * weight.pow(2).sum()
         loss.backward()
@@ -164,8 +172,8 @@ def fit_probe(
     images_per_class: int | None = None,
     val_images_per_class: int | None = None,
     l2: float = DEFAULT_L2,
-    device="cpu",
-    cache_dir=None,
+    device: str | torch.device = "cpu",
+    cache_dir: CacheDir = None,
     progress: Progress | None = None,
 ) -> Probe:
     """Fit a probe on ``data/split`` (one class per folder) and measure it on ``data/val_split``.

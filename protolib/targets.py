@@ -5,12 +5,15 @@ of classes the run decomposed)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from . import config
+from .backbones import Backbone
 from .data import DataError
 from .files import check_target, recover_swap
+from .runs import Run
 from .runs.names import run_folder_above
 
 #: the formats ``explain --out`` and ``export --out`` write
@@ -44,7 +47,7 @@ def output_file(path: str | Path, overwrite: bool, option: str = "--out") -> Pat
     return target
 
 
-def run_data(args, run) -> str:
+def run_data(args: argparse.Namespace, run: Run) -> str:
     """``--data``, or the run's own data folder as its manifest records it (a probe's run: the probe's), said
     on stderr; refused when it is gone."""
     if args.data:
@@ -56,7 +59,7 @@ def run_data(args, run) -> str:
     return data
 
 
-def check_label_space(run, backbone, data: str, split: str) -> None:
+def check_label_space(run: Run, backbone: Backbone, data: str, split: str) -> None:
     """Refuse photos that are not the run's (``label_space_problem``) before any backbone time is spent."""
     from .evaluation.metrics import label_space_problem
 
@@ -65,7 +68,7 @@ def check_label_space(run, backbone, data: str, split: str) -> None:
         raise DataError(problem.replace("use the data folder", "pass the --data"))
 
 
-def check_cache(args) -> None:
+def check_cache(args: argparse.Namespace) -> None:
     """The feature cache, checked before any work and named in the message (``~nosuchuser/x``, ``/dev/null``)."""
     if "cache" in vars(args):
         if args.cache:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torchvision.transforms import v2 as T
 
@@ -61,7 +62,7 @@ class Preprocessing:
             ]
         )
 
-    def normalize(self, picture) -> torch.Tensor:
+    def normalize(self, picture: Image.Image) -> torch.Tensor:
         """A PIL RGB image already at the model's size -> normalised float tensor (3, H, W), with no
         resize or crop (for images whose geometry the caller set, e.g. to carry keypoints with it)."""
         pixels = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255).permute(2, 0, 1)
@@ -111,7 +112,7 @@ class Backbone(nn.Module, ABC):
         class_names: list[str],
         wnids: list[str] | None = None,
         weights_source: str | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self.name = name
         #: what ``load_backbone`` was given as weights, as ``weights_source()`` records it (None: the pretrained

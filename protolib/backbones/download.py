@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from . import torchvision_models
 from .base import BackboneError, download_url
@@ -202,7 +203,7 @@ def _download(url: str, folder: Path, progress: ByteProgress | None) -> tuple[Pa
     return path, digest.hexdigest()
 
 
-def _refuse(path: Path, message: str):
+def _refuse(path: Path, message: str) -> NoReturn:
     path.unlink(missing_ok=True)
     raise DownloadRefused(message)
 

@@ -6,13 +6,15 @@ Importing the family modules registers them (see registry.py); this is the modul
 
 from __future__ import annotations
 
+import torch
+
 from . import parts_net, timm_models, torchvision_models  # noqa: F401  (imported to register their backbones)
 from .base import Backbone, BackboneError
 from .probe_models import PROBE_ONLY
 from .registry import DEFAULT_BACKBONE, load_registered
 
 
-def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | None = None, device="cpu") -> Backbone:
+def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | None = None, device: str | torch.device = "cpu") -> Backbone:
     """Build a backbone by name (``probe:<folder>`` rebuilds a saved linear probe, ``parts_net:<file>`` a
     saved PartsNet of the generated benchmarks).
 

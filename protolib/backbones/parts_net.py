@@ -38,7 +38,7 @@ def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
 class PartsNet(nn.Module):
     """Conv trunk (stride 8) -> ReLU features (B, D, S/8, S/8) -> global average pool -> Linear head."""
 
-    def __init__(self, num_classes: int, width: int = 24, feature_dim: int = FEATURE_DIM):
+    def __init__(self, num_classes: int, width: int = 24, feature_dim: int = FEATURE_DIM) -> None:
         super().__init__()
         self.num_classes, self.width, self.feature_dim = num_classes, width, feature_dim
         # Downsample early (cheap on CPU); receptive field 39 px at the end, about two part diameters.
@@ -72,7 +72,7 @@ class PartsNetBackbone(Backbone):
 
     model: PartsNet
 
-    def __init__(self, model: PartsNet, size: int, class_names: list[str], name: str = "parts_net"):
+    def __init__(self, model: PartsNet, size: int, class_names: list[str], name: str = "parts_net") -> None:
         preprocessing = Preprocessing(crop_size=size, resize_size=size, mean=MEAN, std=STD)
         super().__init__(name, model, preprocessing, class_names, wnids=class_names)
 
@@ -146,7 +146,7 @@ def parts_net_name(path: str | Path) -> str:
     return PREFIX + str(Path(path).resolve())
 
 
-def build_parts_net(path: str | Path, device="cpu") -> PartsNetBackbone:
+def build_parts_net(path: str | Path, device: str | torch.device = "cpu") -> PartsNetBackbone:
     """``load_backbone("parts_net:<path>")``: the saved model as a backbone named by its file."""
     meta = read_sidecar(path)
     model = load_parts_net(path, meta)

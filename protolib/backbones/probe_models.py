@@ -23,6 +23,7 @@ from ..files import ManifestError, atomic_dir, read_manifest
 from .base import (
     Backbone,
     BackboneError,
+    Preprocessing,
     WeightsMissing,
     load_state,
     load_weights_file,
@@ -49,7 +50,7 @@ class ConvTrunk(nn.Module):
 
     note = ""
 
-    def __init__(self, name: str, features: nn.Module, preprocessing, weights_source: str | None = None):
+    def __init__(self, name: str, features: nn.Module, preprocessing: Preprocessing, weights_source: str | None = None) -> None:
         super().__init__()
         self.name, self.model, self.preprocessing = name, features.eval(), preprocessing
         self.weights_source = weights_source  # as Backbone.weights_source
@@ -95,7 +96,7 @@ def build_vgg(name: str, weights: str | None = None) -> ConvTrunk:
     return ConvTrunk(name, features, weights_preprocessing(default), weights_source(weights))
 
 
-def load_trunk(name: str, weights: str | None = None, device="cpu") -> Backbone | ConvTrunk:
+def load_trunk(name: str, weights: str | None = None, device: str | torch.device = "cpu") -> Backbone | ConvTrunk:
     """The frozen feature extractor a probe is fit on: a registered backbone, or a probe-only model."""
     if split_name(name)[0] == PREFIX:
         raise BackboneError("a probe cannot be fit on another probe: name the backbone it was fit on")
@@ -112,7 +113,7 @@ class ProbeBackbone(Backbone):
     the same class folders maps onto the probe's classes by folder name.
     """
 
-    def __init__(self, name: str, trunk: Backbone | ConvTrunk, head: nn.Linear, class_names, folders):
+    def __init__(self, name: str, trunk: Backbone | ConvTrunk, head: nn.Linear, class_names: list[str], folders: list[str]) -> None:
         super().__init__(name, nn.ModuleDict({"trunk": trunk, "head": head}), trunk.preprocessing, class_names, folders)
         self.note = trunk.note
 
@@ -170,7 +171,7 @@ def read_probe_manifest(folder: Path) -> dict:
 
 
 @register_prefix(PREFIX)
-def build_probe(folder: str | Path, weights: str | None = None, device="cpu") -> ProbeBackbone:
+def build_probe(folder: str | Path, weights: str | None = None, device: str | torch.device = "cpu") -> ProbeBackbone:
     """Rebuild a saved probe; refused when its backbone's weights are no longer the ones it was fit on."""
     if weights is not None:
         raise BackboneError("a probe names its own backbone weights (see its probe.json); do not pass --weights")

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import torch
+
 from .base import Backbone, BackboneError, resolve_device
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -143,7 +145,7 @@ def backbone_spec(name: str) -> BackboneSpec:
     return _NAMED[name]
 
 
-def load_registered(name: str, weights: str | None = None, device="cpu") -> Backbone:
+def load_registered(name: str, weights: str | None = None, device: str | torch.device = "cpu") -> Backbone:
     """Any registered backbone, named or prefixed, on ``device`` (checked before any weights are read)."""
     device = resolve_device(device)
     prefix, rest = split_name(name)

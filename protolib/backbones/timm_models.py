@@ -36,7 +36,15 @@ class TimmBackbone(Backbone):
     # Any timm model: get_classifier / forward_features / forward_head are timm's conventions, not a typed base class.
     model: Any
 
-    def __init__(self, name: str, model: nn.Module, preprocessing: Preprocessing, class_names, wnids=None, weights_source=None):
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        preprocessing: Preprocessing,
+        class_names: list[str],
+        wnids: list[str] | None = None,
+        weights_source: str | None = None,
+    ) -> None:
         get_classifier = getattr(model, "get_classifier", None)
         classifier = get_classifier() if callable(get_classifier) else None
         if not isinstance(classifier, nn.Linear) or not hasattr(model, "forward_features"):

@@ -96,8 +96,16 @@ class ViTBackbone(TorchvisionBackbone):
 
     head_path = "heads.head"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        preprocessing: Preprocessing,
+        class_names: list[str],
+        wnids: list[str] | None = None,
+        weights_source: str | None = None,
+    ) -> None:
+        super().__init__(name, model, preprocessing, class_names, wnids, weights_source)
         self.note = (
             f"{self.name} classifies here from the mean of its patch tokens instead of its class token, "
             "so its logits and accuracy differ from the original model's."

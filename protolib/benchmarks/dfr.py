@@ -38,7 +38,7 @@ def l1_logistic_regression(
     w, b = torch.zeros(num_classes, d, dtype=x.dtype), torch.zeros(num_classes, dtype=x.dtype)
     w_prev, b_prev, momentum = w, b, 1.0
 
-    def objective(w, b):
+    def objective(w: torch.Tensor, b: torch.Tensor) -> float:
         return float(F.cross_entropy(x @ w.T + b, y, reduction="sum") + w.abs().sum() / c)
 
     value = objective(w, b)

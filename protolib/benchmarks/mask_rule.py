@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from ..backbones import Backbone
 from ..data import DataError, split_images
-from ..data.features import extract_features
+from ..data.features import CacheDir, extract_features
 from ..data.synthetic_shortcut import mask_path, read_object_mask
 from ..runs import Run
 
@@ -34,7 +34,7 @@ def mask_photos(run: Run, data: str | Path, split: str | None = None, per_class:
 
 
 def background_fractions(
-    backbone: Backbone, run: Run, data: str | Path, split: str | None = None, per_class: int = 5, cache_dir=None
+    backbone: Backbone, run: Run, data: str | Path, split: str | None = None, per_class: int = 5, cache_dir: CacheDir = None
 ) -> torch.Tensor:
     """(C, k): per prototype of the run (its strategy's refined prototypes, without any saved edit), the
     fraction of the positive part of its heatmap ``f . p~`` (upsampled bilinearly to the photo) that lies on
@@ -60,7 +60,7 @@ def mask_rule_scales(
     split: str | None = None,
     per_class: int = 5,
     threshold: float = 0.5,
-    cache_dir=None,
+    cache_dir: CacheDir = None,
 ) -> torch.Tensor:
     """The edit of ``prototypes_by_mask``: (C, k) scales, 0 for every prototype whose positive heatmap
     mass lies mostly (> ``threshold``) on the background of a few masked photos of its class, 1 otherwise."""

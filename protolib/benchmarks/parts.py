@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -251,7 +251,7 @@ def discovery_figures(backbone: Backbone, runs_by_discovery: dict[str, list[Run]
     return figures
 
 
-def _test_classes(data: Path, num_classes: int):
+def _test_classes(data: Path, num_classes: int) -> Iterator[tuple[int, torch.Tensor, np.ndarray, np.ndarray]]:
     samples = read_image_folder(data, "test")
     for label in range(num_classes):
         mine = [s for s in samples if s.label == label]

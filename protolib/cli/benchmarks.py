@@ -3,6 +3,7 @@ truth), ``cub-export`` and ``cub-eval`` (CUB-200-2011 as an image folder, and Pr
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from ..targets import output_file
 from .common import StageProgress, run_and_model, write_json
 
 
-def cmd_parts_benchmark(args) -> int:
+def cmd_parts_benchmark(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ..benchmarks.parts import BenchConfig, run_parts_benchmark_seeds
@@ -31,7 +32,7 @@ def cmd_parts_benchmark(args) -> int:
     return 0
 
 
-def cmd_shortcut_benchmark(args) -> int:
+def cmd_shortcut_benchmark(args: argparse.Namespace) -> int:
     from ..benchmarks.shortcut import run_shortcut_benchmark
     from ..benchmarks.shortcut_config import ShortcutConfig
     from ..benchmarks.shortcut_summary import shortcut_table
@@ -45,7 +46,7 @@ def cmd_shortcut_benchmark(args) -> int:
     return 0
 
 
-def cmd_cub_export(args) -> int:
+def cmd_cub_export(args: argparse.Namespace) -> int:
     from ..data.cub import export_image_folder
 
     out = export_image_folder(
@@ -62,7 +63,7 @@ def cmd_cub_export(args) -> int:
     return 0
 
 
-def cmd_cub_eval(args) -> int:
+def cmd_cub_eval(args: argparse.Namespace) -> int:
     from ..evaluation.part_scores import cub_protoeval
 
     target = args.json and output_file(args.json, args.overwrite, "--json")

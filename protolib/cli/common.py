@@ -3,20 +3,24 @@ file of figures written atomically."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
+from ..backbones import Backbone
 from ..files import atomic_path
+from ..runs import Run
 
 
 class StageProgress:
     """One tqdm bar per stage on stderr; quiet when stderr is not a terminal unless asked."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         from tqdm import tqdm
 
-        self._tqdm, self._bars = tqdm, {}
+        self._tqdm = tqdm
+        self._bars: dict[str, tqdm] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         bar = self._bars.get(stage)
@@ -28,7 +32,7 @@ class StageProgress:
             bar.close()
 
 
-def run_and_model(args):
+def run_and_model(args: argparse.Namespace) -> tuple[Run, Backbone]:
     """The run of ``--run`` and the model it was made from, on ``--device``."""
     from ..runs import load_run
 

@@ -3,18 +3,20 @@ on a frozen backbone, for models whose own head is not linear), with the ``--dow
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
 from .. import config
 from ..backbones import load_backbone
+from ..backbones.probe_models import ProbeBackbone
 from ..runs.schema import MANIFEST
 from ..targets import output_folder
 from .common import StageProgress
 
 
-def cmd_decompose(args) -> int:
+def cmd_decompose(args: argparse.Namespace) -> int:
     from ..pipeline import run_decomposition
     from ..runs import save_run
 
@@ -24,7 +26,7 @@ def cmd_decompose(args) -> int:
     name = f"probe:{args.probe}" if args.probe else args.backbone
     download_if_asked(args, name)
     backbone = load_backbone(name, args.weights, args.device)
-    data = args.data or (_probe_data(backbone) if args.probe else str(config.SAMPLE_DATA))
+    data = args.data or (_probe_data(backbone) if args.probe and isinstance(backbone, ProbeBackbone) else str(config.SAMPLE_DATA))
     if backbone.note:
         print(f"note: {backbone.note}", file=sys.stderr)
     started = time.perf_counter()
@@ -51,7 +53,7 @@ def cmd_decompose(args) -> int:
     return 0
 
 
-def download_if_asked(args, name: str) -> None:
+def download_if_asked(args: argparse.Namespace, name: str) -> None:
     """--download: fetch the pretrained weights of ``name`` (checked, with a progress bar) when they are missing."""
     from ..backbones.download import fetch_weights, needs_download, weights_file
 
@@ -71,7 +73,7 @@ def download_if_asked(args, name: str) -> None:
     print(f"checked and saved {path}", file=sys.stderr)
 
 
-def _probe_data(backbone) -> str:
+def _probe_data(backbone: ProbeBackbone) -> str:
     """Without --data, a probe's images are those it was fit on (its manifest records the folder)."""
     data = backbone.manifest.get("data")
     if not data or not Path(data).is_dir():
@@ -79,7 +81,7 @@ def _probe_data(backbone) -> str:
     return data
 
 
-def cmd_probe(args) -> int:
+def cmd_probe(args: argparse.Namespace) -> int:
     from ..probe import DEFAULT_L2, fit_probe
 
     out = output_folder(args.out, args.overwrite)

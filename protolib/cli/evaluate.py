@@ -4,6 +4,7 @@ switches fix, as JSON or as one page to hand over)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from ..targets import check_label_space, output_file, run_data
 from .common import StageProgress, run_and_model, write_json
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.metrics import evaluate_run
 
     target = args.json and output_file(args.json, args.overwrite, "--json")
@@ -34,7 +35,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     from ..report import ReportSettings, build_report, report_paths, write_report
 
     out, beside = report_paths(args.out or f"{Path(args.run).resolve().name}-report.html")
@@ -63,7 +64,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_compare(args) -> int:
+def cmd_compare(args: argparse.Namespace) -> int:
     from ..evaluation.compare import MAX_RUNS
     from ..evaluation.compare_figure import comparison_png
     from ..report.build_comparison import comparison_report
@@ -105,7 +106,7 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_mistakes(args) -> int:
+def cmd_mistakes(args: argparse.Namespace) -> int:
     """``mistakes`` and ``story``: the culprits of the held-out mistakes, as JSON or as one offline page."""
     from ..report.story import story_figures, write_story
 

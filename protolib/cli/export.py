@@ -3,11 +3,14 @@ too, as one model file that runs without protoscope)."""
 
 from __future__ import annotations
 
+import argparse
+
+from ..method.head import PrototypeHead
 from ..targets import EXPORT_SUFFIXES, FIGURE_SUFFIXES, output_file
 from .common import run_and_model
 
 
-def cmd_explain(args) -> int:
+def cmd_explain(args: argparse.Namespace) -> int:
     from ..explain import explain_image, explanation_figure
 
     out = output_file(args.out, args.overwrite)
@@ -25,7 +28,7 @@ def cmd_explain(args) -> int:
     return 0
 
 
-def _decomposed_label(text: str, class_names: list[str], head) -> int:
+def _decomposed_label(text: str, class_names: list[str], head: PrototypeHead) -> int:
     """A class given by index or name, which the run must have decomposed."""
     from ..data.folders import ascii_number
 
@@ -37,7 +40,7 @@ def _decomposed_label(text: str, class_names: list[str], head) -> int:
     return label
 
 
-def cmd_export(args) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     from ..backbones import resolve_device
     from ..export import export_model, load_model
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .. import config
@@ -25,6 +26,8 @@ from .folders import BadImage, ClassFolder, ImageSet, Problem, load_image, scan_
 
 #: progress(stage, done, total): how every long step reports (the CLI draws bars, the app widgets)
 Progress = Callable[[str, int, int], None]
+#: where features are cached: None for the default cache (``config.cache_dir``), False for none
+CacheDir = Path | str | Literal[False] | None
 
 
 @dataclass
@@ -41,21 +44,27 @@ class Features:
         return self.feats.mean(dim=(1, 2))
 
 
+#: one image as the loader yields it: (tensor, or None when unreadable; its index; the reason it is unreadable)
+_Item = tuple[torch.Tensor | None, int, str]
+#: one batch: (the readable images stacked, or None; their indices; (index, reason) of the unreadable ones)
+_Batch = tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]
+
+
 class _Images(Dataset):
-    def __init__(self, paths: list[Path], transform):
+    def __init__(self, paths: list[Path], transform: Callable[[Image.Image], torch.Tensor]) -> None:
         self.paths, self.transform = paths, transform
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> _Item:
         try:
             return self.transform(load_image(self.paths[i])), i, ""
         except BadImage as exc:
             return None, i, str(exc)
 
 
-def _collate(batch):
+def _collate(batch: list[_Item]) -> _Batch:
     good = [(x, i) for x, i, _ in batch if x is not None]
     bad = [(i, err) for x, i, err in batch if x is None]
     images = torch.stack([x for x, _ in good]) if good else None
@@ -114,7 +123,7 @@ def stream_features(
     groups: Sequence[Sequence[Path]],
     batch_size: int | None = None,
     num_workers: int | None = None,
-    cache_dir: Path | str | Literal[False] | None = None,
+    cache_dir: CacheDir = None,
     progress: Progress | None = None,
     stage: str = "features",
     mixed_precision: bool | None = None,
@@ -140,7 +149,7 @@ def stream_features(
     flat = [path for i in sorted(todo) for path in groups[i]]
     mixed = backbone.device.type == "cuda" if mixed_precision is None else mixed_precision and backbone.device.type == "cuda"
     num_workers = workers_for(backbone.device, len(flat)) if num_workers is None else num_workers
-    batches: Iterator[tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]] = (
+    batches: Iterator[_Batch] = (
         iter(
             DataLoader(
                 _Images(flat, backbone.preprocessing.transform()),
@@ -194,7 +203,9 @@ def _group(paths: Sequence[Path], outputs: list, errors: list) -> Features | Bad
     return Features([p for p, _ in kept], torch.stack([f for _, (f, _) in kept]), torch.stack([z for _, (_, z) in kept]), problems)
 
 
-def _one(backbone, group, batch_size, folder, mixed) -> Features | BadImage:
+def _one(
+    backbone: Backbone, group: Sequence[Path], batch_size: int | None, folder: Path | None, mixed: bool
+) -> Features | BadImage:
     return next(stream_features(backbone, [group], batch_size, 0, folder or False, mixed_precision=mixed))
 
 
@@ -203,7 +214,7 @@ def extract_features(
     paths: list[Path],
     batch_size: int | None = None,
     num_workers: int | None = None,
-    cache_dir: Path | str | Literal[False] | None = None,
+    cache_dir: CacheDir = None,
     progress: Progress | None = None,
     stage: str = "features",
 ) -> Features:
@@ -236,7 +247,7 @@ def _read_cache(path: Path) -> Features | None:
 def class_features(
     backbone: Backbone,
     images: ImageSet,
-    cache_dir: Path | str | Literal[False] | None = None,
+    cache_dir: CacheDir = None,
     progress: Progress | None = None,
     stage: str = "features",
     problems: list[Problem] | None = None,
@@ -273,7 +284,7 @@ def split_features(
     split: str = "val",
     images_per_class: int | None = None,
     classes: list[str] | None = None,
-    cache_dir=None,
+    cache_dir: CacheDir = None,
     progress: Progress | None = None,
 ) -> SplitFeatures:
     """The features of ``data/split`` (``classes``: some class folders or names; ``images_per_class``: the first

@@ -17,6 +17,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from PIL import Image
 
@@ -158,7 +159,7 @@ def _destination(parts: tuple[str, ...], layout: str, prefix: tuple[str, ...]) -
 class _Budget:
     """Counts the bytes actually written, whatever the archive declared."""
 
-    def __init__(self, limits: Limits):
+    def __init__(self, limits: Limits) -> None:
         self.limits, self.total = limits, 0
 
     def copy(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
@@ -191,8 +192,10 @@ def _image_problem(path: Path) -> str | None:
     return None
 
 
-def _extract_members(archive, members, layout, prefix, tmp: Path, limits: Limits):
-    counts: dict[str, Counter] = {}
+def _extract_members(
+    archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], layout: str, prefix: tuple[str, ...], tmp: Path, limits: Limits
+) -> tuple[dict[str, Counter[str]], bool, list[Problem]]:
+    counts: dict[str, Counter[str]] = {}
     problems, class_map, budget = [], False, _Budget(limits)
     for info in members:
         parts = _parts(info)
@@ -236,7 +239,7 @@ def _check_class_map(tmp: Path, problems: list[Problem]) -> bool:
         return False
 
 
-def extract_dataset(source, target: str | Path, limits: Limits | None = None) -> Extracted:
+def extract_dataset(source: str | Path | IO[bytes], target: str | Path, limits: Limits | None = None) -> Extracted:
     """Extract a zipped image folder (a path or a binary file object) into the new folder ``target``.
 
     Raises UploadError (nothing is left behind) for an archive that is corrupt, unsafe, too large,
@@ -261,8 +264,10 @@ def extract_dataset(source, target: str | Path, limits: Limits | None = None) ->
         raise UploadError(f"the file is not a zip archive, or it is damaged ({exc})") from exc
     except (zlib.error, EOFError, NotImplementedError) as exc:  # damaged data, or a compression zipfile lacks
         raise UploadError(f"the archive cannot be read ({type(exc).__name__}: {exc})") from exc
-    counts = {split: dict(sorted(counts[split].items())) for split in ("train", "val") if split in counts}
-    return Extracted(target, layout, counts, class_map, problems)
+    per_split: dict[str, dict[str, int]] = {
+        split: dict(sorted(counts[split].items())) for split in ("train", "val") if split in counts
+    }
+    return Extracted(target, layout, per_split, class_map, problems)
 
 
 def _first(problems: list[Problem]) -> str:

@@ -27,7 +27,7 @@ import torch
 
 from ..backbones import Backbone
 from ..data import DataError, load_image, split_dir, split_images
-from ..data.features import extract_features
+from ..data.features import CacheDir, extract_features
 from ..explain import heatmap_overlay, part_map, upsample
 from ..method.head import PrototypeHead
 from ..runs import Run
@@ -196,7 +196,7 @@ class RunSide:
 
 
 def run_side(
-    name: str, run: Run, backbone: Backbone, head: PrototypeHead, position: int, photos: Sequence[Path], cache_dir=None
+    name: str, run: Run, backbone: Backbone, head: PrototypeHead, position: int, photos: Sequence[Path], cache_dir: CacheDir = None
 ) -> tuple[RunSide, list[str]]:
     """One run's heatmaps, part maps and contributions on ``photos`` (and the photos it could read)."""
     features = extract_features(backbone, list(photos), cache_dir=cache_dir)
@@ -341,7 +341,7 @@ def compare_runs(
     heads: Sequence[PrototypeHead] | None = None,
     grid: int = COMMON_GRID,
     maps: str = "heatmaps",
-    cache_dir=None,
+    cache_dir: CacheDir = None,
 ) -> Comparison:
     """Compare 2 or 3 runs (each with the backbone it was made from) on the held-out photos of one class.
 

@@ -68,7 +68,7 @@ def check_axioms(head: PrototypeHead, pooled: torch.Tensor, model_logits: torch.
     split_logits, split_contrib = split(pooled)
     symmetry = torch.maximum((split_contrib[:, :, 0] - split_contrib[:, :, 1]).abs().max(), (split_logits - logits).abs().max())
 
-    def entry(error, meaning):
+    def entry(error: torch.Tensor, meaning: str) -> dict:
         return {"max_error": float(error), "passed": bool(float(error) <= tol), "meaning": meaning}
 
     return {
@@ -149,7 +149,7 @@ def deletion_insertion(
             batch_del.append(x * (1 - mask) + base_delete * mask)
             batch_ins.append(base_insert * (1 - mask) + x * mask)
 
-    def probabilities(images):
+    def probabilities(images: list[torch.Tensor]) -> torch.Tensor:
         _, logits = backbone(torch.cat(images))
         return logits.float().softmax(dim=1)[:, label].cpu()
 

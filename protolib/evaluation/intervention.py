@@ -6,6 +6,9 @@ Everything works on pooled features: a contribution is ``pooled . p~``, so no ba
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+
+import numpy as np
 import torch
 
 from ..method.head import PrototypeHead
@@ -80,7 +83,9 @@ def prototype_importance(head: PrototypeHead, pooled: torch.Tensor, labels: torc
     return drops
 
 
-def group_accuracy(logits: torch.Tensor, labels, groups) -> dict:
+def group_accuracy(
+    logits: torch.Tensor, labels: torch.Tensor | Sequence[int], groups: torch.Tensor | np.ndarray | Sequence[Hashable]
+) -> dict:
     """Accuracy over all images (``mean``), per group (``per_group``: group -> accuracy) and of the
     worst group (``worst_group``), from logits (N, C), labels (N,) and one group per image (N,):
     a tensor or array of ints, or any sequence of hashables such as ``groups.csv``'s names."""

@@ -12,7 +12,7 @@ import torch
 
 from ..backbones import Backbone
 from ..data import BadImage, DataError, NoMatchingClasses, class_folders
-from ..data.features import Progress, SplitFeatures, split_features, stream_features
+from ..data.features import CacheDir, Progress, SplitFeatures, split_features, stream_features
 from ..method import feature_matrix
 from ..method.head import PrototypeHead
 from ..method.refine import STRATEGIES, approximation, heatmap_covariance, orientation, refine, residual
@@ -38,7 +38,7 @@ def label_space_problem(run: Run, backbone: Backbone, data: str | Path, split: s
     return None
 
 
-def training_matrices(run: Run, backbone: Backbone, cache_dir=None) -> list[torch.Tensor]:
+def training_matrices(run: Run, backbone: Backbone, cache_dir: CacheDir = None) -> list[torch.Tensor]:
     """The features the run factorised, per decomposed class: its manifest's training images, from the
     feature cache."""
     groups = [run.manifest["images"][entry["folder"]] for entry in run.manifest["classes"]]
@@ -168,7 +168,7 @@ def table3(head: PrototypeHead, approx: torch.Tensor, pooled: torch.Tensor, labe
     restricted, pooled_r, labels_r = among_decomposed(head, pooled, labels)
     rows = head.weight[head.classes]
 
-    def scores(h, x, y):
+    def scores(h: PrototypeHead, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         return {
             "prototypes_only": replaced_rows_top1(h, approx, x, y),
             "residual_only": replaced_rows_top1(h, rows - approx, x, y),
@@ -188,7 +188,7 @@ def evaluate_run(
     data: str | Path,
     split: str = "val",
     images_per_class: int | None = None,
-    cache_dir=None,
+    cache_dir: CacheDir = None,
     progress: Progress | None = None,
     features: SplitFeatures | None = None,
     training: list[torch.Tensor] | None = None,

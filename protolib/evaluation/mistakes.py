@@ -71,7 +71,7 @@ class Mistakes:
         return sum(c.reason == reason for c in self.culprits)
 
 
-def _standings(logits: torch.Tensor, labels: torch.Tensor):
+def _standings(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per photo: the true logit, the best and second-best competitor (value, and the best one's label)."""
     true = logits.gather(1, labels[:, None])[:, 0]
     others = logits.scatter(1, labels[:, None], float("-inf"))
@@ -170,7 +170,9 @@ def culprit_scale(head: PrototypeHead, culprit: Culprit) -> torch.Tensor:
     return scale
 
 
-def _fill_tops(head: PrototypeHead, culprits: list[Culprit], pooled, contributions, logits) -> None:
+def _fill_tops(
+    head: PrototypeHead, culprits: list[Culprit], pooled: torch.Tensor, contributions: torch.Tensor, logits: torch.Tensor
+) -> None:
     """Top classes before and after each culprit's edit, the after side through ``head.logits`` itself."""
     fixed = [c for c in culprits if c.switched]
     for c in culprits:
@@ -228,7 +230,7 @@ def harmful_edit(
     after = head.logits(pooled[scored], contributions[scored], scale).argmax(1)
     off = [(int(head.classes[c]), int(i)) for c, i in (scale == 0).nonzero().tolist()]
 
-    def top1(predicted, rows):
+    def top1(predicted: torch.Tensor, rows: torch.Tensor) -> float:
         return float((predicted == labels[rows]).float().mean()) if len(rows) else float("nan")
 
     return {
@@ -316,7 +318,9 @@ def harmful_rows(head: PrototypeHead, found: Mistakes, names: list[str]) -> list
     return sorted(rows, key=lambda r: (-r["net"], r["broken"]))
 
 
-def run_class_space(head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor, paths: list[str]):
+def run_class_space(
+    head: PrototypeHead, pooled: torch.Tensor, labels: torch.Tensor, paths: list[str]
+) -> tuple[PrototypeHead, torch.Tensor, torch.Tensor, list[str]]:
     """The run as a classifier of its decomposed classes only (as in the paper, which decomposes every class):
     (head, pooled, labels renumbered to positions, paths) of the photos of those classes."""
     restricted, kept_pooled, local = among_decomposed(head, pooled, labels)

@@ -4,7 +4,7 @@ activation maps computed from features, for the ground-truth parts benchmark and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,9 @@ def protoeval_scores(
 
 
 # -- ProtoEval on CUB ------------------------------------------------------------------------------
-def _class_batches(backbone: Backbone, images: dict[int, list[CubImage]], crop: bool, progress: Progress | None):
+def _class_batches(
+    backbone: Backbone, images: dict[int, list[CubImage]], crop: bool, progress: Progress | None
+) -> Iterator[tuple[int, torch.Tensor, np.ndarray, np.ndarray]]:
     size = backbone.preprocessing.crop_size
     total, done = sum(len(v) for v in images.values()), 0
     for position, members in images.items():

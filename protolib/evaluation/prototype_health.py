@@ -18,7 +18,7 @@ import torch
 
 from ..backbones import Backbone
 from ..data import DataError
-from ..data.features import extract_features
+from ..data.features import CacheDir, extract_features
 from ..runs import Run
 
 DEAD_SHARE = 0.02
@@ -78,7 +78,7 @@ def class_health(features: torch.Tensor, refined: torch.Tensor, parts: torch.Ten
     return ClassHealth(share, correlation, tuple(duplicate_of))
 
 
-def training_health(run: Run, backbone: Backbone, cache_dir=None) -> dict[int, ClassHealth]:
+def training_health(run: Run, backbone: Backbone, cache_dir: CacheDir = None) -> dict[int, ClassHealth]:
     """Per decomposed class label, its :class:`ClassHealth` on the training photos the run was made from
     (the photos the cards and the prototype table read), from the feature cache. Raises DataError when a
     photo is gone."""

@@ -39,7 +39,7 @@ def feature_matrix(features: torch.Tensor) -> torch.Tensor:
     return A if A.numel() and bool(A.min() >= 0) else A.clamp_min(0)
 
 
-def _is_int(value) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 
@@ -79,7 +79,9 @@ def json_params(params: dict) -> dict:
     return {**params, "compare": list(params["compare"]), "device": str(params["device"])}
 
 
-def class_matrices(features, labels) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def class_matrices(
+    features: torch.Tensor | Sequence[torch.Tensor], labels: torch.Tensor | Sequence[int]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The classes in ``labels`` (sorted) and each one's non-negative feature matrix (:func:`feature_matrix`).
 
     ``features``: a (N, H, W, D) tensor of spatial features, or (N, D) of feature positions, or a sequence of
@@ -157,7 +159,7 @@ class PartPrototypes(BaseEstimator):
         compare: tuple[str, ...] = (),
         device: str | torch.device = "cpu",
         discovery: str = DEFAULT_DISCOVERY,
-    ):
+    ) -> None:
         self.k = k
         self.strategy = strategy
         self.solver = solver
@@ -180,8 +182,8 @@ class PartPrototypes(BaseEstimator):
     # -- fitting ---------------------------------------------------------------------------------
     def fit(
         self,
-        features,
-        labels,
+        features: torch.Tensor | Sequence[torch.Tensor],
+        labels: torch.Tensor | Sequence[int],
         head_weight: torch.Tensor,
         head_bias: torch.Tensor | None = None,
         *,
@@ -200,8 +202,8 @@ class PartPrototypes(BaseEstimator):
 
     def partial_fit(
         self,
-        features,
-        labels,
+        features: torch.Tensor | Sequence[torch.Tensor],
+        labels: torch.Tensor | Sequence[int],
         head_weight: torch.Tensor,
         head_bias: torch.Tensor | None = None,
         *,
@@ -212,7 +214,14 @@ class PartPrototypes(BaseEstimator):
         self.validate_params()
         return self._fit_classes(features, labels, head_weight, head_bias, on_stage)
 
-    def _fit_classes(self, features, labels, head_weight, head_bias, on_stage) -> PartPrototypes:
+    def _fit_classes(
+        self,
+        features: torch.Tensor | Sequence[torch.Tensor],
+        labels: torch.Tensor | Sequence[int],
+        head_weight: torch.Tensor,
+        head_bias: torch.Tensor | None,
+        on_stage: Callable[[str], None] | None,
+    ) -> PartPrototypes:
         classes, matrices = class_matrices(features, labels)
         weight = head_weight.detach().float().cpu()
         bias = torch.zeros(len(weight)) if head_bias is None else head_bias.detach().float().cpu()
@@ -251,8 +260,17 @@ class PartPrototypes(BaseEstimator):
         self._append(classes, P, alpha, refined, nmf.relative_error, nmf.iterations, presence)
         return self
 
-    def _append(self, classes, P, alpha, refined, error, iterations, presence) -> None:
-        def joined(name, new):
+    def _append(
+        self,
+        classes: torch.Tensor,
+        P: torch.Tensor,
+        alpha: torch.Tensor,
+        refined: dict[str, torch.Tensor],
+        error: torch.Tensor,
+        iterations: torch.Tensor,
+        presence: torch.Tensor,
+    ) -> None:
+        def joined(name: str, new: torch.Tensor) -> torch.Tensor:
             return torch.cat([getattr(self, name), new]) if hasattr(self, name) else new
 
         before = getattr(self, "refined_by_strategy_", {})

@@ -34,7 +34,7 @@ class PrototypeHead(nn.Module):
         classes: torch.Tensor,
         refined_prototypes: torch.Tensor,
         part_vectors: torch.Tensor | None = None,
-    ):
+    ) -> None:
         super().__init__()
         if refined_prototypes.shape[0] != len(classes) or refined_prototypes.shape[-1] != weight.shape[1]:
             raise ValueError(

@@ -9,6 +9,7 @@ alone, and that result depends only on the seed, not on which classes share the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +28,7 @@ class NMFResult:
     coefficients: list[torch.Tensor] | None = None  # E_c (n_c, k), when asked for
 
 
-def _init(matrices: list[torch.Tensor], k: int, seed: int, n_max: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _init(matrices: list[torch.Tensor], k: int, seed: int, n_max: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """|N(0,1)| * sqrt(mean(A)/k) per class, drawn from the same seed for every class."""
     C, D = len(matrices), matrices[0].shape[1]
     E = torch.zeros(C, n_max, k, dtype=dtype)
@@ -114,7 +115,7 @@ def batched_nmf(
     return NMFResult(P_out.cpu(), (residual / sq_norm_A.sqrt().clamp_min(EPS)).cpu(), iterations.cpu(), coefficients)
 
 
-def _update_P(P, EtA, EtE, solver):
+def _update_P(P: torch.Tensor, EtA: torch.Tensor, EtE: torch.Tensor, solver: str) -> torch.Tensor:
     if solver == "mu":
         return P * EtA / (EtE @ P).clamp_min(EPS)
     P = P.clone()
@@ -124,7 +125,7 @@ def _update_P(P, EtA, EtE, solver):
     return P
 
 
-def _update_E(E, APt, PPt, solver):
+def _update_E(E: torch.Tensor, APt: torch.Tensor, PPt: torch.Tensor, solver: str) -> torch.Tensor:
     if solver == "mu":
         return E * APt / (E @ PPt).clamp_min(EPS)
     E = E.clone()
@@ -134,7 +135,7 @@ def _update_E(E, APt, PPt, solver):
     return E
 
 
-def _sweeps(k: int):
+def _sweeps(k: int) -> Iterator[tuple[int, int]]:
     """HALS sweeps over the k components: several per update, since they reuse the expensive
     products with A and cost only O(k^2) per row (accelerated HALS, Gillis & Glineur 2012)."""
     return ((sweep, j) for sweep in range(HALS_SWEEPS) for j in range(k))

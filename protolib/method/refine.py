@@ -215,17 +215,17 @@ def paper_split(P: torch.Tensor, R: torch.Tensor, matrices: list[torch.Tensor], 
     var_p = (PS * Pd).sum(dim=-1)
     free = (Rd.unsqueeze(1) / k).expand(C, k - 1, D).clone().requires_grad_(True)
 
-    def split():
+    def split() -> torch.Tensor:
         return torch.cat([free, (Rd - free.sum(dim=1)).unsqueeze(1)], dim=1)
 
-    def objective():
+    def objective() -> torch.Tensor:
         r = split()
         corr = (PS * r).sum(dim=-1) / (var_p * ((r @ S) * r).sum(dim=-1)).clamp_min(1e-300).sqrt()
         return (2 * n[:, None] * (1 - corr.clamp(-1, 1))).sum()
 
     optimizer = torch.optim.LBFGS([free], max_iter=steps, line_search_fn="strong_wolfe")
 
-    def closure():
+    def closure() -> torch.Tensor:
         optimizer.zero_grad()
         value = objective()
         value.backward()
@@ -282,7 +282,7 @@ def _optimal_mixing(alpha: torch.Tensor, G: torch.Tensor, penalty: float, steps:
     energy0 = ((start * std.unsqueeze(1)) @ Gn * (start * std.unsqueeze(1))).sum(dim=(1, 2)).clamp_min(1e-300)
     weight = 2 * penalty / energy0  # (C,)
 
-    def objective(X):  # (C,) to minimise, X = Q in normalised coordinates
+    def objective(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (C,) to minimise, X = Q in normalised coordinates
         b = X @ Gn
         s = (b * X).sum(-1).clamp_min(1e-300)
         corr = (sign * (a * X).sum(-1) / (g * s).sqrt()).clamp(-1, 1)  # |corr| <= 1 despite rounding
@@ -297,7 +297,7 @@ def _optimal_mixing(alpha: torch.Tensor, G: torch.Tensor, penalty: float, steps:
     c = torch.where(active, sign / g.sqrt(), 0.0).unsqueeze(-1)  # (C, k, 1)
     damping = torch.full((C,), 1e-3, dtype=G.dtype)
 
-    def outer(x, y):
+    def outer(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return x.unsqueeze(-1) * y.unsqueeze(-2)
 
     for _ in range(steps):

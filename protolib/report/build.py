@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 
 from ..backbones import Backbone, BackboneError
 from ..data import BadImage, DataError, available_splits
-from ..data.features import Progress, split_features
+from ..data.features import CacheDir, Progress, split_features
 from ..evaluation.compare import CompareError
 from ..evaluation.faithfulness import check_axioms
 from ..evaluation.metrics import evaluate_run, training_matrices
@@ -42,7 +43,7 @@ def build_report(
     backbone: Backbone,
     data: str | Path,
     settings: ReportSettings | None = None,
-    cache_dir=None,
+    cache_dir: CacheDir = None,
     progress: Progress | None = None,
 ) -> Report:
     """Every section of the report for ``run`` on the held-out images of its classes in ``data/split``.
@@ -66,7 +67,7 @@ def build_report(
     figures: dict = {}
     names = list(SECTIONS)
 
-    def section(key: str, compute):
+    def section(key: str, compute: Callable[[], dict]) -> None:
         report("report", names.index(key), len(names))
         t = time.perf_counter()
         try:
@@ -94,7 +95,7 @@ def build_report(
     )
     matrices: list[torch.Tensor] | None = None
 
-    def train():
+    def train() -> list[torch.Tensor]:
         nonlocal matrices
         if matrices is None:
             matrices = training_matrices(run, backbone, cache_dir)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..backbones import Backbone
 from ..data import DataError
-from ..data.features import Progress
+from ..data.features import CacheDir, Progress
 from ..evaluation.compare import Comparison, compare_runs, run_label, shared_classes
 from ..runs import Run, load_run
 from .pictures import png
@@ -70,7 +70,7 @@ def comparison_section(
     data: str | Path,
     settings: ReportSettings,
     images: dict,
-    cache_dir=None,
+    cache_dir: CacheDir = None,
     progress: Progress | None = None,
 ) -> dict:
     """``run`` side by side with the runs of ``settings.compare_with`` on the held-out photos of the class
@@ -120,7 +120,7 @@ def comparison_report(
     split: str = "val",
     photos: int = 6,
     maps: str = "heatmaps",
-    cache_dir=None,
+    cache_dir: CacheDir = None,
 ) -> tuple[Report, Comparison]:
     """A report of the comparison alone (``python -m protolib compare``): its section and its Comparison."""
     started = time.perf_counter()

@@ -3,12 +3,14 @@ example heatmaps, stability across NMF seeds, and ProtoEval where the data has k
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from scipy.optimize import linear_sum_assignment
 
 from ..backbones import Backbone
+from ..data.features import Progress
 from ..evaluation.keypoints import csv_class_batches, keypoint_layout
 from ..evaluation.metrics import SplitFeatures, oriented_prototypes, pearson, table3
 from ..evaluation.part_scores import cub_protoeval, protoeval_scores
@@ -21,7 +23,7 @@ from .sections import not_computed
 from .settings import ReportSettings
 
 
-def table3_section(run: Run, backbone: Backbone, sf: SplitFeatures, matrices: list[torch.Tensor], ks) -> dict:
+def table3_section(run: Run, backbone: Backbone, sf: SplitFeatures, matrices: list[torch.Tensor], ks: Sequence[int]) -> dict:
     """Top-1 with prototypes only / residual only / both (see ``metrics.table3``: among the run's classes,
     and in the model's whole label space), and the reconstruction errors, for each k."""
     head = run.head(backbone)
@@ -81,7 +83,9 @@ def seed_stability_section(run: Run, matrices: list[torch.Tensor], seeds: int) -
     }
 
 
-def protoeval_section(run: Run, backbone: Backbone, source: str | Path, settings: ReportSettings, progress) -> dict:
+def protoeval_section(
+    run: Run, backbone: Backbone, source: str | Path, settings: ReportSettings, progress: Progress | None
+) -> dict:
     """ProtoEval scores where ``source`` has keypoints; otherwise a clear reason. The refined prototypes
     are turned by the sign of their alpha (see ``metrics.oriented_prototypes``)."""
 

@@ -31,7 +31,7 @@ nav a{{margin-right:12px;font-size:13px;color:{TEAL}}}
 """
 
 
-def fmt(value) -> str:
+def fmt(value: object) -> str:
     """A table cell's number (3 decimals, or 3 significant digits when tiny), or its text escaped."""
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.3f}"
@@ -42,7 +42,7 @@ def table(header: list[str], rows: list[list], cls: str = "", text: tuple[int, .
     """Numbers right-aligned; the columns in ``text`` (indices) left-aligned, as prose reads. A cell given as
     a string is HTML (escape text from data before), any other value goes through ``fmt``."""
 
-    def td(j, c):
+    def td(j: int, c: object) -> str:
         return f'<td class="{"text" if j in text else ""}">{c if isinstance(c, str) else fmt(c)}</td>'
 
     head = "".join(f'<th class="{"text" if j in text else ""}">{html.escape(h)}</th>' for j, h in enumerate(header))
@@ -76,10 +76,10 @@ def unavailable(section: dict) -> str:
 class Page:
     """Collects the figures so that each gets a unique id and the page can count them."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.figures = 0
 
-    def figure(self, fig: go.Figure, title: str, height: int = 340, **layout) -> str:
+    def figure(self, fig: go.Figure, title: str, height: int = 340, **layout: object) -> str:
         """``fig`` (from ``protolib.charts``) in the report's frame: its title, size, white template and legend below."""
         self.figures += 1
         defaults = {"margin": {"l": 50, "r": 20, "t": 50, "b": 40}, "legend": {"orientation": "h", "y": -0.2}}

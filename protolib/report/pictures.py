@@ -7,6 +7,7 @@ import base64
 import io
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..backbones import Backbone
@@ -32,7 +33,7 @@ def spread(sf: SplitFeatures, n: int) -> list[int]:
     return picked[:n]
 
 
-def forward(backbone: Backbone, path: str):
+def forward(backbone: Backbone, path: str) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, torch.Tensor]:
     """One image through the backbone: (model input, the picture as the model sees it, feature grid, logits)."""
     x, shown = model_input(backbone, path)
     feats, logits = backbone(x.to(backbone.device))

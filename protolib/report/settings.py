@@ -28,7 +28,7 @@ class ReportSettings:
     compare_photos: int = 6  # held-out photos of each compared class
     compare_maps: str = "heatmaps"  # what prototypes are matched on (protolib.evaluation.compare.MAPS)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "compare_with", tuple(str(p) for p in self.compare_with))  # JSON-able
         if len(self.compare_with) > MAX_RUNS - 1:
             raise ValueError(f"compare_with: at most {MAX_RUNS - 1} other runs ({MAX_RUNS} side by side)")

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..backbones import Backbone
 from ..charts import percent
 from ..data import DataError, available_splits
-from ..data.features import Progress, extract_features, split_features
+from ..data.features import CacheDir, Progress, extract_features, split_features
 from ..evaluation.mistakes import mistakes_json, run_class_space
 from ..explain import heatmap_overlay, model_input, upsample
 from ..files import atomic_path
@@ -47,7 +47,7 @@ def prototype_title(run: Run, position: int, i: int) -> str:
 
 
 def culprit_overlays(
-    backbone: Backbone, head: PrototypeHead, paths: list[str], switched: list[list[tuple[int, int]]], cache_dir=None
+    backbone: Backbone, head: PrototypeHead, paths: list[str], switched: list[list[tuple[int, int]]], cache_dir: CacheDir = None
 ) -> list[tuple]:
     """Per photo: the photo as the model sees it and each switched prototype's heatmap over it (uint8 RGB)."""
     if not paths:  # no mistake is fixed by one switch: nothing to draw (extracting no image is an error)
@@ -61,7 +61,9 @@ def culprit_overlays(
     return out
 
 
-def _galleries(run: Run, backbone: Backbone, head: PrototypeHead, positions: list[int], images: dict, cache_dir) -> list[dict]:
+def _galleries(
+    run: Run, backbone: Backbone, head: PrototypeHead, positions: list[int], images: dict, cache_dir: CacheDir
+) -> list[dict]:
     """Per class shown: each prototype's heatmaps on the training photos it contributes most to."""
     galleries = []
     for position in positions:
@@ -99,7 +101,7 @@ def story_figures(
     backbone: Backbone,
     data: str | Path,
     split: str = "val",
-    cache_dir=None,
+    cache_dir: CacheDir = None,
     progress: Progress | None = None,
     pictures: bool = True,
 ) -> Story:

@@ -97,7 +97,7 @@ def normalise_prototype_names(prototype_names: Mapping[object, Mapping[object, s
     return clean
 
 
-def prototype_names_problem(prototype_names, k: int, classes: Sequence[int] | None = None) -> str | None:
+def prototype_names_problem(prototype_names: object, k: int, classes: Sequence[int] | None = None) -> str | None:
     """Why ``prototype_names`` (a manifest's ``prototype_names``) cannot be used, or None: a mapping of class labels
     (of ``classes`` when given) to mappings of prototype positions 0..k-1 to short one-line names."""
     if not isinstance(prototype_names, dict):
@@ -120,7 +120,7 @@ def prototype_names_problem(prototype_names, k: int, classes: Sequence[int] | No
     return None
 
 
-def manifest_problem(manifest) -> str | None:
+def manifest_problem(manifest: object) -> str | None:
     """Why a run's manifest cannot be listed or opened as it is, or None: the checks of ``run_problem``
     that need no tensors (keys and types, parameters an estimator accepts, one readable entry per class).
     A listing marks such a run damaged instead of letting a page trip over it. Reads either version."""

@@ -152,7 +152,7 @@ class Run:
             self.presence_scale,
         )
 
-    def load_backbone(self, device="cpu") -> Backbone:
+    def load_backbone(self, device: str | torch.device = "cpu") -> Backbone:
         """The model this run was made from, as its manifest names it."""
         backbone = load_backbone(self.manifest["backbone"], self.manifest.get("weights"), device)
         self.check_backbone(backbone)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import overload
 
 from ..files import ManifestError, read_manifest
 
@@ -48,12 +49,16 @@ def read_run_manifest(path: str | Path) -> dict:
 _V1_KEYS = {"k": "k", "strategy": "strategy", "seed": "random_state", "solver": "solver", "discovery": "discovery"}
 
 
-def upgraded(manifest):
+@overload
+def upgraded(manifest: dict) -> dict: ...
+@overload
+def upgraded(manifest: object) -> object: ...
+def upgraded(manifest: object) -> object:
     """An older manifest as the current version (a new dict); anything else unchanged."""
     return _v2_as_v3(_v1_as_v2(manifest))
 
 
-def _v1_as_v2(manifest):
+def _v1_as_v2(manifest: object) -> object:
     """A version 1 manifest as version 2 (a new dict: ``params`` from its top-level keys, which win over its
     own ``params``, the way version 1 was read); anything else unchanged. Later versions never have those keys
     at the top, so any found there (a hand-made manifest) are read the same way."""
@@ -69,7 +74,7 @@ def _v1_as_v2(manifest):
 _V2_NAMES_KEY = "prototype_labels"  # glossary: old name
 
 
-def _v2_as_v3(manifest):
+def _v2_as_v3(manifest: object) -> object:
     """A version 2 manifest (or a version 1 one read as 2) as version 3: the names under its ``_V2_NAMES_KEY``
     move to ``prototype_names``, checked on load like any names; anything else unchanged."""
     if not isinstance(manifest, dict) or (manifest.get("format") != FORMAT_V2 and _V2_NAMES_KEY not in manifest):

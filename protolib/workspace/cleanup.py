@@ -46,7 +46,7 @@ class _Throttle:
 CLEAN_UP = _Throttle()
 
 
-def clean_up_now_and_then(runs_root, uploads_root, max_age: float, now: float | None = None) -> list[Path]:
+def clean_up_now_and_then(runs_root: str | Path, uploads_root: str | Path, max_age: float, now: float | None = None) -> list[Path]:
     """``clean_up``, unless this process did one in the last ``CLEAN_UP.every`` seconds (sessions start often)."""
     now = time.time() if now is None else now
     with CLEAN_UP.lock:

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import config
 from ..runs.names import auto_run_name
 from .layout import SHARED
+
+if TYPE_CHECKING:  # the backbones import torch: only when a demo is built
+    from ..backbones import Backbone
+    from ..data.features import Progress
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,9 @@ def demo_path(runs_root: str | Path, demo: Demo = DEMO) -> Path:
     return Path(runs_root) / SHARED / demo.name
 
 
-def build_demo(backbone, runs_root: str | Path, progress=None, demo: Demo = DEMO, data: str | Path | None = None) -> Path:
+def build_demo(
+    backbone: Backbone, runs_root: str | Path, progress: Progress | None = None, demo: Demo = DEMO, data: str | Path | None = None
+) -> Path:
     """Decompose the sample photos as ``demo`` says and publish the run (``shared/<demo name>``); when it
     exists already (another session built it), nothing is computed. Call it inside ``JOBS.turn()``."""
     from ..pipeline import run_decomposition  # the pipeline imports torch models: only when a demo is built

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +127,9 @@ class Workspace:
         """The session's own upload folders: data folders under them may be opened by this session only."""
         return [self.photos, self.datasets]
 
-    def check_data_folder(self, path: str | Path, extra_roots=(), environ: Mapping[str, str] | None = None) -> Path:
+    def check_data_folder(
+        self, path: str | Path, extra_roots: Iterable[str | Path] = (), environ: Mapping[str, str] | None = None
+    ) -> Path:
         """``config.check_data_folder`` with this session's upload folders allowed too."""
         return config.check_data_folder(path, [*self.data_roots(), *extra_roots], environ)
 
