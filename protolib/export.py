@@ -19,6 +19,7 @@ import json
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -29,6 +30,9 @@ from .files import atomic_path
 from .method.head import PrototypeHead
 from .method.spatial import KEEP_SHARE, LEVEL, SpatialEdit, chosen_parts, edit_mask, pool_kept
 from .runs import Run, load_run
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: version 2 calls the prototypes' names ``prototype_names`` (version 1: ``prototype_labels``) (glossary: old name)
 FORMAT = "protoscope.torchscript/2"
@@ -56,7 +60,7 @@ class PrototypeModel(nn.Module):
         prototype_names: dict[str, list[str]] | None = None,
         info: dict | None = None,
         spatial: SpatialEdit | None = None,
-    ):
+    ) -> None:
         super().__init__()
         # the chosen parts' vectors (m, D; m = 0: the original pooling) and their presence level
         self.register_buffer("leave_out_parts", chosen_parts(head, spatial).clone())
@@ -100,7 +104,7 @@ class PrototypeModel(nn.Module):
         is their sum plus its bias)."""
         return self.head.contributions(self.pooled(images))
 
-    def preprocess(self, image) -> torch.Tensor:
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
         """A PIL image -> the normalised tensor (3, S, S) ``forward`` expects (stack them for a batch)."""
         return self.preprocessing.transform()(image.convert("RGB"))
 

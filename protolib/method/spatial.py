@@ -56,7 +56,7 @@ class SpatialEdit:
     keep_where: tuple[tuple[int, int], ...] = ()
     keep_share: float = KEEP_SHARE
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("leave_out", "keep_where"):
             object.__setattr__(self, name, tuple(sorted({(int(c), int(i)) for c, i in getattr(self, name)})))
         object.__setattr__(self, "level", float(self.level))
@@ -86,7 +86,7 @@ class SpatialEdit:
         return "; ".join(said)
 
 
-def spatial_problem(value, k: int, classes: Iterable[int] | None = None) -> str | None:
+def spatial_problem(value: object, k: int, classes: Iterable[int] | None = None) -> str | None:
     """Why a manifest's ``spatial_edit`` cannot be used, or None: ``{"leave_out": [[class label, prototype],
     ...], "level": number > 0}``, each class one of the run's and each prototype in 0..k-1."""
     if not isinstance(value, dict) or not isinstance(value.get("leave_out"), list):
