@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.browser import CHROMIUM, RUN_WAIT, WAIT, app_server, go, metric_value, open_page, settle
+from tests.browser import CHROMIUM, RUN_WAIT, WAIT, app_server, expect, go, metric_value, open_page, settle
 
 pytestmark = [
     pytest.mark.slow,  # a real Chromium driving the app server
@@ -73,6 +73,8 @@ def test_open_the_demo_switch_off_the_background_and_save(browser, server):
         assert metric_value(page, "Worst group after") == f"{100 * before:.1f} %"
 
         page.get_by_role("button", name="Switch off every background prototype").click()
+        # on a loaded machine the rerun may start after settle() has seen a quiet page: wait for its result
+        expect(page.get_by_text("Intervention:")).to_contain_text(" off", timeout=RUN_WAIT)
         settle(page)
         off = int((scales == 0).sum())
         assert off > 0, "the mask rule finds no background prototype in the demo"
