@@ -58,7 +58,7 @@ def class_rows(root: Path, seed: int):
             local_max = (evidence == F.max_pool2d(evidence, 3, 1, 1)).flatten(1)
             top = evidence.flatten(1).masked_fill(~local_max, -torch.inf).topk(run.k, dim=1).indices
             row = [label_quality(truth, top)[0]]
-            P = batched_nmf([A * evidence_weights(A, weight[c])[:, None]], run.k, seed=seed).prototypes[0].float()
+            P = batched_nmf([A * evidence_weights(A, weight[c])[:, None]], run.k, random_state=seed).prototypes[0].float()
             for r in range(ROUNDS + 1):
                 where, seen = distinct_peaks(X @ P.T)
                 row += label_quality(truth, where)

@@ -82,7 +82,7 @@ def self_trained(
     n = len(cells.paths)
     A = cells.A.float()
     X = A.reshape(n, -1, A.shape[1])
-    P = batched_nmf([A * evidence_weights(A, cells.v)[:, None]], cells.k, seed=cells.seed).prototypes[0].float()
+    P = batched_nmf([A * evidence_weights(A, cells.v)[:, None]], cells.k, random_state=cells.seed).prototypes[0].float()
     previous = None
     for _ in range(rounds):
         where, seen = distinct_peaks(X @ P.T, keep)
