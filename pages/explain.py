@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 import torch
@@ -10,6 +11,7 @@ from pages.common import figures, navigation
 from pages.common.figures import PART_MAP_NOTE
 from pages.common.pickers import Picked, image_picker
 from pages.common.run_context import Context, require_run
+from pages.common.space_edit import masked_photo
 from pages.common.state import kept
 from pages.common.viewmodels import default_class
 from protolib import charts
@@ -81,17 +83,25 @@ def contributions_and_part_map(ctx: Context, e: Explanation) -> None:
         figures.legend(k, names=names)
 
 
+def drawn(e: Explanation, image: np.ndarray) -> np.ndarray:
+    """The image with the cells the run's edit in space leaves out of the pooling hatched (as Intervene draws them)."""
+    return image if e.left_out is None else masked_photo(image, e.left_out)
+
+
 def heatmaps(e: Explanation, names: list[str]) -> None:
     """Each prototype's heatmap on the photo, with its contribution (and its name, ``names``, when it has one)."""
     k = len(e.contributions)
     st.markdown("##### Each prototype's heatmap")
-    st.caption("Bright: the place adds to the logit; dark: it takes away. Its mean is the contribution.")
+    st.caption(
+        "Bright: the place adds to the logit; dark: it takes away. Its mean is the contribution"
+        + (" (over the cells that are not hatched: the hatched ones are left out of the pooling)." if e.spatial else ".")
+    )
     per_row = min(max(k, 4), 5)
     for start in range(0, k, per_row):
         for i, col in zip(range(start, start + per_row), st.columns(per_row)):
             if i < k:
                 with col:
-                    st.image(heatmap_overlay(e.heatmaps[i], e.image), width="stretch")
+                    st.image(drawn(e, heatmap_overlay(e.heatmaps[i], e.image)), width="stretch")
                     title = figures.md(charts.prototype_title(i, names[i]))
                     st.markdown(figures.chip(i, f"{title}: <b>{float(e.contributions[i]):+.2f}</b>"), unsafe_allow_html=True)
 
@@ -107,14 +117,17 @@ ctx = require_run()
 picked = image_picker(ctx)
 if picked is None:
     st.stop()
-logits = ctx.head(picked.feats.unsqueeze(0))[0][0]
+spatial = ctx.run.spatial_edit  # the run's model as it is: its edit in space included
+predicted = explain_features(ctx.head, picked.feats, picked.shown, None, spatial)
 image_col, top_col = st.columns([1, 2], gap="large")
 with image_col:
-    st.image(picked.shown, caption=f"{figures.md(picked.name)} (as the model sees it)", width="stretch")
+    st.image(drawn(predicted, picked.shown), caption=f"{figures.md(picked.name)} (as the model sees it)", width="stretch")
+    if spatial:
+        st.caption(figures.md(predicted.space_note(ctx.backbone.class_names)))
 with top_col:
-    top_classes(ctx, logits)
-    label = class_to_explain(ctx, picked, logits)
-explanation = explain_features(ctx.head, picked.feats, picked.shown, label)
+    top_classes(ctx, predicted.logits)
+    label = class_to_explain(ctx, picked, predicted.logits)
+explanation = predicted if label == predicted.label else explain_features(ctx.head, picked.feats, picked.shown, label, spatial)
 st.divider()
 contributions_and_part_map(ctx, explanation)
 heatmaps(explanation, prototype_names(ctx, label))

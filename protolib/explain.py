@@ -2,10 +2,16 @@
 
 Heatmaps are ``f(x) . p~_i`` on the feature grid, upsampled bilinearly to the image the model saw
 (after its resize and crop); their spatial means are the contributions to the logit.
+
+A run's edit in space (``method.spatial``) changes which cells are pooled before the head. An explanation
+under it is of the edited model: its logits and contributions come from the mean over the kept cells, so
+contributions + bias = logit still holds exactly; the heatmaps still describe every cell, and the cells left
+out (whose share no longer counts) are drawn hatched (:func:`left_out_overlay`).
 """
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +25,11 @@ from .data import BadImage, load_image
 from .data.folders import size_problem
 from .files import atomic_path
 from .method.head import PrototypeHead
-from .palette import PROBABILITY, prototype_colour, prototype_hex
+from .method.spatial import SpatialEdit, cells_left_out, pool_kept
+from .palette import CORAL, PROBABILITY, prototype_colour, prototype_hex
+
+#: the colour (RGB) of the hatching and outline of cells left out of the pooling
+LEFT_OUT = tuple(int(CORAL[i : i + 2], 16) for i in (1, 3, 5))
 
 
 def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -57,6 +67,24 @@ def heatmap_overlay(heatmap: torch.Tensor, image: np.ndarray, opacity: float = 0
     return ((1 - opacity) * image + opacity * coloured).clip(0, 255).astype(np.uint8)
 
 
+def left_out_overlay(image: np.ndarray, left_out: torch.Tensor) -> np.ndarray:
+    """The image with the cells left out of the pooling (bool (h, w) on the feature grid) darkened, hatched
+    and outlined in orange."""
+    rows, cols = left_out.shape
+    height, width = image.shape[:2]
+    y = np.arange(height) * rows // height
+    x = np.arange(width) * cols // width
+    cell = left_out.numpy()[y][:, x]
+    out = image.astype(np.float32).copy()
+    out[cell] = 0.35 * out[cell] + 0.65 * np.array([30, 30, 30], np.float32)
+    hatch = ((np.arange(height)[:, None] + np.arange(width)[None, :]) % 10 < 2) & cell
+    out[hatch] = np.array(LEFT_OUT, np.float32)
+    padded = np.pad(cell, 1, mode="edge")
+    inside = padded[2:, 1:-1] & padded[:-2, 1:-1] & padded[1:-1, 2:] & padded[1:-1, :-2]
+    out[cell & ~inside] = np.array(LEFT_OUT, np.float32)
+    return out.clip(0, 255).astype(np.uint8)
+
+
 @dataclass
 class Explanation:
     """Everything shown for one image and one decomposed class."""
@@ -68,6 +96,20 @@ class Explanation:
     bias: float
     heatmaps: torch.Tensor  # (k, S, S) contribution heatmaps f(x) . p~_i
     presence: torch.Tensor  # (k, S, S) part presence, 1 = strong (for part maps)
+    spatial: SpatialEdit | None = None  # the edit in space explained with, if any
+    left_out: torch.Tensor | None = None  # (h, w) bool on the feature grid: cells left out of the pooling
+    kept_all: bool = False  # every cell would have been left out, so the photo kept them all
+
+    def space_note(self, class_names: list[str]) -> str:
+        """One line saying what the edit in space did to this photo ("" without an edit)."""
+        if self.spatial is None or self.left_out is None:
+            return ""
+        n, cells = int(self.left_out.sum()), self.left_out.numel()
+        kept = " (every cell would go, so the photo keeps them all)" if self.kept_all else ""
+        return (
+            f"Edit in space: {self.spatial.describe(class_names)}. Hatched: the {n} of {cells} cells left out{kept}; "
+            "each contribution is the mean of its heatmap over the other cells."
+        )
 
     @property
     def logit(self) -> float:
@@ -90,10 +132,21 @@ def model_input(backbone: Backbone, image: str | Path | Image.Image) -> tuple[to
     return x, shown
 
 
-def explain_features(head: PrototypeHead, feats: torch.Tensor, image: np.ndarray, label: int | None = None) -> Explanation:
+def explain_features(
+    head: PrototypeHead, feats: torch.Tensor, image: np.ndarray, label: int | None = None, spatial: SpatialEdit | None = None
+) -> Explanation:
     """Explain one image from its features (H, W, D); ``label`` defaults to the predicted
-    class if it was decomposed, else the highest-scoring decomposed class."""
-    logits, contributions = head(feats.unsqueeze(0))
+    class if it was decomposed, else the highest-scoring decomposed class. ``spatial``: the model's edit in
+    space (the run's ``spatial_edit``), applied to the pooling before the head."""
+    if spatial:
+        mask = cells_left_out(head, feats.unsqueeze(0).float(), spatial)
+        pooled, everything = pool_kept(feats.unsqueeze(0).float(), mask)
+        left_out, kept_all = mask[0] & ~everything[0], bool(everything[0])
+        contributions = head.contributions(pooled)
+        logits = head.logits(pooled, contributions)
+    else:
+        logits, contributions = head(feats.unsqueeze(0))
+        left_out, kept_all = None, False
     logits, contributions = logits[0], contributions[0]
     if label is None:
         decomposed = logits[head.classes]
@@ -108,21 +161,29 @@ def explain_features(head: PrototypeHead, feats: torch.Tensor, image: np.ndarray
         bias=float(head.bias[label]),
         heatmaps=upsample(maps, image.shape[:2]),
         presence=upsample(head.presence(feats.unsqueeze(0), position)[0], image.shape[:2]),
+        spatial=spatial or None,
+        left_out=left_out,
+        kept_all=kept_all,
     )
 
 
 def explain_image(
-    backbone: Backbone, head: PrototypeHead, image: str | Path | Image.Image, label: int | None = None
+    backbone: Backbone,
+    head: PrototypeHead,
+    image: str | Path | Image.Image,
+    label: int | None = None,
+    spatial: SpatialEdit | None = None,
 ) -> Explanation:
-    """Run the backbone on one image (a path or PIL image) and explain it."""
+    """Run the backbone on one image (a path or PIL image) and explain it (under the edit in space ``spatial``)."""
     x, shown = model_input(backbone, image)
     feats, _ = backbone(x.to(backbone.device))
-    return explain_features(head, feats[0].cpu(), shown, label)
+    return explain_features(head, feats[0].cpu(), shown, label, spatial)
 
 
 def explanation_figure(explanation: Explanation, class_names: list[str], path: str | Path) -> Path:
     """A PNG: the image, its top-5 classes, the part map, and each prototype's heatmap with its
-    contribution to the explained logit."""
+    contribution to the explained logit; under an edit in space, the cells left out are hatched on the image
+    and the heatmaps, and a last line says so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,8 +195,12 @@ def explanation_figure(explanation: Explanation, class_names: list[str], path: s
     fig, axes = plt.subplots(2, cols, figsize=(3.2 * cols, 6.8), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    axes[0, 0].imshow(e.image)
-    axes[0, 0].set_title("image", fontsize=10)
+
+    def drawn(image: np.ndarray) -> np.ndarray:
+        return image if e.left_out is None else left_out_overlay(image, e.left_out)
+
+    axes[0, 0].imshow(drawn(e.image))
+    axes[0, 0].set_title("image" if e.left_out is None else "image (hatched: left out)", fontsize=10)
     top = e.top(5)
     axes[0, 1].barh(range(len(top))[::-1], [p for _, p in top], color=PROBABILITY)
     axes[0, 1].set_yticks(range(len(top))[::-1], [class_names[i][:22] for i, _ in top], fontsize=8)
@@ -146,12 +211,13 @@ def explanation_figure(explanation: Explanation, class_names: list[str], path: s
     axes[0, 2].set_title(f"part map: {class_names[e.label][:24]}", fontsize=10)
     for i in range(k):
         ax = axes[1, i]
-        ax.imshow(heatmap_overlay(e.heatmaps[i], e.image))
+        ax.imshow(drawn(heatmap_overlay(e.heatmaps[i], e.image)))
         ax.set_title(f"prototype {i + 1}: {float(e.contributions[i]):+.2f}", fontsize=10, color=prototype_hex(i))
     fig.suptitle(
         f"{class_names[e.label]}: logit {e.logit:.2f} = "
         + " ".join(f"{float(c):+.2f}" for c in e.contributions)
-        + f" (bias {e.bias:+.2f})",
+        + f" (bias {e.bias:+.2f})"
+        + (f"\n{textwrap.fill(e.space_note(class_names), 30 * cols)}" if e.spatial else ""),
         fontsize=11,
     )
     fig.tight_layout()

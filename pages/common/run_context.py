@@ -81,10 +81,12 @@ def require_run() -> Context:
     key = run_key(saved.path, modified, device)
     if backbone.note:
         st.warning(backbone.note, icon=":material/info:")
-    if run.spatial_edit:  # only Intervene and the exported model compute it (protolib.method.spatial)
+    if run.spatial_edit:  # only Intervene, Explain and the exported model compute it (protolib.method.spatial)
         st.caption(
-            f"This run carries an edit in space ({run.spatial_edit.describe(backbone.class_names)}): Intervene and "
-            "the downloaded model apply it; the other figures are of the model without it."
+            md(
+                f"This run carries an edit in space ({run.spatial_edit.describe(backbone.class_names)}): Intervene, "
+                "Explain and the downloaded model apply it; the other figures are of the model without it."
+            )
         )
     return Context(run, backbone, cache.get_head(key, run, backbone), key)
 

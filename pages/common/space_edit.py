@@ -12,6 +12,7 @@ import torch
 from pages.common.edits import edit_key
 from pages.common.run_context import Context
 from pages.common.state import kept
+from protolib.explain import left_out_overlay
 from protolib.method.spatial import (
     LEVEL,
     EditedPooling,
@@ -70,24 +71,8 @@ def photo_pooling(ctx: Context, feats: torch.Tensor, edit: SpatialEdit | None) -
 
 
 def masked_photo(shown: np.ndarray, mask: torch.Tensor) -> np.ndarray:
-    """The photo with its left-out cells drawn: darkened, hatched and outlined in orange."""
-    rows, cols = mask.shape
-    height, width = shown.shape[:2]
-    y = np.arange(height) * rows // height
-    x = np.arange(width) * cols // width
-    cell = mask.numpy()[y][:, x]
-    out = shown.astype(np.float32).copy()
-    out[cell] = 0.35 * out[cell] + 0.65 * np.array([30, 30, 30], np.float32)
-    hatch = ((np.arange(height)[:, None] + np.arange(width)[None, :]) % 10 < 2) & cell
-    out[hatch] = np.array([231, 111, 81], np.float32)
-    edge = cell & ~(
-        np.pad(cell, 1, mode="edge")[2:, 1:-1]
-        & np.pad(cell, 1, mode="edge")[:-2, 1:-1]
-        & np.pad(cell, 1, mode="edge")[1:-1, 2:]
-        & np.pad(cell, 1, mode="edge")[1:-1, :-2]
-    )
-    out[edge] = np.array([231, 111, 81], np.float32)
-    return out.clip(0, 255).astype(np.uint8)
+    """The photo with its left-out cells drawn: darkened, hatched and outlined (as Explain and its figure draw them)."""
+    return left_out_overlay(shown, mask)
 
 
 def split_edited_pooling(key: str, ctx: Context, matrices, n_photos: int, edit: SpatialEdit) -> torch.Tensor:

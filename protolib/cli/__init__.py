@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", dest="class_name", help=argparse.SUPPRESS)  # its old name, still accepted
     p.add_argument("--out", default="explanation.png", help="image file to write: .png, .jpg, .pdf or .svg")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--without-edit", action="store_true", help="explain the model without the run's edit in space")
     _add_common(p)
 
     p = sub.add_parser("probe", help="fit a linear head on a frozen backbone's pooled features of a labelled folder")

@@ -4,6 +4,7 @@ too, as one model file that runs without protoscope)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..method.head import PrototypeHead
 from ..targets import EXPORT_SUFFIXES, FIGURE_SUFFIXES, output_file
@@ -19,7 +20,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     run, backbone = run_and_model(args)
     head = run.head(backbone)
     label = None if args.class_name is None else _decomposed_label(args.class_name, backbone.class_names, head)
-    explanation = explain_image(backbone, head, args.image, label)
+    spatial = None if args.without_edit else run.spatial_edit
+    explanation = explain_image(backbone, head, args.image, label, spatial)
+    if spatial:  # the run's model is the edited one: its figures depend on it (said once the photo was read)
+        said = spatial.describe(backbone.class_names)
+        print(f"applying the run's edit in space ({said}); --without-edit leaves it off", file=sys.stderr)
     path = explanation_figure(explanation, backbone.class_names, out)
     top_label, top_p = explanation.top(1)[0]
     print(

@@ -161,6 +161,15 @@ def edit_mask(
     return mask | ~kept_cells(features, keep_where, share) if len(keep_where) else mask
 
 
+def cells_left_out(head: PrototypeHead, features: torch.Tensor, edit: SpatialEdit | None) -> torch.Tensor:
+    """Features (B, ..., D) -> bool (B, ...): the cells ``edit`` leaves out (:func:`edit_mask` with its parts),
+    before :func:`pool_kept` gives a photo whose every cell would go all of them back."""
+    if not edit:
+        return torch.zeros(features.shape[:-1], dtype=torch.bool, device=features.device)
+    keep = chosen_parts(head, edit, "keep_where")
+    return edit_mask(features, chosen_parts(head, edit), edit.level, keep, edit.keep_share)
+
+
 def pool_kept(features: torch.Tensor, left_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Features (B, ..., D) and the cells left out (B, ...) -> (pooled (B, D): the mean over the kept cells,
     or over all cells for a photo whose every cell is left out; bool (B,): those photos)."""
