@@ -11,11 +11,10 @@ from pages.common import figures, navigation
 from pages.common.figures import PART_MAP_NOTE
 from pages.common.pickers import Picked, image_picker
 from pages.common.run_context import Context, require_run
-from pages.common.space_edit import masked_photo
 from pages.common.state import kept
 from pages.common.viewmodels import default_class
 from protolib import charts
-from protolib.explain import Explanation, explain_features, heatmap_overlay, part_map
+from protolib.explain import Explanation, explain_features, heatmap_overlay, left_out_overlay, part_map
 
 
 def top_classes(ctx: Context, logits: torch.Tensor) -> None:
@@ -85,7 +84,7 @@ def contributions_and_part_map(ctx: Context, e: Explanation) -> None:
 
 def drawn(e: Explanation, image: np.ndarray) -> np.ndarray:
     """The image with the cells the run's edit in space leaves out of the pooling hatched (as Intervene draws them)."""
-    return image if e.left_out is None else masked_photo(image, e.left_out)
+    return image if e.left_out is None else left_out_overlay(image, e.left_out)
 
 
 def heatmaps(e: Explanation, names: list[str]) -> None:

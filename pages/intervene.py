@@ -28,10 +28,11 @@ from pages.common.prototype_table import prototype_table_section
 from pages.common.run_context import Context, require_run, run_data
 from pages.common.save_edit import save_section
 from pages.common.shortcut_demo import shortcut_demo_offer
-from pages.common.space_edit import current_spatial, masked_photo, photo_pooling, space_toggle
+from pages.common.space_edit import current_spatial, photo_pooling, space_toggle
 from pages.common.state import kept
 from pages.common.viewmodels import default_class
 from protolib import charts
+from protolib.explain import left_out_overlay
 
 
 @dataclass
@@ -99,7 +100,7 @@ def photo_results(ctx: Context, photo: Photo, edited: torch.Tensor, labels: list
     label, original = labels[0], photo.original
     new_predicted = int(edited.argmax())
     image_col, logit_col, predicted_col = st.columns([1, 1.2, 1.6], vertical_alignment="center")
-    image_col.image(photo.picked.shown if space is None else masked_photo(photo.picked.shown, space[1]), width="stretch")
+    image_col.image(photo.picked.shown if space is None else left_out_overlay(photo.picked.shown, space[1]), width="stretch")
     if space is not None:
         pooling, cells = space
         kept_all = " (every cell would go: the photo keeps them all)" if bool(pooling.all_left_out[0]) else ""

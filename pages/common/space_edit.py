@@ -5,14 +5,12 @@ unlike a switch or a scale it needs the photos' per-cell features, which the pag
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 import torch
 
 from pages.common.edits import edit_key
 from pages.common.run_context import Context
 from pages.common.state import kept
-from protolib.explain import left_out_overlay
 from protolib.method.spatial import (
     LEVEL,
     EditedPooling,
@@ -68,11 +66,6 @@ def photo_pooling(ctx: Context, feats: torch.Tensor, edit: SpatialEdit | None) -
     level, share = (edit.level, edit.keep_share) if edit else (LEVEL, 1.0)
     mask = edit_mask(feats[None], chosen_parts(ctx.head, edit), level, chosen_parts(ctx.head, edit, "keep_where"), share)[0]
     return edited_pooling(ctx.head, feats.unsqueeze(0), edit), mask
-
-
-def masked_photo(shown: np.ndarray, mask: torch.Tensor) -> np.ndarray:
-    """The photo with its left-out cells drawn: darkened, hatched and outlined (as Explain and its figure draw them)."""
-    return left_out_overlay(shown, mask)
 
 
 def split_edited_pooling(key: str, ctx: Context, matrices, n_photos: int, edit: SpatialEdit) -> torch.Tensor:
