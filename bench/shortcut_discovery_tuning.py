@@ -16,6 +16,7 @@ the background in prototypes of its own (per seed: 4 classes x k = 6 = 24 protot
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,9 @@ from shared_dictionary import register
 from protolib.backbones.parts_net import build_parts_net
 from protolib.benchmarks import shortcut_space as space
 from protolib.benchmarks.mask_rule import background_fractions
+from protolib.benchmarks.shortcut import decompose_heldout
 from protolib.benchmarks.shortcut_config import ShortcutConfig
 from protolib.data.features import extract_features
-from protolib.pipeline import run_decomposition
 
 #: (label, discovery, shared parts or None)
 VARIANTS = [
@@ -63,16 +64,7 @@ def seed_figures(root: Path, data: Path, cfg: ShortcutConfig, seed: int, split: 
     for label, discovery, s in VARIANTS:
         if s is not None:
             register(s)
-        run = run_decomposition(
-            backbone,
-            data,
-            "heldout",
-            images_per_class=cfg.heldout_per_class,
-            k=cfg.k,
-            random_state=seed,
-            cache_dir=cache,
-            discovery=discovery,
-        )
+        run = decompose_heldout(backbone, data, replace(cfg, discovery=discovery), seed, cache)
         head = run.head(backbone)
         fractions = background_fractions(backbone, run, data, "heldout", cfg.mask_photos_per_class, cache)
         by_mask = (fractions <= cfg.mask_threshold).float()

@@ -34,7 +34,7 @@ from .runs import Run, load_run
 if TYPE_CHECKING:
     from PIL import Image
 
-#: version 2 calls the prototypes' names ``prototype_names`` (version 1: ``prototype_labels``) (glossary: old name)
+#: version 2 calls the prototypes' names ``prototype_names`` (version 1: ``prototype_labels``)
 FORMAT = "protoscope.torchscript/2"
 METADATA = "protoscope.json"  # the extra file of an exported model
 #: how far the exported model's logits may be from the module it was traced from (float error only)

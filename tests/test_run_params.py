@@ -83,7 +83,7 @@ def test_runs_saved_as_version_2_still_load(runs, lite0, tmp_path):
     path = save_run(run.with_prototype_names({int(run.classes[0]): {1: "fins"}}), tmp_path / "run")
     manifest = json.loads((path / MANIFEST).read_text())
     names = manifest.pop("prototype_names")
-    older = {**manifest, "format": FORMAT_V2, "prototype_labels": names}  # glossary: old name
+    older = {**manifest, "format": FORMAT_V2, "prototype_labels": names}
     (path / MANIFEST).write_text(json.dumps(older))
     assert [r.problem for r in checked_runs(tmp_path)] == [""]
     loaded = load_run(path, lite0)
@@ -91,6 +91,6 @@ def test_runs_saved_as_version_2_still_load(runs, lite0, tmp_path):
     assert loaded.prototype_name_grid()[0] == ["", "fins"]
     save_run(loaded, path, overwrite=True)
     again = json.loads((path / MANIFEST).read_text())
-    assert again["format"] == FORMAT and again["prototype_names"] == names and "prototype_labels" not in again  # glossary: old name
-    bad = {**older, "prototype_labels": {str(int(run.classes[0])): {"7": "tail"}}}  # glossary: old name
+    assert again["format"] == FORMAT and again["prototype_names"] == names and "prototype_labels" not in again
+    bad = {**older, "prototype_labels": {str(int(run.classes[0])): {"7": "tail"}}}
     assert "names prototype '7'" in manifest_problem(bad)  # a version 2 run with bad names is damaged, as before

@@ -51,7 +51,7 @@ from ..data.synthetic import class_names, read_image_folder
 from ..evaluation.intervention import group_accuracy
 from ..files import atomic_path
 from ..pipeline import run_decomposition
-from ..runs import save_run
+from ..runs import Run, save_run
 from . import shortcut_space as space
 from .dfr import dfr_head
 from .mask_rule import background_fractions
@@ -106,14 +106,9 @@ def _result(logits: torch.Tensor, split: GroupedFeatures, numbers_changed: int) 
     }
 
 
-def run_shortcut_seed(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log: Log) -> dict:
-    """One seed: train, decompose (saved as ``out/run``), repair, score on the test split."""
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    backbone, training = prepare_model(out, data, cfg, seed, log)
-    cache = out / "features"
-    log(f"decomposing the held-out photos, k = {cfg.k}")
-    run = run_decomposition(
+def decompose_heldout(backbone: PartsNetBackbone, data: Path, cfg: ShortcutConfig, seed: int, cache: Path) -> Run:
+    """The protocol's decomposition: the held-out split's photos, ``cfg.k`` prototypes, NMF seed = model seed."""
+    return run_decomposition(
         backbone,
         data,
         "heldout",
@@ -123,6 +118,16 @@ def run_shortcut_seed(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log
         cache_dir=cache,
         discovery=cfg.discovery,
     )
+
+
+def run_shortcut_seed(out: Path, data: Path, cfg: ShortcutConfig, seed: int, log: Log) -> dict:
+    """One seed: train, decompose (saved as ``out/run``), repair, score on the test split."""
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    backbone, training = prepare_model(out, data, cfg, seed, log)
+    cache = out / "features"
+    log(f"decomposing the held-out photos, k = {cfg.k}")
+    run = decompose_heldout(backbone, data, cfg, seed, cache)
     save_run(run, out / "run", overwrite=True)
     head = run.head(backbone)
     heldout, val, test = (grouped_features(backbone, data, s, cache) for s in ("heldout", "val", "test"))

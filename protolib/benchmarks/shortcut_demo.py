@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import config
-from ..pipeline import run_decomposition
 from ..runs.schema import MANIFEST
 from ..runs.store import save_once
 from ..workspace.layout import SHARED
-from .shortcut import Log, prepare_model
+from .shortcut import Log, decompose_heldout, prepare_model
 from .shortcut_config import ShortcutConfig
 from .shortcut_splits import prepare_shortcut_data
 
@@ -35,16 +34,5 @@ def build_shortcut_demo(
     data = prepare_shortcut_data(out, cfg)
     backbone, _ = prepare_model(out / "seed-0", data, cfg, 0, log)
     log(f"decomposing the held-out photos, k = {cfg.k}")
-    path = save_once(
-        path,
-        lambda: run_decomposition(
-            backbone,
-            data,
-            "heldout",
-            images_per_class=cfg.heldout_per_class,
-            k=cfg.k,
-            random_state=0,
-            cache_dir=out / "seed-0" / "features",
-        ),
-    )
+    path = save_once(path, lambda: decompose_heldout(backbone, data, cfg, 0, out / "seed-0" / "features"))
     return path, data

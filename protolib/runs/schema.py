@@ -70,8 +70,8 @@ def _v1_as_v2(manifest: object) -> object:
     return {**rest, "format": FORMAT_V2, "params": params}
 
 
-#: version 2's key of the prototypes' names (glossary: old name)
-_V2_NAMES_KEY = "prototype_labels"  # glossary: old name
+#: version 2's key of the prototypes' names
+_V2_NAMES_KEY = "prototype_labels"
 
 
 def _v2_as_v3(manifest: object) -> object:
