@@ -105,8 +105,8 @@ def _pooled(
     trunk: Backbone | ConvTrunk, images: ImageSet, cache_dir: CacheDir, progress: Progress | None, stage: str
 ) -> tuple[dict[str, Features], list[Problem]]:
     per_class, problems = {}, list(images.problems)
-    # a ConvTrunk quacks like a Backbone for feature extraction (name, preprocessing, fingerprint, device, features)
-    for cls, feats in class_features(trunk, images, cache_dir, progress, stage, problems):  # type: ignore[arg-type]
+    # a ConvTrunk is a FeatureSource (data.features): feature extraction reads nothing else of a model
+    for cls, feats in class_features(trunk, images, cache_dir, progress, stage, problems):
         if isinstance(feats, BadImage):
             raise feats
         per_class[cls.folder] = feats

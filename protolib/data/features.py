@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from PIL import Image
@@ -21,8 +21,28 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import config
 from ..backbones import Backbone
+from ..backbones.base import Preprocessing
 from . import feature_cache
 from .folders import BadImage, ClassFolder, ImageSet, Problem, load_image, scan_split
+
+
+class FeatureSource(Protocol):
+    """What feature extraction reads of a model: a ``Backbone``, or a probe's frozen trunk (``ConvTrunk``, which
+    has no head of its own)."""
+
+    name: str
+    preprocessing: Preprocessing
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def spatial_features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def head_logits(self, spatial: torch.Tensor) -> torch.Tensor: ...
+
 
 #: progress(stage, done, total): how every long step reports (the CLI draws bars, the app widgets)
 Progress = Callable[[str, int, int], None]
@@ -71,7 +91,7 @@ def _collate(batch: list[_Item]) -> _Batch:
     return images, [i for _, i in good], bad
 
 
-def cache_key(backbone: Backbone, paths: Sequence[Path]) -> str:
+def cache_key(backbone: FeatureSource, paths: Sequence[Path]) -> str:
     """Weights, preprocessing and the exact files (path, size, mtime) decide the cache entry."""
     digest = hashlib.sha256()
     digest.update(f"{backbone.name}|{backbone.fingerprint}|{backbone.preprocessing}".encode())
@@ -94,7 +114,7 @@ def workers_for(device: torch.device, images: int) -> int:
     return min(8, os.cpu_count() or 1)
 
 
-def batch_size_for(backbone: Backbone, free_bytes: int | None = None) -> int:
+def batch_size_for(backbone: FeatureSource, free_bytes: int | None = None) -> int:
     """Images per batch. On a CPU 2: the work is memory-bound, and EfficientNet-Lite0 on one thread ran 35, 58, 49,
     37, 28 and 19 images/s at batch 1, 2, 4, 8, 16 and 32 on real sample photos (medians of 3 interleaved rounds;
     bench/RESULTS.md section 9). On a GPU, what half of its free memory holds at about 64 input-sized activations
@@ -107,7 +127,7 @@ def batch_size_for(backbone: Backbone, free_bytes: int | None = None) -> int:
     return int(max(8, min(512, free_bytes // 2 // per_image)))
 
 
-def _forward(backbone: Backbone, images: torch.Tensor, mixed: bool, stored: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward(backbone: FeatureSource, images: torch.Tensor, mixed: bool, stored: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(features (B, H, W, D) float32, logits): the trunk under autocast when ``mixed``; the head always in
     float32 on the features exactly as they are kept (float16-rounded when ``stored``), so that the
     decomposition is exact with respect to the features it is given."""
@@ -119,7 +139,7 @@ def _forward(backbone: Backbone, images: torch.Tensor, mixed: bool, stored: bool
 
 
 def stream_features(
-    backbone: Backbone,
+    backbone: FeatureSource,
     groups: Sequence[Sequence[Path]],
     batch_size: int | None = None,
     num_workers: int | None = None,
@@ -204,13 +224,13 @@ def _group(paths: Sequence[Path], outputs: list, errors: list) -> Features | Bad
 
 
 def _one(
-    backbone: Backbone, group: Sequence[Path], batch_size: int | None, folder: Path | None, mixed: bool
+    backbone: FeatureSource, group: Sequence[Path], batch_size: int | None, folder: Path | None, mixed: bool
 ) -> Features | BadImage:
     return next(stream_features(backbone, [group], batch_size, 0, folder or False, mixed_precision=mixed))
 
 
 def extract_features(
-    backbone: Backbone,
+    backbone: FeatureSource,
     paths: list[Path],
     batch_size: int | None = None,
     num_workers: int | None = None,
@@ -245,7 +265,7 @@ def _read_cache(path: Path) -> Features | None:
 
 
 def class_features(
-    backbone: Backbone,
+    backbone: FeatureSource,
     images: ImageSet,
     cache_dir: CacheDir = None,
     progress: Progress | None = None,
