@@ -17,6 +17,7 @@ _VARIANTS: dict[str, Variant] = {}
 def register_variant(name: str, variant: Variant) -> None:
     """``discovery=name`` then runs ``variant`` in every decomposition this process makes."""
     _VARIANTS[name] = variant
+    estimator.PRESENCE_DAMPING.setdefault(name, 0.0)  # its part maps read as the paper's are
     library = getattr(estimator.discover, "library", estimator.discover)
 
     def discover(name, matrices, k, head_rows, max_iter=200, tol=1e-4, random_state=0, solver="hals", device=None):

@@ -4,7 +4,7 @@ same for all, so the head must stay exact and no refined prototype should flip).
     OMP_NUM_THREADS=1 .venv/bin/python bench/discovery_sample_photos.py [--cache DIR]
 
 Decomposes 20 training photos per class at k = 3 (as ``protoscope decompose --images-per-class 20 --k 3``) with the
-paper's NMF, ``evidence``, and the variants tried and not kept (``shared_dictionary.py`` with 2 shared parts,
+paper's NMF, ``evidence``, ``unit-evidence``, and the variants tried and not kept (``shared_dictionary.py`` with 2 shared parts,
 ``sparse_nmf.py`` with beta 0.1), then evaluates on all val photos (as ``protoscope evaluate``).
 """
 
@@ -26,6 +26,7 @@ from protolib.pipeline import run_decomposition
 VARIANTS = {
     "the paper's NMF": "nmf",
     "evidence-weighted NMF": "evidence",
+    "evidence-weighted NMF of unit-length cells": "unit-evidence",
     "shared dictionary, 2 shared": "shared",
     "sparse NMF of evidence^6-weighted cells, beta 0.1": "sparse",
 }

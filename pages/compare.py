@@ -186,7 +186,8 @@ def side_by_side(c: Comparison) -> int:
         st.markdown(f"**{figures.md(side.title)}** · logit {side.logit:.2f} on average")
         cells = st.columns(width)
         with cells[0]:
-            st.image(side.part_map_image(photo), caption=f"part map ({figures.PART_MAP_NOTE})", width="stretch")
+            note = figures.part_map_note(side.presence_damping)
+            st.image(side.part_map_image(photo), caption=f"part map ({note})", width="stretch")
         for col, i in enumerate(columns[s]):
             if i is None:
                 continue

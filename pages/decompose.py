@@ -112,8 +112,10 @@ def settings_section(backbone: Backbone, images: Images) -> tuple[Settings, bool
                 format_func=lambda d: DISCOVERY_LABELS.get(d, d),
                 help="How the parts are found. **The paper's NMF** factorises every cell of the class's photos; "
                 "**evidence-weighted NMF** weights each cell by its share of the class's evidence (f · v), so the cells "
-                "that make the logit decide the parts (README: ground-truth parts benchmark). Scaling, refinement and "
-                "the exact head are the same for both.",
+                "that make the logit decide the parts; **evidence-weighted NMF of unit-length cells** factorises the "
+                "cells' directions, weighted the same way, and draws its part maps with loudness damped "
+                "(‖f‖^0.5 · cos): the part maps closest to the true parts on the ground-truth parts benchmark (README). "
+                "Scaling, refinement and the exact head are the same for all three: the logits do not change.",
             )
 
         automatic = auto_run_name(backbone.name, int(k), strategy, len(classes))

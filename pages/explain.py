@@ -8,7 +8,7 @@ import streamlit as st
 import torch
 
 from pages.common import figures, navigation
-from pages.common.figures import PART_MAP_NOTE
+from pages.common.figures import part_map_note
 from pages.common.pickers import Picked, image_picker
 from pages.common.run_context import Context, require_run
 from pages.common.state import kept
@@ -78,7 +78,7 @@ def contributions_and_part_map(ctx: Context, e: Explanation) -> None:
         )
     with map_col:
         st.markdown(f"##### Part map of “{figures.md(ctx.backbone.class_names[e.label])}”")
-        st.image(part_map(e.presence, e.image), caption=PART_MAP_NOTE, width="stretch")
+        st.image(part_map(e.presence, e.image), caption=part_map_note(ctx.head.presence_damping), width="stretch")
         figures.legend(k, names=names)
 
 

@@ -11,7 +11,7 @@ import streamlit as st
 import torch
 
 from pages.common import cache, figures, navigation, viewmodels
-from pages.common.figures import PART_MAP_NOTE
+from pages.common.figures import part_map_note
 from pages.common.run_context import Context, require_run, run_class_features
 from pages.common.state import kept
 from pages.common.viewmodels import PrototypeCard, prototype_cards, signed
@@ -81,7 +81,8 @@ def card_sections(ctx: Context, position: int, features: Features | None, cards:
 def part_map_gallery(ctx: Context, position: int, features: Features) -> None:
     """Part maps of every training photo of the class, a page at a time."""
     n = len(features.paths)
-    st.subheader(f"Part maps across the {n} training images of “{figures.md(ctx.class_names[position])}” · {PART_MAP_NOTE}")
+    note = part_map_note(ctx.head.presence_damping)
+    st.subheader(f"Part maps across the {n} training images of “{figures.md(ctx.class_names[position])}” · {note}")
     figures.legend(
         ctx.run.k, "Each pixel is coloured by the NMF part most present there: ", ctx.run.prototype_name_grid()[position]
     )
@@ -125,7 +126,7 @@ def top_images(ctx: Context, position: int, features: Features, contributions: t
             for col, j, h, img in zip(st.columns(TOP_IMAGES), order, heat, images):
                 overlay = heatmap_overlay(upsample(h, img.shape[:2]), img)
                 col.image(overlay, caption=f"contribution {float(contributions[j, i]):+.2f}", width="stretch")
-            with st.expander(f"Part map of the same images ({PART_MAP_NOTE})"):
+            with st.expander(f"Part map of the same images ({part_map_note(ctx.head.presence_damping)})"):
                 presence = ctx.head.presence(feats, position)
                 for col, p, img in zip(st.columns(TOP_IMAGES), presence, images):
                     col.image(part_map(upsample(p, img.shape[:2]), img), width="stretch")
@@ -164,7 +165,10 @@ health = (
     None
     if features is None
     else class_health(
-        features.feats.reshape(-1, features.feats.shape[-1]), ctx.head.refined_prototypes[position], ctx.head.part_vectors[position]
+        features.feats.reshape(-1, features.feats.shape[-1]),
+        ctx.head.refined_prototypes[position],
+        ctx.head.part_vectors[position],
+        ctx.head.presence_damping,
     )
 )
 cards = prototype_cards(

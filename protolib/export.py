@@ -68,6 +68,7 @@ class PrototypeModel(nn.Module):
         # a keep-edit's parts (m, D; m = 0: none) and the share of each photo's cells it keeps
         self.register_buffer("keep_parts", chosen_parts(head, spatial, "keep_where").clone())
         self.keep_share: float = spatial.keep_share if spatial else KEEP_SHARE
+        self.presence_damping: float = head.presence_damping  # how the chosen parts' presence reads a cell
         self.backbone = backbone
         self.head = head
         self.preprocessing: Preprocessing = backbone.preprocessing
@@ -92,7 +93,8 @@ class PrototypeModel(nn.Module):
         if not len(self.leave_out_parts) and not len(self.keep_parts):
             return spatial.mean(dim=(2, 3))
         cells = spatial.permute(0, 2, 3, 1)
-        return pool_kept(cells, edit_mask(cells, self.leave_out_parts, self.level, self.keep_parts, self.keep_share))[0]
+        mask = edit_mask(cells, self.leave_out_parts, self.level, self.keep_parts, self.keep_share, self.presence_damping)
+        return pool_kept(cells, mask)[0]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, S, S) -> logits (B, C_all): the decomposed classes as sums of prototype contributions."""
@@ -143,7 +145,12 @@ def model_from_run(run: Run, backbone: Backbone | None = None, device: str | tor
     }
     spatial = run.spatial_edit
     if spatial:
-        info["spatial_edit"] = {**spatial.to_manifest(), "note": spatial.describe(backbone.class_names)}
+        # how the edit's part maps read a cell (``method.head.read_cells``), so that its cells can be read back
+        info["spatial_edit"] = {
+            **spatial.to_manifest(),
+            "presence_damping": run.presence_damping,
+            "note": spatial.describe(backbone.class_names),
+        }
     return PrototypeModel(backbone, head.to(backbone.device), labels, info, spatial)
 
 

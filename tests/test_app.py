@@ -145,22 +145,29 @@ def test_decompose_runs_saves_and_selects_the_run(app_env):
     assert at.session_state["run"] == "small"
 
 
-def test_decompose_offers_the_papers_nmf_and_evidence_weighted_discovery(app_env):
+def test_decompose_offers_the_papers_nmf_and_the_kept_discoveries(app_env):
     at = start("pages/decompose.py")
     discovery = at.selectbox(key="w.dec_discovery")
-    assert discovery.value == "nmf" and discovery.options == ["the paper's NMF", "evidence-weighted NMF"]
+    assert discovery.value == "nmf" and discovery.options == [
+        "the paper's NMF",
+        "evidence-weighted NMF",
+        "evidence-weighted NMF of unit-length cells",
+    ]
     classes_widget(at).set_value(CLASSES).run()
     at.slider(key="w.dec_k").set_value(2).run()
     at.number_input(key="w.dec_per_class").set_value(4).run()
-    at.selectbox(key="w.dec_discovery").set_value("evidence").run()
-    at.text_input(key="w.dec_name").set_value("evidence run").run()
+    at.selectbox(key="w.dec_discovery").set_value("unit-evidence").run()
+    at.text_input(key="w.dec_name").set_value("unit run").run()
     button(at, "Run decomposition").click().run()
     assert not at.exception and not at.error, texts(at, "error")
-    manifest = json.loads((private_runs(at) / "evidence-run" / "manifest.json").read_text())
-    assert manifest["params"]["discovery"] == "evidence" and "discovery" not in manifest  # recorded once
-    assert "k = 2 · optimized · evidence-weighted NMF · 2 classes" in texts(at.sidebar, "caption")
+    manifest = json.loads((private_runs(at) / "unit-run" / "manifest.json").read_text())
+    assert manifest["params"]["discovery"] == "unit-evidence" and "discovery" not in manifest  # recorded once
+    assert manifest["presence_damping"] == 0.5  # and how its part maps read a cell
+    assert "k = 2 · optimized · evidence-weighted NMF of unit-length cells · 2 classes" in texts(at.sidebar, "caption")
     runs = at.dataframe[-1].value
     assert runs[runs["run"] == "small"].iloc[0]["discovery"] == "the paper's NMF"  # older runs: the paper's NMF
+    at.switch_page("pages/prototypes.py").run()  # its part maps say how they read a cell
+    assert not at.exception and "loudness damped: ‖f‖^0.5 · cos(f, part)" in texts(at, "subheader")
 
 
 def test_decompose_lists_data_problems_instead_of_failing(app_env, tmp_path):

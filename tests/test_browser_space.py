@@ -1,6 +1,7 @@
 """The edit in space in a real Chromium (`streamlit run app.py`, driven with Playwright), on a tiny published run
 (EfficientNet-Lite0, 2 classes x 4 photos of the sample, k = 3).
 
+Once for a run of the paper's NMF and once for one of ``unit-evidence`` (its part maps read with damped loudness).
 On Intervene, "Leave out where this part is" for a prototype of tench: the photo is redrawn with the left-out
 cells, the page's logit is the edited model's logit computed independently (the backbone on the photo, the part's
 presence on its grid, the mean of the other cells, the model's own head); the edit saves as a new run (its
@@ -35,17 +36,19 @@ def expected_edit(run, backbone, photo: torch.Tensor, level: float):
     with torch.no_grad():
         grid = backbone.spatial_features(photo.unsqueeze(0))[0].permute(1, 2, 0)  # (H, W, D)
     found = {}
+    cells = grid.clamp_min(0)
+    cells = cells / cells.norm(dim=-1, keepdim=True).clamp_min(1e-12) ** run.presence_damping  # as the run reads a cell
     for i in range(run.k):
         part = run.nmf_prototypes[0, i] / run.presence_scale[0, i]
-        out = (grid.clamp_min(0) @ part) >= level
+        out = (cells @ part) >= level
         kept = grid[~out]
         pooled = kept.mean(dim=0) if len(kept) else grid.flatten(0, 1).mean(dim=0)
         found[i] = (int(out.sum()), pooled @ backbone.head_weight.T + backbone.head_bias)
     return found
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["nmf", "unit-evidence"])
+def server(request, tmp_path_factory):
     """The app with the tiny run published; the photo the page opens on (val, tench, first photo), the prototype
     whose part covers some but not all of its cells, and what the edited model gives for it."""
     from protolib.backbones import load_backbone
@@ -57,7 +60,9 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser-space")
     runs, cache = tmp / "runs", tmp / "cache"
     backbone = load_backbone()
-    run = run_decomposition(backbone, SAMPLE_DATA, classes=CLASSES, images_per_class=4, k=3, cache_dir=cache)
+    run = run_decomposition(
+        backbone, SAMPLE_DATA, classes=CLASSES, images_per_class=4, k=3, cache_dir=cache, discovery=request.param
+    )
     save_run(run, runs / "shared" / RUN)
     path = split_images(SAMPLE_DATA, "val", CLASSES[0])[0]
     photo = backbone.preprocessing.transform()(load_image(path))

@@ -11,7 +11,7 @@ import torch
 from protolib.cli import main
 from protolib.evaluation.metrics import evaluate_run, training_matrices
 from protolib.method import DEFAULT_STRATEGY, PartPrototypes
-from protolib.method.discovery import DEFAULT_DISCOVERY, DISCOVERIES, discover, evidence_weights
+from protolib.method.discovery import DEFAULT_DISCOVERY, DISCOVERIES, PRESENCE_DAMPING, discover, evidence_weights
 from protolib.pipeline import run_decomposition
 from protolib.report.build_method import seed_stability_section
 from protolib.runs import load_run, save_run
@@ -42,11 +42,18 @@ def test_the_choice_travels_with_the_run(discovered, tmp_path, lite0):
     path = save_run(run, tmp_path / "run")
     assert load_run(path, lite0).discovery == name
     manifest = json.loads((path / "manifest.json").read_text())
-    older = {**manifest, "params": {key: value for key, value in manifest["params"].items() if key != "discovery"}}
-    assert manifest_problem(older) is None  # runs made before the choice read as the paper's NMF
+    assert load_run(path, lite0).presence_damping == manifest["presence_damping"] == PRESENCE_DAMPING[name]
+    # runs made before the choice read as the paper's NMF, and those made before the reading as the paper's maps
+    older = {key: value for key, value in manifest.items() if key != "presence_damping"}
+    older["params"] = {key: value for key, value in manifest["params"].items() if key != "discovery"}
+    assert manifest_problem(older) is None
     (path / "manifest.json").write_text(json.dumps(older))
-    assert load_run(path, lite0).discovery == DEFAULT_DISCOVERY == "nmf"
+    again = load_run(path, lite0)
+    assert again.discovery == DEFAULT_DISCOVERY == "nmf" and again.presence_damping == 0.0
     assert "unknown discovery" in manifest_problem({**manifest, "params": {**manifest["params"], "discovery": "magic"}})
+    # the reading is recorded as a number, so that a later change of the variant's default moves no saved map
+    for bad in (-0.5, 1.5, True, "0.5", None):
+        assert "presence_damping" in manifest_problem({**manifest, "presence_damping": bad}), bad
 
 
 def test_evidence_weighting_finds_other_parts_from_the_cells_that_make_the_logit(lite0, data_dir, feature_cache):
@@ -103,3 +110,23 @@ def test_the_report_refits_with_the_runs_own_discovery(discovered, lite0, featur
     )
     torch.testing.assert_close(again.prototypes, run.nmf_prototypes, atol=1e-4, rtol=1e-3)
     assert 0 < seed_stability_section(run, matrices, 2)["mean"] <= 1 + 1e-6
+
+
+def test_unit_evidence_factorises_unit_length_cells_and_reads_its_maps_damped(lite0, data_dir, feature_cache):
+    """``unit-evidence`` is the paper's NMF of the class's cells scaled to unit length and weighted by evidence, and
+    its part maps (what the pages draw, the edit in space leaves out and the parts benchmark scores) read each cell
+    as ``clamp(f) / ||clamp(f)||^0.5``, scaled so that 1 % of the class's training cells reach 1."""
+    run = run_decomposition(lite0, data_dir, images_per_class=8, k=3, cache_dir=feature_cache, discovery="unit-evidence")
+    matrices = training_matrices(run, lite0, feature_cache)
+    rows = lite0.head_weight.float()[run.classes]
+    by_hand = [A / A.norm(dim=1, keepdim=True).clamp_min(1e-12) * evidence_weights(A, v)[:, None] for A, v in zip(matrices, rows)]
+    assert all(bool((W.norm(dim=1) <= 1 + 1e-5).all()) for W in by_hand)
+    torch.testing.assert_close(discover("nmf", by_hand, 3, rows).prototypes, run.nmf_prototypes)
+    assert run.presence_damping == 0.5
+    head = run.head(lite0)
+    for position, A in enumerate(matrices):  # A: the class's training cells, clamped
+        cells = A / A.norm(dim=1, keepdim=True).clamp_min(1e-12) ** 0.5
+        maps = cells @ (run.nmf_prototypes[position] / run.presence_scale[position][:, None]).T
+        torch.testing.assert_close(head.presence(A[None, None], position)[0].permute(1, 2, 0)[0], maps)
+        reached = (maps >= 1).float().mean(dim=0)
+        assert bool(((reached > 0.005) & (reached < 0.02)).all()), reached  # the 0.99 quantile is the level 1

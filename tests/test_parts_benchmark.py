@@ -20,6 +20,7 @@ from protolib.benchmarks.parts import (
     READINGS,
     VARIANTS,
     BenchConfig,
+    _test_classes,
     mean_t_interval,
     method_prototypes,
     prepare_data,
@@ -118,6 +119,27 @@ def test_every_discovery_is_a_method_with_its_head_error_and_prototypes_only_acc
     assert table.count("\n") == 1 + 2 * len(DISCOVERIES) and "the paper's NMF" in table
 
 
+def test_each_discovery_is_scored_on_the_part_maps_its_runs_draw(bench):
+    """The headline reading scores a discovery's part maps as the app draws them: ``unit-evidence``'s read with its
+    runs' presence damping (``clamp(f) / ||clamp(f)||^0.5 . part``), written out here."""
+    root, results = bench
+    out = root / "seed-0"
+    data = prepare_data(out, SMALL)
+    backbone, _ = prepare_model(out, data, SMALL, log=print)
+    runs = [load_run(p, backbone) for p in sorted((out / "true").glob("run-k*-unit-evidence"))]
+    assert len(runs) == 2 and all(run.presence_damping == 0.5 for run in runs)
+    parts = {c: v for run in runs for c, v in zip(run.classes.tolist(), run.head(backbone).part_vectors)}
+    x = to_input([s.image for s in read_image_folder(data, "test")[:4]])
+    with torch.no_grad():
+        spatial = backbone.spatial_features(x).float()  # (N, D, h, w)
+    cells = spatial.clamp_min(0)
+    by_hand = torch.einsum("ndhw,kd->nkhw", cells / cells.norm(dim=1, keepdim=True).clamp_min(1e-12) ** 0.5, parts[0])
+    torch.testing.assert_close(prototype_maps(spatial, parts[0], "presence", 0.5), by_hand)
+    classes = _test_classes(data, SMALL.num_classes)
+    scored = protoeval_scores(backbone, classes, {"unit-evidence": parts}, ("presence",), seed=0, damping={"unit-evidence": 0.5})
+    assert results["per_seed"]["0"]["scores_by_k"]["true"]["unit-evidence"]["maps"] == scored["unit-evidence"]["presence"]
+
+
 def test_mean_interval_is_a_t_interval():
     values = [70.0, 80.0, 90.0, 75.0, 85.0]
     summary = mean_t_interval(values)
@@ -174,9 +196,11 @@ def test_headline_maps_are_the_apps_part_maps_and_the_oriented_heatmaps(bench):
         "nmf": "presence",
         "refined": "heatmap",
         "kmeans": "heatmap",
+        "kmeans-damped": "presence",  # the same centroids, read as unit-evidence's part maps are
         "pca": "heatmap",
         **dict.fromkeys(VARIANTS, "presence"),
     }
+    assert all(methods["kmeans-damped"][c] is methods["kmeans"][c] for c in methods["kmeans"])
     sign = torch.where(run.alpha < 0, -1.0, 1.0)
     samples = read_image_folder(data, "test")
     for c, label in enumerate(run.classes.tolist()):
@@ -202,6 +226,9 @@ def test_prototype_maps_and_readings():
     torch.testing.assert_close(prototype_maps(f, P).flatten(), torch.tensor([7.0, 8.0]))  # heatmaps mix them
     g = torch.tensor([-1.0, 2.0, 0.5]).view(1, 3, 1, 1)
     torch.testing.assert_close(prototype_maps(g, P, "presence").flatten(), torch.tensor([2.0, 2.5]))  # clamp(f) . p
+    damped = torch.tensor([2.0, 2.5]) / 4.25**0.25  # clamp(f) / ||clamp(f)||^0.5 . p, ||clamp(f)||^2 = 4 + 0.25
+    torch.testing.assert_close(prototype_maps(g, P, "presence", damping=0.5).flatten(), damped)
+    torch.testing.assert_close(prototype_maps(g, P, "heatmap", damping=0.5), prototype_maps(g, P))  # heatmaps never are
     with pytest.raises(ValueError, match="unknown map"):
         prototype_maps(f, P, "nope")
     with pytest.raises(ValueError, match="names methods"):

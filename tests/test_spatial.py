@@ -3,7 +3,9 @@ pooling. Checked against an independent computation (the backbone run on real sa
 and the masked mean written out cell by cell, the model's own linear head), through a save and load of the
 run, on the held-out split's cached cells, and through a TorchScript export loaded without protolib.
 
-One small real run: EfficientNet-Lite0, 2 classes x 6 photos of the sample, k = 3.
+One small real run per part map reading: EfficientNet-Lite0, 2 classes x 6 photos of the sample, k = 3, found by
+the paper's NMF (part maps ``clamp(f) . p``) and by ``unit-evidence`` (part maps read with damped loudness,
+``clamp(f) / ||clamp(f)||^0.5 . p``): the edit leaves out the cells the run's own part maps draw.
 
 The other half of the edit, *keeping* only where chosen parts are (``SpatialEdit.keep_where``: each photo pools
 only the share of its cells where those parts' summed presence is highest), is checked the same way below.
@@ -31,12 +33,23 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, lite0):
+@pytest.fixture(scope="module", params=["nmf", "unit-evidence"])
+def run(request, tmp_path_factory, lite0):
     from protolib import run_decomposition
 
     tmp = tmp_path_factory.mktemp("spatial")
-    return run_decomposition(lite0, SAMPLE_DATA, classes=CLASSES, images_per_class=6, k=3, cache_dir=tmp / "cache")
+    run = run_decomposition(
+        lite0, SAMPLE_DATA, classes=CLASSES, images_per_class=6, k=3, cache_dir=tmp / "cache", discovery=request.param
+    )
+    assert run.presence_damping == {"nmf": 0.0, "unit-evidence": 0.5}[request.param]
+    return run
+
+
+def read_cell(run, cell: torch.Tensor) -> torch.Tensor:
+    """One cell's feature (D,) as the run's part maps read it, written out: clamped at 0, divided by its length to
+    the power of the run's presence damping."""
+    cell = cell.clamp_min(0)
+    return cell / max(float(cell.norm()), 1e-12) ** run.presence_damping
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +62,7 @@ def photos(lite0):
 
 def independent_logits(run, backbone, photos, leave_out, level=0.3):
     """The edited model written out without protolib's edit code: the backbone's grid, each chosen part's map
-    (clamped features . NMF part / its presence scale), the mean of the cells no chosen part reaches, the
+    (the cell as the run reads it . NMF part / its presence scale), the mean of the cells no chosen part reaches, the
     model's own linear head. Returns (logits, left-out mask (B, H, W))."""
     with torch.no_grad():
         grid = backbone.spatial_features(photos).double()  # (B, D, H, W)
@@ -65,7 +78,7 @@ def independent_logits(run, backbone, photos, leave_out, level=0.3):
                 for label, i in leave_out:
                     c = position[label]
                     part = run.nmf_prototypes[c, i].double() / float(run.presence_scale[c, i])
-                    if float(cell.clamp_min(0) @ part) >= level:
+                    if float(read_cell(run, cell) @ part) >= level:
                         masks[b, h, w] = True
                 if not masks[b, h, w]:
                     total, kept = total + cell, kept + 1
@@ -196,6 +209,7 @@ def test_the_exported_model_applies_the_mask_without_protolib(run, lite0, photos
     out = export_torchscript(path, tmp_path / "model.pt")
     _, meta = read_exported(out)
     assert meta["spatial_edit"]["leave_out"] == [list(edit.leave_out[0])]
+    assert meta["spatial_edit"]["presence_damping"] == run.presence_damping
     torch.save(photos, tmp_path / "photos.pt")
     script = f"""
 import json, sys, torch
@@ -228,8 +242,8 @@ print(json.dumps({{"protolib": any(m.startswith("protolib") for m in sys.modules
 
 # -- keeping only where chosen parts are -------------------------------------------------------------------
 def independent_kept_logits(run, backbone, photos, keep_where, share):
-    """Per photo, the ``share`` of its cells with the highest summed presence of the kept parts (clamped features .
-    NMF part / its presence scale), their mean, the model's own head; also the kept cells (B, H, W)."""
+    """Per photo, the ``share`` of its cells with the highest summed presence of the kept parts (the cell as the run
+    reads it . NMF part / its presence scale), their mean, the model's own head; also the kept cells (B, H, W)."""
     with torch.no_grad():
         grid = backbone.spatial_features(photos).double()  # (B, D, H, W)
     weight, bias = backbone.head_weight.double(), backbone.head_bias.double()
@@ -241,7 +255,7 @@ def independent_kept_logits(run, backbone, photos, keep_where, share):
         scores = []
         for h in range(H):
             for w in range(W):
-                cell = grid[b, :, h, w].clamp_min(0)
+                cell = read_cell(run, grid[b, :, h, w])
                 score = sum(
                     float(cell @ (run.nmf_prototypes[position[c], i].double() / float(run.presence_scale[position[c], i])))
                     for c, i in keep_where

@@ -14,6 +14,15 @@ from protolib.palette import prototype_hex
 
 #: the caption every part map carries: part maps come from the NMF parts, the rest from refined prototypes
 PART_MAP_NOTE = "NMF parts, before refinement"
+
+
+def part_map_note(presence_damping: float) -> str:
+    """:data:`PART_MAP_NOTE`, and how the run's part maps read a cell when not as the paper's do."""
+    if not presence_damping:
+        return PART_MAP_NOTE
+    return f"{PART_MAP_NOTE}, loudness damped: ‖f‖^{1 - presence_damping:g} · cos(f, part)"
+
+
 PLAIN = {"displayModeBar": False}  # the plotly config of every chart a page draws
 
 

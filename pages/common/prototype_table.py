@@ -100,7 +100,10 @@ def logit_shares(key: str, _ctx: Context) -> tuple[np.ndarray, list[list[str]]] 
             mean = _ctx.head.contributions(features.pooled)[:, c, :].mean(dim=0)
             shares[c] = contribution_shares(mean).numpy()
             health = class_health(
-                features.feats.reshape(-1, features.feats.shape[-1]), _ctx.head.refined_prototypes[c], _ctx.head.part_vectors[c]
+                features.feats.reshape(-1, features.feats.shape[-1]),
+                _ctx.head.refined_prototypes[c],
+                _ctx.head.part_vectors[c],
+                _ctx.head.presence_damping,
             )
             notes[c] = [health.note(i) for i in range(run.k)]
     return shares, notes

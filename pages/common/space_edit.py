@@ -15,8 +15,7 @@ from protolib.method.spatial import (
     LEVEL,
     EditedPooling,
     SpatialEdit,
-    chosen_parts,
-    edit_mask,
+    cells_left_out,
     edited_pooling,
     split_pooling,
 )
@@ -63,9 +62,7 @@ def current_spatial(ctx: Context) -> SpatialEdit | None:
 
 def photo_pooling(ctx: Context, feats: torch.Tensor, edit: SpatialEdit | None) -> tuple[EditedPooling, torch.Tensor]:
     """(the edited pooling of one photo's features (H, W, D), its left-out cells (H, W) bool)."""
-    level, share = (edit.level, edit.keep_share) if edit else (LEVEL, 1.0)
-    mask = edit_mask(feats[None], chosen_parts(ctx.head, edit), level, chosen_parts(ctx.head, edit, "keep_where"), share)[0]
-    return edited_pooling(ctx.head, feats.unsqueeze(0), edit), mask
+    return edited_pooling(ctx.head, feats.unsqueeze(0), edit), cells_left_out(ctx.head, feats[None], edit)[0]
 
 
 def split_edited_pooling(key: str, ctx: Context, matrices, n_photos: int, edit: SpatialEdit) -> torch.Tensor:

@@ -6,11 +6,12 @@ decomposed by the method, and its prototypes are scored with the ProtoEval proto
 (``evaluation/protoeval.py``) against the known keypoints, next to baselines that use the *same*
 features: k-means centroids and PCA directions per class (``evaluation/part_scores.py``).
 
-Headline reading (``"maps"``): every method is read from the map it is shown with. NMF prototypes
-from the part maps the app draws (``PrototypeHead.presence``: ``clamp(f) . p / presence_scale``),
-refined prototypes from the head's heatmaps ``f . p~`` turned by the sign of their alpha
-(``metrics.oriented_prototypes``; the head fixes that sign, not the data), k-means and PCA from
-their heatmaps ``f . p``. Secondary reading (``"coefficients"``): ``f . pinv(P)``, which no page
+Headline reading (``"maps"``): every method is read from the map it is shown with. Each discovery's NMF
+prototypes from the part maps the app draws (``PrototypeHead.presence``: ``read_cells(f) . p / presence_scale``,
+cells read with the run's presence damping), refined prototypes from the head's heatmaps ``f . p~`` turned by the
+sign of their alpha (``metrics.oriented_prototypes``; the head fixes that sign, not the data), k-means and PCA
+from their heatmaps ``f . p``, and k-means once more read as the damped discovery's part maps are (so that a
+discovery is not credited with what its reading alone gives). Secondary reading (``"coefficients"``): ``f . pinv(P)``, which no page
 shows. Every figure is given at k = the class's true number of parts and at true + 2, over several
 seeds (each its own data and model), as the mean with a 95 % t-interval over the seeds.
 
@@ -35,27 +36,38 @@ from ..data.synthetic import class_names, make_parts_dataset, parts_of_class, re
 from ..evaluation.metrics import oriented_prototypes, top1, training_matrices
 from ..evaluation.part_scores import protoeval_scores
 from ..files import atomic_path
-from ..method.discovery import DISCOVERIES, DISCOVERY_LABELS
+from ..method.discovery import DISCOVERIES, DISCOVERY_LABELS, PRESENCE_DAMPING
 from ..method.refine import approximation
 from ..pipeline import run_decomposition
 from ..runs import Run, save_run
 from .baselines import kmeans_prototypes, pca_prototypes
 from .toy_model import reuse_or_train, to_input, train_parts_net
 
-BASELINES = ("kmeans", "pca")
+#: ``kmeans-damped``: the same k-means centroids read as a damped discovery's part maps are (``DAMPED``), so that
+#: a discovery that reads its maps that way is compared with k-means read the same way, not only as shown
+BASELINES = ("kmeans", "kmeans-damped", "pca")
+DAMPED = "unit-evidence"
 #: the discovery variants other than the paper's NMF, each scored as a method of its own (its part maps)
 VARIANTS = tuple(d for d in DISCOVERIES if d != "nmf")
 METHODS = ("nmf", "refined", *VARIANTS, *BASELINES)
 # column -> {method: map kind} (see part_scores.prototype_maps); "maps" is the headline
 READINGS = {
-    "maps": {"nmf": "presence", "refined": "heatmap", **dict.fromkeys(VARIANTS, "presence"), "kmeans": "heatmap", "pca": "heatmap"},
+    "maps": {
+        "nmf": "presence",
+        "refined": "heatmap",
+        **dict.fromkeys(VARIANTS, "presence"),
+        "kmeans": "heatmap",
+        "kmeans-damped": "presence",
+        "pca": "heatmap",
+    },
     "coefficients": dict.fromkeys(METHODS, "coefficients"),
 }
 METHOD_LABELS = {
     "nmf": "NMF part maps (as the app draws them)",
     "refined": "refined heatmaps, turned by sign(alpha)",
-    **{v: f"{DISCOVERY_LABELS[v]} part maps" for v in VARIANTS},
+    **{v: f"{DISCOVERY_LABELS[v]}: part maps" for v in VARIANTS},
     "kmeans": "k-means centroids (heatmaps)",
+    "kmeans-damped": f"k-means centroids, read with damping {PRESENCE_DAMPING[DAMPED]:g} (as {DAMPED}'s part maps)",
     "pca": "PCA directions (heatmaps)",
 }
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -109,8 +121,10 @@ class BenchConfig:
             f"any part score under it was computed. Each class is decomposed from {self.decompose_per_class} "
             f"training images with k = its number of parts + {', + '.join(map(str, self.k_offsets))}. ProtoEval "
             f"(80 % consistency threshold, box half size scaled from CUB's 36/224) on the test images; "
-            f"headline reading 'maps' = NMF part maps as the app draws them (PrototypeHead.presence), "
-            f"refined heatmaps turned by sign(alpha), k-means and PCA heatmaps f.p; secondary reading "
+            f"headline reading 'maps' = each discovery's part maps as the app draws them (PrototypeHead.presence, "
+            f"with the run's presence damping), "
+            f"refined heatmaps turned by sign(alpha), k-means and PCA heatmaps f.p (and k-means read as {DAMPED}'s "
+            f"part maps, damping {PRESENCE_DAMPING[DAMPED]:g}); secondary reading "
             f"'coefficients' = f.pinv(P). Mean over seeds with a 95 % t-interval."
         )
 
@@ -208,8 +222,9 @@ def method_prototypes(
 
     ``nmf``: the head's ``part_vectors`` (NMF prototypes / presence scale), which ``PrototypeHead.presence``
     draws; ``refined``: the head's prototypes turned by the sign of their alpha; each discovery variant
-    (``variants``: its runs of the same classes): its head's ``parts`` likewise; the baselines: k-means
-    centroids and PCA directions of the same training features the run factorised.
+    (``variants``: its runs of the same classes): its head's ``part_vectors`` likewise; the baselines: k-means
+    centroids (``kmeans-damped``: the same ones) and PCA directions of the same training features the run
+    factorised.
     """
     variants = variants or {}
     methods: dict[str, dict] = {m: {} for m in METHODS if m not in VARIANTS or m in variants}
@@ -222,7 +237,7 @@ def method_prototypes(
         for c, label in enumerate(run.classes.tolist()):
             methods["nmf"][label] = parts[c]
             methods["refined"][label] = oriented[c]
-            methods["kmeans"][label] = kmeans_prototypes(matrices[c], run.k, seed)
+            methods["kmeans"][label] = methods["kmeans-damped"][label] = kmeans_prototypes(matrices[c], run.k, seed)
             methods["pca"][label] = pca_prototypes(matrices[c], run.k)
     return methods
 
@@ -282,12 +297,15 @@ def run_parts_benchmark(out: str | Path, cfg: BenchConfig | None = None, log: Lo
                 save_run(run, out / label / (f"run-k{run.k}" if d == "nmf" else f"run-k{run.k}-{d}"), overwrite=True)
         log(f"k = parts {offset:+d}: scoring prototypes against the ground-truth parts")
         variants = {d: by_discovery[d] for d in VARIANTS}
+        # each discovery's maps as its runs draw them
+        damping = {"kmeans-damped": PRESENCE_DAMPING[DAMPED], **{d: found[0].presence_damping for d, found in by_discovery.items()}}
         scores_by_k[label] = protoeval_scores(
             backbone,
             _test_classes(data, cfg.num_classes),
             method_prototypes(backbone, runs, cache, cfg.seed, variants),
             READINGS,
             seed=cfg.seed,
+            damping=damping,
         )
         discovery_by_k[label] = discovery_figures(backbone, by_discovery, data)
         alpha = torch.cat([run.alpha.flatten() for run in runs])

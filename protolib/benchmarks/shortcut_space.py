@@ -30,8 +30,8 @@ from ..backbones import Backbone
 from ..data.features import extract_features
 from ..data.synthetic_shortcut import read_groups, read_object_mask
 from ..evaluation.intervention import group_accuracy
-from ..method.head import PrototypeHead
-from ..method.spatial import KEEP_SHARE, LEVEL, SpatialEdit, edited_pooling, kept_cells, left_out_cells
+from ..method.head import PrototypeHead, read_cells
+from ..method.spatial import KEEP_SHARE, LEVEL, SpatialEdit, chosen_parts, edited_pooling, kept_cells, left_out_cells
 from ..runs import Run
 
 NAME = "space_by_discovered_parts"
@@ -89,7 +89,7 @@ def space_by_discovered_parts(
 
     def shares(lvl: float) -> dict:
         mask = (
-            left_out_cells(feats.feats, torch.stack([head.part_vectors[head.position(c), i] for c, i in chosen]), lvl)
+            left_out_cells(feats.feats, chosen_parts(head, SpatialEdit(tuple(chosen))), lvl, head.presence_damping)
             if chosen
             else torch.zeros_like(background)
         )
@@ -111,7 +111,7 @@ def space_by_discovered_parts(
         kept = group_accuracy(
             head(edited_pooling(head, feats.feats, SpatialEdit(keep_where=tuple(objects))).pooled)[0], labels, groups
         )
-        keep_mask = ~kept_cells(feats.feats, torch.stack([head.part_vectors[head.position(c), i] for c, i in objects]), KEEP_SHARE)
+        keep_mask = ~kept_cells(feats.feats, chosen_parts(head, SpatialEdit(tuple(objects))), KEEP_SHARE, head.presence_damping)
         keep_object_parts = {
             "mean_acc": kept["mean"],
             "worst_group_acc": kept["worst_group"],
@@ -125,7 +125,7 @@ def space_by_discovered_parts(
         other = group_accuracy(head(edited_pooling(head, feats.feats, SpatialEdit(tuple(chosen), lvl)).pooled)[0], labels, groups)
         sweep[f"{lvl:g}"] = {"mean_acc": other["mean"], "worst_group_acc": other["worst_group"], **shares(lvl)}
     # where each discovered part lies: the share of its presence mass (all test photos) on background cells
-    presence = torch.einsum("nhwd,ckd->nhwck", feats.feats.clamp_min(0), head.part_vectors)
+    presence = torch.einsum("nhwd,ckd->nhwck", read_cells(feats.feats, head.presence_damping), head.part_vectors)
     on_background = presence[background].sum(dim=0) / presence.flatten(0, 2).sum(dim=0).clamp_min(1e-12)
     diagnostics = {
         "level": level,

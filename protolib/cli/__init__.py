@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--discovery",
         choices=DISCOVERIES,
         default=DEFAULT_DISCOVERY,
-        help="how prototypes are found: nmf = the paper's NMF (default), evidence = evidence-weighted NMF",
+        help="how prototypes are found: nmf = the paper's NMF (default), evidence = evidence-weighted NMF, "
+        "unit-evidence = evidence-weighted NMF of unit-length cells, part maps read with damped loudness",
     )
     p.add_argument("--random-state", type=int, default=0, help="seed of the NMF initialisation (default 0)")
     p.add_argument("--seed", dest="random_state", type=int, help=argparse.SUPPRESS)  # its old name, still accepted

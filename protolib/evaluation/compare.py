@@ -29,6 +29,7 @@ from ..backbones import Backbone
 from ..data import DataError, load_image, split_dir, split_images
 from ..data.features import CacheDir, extract_features
 from ..explain import heatmap_overlay, part_map, upsample
+from ..method.discovery import DEFAULT_DISCOVERY, DISCOVERY_LABELS
 from ..method.head import PrototypeHead
 from ..runs import Run
 from ..runs.names import short_backbone
@@ -161,10 +162,13 @@ class RunSide:
     coefficients: torch.Tensor  # (n, k, h, w) f(x) . pinv(P~): the prototypes read together (see MAPS)
     contributions: torch.Tensor  # (n, k) to the class's logit
     bias: float
+    discovery: str = DEFAULT_DISCOVERY  # how the run found its parts
+    presence_damping: float = 0.0  # how its part maps read a cell (``method.head.read_cells``)
 
     @property
     def title(self) -> str:
-        return f"{self.name} ({short_backbone(self.backbone)}, k = {self.k}, {self.strategy})"
+        found = "" if self.discovery == DEFAULT_DISCOVERY else f", {DISCOVERY_LABELS.get(self.discovery, self.discovery)}"
+        return f"{self.name} ({short_backbone(self.backbone)}, k = {self.k}, {self.strategy}{found})"
 
     @property
     def mean_contribution(self) -> torch.Tensor:
@@ -216,6 +220,8 @@ def run_side(
         coefficients=torch.einsum("bhwd,dk->bkhw", feats, torch.linalg.pinv(head.refined_prototypes[position].double()).float()),
         contributions=head.contributions(feats.mean(dim=(1, 2)))[:, position],
         bias=float(head.bias[label]),
+        discovery=run.discovery,
+        presence_damping=head.presence_damping,
     )
     return side, features.paths
 

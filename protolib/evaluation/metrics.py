@@ -151,6 +151,7 @@ def among_decomposed(
         torch.arange(len(head.classes)),
         head.refined_prototypes,
         head.part_vectors,
+        head.presence_damping,
     )
     local = torch.tensor([position[int(label)] for label in labels[keep]], dtype=torch.long)
     return restricted, pooled[keep], local

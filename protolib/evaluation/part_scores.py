@@ -15,6 +15,7 @@ from ..backbones import Backbone
 from ..data import DataError
 from ..data.cub import CubImage, load_example, read_cub
 from ..data.features import Progress
+from ..method.head import read_cells
 from ..runs import Run
 from .metrics import oriented_prototypes
 from .protoeval import add_protoeval_noise, consistency_percent, part_marks, stability_percent
@@ -25,12 +26,13 @@ KINDS = ("heatmap", "presence", "coefficients")
 Readings = Mapping[str, Mapping[str, str]]  # column -> {method: map kind}
 
 
-def prototype_maps(spatial: torch.Tensor, prototypes: torch.Tensor, kind: str = "heatmap") -> torch.Tensor:
+def prototype_maps(spatial: torch.Tensor, prototypes: torch.Tensor, kind: str = "heatmap", damping: float = 0.0) -> torch.Tensor:
     """Where each of a class's prototypes (k, D) is, on spatial features (N, D, h, w) -> (N, k, h, w).
 
     ``heatmap``: ``f . p``, the method's heatmaps (whose means are the contributions). ``presence``:
-    ``clamp(f, 0) . p``, the part maps the app draws (``PrototypeHead.presence``, when ``prototypes``
-    are the head's ``part_vectors``: the NMF prototypes divided by their presence scale). ``coefficients``:
+    ``read_cells(f, damping) . p`` (``clamp(f, 0) . p`` at damping 0), the part maps the app draws
+    (``PrototypeHead.presence``, when ``prototypes`` are the head's ``part_vectors``: the NMF prototypes divided
+    by their presence scale, and ``damping`` its ``presence_damping``). ``coefficients``:
     the least-squares coefficients of ``f`` on the k prototypes together, ``f . pinv(P)``, i.e. how much
     of each prototype the feature holds *given the others*. Prototypes that share a large common
     component (NMF's are non-negative, so they always do) have heatmaps that light up on each other's
@@ -40,7 +42,7 @@ def prototype_maps(spatial: torch.Tensor, prototypes: torch.Tensor, kind: str = 
     if kind == "coefficients":
         return torch.einsum("ndhw,dk->nkhw", spatial.float(), torch.linalg.pinv(P))
     if kind == "presence":
-        return torch.einsum("ndhw,kd->nkhw", spatial.float().clamp_min(0), P)
+        return torch.einsum("nhwd,kd->nkhw", read_cells(spatial.float().permute(0, 2, 3, 1), damping), P)
     if kind != "heatmap":
         raise ValueError(f"unknown map {kind!r}; choose one of {', '.join(KINDS)}")
     return torch.einsum("ndhw,kd->nkhw", spatial.float(), P)
@@ -75,6 +77,7 @@ def protoeval_scores(
     maps: tuple[str, ...] | Readings = MAPS,
     seed: int = 0,
     batch_size: int = 32,
+    damping: Mapping[str, float] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """ProtoEval consistency and stability (%) of several sets of prototypes on the same images:
     ``result[method][column] = {"consistency": .., "stability": ..}``.
@@ -85,7 +88,8 @@ def protoeval_scores(
     heatmaps in one column). ``classes`` yields, per class, (key, normalised images (N, 3, S, S),
     keypoints (N, P, 2) in pixel-centre coordinates of the S x S image, visible (N, P));
     ``prototypes[method][key]`` is that class's (k, D). Each image gets one noisy copy (seeded), shared
-    by all methods, so the methods are compared on identical inputs.
+    by all methods, so the methods are compared on identical inputs. ``damping[method]`` (0 when absent) is
+    how that method's ``presence`` maps read a cell (its runs' ``presence_damping``).
     """
     readings = _readings(maps, prototypes)
     generator = torch.Generator().manual_seed(seed)
@@ -98,9 +102,9 @@ def protoeval_scores(
         features_noisy = _spatial(backbone, add_protoeval_noise(x, generator=generator), batch_size)
         visibles.append(visible)
         for (method, column), marks in clean.items():
-            p, kind = prototypes[method][key], readings[column][method]
-            marks.append(part_marks(prototype_maps(features, p, kind), keypoints, visible, size))
-            noisy[method, column].append(part_marks(prototype_maps(features_noisy, p, kind), keypoints, visible, size))
+            p, kind, a = prototypes[method][key], readings[column][method], (damping or {}).get(method, 0.0)
+            marks.append(part_marks(prototype_maps(features, p, kind, a), keypoints, visible, size))
+            noisy[method, column].append(part_marks(prototype_maps(features_noisy, p, kind, a), keypoints, visible, size))
     if not visibles:
         raise ValueError("no images to evaluate")
     scores: dict[str, dict[str, dict[str, float]]] = {m: {} for m in prototypes}

@@ -19,6 +19,7 @@ import torch
 from ..backbones import Backbone
 from ..data import DataError
 from ..data.features import CacheDir, extract_features
+from ..method.head import read_cells
 from ..runs import Run
 
 DEAD_SHARE = 0.02
@@ -56,18 +57,19 @@ class ClassHealth:
         return "; ".join(notes)
 
 
-def class_health(features: torch.Tensor, refined: torch.Tensor, parts: torch.Tensor) -> ClassHealth:
+def class_health(features: torch.Tensor, refined: torch.Tensor, parts: torch.Tensor, damping: float = 0.0) -> ClassHealth:
     """Health of one class's prototypes on its photos.
 
     features (n, D): every position of the class's photos, unclamped, as the logit sees them (photos of one
     size, so the mean over positions is the mean contribution over photos); refined (k, D): the head's
-    prototypes; parts (k, D): the head's parts, whose maps the app draws (``clamp(f) . part``).
+    prototypes; parts (k, D): the head's parts, whose maps the app draws (``read_cells(f, damping) . part``, the
+    head's ``presence_damping``).
     """
     features = features.float()
     contribution = (features @ refined.float().T).mean(dim=0)
     magnitude = contribution.abs()
     share = magnitude / magnitude.sum().clamp_min(1e-12)
-    maps = features.clamp_min(0) @ parts.float().T  # (n, k)
+    maps = read_cells(features, damping) @ parts.float().T  # (n, k)
     centred = maps - maps.mean(dim=0)
     norms = centred.norm(dim=0).clamp_min(1e-12)
     correlation = (centred.T @ centred) / (norms[:, None] * norms[None, :])
@@ -91,7 +93,10 @@ def training_health(run: Run, backbone: Backbone, cache_dir: CacheDir = None) ->
             raise DataError(f"the run's training image {missing[0]} is gone ({len(missing)} of {len(paths)} missing)")
         feats = extract_features(backbone, paths, cache_dir=cache_dir).feats
         health[int(run.classes[position])] = class_health(
-            feats.reshape(-1, feats.shape[-1]), head.refined_prototypes[position], head.part_vectors[position]
+            feats.reshape(-1, feats.shape[-1]),
+            head.refined_prototypes[position],
+            head.part_vectors[position],
+            head.presence_damping,
         )
     return health
 

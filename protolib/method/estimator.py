@@ -19,8 +19,8 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from .discovery import DEFAULT_DISCOVERY, check_discovery, discover
-from .head import PrototypeHead
+from .discovery import DEFAULT_DISCOVERY, PRESENCE_DAMPING, check_discovery, discover
+from .head import PrototypeHead, read_cells
 from .nmf import SOLVERS
 from .refine import DEFAULT_STRATEGY, MAX_K, STRATEGIES, heatmap_covariance, refine, residual, scale_prototypes
 
@@ -140,13 +140,15 @@ class PartPrototypes(BaseEstimator):
     refined_by_strategy_ : {strategy: (C', k, D)} for ``strategy`` and every ``compare`` strategy.
     feature_error_ : (C',) ||A - E P|| / ||A||.
     n_iter_ : (C',) NMF updates each class took.
-    presence_scale_ : (C', k) the heatmap level of each part that counts as "strongly present".
+    presence_scale_ : (C', k) the part map level of each part that counts as "strongly present".
+    presence_damping_ : how the part maps read a cell (``head.read_cells``), the discovery's own.
     """
 
     # Fitted attributes read back by ``partial_fit`` (set only by fitting, so ``check_is_fitted`` still works).
     n_features_in_: int
     head_weight_: torch.Tensor
     head_bias_: torch.Tensor
+    presence_damping_: float
 
     def __init__(
         self,
@@ -237,8 +239,12 @@ class PartPrototypes(BaseEstimator):
                 raise ValueError("partial_fit was given another head than the one the model was fitted with")
             if bool(torch.isin(classes, self.classes_).any()):
                 raise ValueError("partial_fit was given classes that are already fitted")
-            if self.nmf_prototypes_.shape[1] != self.k or set(self.refined_by_strategy_) != set(self.strategies):
-                raise ValueError("k, strategy or compare changed since the model was fitted: fit it again")
+            if (
+                self.nmf_prototypes_.shape[1] != self.k
+                or set(self.refined_by_strategy_) != set(self.strategies)
+                or self.presence_damping_ != PRESENCE_DAMPING[self.discovery]
+            ):
+                raise ValueError("k, strategy, compare or discovery changed since the model was fitted: fit it again")
         done = on_stage or (lambda stage: None)
         too_small = [int(c) for c, A in zip(classes, matrices) if A.shape[0] < self.k]
         if too_small:
@@ -253,10 +259,15 @@ class PartPrototypes(BaseEstimator):
         covariance = heatmap_covariance(matrices, P, residual(P, alpha, v))
         refined = {s: refine(s, P, alpha, v, matrices, covariance) for s in self.strategies}
         done("refinement")
+        damping = PRESENCE_DAMPING[self.discovery]
         presence = torch.stack(
-            [torch.quantile((A.to(p) @ p.T)[:PRESENCE_POSITIONS], PRESENCE_QUANTILE, dim=0) for A, p in zip(matrices, P)]
+            [
+                torch.quantile(read_cells(A[:PRESENCE_POSITIONS].to(p), damping) @ p.T, PRESENCE_QUANTILE, dim=0)
+                for A, p in zip(matrices, P)
+            ]
         ).clamp_min(1e-12)
         self.n_features_in_, self.head_weight_, self.head_bias_ = D, weight, bias
+        self.presence_damping_ = damping
         self._append(classes, P, alpha, refined, nmf.relative_error, nmf.iterations, presence)
         return self
 
@@ -288,5 +299,11 @@ class PartPrototypes(BaseEstimator):
         """The head of all C classes with the fitted classes' rows rewritten as prototypes."""
         check_is_fitted(self, "classes_")
         return PrototypeHead.from_decomposition(
-            self.head_weight_, self.head_bias_, self.classes_, self.refined_prototypes_, self.nmf_prototypes_, self.presence_scale_
+            self.head_weight_,
+            self.head_bias_,
+            self.classes_,
+            self.refined_prototypes_,
+            self.nmf_prototypes_,
+            self.presence_scale_,
+            self.presence_damping_,
         )

@@ -11,6 +11,17 @@ import torch
 from torch import nn
 
 
+def read_cells(features: torch.Tensor, damping: float = 0.0) -> torch.Tensor:
+    """Features (..., D) as part maps read them: clamped at 0 and, for ``damping`` a > 0, each cell divided by
+    its length to the power a, so that a part map ``read_cells(f) . p = ||f||^(1 - a) ||p|| cos(f, p)`` counts
+    a cell's loudness with weight 1 - a. At a = 0 (the paper's maps) the loudest cells win whatever their
+    direction; a = 1 (direction only) breaks every part map measured (``bench/RESULTS.md``, section 14)."""
+    cells = features.clamp_min(0)
+    if damping == 0:
+        return cells
+    return cells / cells.norm(dim=-1, keepdim=True).clamp_min(1e-12) ** damping
+
+
 class PrototypeHead(nn.Module):
     """Replaces a linear head; classes that were not decomposed keep their original rows.
 
@@ -18,6 +29,8 @@ class PrototypeHead(nn.Module):
     that were decomposed and ``refined_prototypes`` (C, k, D) their refined prototypes. ``part_vectors``
     (C, k, D), optional, are the NMF prototypes scaled so that a heatmap value of 1 means "this
     part is strongly present": they draw part maps, while ``refined_prototypes`` give contributions.
+    ``presence_damping`` is how part maps read a cell (:func:`read_cells`; 0, the paper's maps, unless the
+    discovery says otherwise).
     """
 
     # Registered buffers, declared so that reading them is typed as tensors (not ``Tensor | Module``).
@@ -34,8 +47,10 @@ class PrototypeHead(nn.Module):
         classes: torch.Tensor,
         refined_prototypes: torch.Tensor,
         part_vectors: torch.Tensor | None = None,
+        presence_damping: float = 0.0,
     ) -> None:
         super().__init__()
+        self.presence_damping: float = float(presence_damping)
         if refined_prototypes.shape[0] != len(classes) or refined_prototypes.shape[-1] != weight.shape[1]:
             raise ValueError(
                 f"prototypes {tuple(refined_prototypes.shape)} do not fit {len(classes)} classes of a {weight.shape[1]}-d head"
@@ -57,11 +72,13 @@ class PrototypeHead(nn.Module):
         refined: torch.Tensor,
         nmf_prototypes: torch.Tensor,
         presence_scale: torch.Tensor,
+        presence_damping: float = 0.0,
     ) -> PrototypeHead:
         """The head of a decomposition: contributions from the ``refined`` prototypes, part maps from the
-        NMF prototypes divided by ``presence_scale`` (C, k), so that 1 means "strongly present"."""
+        NMF prototypes divided by ``presence_scale`` (C, k), so that 1 means "strongly present", reading
+        cells with ``presence_damping``."""
         part_vectors = nmf_prototypes / presence_scale.unsqueeze(-1)
-        return cls(weight.detach().cpu(), bias.detach().cpu(), classes, refined, part_vectors)
+        return cls(weight.detach().cpu(), bias.detach().cpu(), classes, refined, part_vectors, presence_damping)
 
     @property
     def k(self) -> int:
@@ -92,7 +109,7 @@ class PrototypeHead(nn.Module):
 
     def presence(self, features: torch.Tensor, class_position: int) -> torch.Tensor:
         """Where each part of one class is, (B, H, W, D) -> (B, k, H, W); 1 = strongly present."""
-        return torch.einsum("bhwd,kd->bkhw", features.clamp_min(0), self.part_vectors[class_position])
+        return torch.einsum("bhwd,kd->bkhw", read_cells(features, self.presence_damping), self.part_vectors[class_position])
 
     def position(self, label: int) -> int:
         """Where a label sits among the decomposed classes."""

@@ -9,14 +9,15 @@ label c, prototype i):
     logit_c'    = pooled . v_c' + b_c'                  (for every class c' of the model)
 
 ``presence_ci`` is the part's presence map as the app computes it (``PrototypeHead.presence``: the NMF part
-scaled so that 1 is its "strongly present" level, the 0.99 quantile of its heatmap on the class's training
-cells). The default level is 0.3, the level from which the part map (``explain.part_map``) colours a part:
-the cells the page draws as that part. Level 1 would be too strict to use: on held-out sample photos a
-part's presence rarely reaches it anywhere (the strongest cells of 6 val photos of a Lite0 run are at
-0.1 to 0.98), so it would leave out nothing. The chosen parts' mask applies to every class's logit of the
-photo: the photo has one pooled vector. When every cell of a photo would be left out, nothing is: that photo keeps the original
-pooling (``pool_kept`` says which photos that happened to). The head (and any scale edit) then reads
-the edited pooled vector, so contributions stay exact: ``logit_c = sum_i pooled . p~_ci + b_c``.
+scaled so that 1 is its "strongly present" level, the 0.99 quantile of its map on the class's training cells;
+cells read with the run's ``presence_damping``). The default level is 0.3, the level from which the part map
+(``explain.part_map``) colours a part: the cells the page draws as that part. Level 1 would be too strict to
+use: on held-out sample photos a part's presence rarely reaches it anywhere (the strongest cells of 6 val photos
+of a Lite0 run are at 0.1 to 0.98), so it would leave out nothing. The chosen parts' mask applies to every
+class's logit of the photo: the photo has one pooled vector. When every cell of a photo would be left out,
+nothing is: that photo keeps the original pooling (``pool_kept`` says which photos that happened to). The head
+(and any scale edit) then reads the edited pooled vector, so contributions stay exact:
+``logit_c = sum_i pooled . p~_ci + b_c``.
 
 The edit can also *keep* only where chosen parts are (``keep_where``): every cell of a photo is left out but
 the ``keep_share`` of its cells where those parts' summed presence is highest.
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .head import PrototypeHead
+from .head import PrototypeHead, read_cells
 
 #: the manifest key of a run's edit in space
 KEY = "spatial_edit"
@@ -135,30 +136,32 @@ def chosen_parts(head: PrototypeHead, edit: SpatialEdit | None, field: str = "le
     return torch.stack([head.part_vectors[head.position(c), i] for c, i in pairs])
 
 
-def left_out_cells(features: torch.Tensor, parts: torch.Tensor, level: float = LEVEL) -> torch.Tensor:
+def left_out_cells(features: torch.Tensor, parts: torch.Tensor, level: float = LEVEL, damping: float = 0.0) -> torch.Tensor:
     """Features (B, ..., D) on the grid -> bool (B, ...): the cells where any of ``parts`` (m, D) reaches
-    ``level`` (presence as ``PrototypeHead.presence`` computes it: clamped features . part)."""
+    ``level`` (presence as ``PrototypeHead.presence`` computes it: cells read with ``damping`` . part)."""
     if not len(parts):
         return torch.zeros(features.shape[:-1], dtype=torch.bool, device=features.device)
-    presence = features.clamp_min(0) @ parts.to(features).T
+    presence = read_cells(features, damping) @ parts.to(features).T
     return (presence >= level).any(dim=-1)
 
 
-def kept_cells(features: torch.Tensor, parts: torch.Tensor, share: float = KEEP_SHARE) -> torch.Tensor:
+def kept_cells(features: torch.Tensor, parts: torch.Tensor, share: float = KEEP_SHARE, damping: float = 0.0) -> torch.Tensor:
     """Features (B, ..., D) -> bool (B, ...): per photo, the ``share`` of its cells (at least one) where the
-    summed presence of ``parts`` (m >= 1, D) is highest (cells tied with the last one kept are kept too)."""
-    score = (features.clamp_min(0) @ parts.to(features).T).sum(dim=-1).flatten(1)
+    summed presence of ``parts`` (m >= 1, D; cells read with ``damping``) is highest (cells tied with the last
+    one kept are kept too)."""
+    score = (read_cells(features, damping) @ parts.to(features).T).sum(dim=-1).flatten(1)
     n = max(1, round(share * int(score.shape[1])))  # int(): a size is a tensor while the export traces
     return (score >= torch.topk(score, n, dim=1).values[:, -1:]).view(features.shape[:-1])
 
 
 def edit_mask(
-    features: torch.Tensor, leave_out: torch.Tensor, level: float, keep_where: torch.Tensor, share: float
+    features: torch.Tensor, leave_out: torch.Tensor, level: float, keep_where: torch.Tensor, share: float, damping: float = 0.0
 ) -> torch.Tensor:
     """The cells an edit leaves out (B, ...): where a ``leave_out`` part reaches ``level``, and, when
-    ``keep_where`` names parts, every cell outside their ``share`` of the photo (:func:`kept_cells`)."""
-    mask = left_out_cells(features, leave_out, level)
-    return mask | ~kept_cells(features, keep_where, share) if len(keep_where) else mask
+    ``keep_where`` names parts, every cell outside their ``share`` of the photo (:func:`kept_cells`); presence
+    read with ``damping`` (the head's ``presence_damping``)."""
+    mask = left_out_cells(features, leave_out, level, damping)
+    return mask | ~kept_cells(features, keep_where, share, damping) if len(keep_where) else mask
 
 
 def cells_left_out(head: PrototypeHead, features: torch.Tensor, edit: SpatialEdit | None) -> torch.Tensor:
@@ -167,7 +170,7 @@ def cells_left_out(head: PrototypeHead, features: torch.Tensor, edit: SpatialEdi
     if not edit:
         return torch.zeros(features.shape[:-1], dtype=torch.bool, device=features.device)
     keep = chosen_parts(head, edit, "keep_where")
-    return edit_mask(features, chosen_parts(head, edit), edit.level, keep, edit.keep_share)
+    return edit_mask(features, chosen_parts(head, edit), edit.level, keep, edit.keep_share, head.presence_damping)
 
 
 def pool_kept(features: torch.Tensor, left_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,7 +201,7 @@ def edited_pooling(head: PrototypeHead, features: torch.Tensor, edit: SpatialEdi
     pooled, share, everything = [], [], []
     for start in range(0, len(features), batch):
         chunk = features[start : start + batch].float()
-        mask = edit_mask(chunk, parts, level, keep, keep_share)
+        mask = edit_mask(chunk, parts, level, keep, keep_share, head.presence_damping)
         p, e = pool_kept(chunk, mask)
         pooled.append(p)
         share.append(mask.flatten(1).float().mean(dim=1))

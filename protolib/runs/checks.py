@@ -13,7 +13,7 @@ from ..method import PartPrototypes
 from ..method.estimator import check_params
 from ..method.spatial import KEY as SPATIAL_KEY
 from ..method.spatial import spatial_problem
-from .schema import MAX_PROTOTYPE_NAME_CHARS, PROTOTYPE_NAMES_KEY, REQUIRED_KEYS, TENSORS, upgraded
+from .schema import MAX_PROTOTYPE_NAME_CHARS, PRESENCE_DAMPING_KEY, PROTOTYPE_NAMES_KEY, REQUIRED_KEYS, TENSORS, upgraded
 
 #: how far the refined prototypes may sum from the head rows (relative to the largest weight): float error only
 SUM_TOLERANCE = 1e-4
@@ -137,6 +137,9 @@ def manifest_problem(manifest: object) -> str | None:
     for entry in manifest["classes"]:
         if not (isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("folder"), str)):
             return "a class entry of the manifest has no name or folder"
+    damping = manifest.get(PRESENCE_DAMPING_KEY, 0.0)
+    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not 0 <= damping <= 1:
+        return f"{PRESENCE_DAMPING_KEY} {damping!r} is not a number in [0, 1]"
     if manifest.get(SPATIAL_KEY) is not None:
         listed = [e.get("label") for e in manifest["classes"]]
         problem = spatial_problem(manifest[SPATIAL_KEY], k, listed if all(type(c) is int for c in listed) else None)

@@ -20,7 +20,7 @@ from ..method.refine import head_error
 from ..method.spatial import KEY as SPATIAL_KEY
 from ..method.spatial import SpatialEdit, from_manifest, spatial_problem
 from .checks import SUM_TOLERANCE, normalise_prototype_names, prototype_names_problem
-from .schema import PROTOTYPE_NAMES_KEY, RunError, upgraded
+from .schema import PRESENCE_DAMPING_KEY, PROTOTYPE_NAMES_KEY, RunError, upgraded
 
 
 @dataclass
@@ -59,6 +59,12 @@ class Run:
         """How the run's prototypes were found (``method.discovery``); runs older than the choice used
         the paper's NMF."""
         return self.manifest["params"].get("discovery", DEFAULT_DISCOVERY)
+
+    @property
+    def presence_damping(self) -> float:
+        """How the run's part maps read a cell (``method.head.read_cells``), as it was made; runs older than
+        the choice read them at 0, the paper's maps."""
+        return float(self.manifest.get(PRESENCE_DAMPING_KEY, 0.0))
 
     @property
     def refined_prototypes(self) -> torch.Tensor:
@@ -100,7 +106,7 @@ class Run:
     def from_model(cls, manifest: dict, model: PartPrototypes) -> Run:
         """A run of a fitted estimator (``manifest`` says where its features came from)."""
         return cls(
-            manifest,
+            {**manifest, PRESENCE_DAMPING_KEY: model.presence_damping_},
             model.classes_,
             model.nmf_prototypes_,
             model.alpha_,
@@ -150,6 +156,7 @@ class Run:
             self.refined_prototypes,
             self.nmf_prototypes,
             self.presence_scale,
+            self.presence_damping,
         )
 
     def load_backbone(self, device: str | torch.device = "cpu") -> Backbone:

@@ -17,6 +17,8 @@ FORMAT, FORMAT_V2, FORMAT_V1 = "protoscope.run/3", "protoscope.run/2", "protosco
 MANIFEST, TENSORS = "manifest.json", "prototypes.safetensors"
 #: the manifest key of the prototypes' names (``Run.prototype_names``), and the longest name allowed
 PROTOTYPE_NAMES_KEY, MAX_PROTOTYPE_NAME_CHARS = "prototype_names", 80
+#: the manifest key of how the run's part maps read a cell (``Run.presence_damping``; absent in older runs: 0)
+PRESENCE_DAMPING_KEY = "presence_damping"
 #: manifest keys every run has, and their types
 REQUIRED_KEYS = {"backbone": str, "fingerprint": str, "params": dict, "classes": list, "images": dict}
 
