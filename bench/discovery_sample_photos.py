@@ -5,7 +5,8 @@ same for all, so the head must stay exact and no refined prototype should flip).
 
 Decomposes 20 training photos per class at k = 3 (as ``protoscope decompose --images-per-class 20 --k 3``) with the
 paper's NMF, ``evidence``, ``unit-evidence``, and the variants tried and not kept (``shared_dictionary.py`` with 2 shared parts,
-``sparse_nmf.py`` with beta 0.1), then evaluates on all val photos (as ``protoscope evaluate``).
+``sparse_nmf.py`` with beta 0.1), then evaluates on all val photos (as ``protoscope evaluate``) and counts the
+prototypes Evaluate marks dead or duplicate on the training photos (``prototype_health``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from protolib.backbones import load_backbone
 from protolib.config import SAMPLE_DATA
 from protolib.evaluation.metrics import evaluate_run
+from protolib.evaluation.prototype_health import health_counts, training_health
 from protolib.method import DEFAULT_STRATEGY
 from protolib.pipeline import run_decomposition
 
@@ -37,15 +39,17 @@ def main(cache: Path | None) -> None:
     shared_dictionary.register(2)
     sparse_nmf.register(0.1)
     backbone, data = load_backbone(), SAMPLE_DATA
-    print("| discovery | max |logit difference| | top-1 unchanged | signed fidelity, mean | worst | flips |")
-    print("|---|---|---|---|---|---|")
+    columns = "max |logit difference| | top-1 unchanged | signed fidelity, mean | worst | flips | dead / duplicate prototypes"
+    print(f"| discovery | {columns} |")
+    print("|---|---|---|---|---|---|---|")
     for label, name in VARIANTS.items():
         run = run_decomposition(backbone, data, images_per_class=20, k=3, cache_dir=cache, discovery=name)
         figures = evaluate_run(run, backbone, data, "val", cache_dir=cache)
         fidelity = figures["signed_fidelity"][DEFAULT_STRATEGY]
+        health = health_counts(training_health(run, backbone, cache))
         print(
             f"| {label} | {figures['max_abs_logit_diff']:.1e} | {figures['top1_prototype'] == figures['top1_original']} "
-            f"| {fidelity['mean']:.3f} | {fidelity['min']:.3f} | {fidelity['flips']} |",
+            f"| {fidelity['mean']:.3f} | {fidelity['min']:.3f} | {fidelity['flips']} | {health['dead']} / {health['duplicates']} |",
             flush=True,
         )
 

@@ -114,7 +114,9 @@ def settings_section(backbone: Backbone, images: Images) -> tuple[Settings, bool
                 "**evidence-weighted NMF** weights each cell by its share of the class's evidence (f · v), so the cells "
                 "that make the logit decide the parts; **evidence-weighted NMF of unit-length cells** factorises the "
                 "cells' directions, weighted the same way, and draws its part maps with loudness damped "
-                "(‖f‖^0.5 · cos): the part maps closest to the true parts on the ground-truth parts benchmark (README). "
+                "(‖f‖^0.5 · cos): the part maps closest to the true parts on the ground-truth parts benchmark, but on "
+                "real photos its parts often collapse onto the same few cells (Evaluate marks them dead or duplicate; "
+                "README). "
                 "Scaling, refinement and the exact head are the same for all three: the logits do not change.",
             )
 

@@ -1,7 +1,9 @@
 """The shortcut demo in a real Chromium (`streamlit run app.py`, driven with Playwright): one click on Intervene
 builds the benchmark's data and model (first seed, the benchmark's protocol) and opens its run; switching off
 every background prototype at once changes the displayed worst-group accuracy to exactly what the library
-computes for that edit on the same held-out photos; the edited head saves as a run that reloads with the edit.
+computes for that edit on the same held-out photos; the edited head saves as a run that reloads with the edit. Then
+"Keep only where the object parts are" (the edit in space's keep half) shows the worst group the library computes
+for it, above the original model's.
 """
 
 from __future__ import annotations
@@ -52,6 +54,27 @@ def expected_worst_groups(run_path: Path, data: Path, cache: Path) -> tuple[floa
     return before, after, scales
 
 
+def expected_kept_worst_group(run_path: Path, data: Path, cache: Path, scales: torch.Tensor) -> float:
+    """What the library says the worst group is on the same val photos when each pools only the cells where the
+    object parts (those the mask rule keeps on, ``scales`` != 0) are most present."""
+    from protolib.backbones import load_backbone
+    from protolib.data.features import split_features
+    from protolib.data.synthetic_shortcut import read_groups
+    from protolib.evaluation.intervention import group_accuracy
+    from protolib.method.spatial import SpatialEdit, split_pooling
+    from protolib.runs import load_run
+
+    run = load_run(run_path)
+    backbone = load_backbone(run.manifest["backbone"])
+    head = load_run(run_path, backbone).head(backbone)
+    sf = split_features(backbone, data, "val", 50, cache_dir=cache)
+    groups = read_groups(data)
+    listed = [groups[Path(p).relative_to(data).as_posix()]["group"] for p in sf.paths]
+    objects = tuple((int(run.classes[c]), i) for c, i in (scales != 0).nonzero().tolist())
+    pooled = split_pooling(head, sf.matrices, len(sf.paths), SpatialEdit(keep_where=objects)).pooled
+    return group_accuracy(head(pooled)[0], sf.labels, listed)["worst_group"]
+
+
 def test_open_the_demo_switch_off_the_background_and_save(browser, server):
     with open_page(browser, server) as page:
         settle(page)
@@ -94,4 +117,14 @@ def test_open_the_demo_switch_off_the_background_and_save(browser, server):
         saved = [p for p in server["runs"].rglob("shortcut-edited") if (p / "manifest.json").is_file()]
         assert len(saved) == 1
         assert torch.equal(load_run(saved[0]).scale, scales)
+
+        # -- the other edit: reset, then keep only where the object parts are (an edit of the pooling) ----------
+        page.get_by_role("button", name="Reset all").click()
+        settle(page)
+        page.get_by_role("button", name="Keep only where the object parts are").click()
+        expect(page.get_by_text("Edit in space (the model's pooling, not its head)")).to_be_visible(timeout=RUN_WAIT)
+        settle(page)
+        kept = expected_kept_worst_group(run_path, data, server["cache"], scales)
+        assert metric_value(page, "Worst group after") == f"{100 * kept:.1f} %"
+        assert kept > before  # the repair is real: the pooling, not a weight, changed
         assert page.get_by_test_id("stException").count() == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -334,8 +335,8 @@ def test_the_report_names_the_labelled_prototypes():
 
 def test_switch_off_every_background_prototype(env, monkeypatch):
     """Where the data folder has groups.csv and object masks, the table shows each prototype's share on the
-    background and one button switches off those the shortcut benchmark's mask rule calls background (its
-    functions stand in here: the tiny data folder has no masks)."""
+    background, one button switches off those the shortcut benchmark's mask rule calls background and another keeps
+    only where the others are (its functions stand in here: the tiny data folder has no masks)."""
     import streamlit as st
 
     from protolib.benchmarks import mask_rule
@@ -351,6 +352,14 @@ def test_switch_off_every_background_prototype(env, monkeypatch):
     assert not at.exception
     table = next(d.value for d in at.dataframe if "select" in d.value.columns)
     assert table["scale"].tolist() == ["off", "on", "on", "on", "off", "on"]
+    # the other edit: keep only where the object parts (the others) are, as the shortcut benchmark's keep rule
+    button(at, "Reset all").click().run()
+    button(at, "Keep only where the object parts are").click().run()
+    assert not at.exception
+    labels = env["run"].classes.tolist()
+    keys = {(label, i): f"iv.{edit_of(at)}.{label}.{i}.keep" for label in labels for i in range(3)}
+    ticked = {pair for pair, key in keys.items() if at.session_state.get(key)}
+    assert ticked == {(labels[c], i) for c, i in (fractions <= 0.5).nonzero().tolist()}
     st.cache_data.clear()
 
 
@@ -421,3 +430,51 @@ def test_leave_out_where_a_part_is_on_the_held_out_split(env):
     at.switch_page("pages/explain.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(c.value.startswith("This run carries an edit in space (cells left out of the pooling where") for c in at.caption)
+
+
+def test_keep_only_where_parts_are_on_the_held_out_split(env):
+    """The other half of the edit in space from the page: "Keep only where these parts are" for two prototypes of
+    different classes; each held-out photo pools only the 10 % of its cells where those parts are most present together,
+    and the page's top-1 and worst group are those of that model written out by hand (the backbone's grid, the parts'
+    summed presence, the mean of the kept cells, the model's own head); the edit saves with the run."""
+    from protolib.backbones import load_backbone
+    from protolib.data import load_image
+    from protolib.evaluation.intervention import group_accuracy
+    from protolib.method.spatial import KEEP_SHARE
+
+    at = start("pages/intervene.py", env["data"])
+    button(at, "Compute held-out features").click().run()
+    run, backbone = env["run"], load_backbone()
+    paths = [p for folder in CLASSES for p in image_files(env["data"] / "val" / folder)]
+    with torch.no_grad():
+        grids = backbone.spatial_features(torch.stack([backbone.preprocessing.transform()(load_image(p)) for p in paths])).permute(
+            0, 2, 3, 1
+        )
+    truth = run.classes.repeat_interleave(3)
+    groups = [f"{p.parent.name} on {'water' if n % 3 % 2 == 0 else 'land'}" for n, p in enumerate(paths)]
+    weight, bias = backbone.head_weight, backbone.head_bias
+
+    chosen = [(0, 0), (1, 1)]  # (class position, prototype)
+    score = sum(grids.clamp_min(0) @ (run.nmf_prototypes[c, i] / run.presence_scale[c, i]) for c, i in chosen)
+    flat = score.flatten(1)
+    n = max(1, round(KEEP_SHARE * flat.shape[1]))
+    keep = flat >= flat.topk(n, dim=1).values[:, -1:]
+    logits = torch.stack([g.flatten(0, 1)[k].mean(dim=0) for g, k in zip(grids, keep)]) @ weight.T + bias
+    expected = group_accuracy(logits, truth, groups)
+    for c, i in chosen:
+        at.session_state[f"iv.{edit_of(at)}.{int(run.classes[c])}.{i}.keep"] = True
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert metric(at, "Top-1 after") == f"{100 * expected['mean']:.1f} %"
+    assert metric(at, "Worst group after") == f"{100 * expected['worst_group']:.1f} %"
+    assert any("only the 10 % of each photo's cells where" in c.value for c in at.caption)
+    # the photo the page shows (the first held-out tench): its cells outside the kept ones hatched, its edited logit
+    shown = next(c.value for c in at.caption if c.value.startswith("Pooling: "))
+    left_out, total, logit = re.search(r"Pooling: (\d+) of (\d+) cells left out.*logit (-?[\d.]+)", shown).groups()
+    assert (int(left_out), int(total)) == (int((~keep[0]).sum()), keep.shape[1])
+    assert abs(float(logit) - float(logits[0, run.classes[0]])) < 1e-3
+    button(at, "Save as a new run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    saved = load_run(at.session_state["iv_saved_path"])
+    assert saved.spatial_edit.keep_where == tuple(sorted((int(run.classes[c]), i) for c, i in chosen))
+    assert saved.spatial_edit.leave_out == () and saved.spatial_edit.keep_share == KEEP_SHARE

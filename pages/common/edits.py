@@ -27,8 +27,8 @@ def setting_keys(ctx: Context, label: int, i: int) -> tuple[str, str]:
 
 def reset_all(ctx: Context) -> None:
     set_scales(ctx, [(c, i) for c in range(len(ctx.decomposed)) for i in range(ctx.run.k)], 1.0)
-    prefix = f"iv.{edit_key(ctx.run.path)}."  # and every "leave out where this part is" (space_edit)
-    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(prefix) and k.endswith(".space")]:
+    prefix = f"iv.{edit_key(ctx.run.path)}."  # and every "leave out where" and "keep only where" (space_edit)
+    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(prefix) and k.endswith((".space", ".keep"))]:
         st.session_state[key] = False
 
 

@@ -23,7 +23,7 @@ from pages.common.edit_views import (
 )
 from pages.common.edits import carry_edits, edit_key, set_scales
 from pages.common.run_context import Context, run_class_features
-from pages.common.shortcut_demo import background_shares, switch_off_background
+from pages.common.shortcut_demo import background_shares, keep_object_parts, switch_off_background
 from pages.common.sidebar import select_run_path
 from pages.common.state import kept, workspace
 from protolib.backbones import BackboneError
@@ -200,6 +200,14 @@ def selection_controls(ctx: Context, chosen: list[tuple[int, int]], grid, backgr
                 type="primary",
                 help="Every prototype whose positive heatmap lies mostly on the background of the masked photos of its "
                 "class (the shortcut benchmark's mask rule)",
+            )
+            st.button(
+                "Keep only where the object parts are",
+                on_click=keep_object_parts,
+                args=(ctx, data),
+                icon=":material/center_focus_strong:",
+                help="Tick “Keep only where these parts are” for every other prototype (the object parts): each photo "
+                "pools only the 10 % of its cells where they are most present, an edit of the pooling, not of a weight",
             )
     if st.session_state.get("iv_background_error"):
         st.error(st.session_state["iv_background_error"])

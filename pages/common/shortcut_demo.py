@@ -14,6 +14,7 @@ from pages.common import jobs
 from pages.common.edits import set_scales
 from pages.common.run_context import Context
 from pages.common.sidebar import select_run_path
+from pages.common.space_edit import space_key
 from pages.common.state import workspace
 from protolib.backbones import BackboneError
 from protolib.benchmarks import mask_rule, shortcut_demo
@@ -45,15 +46,32 @@ def background_shares(key: str, data: str, _ctx: Context) -> np.ndarray | None:
         return None
 
 
-def switch_off_background(ctx: Context, data: str) -> None:
-    """Switch off every prototype the shortcut benchmark's mask rule calls background."""
+def mask_rule_scales(ctx: Context, data: str):
+    """(C, k) the shortcut benchmark's mask rule on this run, 0 = a background prototype; None (and the reason kept
+    for the page) when the data folder's masks cannot be read."""
     try:
         scales = mask_rule.mask_rule_scales(ctx.backbone, ctx.run, data)
     except (DataError, BackboneError, RunError, OSError, KeyError, ValueError) as exc:
         st.session_state["iv_background_error"] = workspace().redact(f"The background prototypes cannot be found: {exc}")
-        return
+        return None
     st.session_state.pop("iv_background_error", None)
-    set_scales(ctx, [tuple(w) for w in (scales == 0).nonzero().tolist()], 0.0)
+    return scales
+
+
+def switch_off_background(ctx: Context, data: str) -> None:
+    """Switch off every prototype the shortcut benchmark's mask rule calls background."""
+    scales = mask_rule_scales(ctx, data)
+    if scales is not None:
+        set_scales(ctx, [tuple(w) for w in (scales == 0).nonzero().tolist()], 0.0)
+
+
+def keep_object_parts(ctx: Context, data: str) -> None:
+    """Tick "keep only where these parts are" for every prototype the mask rule does not call background (the
+    object parts): each photo then pools only the cells where the object parts are most present."""
+    scales = mask_rule_scales(ctx, data)
+    if scales is not None:
+        for c, i in (scales != 0).nonzero().tolist():
+            st.session_state[space_key(ctx, ctx.decomposed[c], i, "keep")] = True
 
 
 def shortcut_demo_offer() -> None:
@@ -63,7 +81,9 @@ def shortcut_demo_offer() -> None:
         st.caption(
             "Generated photos whose background gives the class away in training (95 % of the photos) but not in the "
             "held-out split, where every (class, background) group is equally common; a small CNN learns the "
-            "shortcut. Open it, switch off every background prototype and read the worst group before and after. "
+            "shortcut. Open it, switch off every background prototype and read the worst group before and after (it "
+            "does not repair the model: the background is in every part); then reset and keep only where the object "
+            "parts are (an edit of the pooling, no weight changed), and read it again. "
             "Built once per server (about a minute on a CPU) and shared with everyone."
         )
         if st.button("Open the shortcut demo", icon=":material/play_arrow:", key="iv_shortcut_demo"):

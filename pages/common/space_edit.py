@@ -1,6 +1,7 @@
 """Intervene's edit in space, kept in the session: per prototype, whether the cells where its part is present are
-left out of the pooling (``protolib.method.spatial``). A change of the model's computation, not of its head:
-unlike a switch or a scale it needs the photos' per-cell features, which the page already holds.
+left out of the pooling, and whether the photo pools only where it (with the other ticked parts) is most present
+(``protolib.method.spatial``). A change of the model's computation, not of its head: unlike a switch or a scale it
+needs the photos' per-cell features, which the page already holds.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pages.common.edits import edit_key
 from pages.common.run_context import Context
 from pages.common.state import kept
 from protolib.method.spatial import (
+    KEEP_SHARE,
     LEVEL,
     EditedPooling,
     SpatialEdit,
@@ -26,12 +28,19 @@ HELP = (
     f"is present (its part map at {LEVEL:g} or more, as the part map draws it) are left out of the average "
     f"pooling, for every class's logit. If every cell would be left out, the photo keeps them all."
 )
+KEEP_TITLE = "Keep only where these parts are"
+KEEP_HELP = (
+    f"An edit of the model's computation, not of its head: each photo pools only the share of its cells ({100 * KEEP_SHARE:g} % "
+    "unless the run was saved with another) where the parts ticked here are most present together; every other cell is left "
+    "out, for every class's logit. On the shortcut benchmark, keeping only where a class's object parts are repairs a "
+    "model that looks at the background (README)."
+)
 
 
-def space_key(ctx: Context, label: int, i: int) -> str:
-    """The session key of "leave out where prototype ``i`` of class ``label`` is" (an ``iv.`` key, so that
-    ``carry_edits`` carries it to a labelled copy of the run)."""
-    return f"iv.{edit_key(ctx.run.path)}.{label}.{i}.space"
+def space_key(ctx: Context, label: int, i: int, rule: str = "space") -> str:
+    """The session key of "leave out where prototype ``i`` of class ``label`` is" (``rule`` "space") or of "keep
+    only where it is" ("keep"); ``iv.`` keys, so that ``carry_edits`` carries them to a labelled copy of the run."""
+    return f"iv.{edit_key(ctx.run.path)}.{label}.{i}.{rule}"
 
 
 def saved(ctx: Context) -> SpatialEdit | None:
@@ -41,22 +50,34 @@ def saved(ctx: Context) -> SpatialEdit | None:
 
 def space_toggle(ctx: Context, label: int, i: int) -> None:
     edit = saved(ctx)
-    kept(st.checkbox, f"{TITLE} (P{i + 1})", space_key(ctx, label, i), bool(edit and (label, i) in edit.leave_out), help=HELP)
+    leave_col, keep_col = st.columns(2)
+    with leave_col:
+        leave = bool(edit and (label, i) in edit.leave_out)
+        kept(st.checkbox, f"{TITLE} (P{i + 1})", space_key(ctx, label, i), leave, help=HELP)
+    with keep_col:
+        keep = bool(edit and (label, i) in edit.keep_where)
+        kept(st.checkbox, f"{KEEP_TITLE} (P{i + 1})", space_key(ctx, label, i, "keep"), keep, help=KEEP_HELP)
 
 
 def current_spatial(ctx: Context) -> SpatialEdit | None:
-    """The session's edit in space on this run (None: the original pooling)."""
+    """The session's edit in space on this run (None: the original pooling); its presence level and kept share are
+    those the run was saved with (the defaults otherwise)."""
     edit = saved(ctx)
-    chosen = [
-        (label, i)
-        for label in ctx.decomposed
-        for i in range(ctx.run.k)
-        if st.session_state.get(space_key(ctx, label, i), bool(edit and (label, i) in edit.leave_out))
-    ]
-    if not edit:
-        return SpatialEdit(tuple(chosen)) if chosen else None
-    # a saved keep-edit (``keep_where``, made by the library) stays as it was: the page toggles leave-out parts
-    spatial = SpatialEdit(tuple(chosen), edit.level, edit.keep_where, edit.keep_share)
+
+    def ticked(rule: str, saved_pairs: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        return tuple(
+            (label, i)
+            for label in ctx.decomposed
+            for i in range(ctx.run.k)
+            if st.session_state.get(space_key(ctx, label, i, rule), (label, i) in saved_pairs)
+        )
+
+    spatial = SpatialEdit(
+        ticked("space", edit.leave_out if edit else ()),
+        edit.level if edit else LEVEL,
+        ticked("keep", edit.keep_where if edit else ()),
+        edit.keep_share if edit else KEEP_SHARE,
+    )
     return spatial or None
 
 
