@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from protolib.backbones.parts_net import PartsNetBackbone, build_parts_net
-from protolib.benchmarks.parts import BenchConfig, _test_classes, kmeans_prototypes
+from protolib.benchmarks.baselines import kmeans_prototypes
+from protolib.benchmarks.parts import BenchConfig, _test_classes
 from protolib.evaluation.metrics import training_matrices
 from protolib.evaluation.part_scores import protoeval_scores
 from protolib.method.discovery import evidence_weights

@@ -21,7 +21,7 @@ import torch
 from _parts_ideas import ClassCells, parse, report
 from parts_ceiling import argmax_oracle
 
-from protolib.benchmarks.parts import kmeans_prototypes
+from protolib.benchmarks.baselines import kmeans_prototypes
 from protolib.method.discovery import evidence_weights
 from protolib.method.nmf import batched_nmf
 

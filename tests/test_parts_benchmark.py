@@ -16,17 +16,14 @@ from scipy import stats
 
 from protolib.benchmarks.baselines import kmeans_prototypes, pca_prototypes
 from protolib.benchmarks.parts import (
-    METHODS,
-    READINGS,
-    VARIANTS,
     BenchConfig,
     _test_classes,
     mean_t_interval,
-    method_prototypes,
     prepare_data,
     prepare_model,
     run_parts_benchmark_seeds,
 )
+from protolib.benchmarks.parts_methods import METHODS, READINGS, VARIANTS, method_prototypes
 from protolib.benchmarks.parts_tables import discovery_table, headline_table
 from protolib.benchmarks.toy_model import to_input, train_parts_net
 from protolib.cli import main

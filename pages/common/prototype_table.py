@@ -32,6 +32,7 @@ from protolib.data.features import extract_features
 from protolib.evaluation.compare import contribution_shares
 from protolib.evaluation.prototype_health import class_health
 from protolib.explain import heatmap_overlay, upsample
+from protolib.method.spatial import KEEP_SHARE
 from protolib.palette import prototype_hex
 from protolib.runs import RunError, save_run
 
@@ -207,7 +208,8 @@ def selection_controls(ctx: Context, chosen: list[tuple[int, int]], grid, backgr
                 args=(ctx, data),
                 icon=":material/center_focus_strong:",
                 help="Tick “Keep only where these parts are” for every other prototype (the object parts): each photo "
-                "pools only the 10 % of its cells where they are most present, an edit of the pooling, not of a weight",
+                f"pools only the {100 * KEEP_SHARE:g} % of its cells where they are most present, an edit of the pooling, "
+                "not of a weight",
             )
     if st.session_state.get("iv_background_error"):
         st.error(st.session_state["iv_background_error"])

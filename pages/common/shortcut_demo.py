@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
+import torch
 
 from pages.common import jobs
 from pages.common.edits import set_scales
@@ -46,7 +47,7 @@ def background_shares(key: str, data: str, _ctx: Context) -> np.ndarray | None:
         return None
 
 
-def mask_rule_scales(ctx: Context, data: str):
+def mask_rule_scales(ctx: Context, data: str) -> torch.Tensor | None:
     """(C, k) the shortcut benchmark's mask rule on this run, 0 = a background prototype; None (and the reason kept
     for the page) when the data folder's masks cannot be read."""
     try:

@@ -8,12 +8,12 @@ features: k-means centroids and PCA directions per class (``evaluation/part_scor
 
 Headline reading (``"maps"``): every method is read from the map it is shown with. Each discovery's NMF
 prototypes from the part maps the app draws (``PrototypeHead.presence``: ``read_cells(f) . p / presence_scale``,
-cells read with the run's presence damping), refined prototypes from the head's heatmaps ``f . p~`` turned by the
-sign of their alpha (``metrics.oriented_prototypes``; the head fixes that sign, not the data), k-means and PCA
-from their heatmaps ``f . p``, and k-means once more read as the damped discovery's part maps are (so that a
-discovery is not credited with what its reading alone gives). Secondary reading (``"coefficients"``): ``f . pinv(P)``, which no page
-shows. Every figure is given at k = the class's true number of parts and at true + 2, over several
-seeds (each its own data and model), as the mean with a 95 % t-interval over the seeds.
+cells read with the run's presence damping), refined prototypes from the head's heatmaps ``f . p~`` turned by
+the sign of their alpha (``metrics.oriented_prototypes``; the head fixes that sign, not the data), k-means and
+PCA from their heatmaps ``f . p``, and k-means once more read as the damped discovery's part maps are (so that a
+discovery is not credited with what its reading alone gives). Secondary reading (``"coefficients"``): ``f .
+pinv(P)``, which no page shows. Every figure is given at k = the class's true number of parts and at true + 2,
+over several seeds (each its own data and model), as the mean with a 95 % t-interval over the seeds.
 
 The baselines are in ``baselines.py``, the tables in ``parts_tables.py``, the model's training in ``toy_model.py``.
 """
@@ -33,43 +33,16 @@ import torch
 from ..backbones import Backbone
 from ..backbones.parts_net import PartsNet, PartsNetBackbone
 from ..data.synthetic import class_names, make_parts_dataset, parts_of_class, read_image_folder, write_image_folder
-from ..evaluation.metrics import oriented_prototypes, top1, training_matrices
+from ..evaluation.metrics import top1
 from ..evaluation.part_scores import protoeval_scores
 from ..files import atomic_path
-from ..method.discovery import DISCOVERIES, DISCOVERY_LABELS, PRESENCE_DAMPING
+from ..method.discovery import DISCOVERIES, PRESENCE_DAMPING
 from ..method.refine import approximation
 from ..pipeline import run_decomposition
 from ..runs import Run, save_run
-from .baselines import kmeans_prototypes, pca_prototypes
+from .parts_methods import DAMPED, READINGS, VARIANTS, method_prototypes
 from .toy_model import reuse_or_train, to_input, train_parts_net
 
-#: ``kmeans-damped``: the same k-means centroids read as a damped discovery's part maps are (``DAMPED``), so that
-#: a discovery that reads its maps that way is compared with k-means read the same way, not only as shown
-BASELINES = ("kmeans", "kmeans-damped", "pca")
-DAMPED = "unit-evidence"
-#: the discovery variants other than the paper's NMF, each scored as a method of its own (its part maps)
-VARIANTS = tuple(d for d in DISCOVERIES if d != "nmf")
-METHODS = ("nmf", "refined", *VARIANTS, *BASELINES)
-# column -> {method: map kind} (see part_scores.prototype_maps); "maps" is the headline
-READINGS = {
-    "maps": {
-        "nmf": "presence",
-        "refined": "heatmap",
-        **dict.fromkeys(VARIANTS, "presence"),
-        "kmeans": "heatmap",
-        "kmeans-damped": "presence",
-        "pca": "heatmap",
-    },
-    "coefficients": dict.fromkeys(METHODS, "coefficients"),
-}
-METHOD_LABELS = {
-    "nmf": "NMF part maps (as the app draws them)",
-    "refined": "refined heatmaps, turned by sign(alpha)",
-    **{v: f"{DISCOVERY_LABELS[v]}: part maps" for v in VARIANTS},
-    "kmeans": "k-means centroids (heatmaps)",
-    "kmeans-damped": f"k-means centroids, read with damping {PRESENCE_DAMPING[DAMPED]:g} (as {DAMPED}'s part maps)",
-    "pca": "PCA directions (heatmaps)",
-}
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 Log = Callable[[str], None]  # one line of progress text
 
@@ -215,33 +188,6 @@ def _decompose(backbone: Backbone, data: Path, cfg: BenchConfig, offset: int, ca
     ]
 
 
-def method_prototypes(
-    backbone: Backbone, runs: list[Run], cache: Path, seed: int, variants: dict[str, list[Run]] | None = None
-) -> dict[str, dict]:
-    """Per method, per class label, the (k, D) prototypes whose maps are scored (see ``READINGS``).
-
-    ``nmf``: the head's ``part_vectors`` (NMF prototypes / presence scale), which ``PrototypeHead.presence``
-    draws; ``refined``: the head's prototypes turned by the sign of their alpha; each discovery variant
-    (``variants``: its runs of the same classes): its head's ``part_vectors`` likewise; the baselines: k-means
-    centroids (``kmeans-damped``: the same ones) and PCA directions of the same training features the run
-    factorised.
-    """
-    variants = variants or {}
-    methods: dict[str, dict] = {m: {} for m in METHODS if m not in VARIANTS or m in variants}
-    for name, variant_runs in variants.items():
-        for run in variant_runs:
-            methods[name].update(zip(run.classes.tolist(), run.head(backbone).part_vectors))
-    for run in runs:
-        matrices = training_matrices(run, backbone, cache)
-        parts, oriented = run.head(backbone).part_vectors, oriented_prototypes(run)
-        for c, label in enumerate(run.classes.tolist()):
-            methods["nmf"][label] = parts[c]
-            methods["refined"][label] = oriented[c]
-            methods["kmeans"][label] = methods["kmeans-damped"][label] = kmeans_prototypes(matrices[c], run.k, seed)
-            methods["pca"][label] = pca_prototypes(matrices[c], run.k)
-    return methods
-
-
 @torch.inference_mode()
 def discovery_figures(backbone: Backbone, runs_by_discovery: dict[str, list[Run]], data: Path) -> dict[str, dict]:
     """Per discovery, what its prototypes explain of the model, on the test images: ``head_error`` (mean
@@ -278,7 +224,7 @@ def run_parts_benchmark(out: str | Path, cfg: BenchConfig | None = None, log: Lo
     ``out/results.json`` and the runs (``out/<k label>/run-k<k>``), returns the results.
 
     ``results["scores_by_k"][k label][method][reading]`` holds ``consistency`` and ``stability`` in %
-    (k labels ``true``, ``true+2``; methods ``METHODS``; readings ``READINGS``: ``maps`` is the headline).
+    (k labels ``true``, ``true+2``; methods ``parts_methods.METHODS``; readings ``READINGS``: ``maps`` is the headline).
     """
     cfg, out, log = cfg or BenchConfig(), Path(out), log or (lambda message: None)
     started = time.perf_counter()

@@ -4,7 +4,7 @@ per k and method, and what each discovery's prototypes explain of the model."""
 from __future__ import annotations
 
 from ..method.discovery import DISCOVERY_LABELS
-from .parts import METHOD_LABELS
+from .parts_methods import METHOD_LABELS
 
 
 def _cell(figure: dict, digits: int = 1) -> str:
