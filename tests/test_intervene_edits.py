@@ -383,25 +383,30 @@ def test_the_shortcut_demo_button_opens_its_run_and_data_folder(env, monkeypatch
     assert at.session_state["data_dir"] == str(env["data"])
 
 
-def test_leave_out_where_a_part_is_on_the_held_out_split(env):
-    """The edit in space on the held-out split: the page's top-1 and worst group after the edit are those of the
-    edited model computed independently (the backbone on each photo, the part's presence on its grid, the mean
-    of the other cells, the model's own head), with the part whose cells change top-1 most."""
+def held_out_page(env):
+    """Intervene with the held-out features computed, and what an independent check needs: the run, the model, the
+    backbone's grid of every held-out photo (N, H, W, D), their labels in the model's 1000 classes and their groups."""
     from protolib.backbones import load_backbone
     from protolib.data import load_image
-    from protolib.evaluation.intervention import group_accuracy
-    from protolib.method.spatial import LEVEL
 
     at = start("pages/intervene.py", env["data"])
     button(at, "Compute held-out features").click().run()
     run, backbone = env["run"], load_backbone()
     paths = [p for folder in CLASSES for p in image_files(env["data"] / "val" / folder)]
     with torch.no_grad():
-        grids = backbone.spatial_features(torch.stack([backbone.preprocessing.transform()(load_image(p)) for p in paths])).permute(
-            0, 2, 3, 1
-        )
-    truth = run.classes.repeat_interleave(3)  # the model's 1000 classes (not only the run's)
+        grids = backbone.spatial_features(torch.stack([backbone.preprocessing.transform()(load_image(p)) for p in paths]))
     groups = [f"{p.parent.name} on {'water' if n % 3 % 2 == 0 else 'land'}" for n, p in enumerate(paths)]
+    return at, run, backbone, grids.permute(0, 2, 3, 1), run.classes.repeat_interleave(3), groups
+
+
+def test_leave_out_where_a_part_is_on_the_held_out_split(env):
+    """The edit in space on the held-out split: the page's top-1 and worst group after the edit are those of the
+    edited model computed independently (the backbone on each photo, the part's presence on its grid, the mean
+    of the other cells, the model's own head), with the part whose cells change top-1 most."""
+    from protolib.evaluation.intervention import group_accuracy
+    from protolib.method.spatial import LEVEL
+
+    at, run, backbone, grids, truth, groups = held_out_page(env)
     weight, bias = backbone.head_weight, backbone.head_bias
 
     def edited(c, i):
@@ -437,21 +442,10 @@ def test_keep_only_where_parts_are_on_the_held_out_split(env):
     different classes; each held-out photo pools only the 10 % of its cells where those parts are most present together,
     and the page's top-1 and worst group are those of that model written out by hand (the backbone's grid, the parts'
     summed presence, the mean of the kept cells, the model's own head); the edit saves with the run."""
-    from protolib.backbones import load_backbone
-    from protolib.data import load_image
     from protolib.evaluation.intervention import group_accuracy
     from protolib.method.spatial import KEEP_SHARE
 
-    at = start("pages/intervene.py", env["data"])
-    button(at, "Compute held-out features").click().run()
-    run, backbone = env["run"], load_backbone()
-    paths = [p for folder in CLASSES for p in image_files(env["data"] / "val" / folder)]
-    with torch.no_grad():
-        grids = backbone.spatial_features(torch.stack([backbone.preprocessing.transform()(load_image(p)) for p in paths])).permute(
-            0, 2, 3, 1
-        )
-    truth = run.classes.repeat_interleave(3)
-    groups = [f"{p.parent.name} on {'water' if n % 3 % 2 == 0 else 'land'}" for n, p in enumerate(paths)]
+    at, run, backbone, grids, truth, groups = held_out_page(env)
     weight, bias = backbone.head_weight, backbone.head_bias
 
     chosen = [(0, 0), (1, 1)]  # (class position, prototype)
