@@ -1,6 +1,8 @@
 """How many cells the evidence weights leave to factorise: the effective number ``(sum w)^2 / sum w^2`` of the
 weights ``discovery.evidence_weights`` gives each class's training cells, on the sample photos (Lite0, 20 photos per
-class, as ``discovery_sample_photos.py`` decomposes them) and on one saved seed of the parts benchmark.
+class, as ``discovery_sample_photos.py`` decomposes them) and on one saved seed of the parts benchmark; then how
+many of ``unit-evidence``'s prototypes on the sample photos are dead or duplicate (``prototype_health``) with the
+weights' exponent lowered from 6 (a diagnostic: the parts benchmark chose 6).
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/evidence_cells.py --cache runs/sample-cache runs/parts-bench/seed-0
 """
@@ -16,6 +18,8 @@ from protolib.backbones import load_backbone
 from protolib.backbones.parts_net import build_parts_net
 from protolib.config import SAMPLE_DATA
 from protolib.evaluation.metrics import training_matrices
+from protolib.evaluation.prototype_health import health_counts, training_health
+from protolib.method import discovery
 from protolib.method.discovery import evidence_weights
 from protolib.pipeline import run_decomposition
 from protolib.runs import load_run
@@ -42,6 +46,12 @@ def main(cache: Path | None, bench_seed: Path) -> None:
             found = load_run(path, parts_net)
             cells = len(training_matrices(found, parts_net, bench_seed / "features")[0])
             print(f"{bench_seed} {path.name} ({cells} cells a class): {effective_cells(found, parts_net, bench_seed / 'features')}")
+    for power in (0.0, 1.0, 2.0, 4.0, 6.0):
+        discovery.evidence_weights = lambda A, v, power=power: evidence_weights(A, v, power)  # what unit-evidence reads
+        found = run_decomposition(backbone, SAMPLE_DATA, images_per_class=20, k=3, cache_dir=cache, discovery="unit-evidence")
+        counts = health_counts(training_health(found, backbone, cache))
+        print(f"unit-evidence, exponent {power:g}: dead / duplicate prototypes {counts}")
+    discovery.evidence_weights = evidence_weights
 
 
 if __name__ == "__main__":
