@@ -50,15 +50,13 @@ BASELINES: dict[str, Idea] = {
 }
 
 
-def seed_scores(
-    root: Path, seed: int, ideas: dict[str, Idea], label: str = "true", signed: tuple[str, ...] = ()
-) -> dict[str, float]:
-    """Consistency % (maps shown) of the baselines and ``ideas`` on one saved seed, at k = ``label``; ideas whose
-    name is in ``signed`` (and k-means) are read from their heatmaps ``f . p``, the others from presence."""
-    cfg = BenchConfig()
-    backbone = build_parts_net(root / "parts_net.safetensors")
+def class_prototypes(
+    root: Path, label: str, seed: int, ideas: dict[str, Idea], backbone: PartsNetBackbone
+) -> dict[str, dict[int, torch.Tensor]]:
+    """idea -> class -> (k, D) on one saved seed at k = ``label``, from the classes' cells of the paper's NMF's runs
+    (every discovery's runs factorise the same cells)."""
     weight = backbone.head_weight.float()
-    methods: dict[str, dict] = {}
+    methods: dict[str, dict[int, torch.Tensor]] = {name: {} for name in ideas}
     for path in sorted((root / label).glob("run-k*")):
         if not path.name[5:].isdigit():  # another discovery's run of the same classes
             continue
@@ -67,8 +65,19 @@ def seed_scores(
         for A, c, entry in zip(matrices, run.classes.tolist(), run.manifest["classes"]):
             paths = run.manifest["images"][entry["folder"]]
             cells = ClassCells(A, weight[c], run.k, seed, paths, round((len(A) / len(paths)) ** 0.5), c, root, backbone)
-            for name, idea in {**BASELINES, **ideas}.items():
-                methods.setdefault(name, {})[c] = idea(cells)
+            for name, idea in ideas.items():
+                methods[name][c] = idea(cells)
+    return methods
+
+
+def seed_scores(
+    root: Path, seed: int, ideas: dict[str, Idea], label: str = "true", signed: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """Consistency % (maps shown) of the baselines and ``ideas`` on one saved seed, at k = ``label``; ideas whose
+    name is in ``signed`` (and k-means) are read from their heatmaps ``f . p``, the others from presence."""
+    cfg = BenchConfig()
+    backbone = build_parts_net(root / "parts_net.safetensors")
+    methods = class_prototypes(root, label, seed, {**BASELINES, **ideas}, backbone)
     readings = {"maps": {m: "heatmap" if m.startswith("k-means") or m in signed else "presence" for m in methods}}
     scores = protoeval_scores(backbone, _test_classes(root / "data", cfg.num_classes), methods, readings, seed=seed)
     return {m: scores[m]["maps"]["consistency"] for m in methods}

@@ -31,16 +31,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _parts_ideas import BASELINES, ClassCells, Idea, parse
+from _parts_ideas import BASELINES, ClassCells, Idea, class_prototypes, parse
 from parts_ceiling import ORACLES, _oracle, argmax_oracle, keypoints_of, part_cells
 
 from protolib.backbones.parts_net import build_parts_net
 from protolib.benchmarks.parts import BenchConfig, _test_classes
-from protolib.evaluation.metrics import training_matrices
 from protolib.evaluation.part_scores import protoeval_scores
 from protolib.method.discovery import evidence_weights
 from protolib.method.nmf import batched_nmf
-from protolib.runs import load_run
 
 
 def _unit(X: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -131,28 +129,11 @@ IDEAS: dict[str, Idea] = {
 SIGNED = (ORACLES[-1],)  # read from f . p: the signed oracle's map would lose its negative half to the clamp
 
 
-def class_prototypes(root: Path, seed: int, ideas: dict[str, Idea], backbone) -> dict[str, dict[int, torch.Tensor]]:
-    """method -> class -> (k, D) on one saved seed, k = true, from the classes' cells as ``_parts_ideas`` gives them."""
-    weight = backbone.head_weight.float()
-    methods: dict[str, dict] = {name: {} for name in ideas}
-    for path in sorted((root / "true").glob("run-k*")):
-        if not path.name[5:].isdigit():  # another discovery's run of the same classes
-            continue
-        run = load_run(path, backbone)
-        matrices = [A.float() for A in training_matrices(run, backbone, root / "features")]
-        for A, c, entry in zip(matrices, run.classes.tolist(), run.manifest["classes"]):
-            paths = run.manifest["images"][entry["folder"]]
-            cells = ClassCells(A, weight[c], run.k, seed, paths, round((len(A) / len(paths)) ** 0.5), c, root, backbone)
-            for name, idea in ideas.items():
-                methods[name][c] = idea(cells)
-    return methods
-
-
 def seed_scores(root: Path, seed: int, ideas: dict[str, Idea]) -> dict[str, dict[str, float]]:
     """reading -> method -> consistency % on one saved seed, k = true."""
     cfg = BenchConfig()
     backbone = build_parts_net(root / "parts_net.safetensors")
-    methods = class_prototypes(root, seed, {**BASELINES, **ideas}, backbone)
+    methods = class_prototypes(root, "true", seed, {**BASELINES, **ideas}, backbone)
     kinds = {"maps": {m: "heatmap" if m.startswith("k-means") or m in SIGNED else "presence" for m in methods}}
     out = {}
     for reading, normalise in READINGS.items():
@@ -167,7 +148,7 @@ def peak_loudness(root: Path, seed: int, names: tuple[str, ...]) -> dict[str, di
     cell, 1 = the loudest), on the clean test images of one saved seed, k = true, on the feature grid."""
     backbone = build_parts_net(root / "parts_net.safetensors")
     ideas = {name: idea for name, idea in {**BASELINES, **IDEAS}.items() if name in names}
-    prototypes = class_prototypes(root, seed, ideas, backbone)
+    prototypes = class_prototypes(root, "true", seed, ideas, backbone)
     ranks: dict[str, dict[str, list]] = {r: {name: [] for name in ideas} for r in READINGS}
     with torch.inference_mode():
         for c, x, _, _ in _test_classes(root / "data", BenchConfig().num_classes):

@@ -209,20 +209,28 @@ def test_numbers_changed_counts(bench):
     assert ratio == pytest.approx(methods["prototypes_by_mask"]["numbers_changed"] / (3 * FEATURE_DIM + 3))
 
 
-def test_space_by_discovered_parts_pools_the_cells_the_mask_rules_parts_leave(bench):
-    """The edit in space recomputed by hand from the saved run: the mask rule's background prototypes, their
-    parts' presence on each test photo's grid, the mean of the other cells, the model's own head."""
-    from protolib.benchmarks import shortcut_space as space
+def seed0_test_photos(bench):
+    """What the edit-in-space checks recompute from: seed 0's results, the mask rule's scales (C, k), its saved run, the
+    model, the test split's rows of groups.csv and their features on the grid (N, H, W, D)."""
     from protolib.data.features import extract_features
-    from protolib.method.spatial import LEVEL
 
     out, results = bench
     seed, data = results["per_seed"]["0"], out / "data"
-    by_mask = torch.tensor(seed["scales"]["prototypes_by_mask"])
     run = load_run(out / "seed-0" / "run")
     backbone = load_backbone(run.manifest["backbone"])
     rows = [r for r in read_groups(data).values() if r["split"] == "test"]
     feats = extract_features(backbone, [data / r["file"] for r in rows], cache_dir=out / "seed-0" / "features").feats
+    return seed, torch.tensor(seed["scales"]["prototypes_by_mask"]), run, backbone, rows, feats
+
+
+def test_space_by_discovered_parts_pools_the_cells_the_mask_rules_parts_leave(bench):
+    """The edit in space recomputed by hand from the saved run: the mask rule's background prototypes, their
+    parts' presence on each test photo's grid, the mean of the other cells, the model's own head."""
+    from protolib.benchmarks import shortcut_space as space
+    from protolib.method.spatial import LEVEL
+
+    out, results = bench
+    seed, by_mask, run, backbone, rows, feats = seed0_test_photos(bench)
     left_out = torch.zeros(feats.shape[:3], dtype=torch.bool)
     for c, i in (by_mask == 0).nonzero().tolist():
         part = run.nmf_prototypes[c, i] / run.presence_scale[c, i]
@@ -247,16 +255,10 @@ def test_keeping_where_the_object_parts_are_pools_the_cells_recomputed_by_hand(b
     """The edit in space the other way round (``keep_object_parts``): each test photo keeps only the 10 % of its
     cells where the parts the mask rule keeps are most present, recomputed from the saved run."""
     from protolib.benchmarks import shortcut_space as space
-    from protolib.data.features import extract_features
     from protolib.method.spatial import KEEP_SHARE
 
     out, results = bench
-    seed, data = results["per_seed"]["0"], out / "data"
-    by_mask = torch.tensor(seed["scales"]["prototypes_by_mask"])
-    run = load_run(out / "seed-0" / "run")
-    backbone = load_backbone(run.manifest["backbone"])
-    rows = [r for r in read_groups(data).values() if r["split"] == "test"]
-    feats = extract_features(backbone, [data / r["file"] for r in rows], cache_dir=out / "seed-0" / "features").feats
+    seed, by_mask, run, backbone, rows, feats = seed0_test_photos(bench)
     score = torch.zeros(feats.shape[:3])
     for c, i in (by_mask != 0).nonzero().tolist():
         score += torch.einsum("nhwd,d->nhw", feats.clamp_min(0), run.nmf_prototypes[c, i] / run.presence_scale[c, i])
